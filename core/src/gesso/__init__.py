@@ -1,0 +1,50 @@
+"""gesso: one call, the right AWS Bedrock image request.
+
+    import gesso
+    resp = gesso.image_generation(model="bedrock/amazon.nova-canvas-v1:0", prompt="A cute baby sea otter")
+
+Importing gesso is cheap: the SDK, the plugin machinery and boto3 load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from gesso import errors
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from gesso.api import aimage_generation, image_generation
+    from gesso.hookspecs import hookimpl
+    from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin
+    from gesso.types import ImageData, ImageResponse, Model
+
+_LAZY = {
+    "image_generation": "gesso.api",
+    "aimage_generation": "gesso.api",
+    "hookimpl": "gesso.hookspecs",
+    "register_plugin": "gesso.plugins",
+    "unregister_plugin": "gesso.plugins",
+    "get_plugin_manager": "gesso.plugins",
+    "ImageResponse": "gesso.types",
+    "ImageData": "gesso.types",
+    "Model": "gesso.types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gesso' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["__version__", "errors", *_LAZY]

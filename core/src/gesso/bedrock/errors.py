@@ -1,0 +1,89 @@
+"""Map botocore's exceptions to gesso's error hierarchy, once, at the transport boundary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gesso import errors
+
+_AUTH_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+        "MissingAuthenticationTokenException",
+        "MissingAuthenticationToken",
+        "UnauthorizedException",
+    }
+)
+_RATE_CODES = frozenset(
+    {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException", "ModelNotReadyException"}
+)
+_RETIRED_MARKERS = ("end of its life", "marked by provider as Legacy")
+_CONTENT_FILTER_MARKER = "blocked by our content filters"
+
+
+def map_client_error(exc: Any, *, model: str, attempts: int = 1) -> errors.GessoError:
+    """Turn a botocore ``ClientError`` into the matching :class:`gesso.errors.GessoError`."""
+    response = getattr(exc, "response", {}) or {}
+    error = response.get("Error", {}) or {}
+    code = str(error.get("Code") or "")
+    message = str(error.get("Message") or "").strip() or str(exc)
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    said = f"Bedrock {code or status}: {message}"
+    if code == "ValidationException":
+        if _CONTENT_FILTER_MARKER in message or message == "invalid_prompts":
+            return errors.ContentFilteredError(said, model=model)
+        return errors.InvalidRequestError(said, model=model, code="provider_validation")
+    if code in _AUTH_CODES:
+        return errors.AuthenticationError(said, model=model)
+    if code == "AccessDeniedException":
+        return errors.PermissionDeniedError(said, model=model)
+    if code == "ResourceNotFoundException":
+        if any(marker in message for marker in _RETIRED_MARKERS):
+            return errors.ModelRetiredError(said, model=model)
+        return errors.UnknownModelError(said, model=model)
+    if code in _RATE_CODES:
+        suffix = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
+        return errors.RateLimitError(said + suffix, model=model, attempts=attempts)
+    if code == "ModelTimeoutException":
+        return errors.RequestTimeoutError(said, model=model)
+    return errors.ProviderError(said, model=model, provider_status=status, provider_code=code or None)
+
+
+def map_botocore_error(exc: Exception, *, model: str) -> errors.GessoError:
+    """Map botocore's non-HTTP errors (credentials, region, connection, timeouts)."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.NoCredentialsError):
+        return errors.AuthenticationError(
+            "No AWS credentials found. Pass aws_access_key_id and aws_secret_access_key, or aws_profile_name, "
+            "or configure the default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)",
+            model=model,
+        )
+    if isinstance(exc, bx.PartialCredentialsError):
+        return errors.AuthenticationError(f"Incomplete AWS credentials: {exc}", model=model)
+    if isinstance(exc, bx.ProfileNotFound):
+        return errors.InvalidRequestError(
+            f"the AWS profile named in aws_profile_name (or AWS_PROFILE) was not found: {exc}",
+            model=model,
+            param="aws_profile_name",
+        )
+    if isinstance(exc, bx.NoRegionError):
+        return errors.InvalidRequestError(
+            "no AWS region given: pass aws_region_name, set AWS_REGION or AWS_DEFAULT_REGION, "
+            "or set a region in your AWS profile",
+            model=model,
+            param="aws_region_name",
+        )
+    if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
+        return errors.RequestTimeoutError(f"Bedrock did not answer in time: {exc}", model=model)
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ConnectionError)):
+        return errors.ProviderError(f"Could not reach Bedrock: {exc}", model=model)
+    if isinstance(exc, bx.ParamValidationError):
+        return errors.InvalidRequestError(str(exc), model=model, param="model_id")
+    return errors.ProviderError(f"Bedrock call failed: {type(exc).__name__}: {exc}", model=model)

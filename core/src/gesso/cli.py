@@ -1,0 +1,211 @@
+"""The ``gesso`` command line: generate images, list plugins and models, run the emulator."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from gesso import __version__
+from gesso.errors import GessoError
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+def _app_profile(text: str) -> tuple[str, str]:
+    key, sep, model = text.partition("=")
+    if not sep or not key or not model:
+        raise argparse.ArgumentTypeError(f"expected PROFILE=MODEL_ID, got {text!r}")
+    return key, model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gesso", description="AWS Bedrock image generation: SDK, CLI and emulator.")
+    parser.add_argument("--version", action="version", version=f"gesso {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate images and write them as files")
+    gen.add_argument("prompt", help="what to draw")
+    gen.add_argument("-m", "--model", required=True, help="e.g. bedrock/amazon.nova-canvas-v1:0")
+    gen.add_argument("--size", help='"WIDTHxHEIGHT", e.g. 1024x1024')
+    gen.add_argument("-n", type=int, help="number of images")
+    gen.add_argument("--quality", help="standard, premium, or OpenAI's hd/high/low/medium/auto")
+    gen.add_argument(
+        "--param", "-p", action="append", type=_param, default=[], metavar="KEY=VALUE",
+        help="a provider parameter; VALUE is read as JSON when it parses (seed=42, colors='[\"#FF0000\"]'), "
+        "else as a string (negativeText=blurry). Repeatable.",
+    )
+    gen.add_argument("-o", "--output-dir", default=".", help="where to write the images (default: .)")
+    gen.add_argument("--model-id", help="invoke target: an inference-profile or provisioned-model ARN or id")
+    gen.add_argument("--region", help="AWS region (aws_region_name)")
+    gen.add_argument("--profile", help="AWS shared-config profile (aws_profile_name)")
+    gen.add_argument("--endpoint", help="Bedrock Runtime endpoint URL (aws_bedrock_runtime_endpoint)")
+    gen.add_argument("--timeout", type=float, help="read timeout in seconds")
+    gen.add_argument("--emulator", action="store_true", help="run the local Bedrock emulator in-process and use it")
+    gen.add_argument("--json", action="store_true", help="print the response JSON (without image data) too")
+
+    plug = sub.add_parser("plugins", help="print the loaded plugins as JSON")
+    plug.add_argument("--all", action="store_true", help="include gesso's built-in plugins")
+
+    models = sub.add_parser("models", help="list every model id the installed plugins own")
+    models.add_argument("--json", action="store_true", help="print details as JSON")
+
+    emu = sub.add_parser("emulator", help="serve the local Bedrock Runtime emulator")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=4010)
+    emu.add_argument(
+        "--app-profile", action="append", type=_app_profile, default=[], metavar="PROFILE=MODEL_ID",
+        help="map an application inference profile (id or ARN) to the model it serves. Repeatable.",
+    )
+    emu.add_argument(
+        "--verify-signatures", action="store_true",
+        help="recompute SigV4 signatures, accepting only the emulator's own key (see the README)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(_COMMANDS[args.command](args) or 0)
+    except GessoError as exc:
+        print(f"gesso: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `gesso plugins | head`
+        sys.stderr.close()
+        return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from gesso.api import image_generation
+
+    kwargs: dict[str, Any] = dict(args.param)
+    options = {
+        "size": args.size, "n": args.n, "quality": args.quality, "model_id": args.model_id,
+        "aws_region_name": args.region, "aws_profile_name": args.profile,
+        "aws_bedrock_runtime_endpoint": args.endpoint, "timeout": args.timeout,
+    }  # fmt: skip
+    kwargs.update({k: v for k, v in options.items() if v is not None})
+    emulator = None
+    if args.emulator:
+        emulator = _start_emulator(args, kwargs)
+    try:
+        response = image_generation(args.model, args.prompt, **kwargs)
+    finally:
+        if emulator is not None:
+            emulator.stop()
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", args.prompt.lower()).strip("-")[:40] or "image"
+    for index, item in enumerate(response.data, start=1):
+        data = base64.b64decode(item.b64_json or "")
+        ext = _EXTENSIONS.get(_mime(data), "png")
+        path = out_dir / f"{slug}-{index}-{hashlib.sha256(data).hexdigest()[:8]}.{ext}"
+        path.write_bytes(data)
+        print(path)
+    for warning in response.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    count = len(response.data)
+    cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
+    print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
+    if args.json:
+        summary = response.to_dict()
+        summary["data"] = [{k: f"<{len(v)} chars>" if k == "b64_json" else v for k, v in d.items()} for d in summary["data"]]
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _mime(data: bytes) -> str:
+    from gesso.imaging import ImageFormatError, inspect
+
+    try:
+        return f"image/{inspect(data).format}"
+    except ImageFormatError:
+        return "application/octet-stream"
+
+
+def _start_emulator(args: argparse.Namespace, kwargs: dict[str, Any]) -> Any:
+    from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+
+    emulator = Emulator(port=0, credentials={EMULATOR_ACCESS_KEY: EMULATOR_SECRET_KEY})
+    if args.model_id and args.model_id.startswith("arn:"):
+        # the in-process emulator serves the profile as the model named with -m
+        from gesso.plugins import get_registry
+
+        model, _, _ = get_registry().resolve(args.model)
+        emulator.application_profiles[args.model_id] = model.id
+    emulator.start()
+    kwargs.update(
+        aws_bedrock_runtime_endpoint=emulator.url,
+        aws_access_key_id=EMULATOR_ACCESS_KEY,
+        aws_secret_access_key=EMULATOR_SECRET_KEY,
+    )
+    kwargs.setdefault("aws_region_name", "us-east-1")
+    kwargs.pop("aws_profile_name", None)
+    return emulator
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from gesso.plugins import list_plugins
+
+    print(json.dumps(list_plugins(include_builtin=args.all), indent=2))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from gesso.plugins import get_registry
+
+    registry = get_registry()
+    if args.json:
+        rows = [
+            {
+                "id": m.id, "ids": list(m.ids), "family": m.family, "name": m.name, "distribution": m.distribution,
+                "prices": dict(m.prices), "capabilities": sorted(m.capabilities),
+                "lifecycle": {"status": m.lifecycle.status, "end_of_life": m.lifecycle.end_of_life},
+            }
+            for m in registry.models
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+        return 0
+    for model in registry.models:
+        note = model.lifecycle.status + (f", end of life {model.lifecycle.end_of_life}" if model.lifecycle.end_of_life else "")
+        for model_id in model.ids:
+            print(f"{model_id}\t{model.distribution}\t{note}")
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+
+    emulator = Emulator(
+        args.host,
+        args.port,
+        credentials={EMULATOR_ACCESS_KEY: EMULATOR_SECRET_KEY} if args.verify_signatures else None,
+        application_profiles=dict(args.app_profile),
+    )
+    print(f"gesso Bedrock emulator on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    emulator.serve_forever()
+    return 0
+
+
+_COMMANDS = {"generate": _generate, "plugins": _plugins, "models": _models, "emulator": _emulator}
+
+if __name__ == "__main__":
+    sys.exit(main())

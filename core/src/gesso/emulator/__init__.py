@@ -1,0 +1,322 @@
+"""A local Bedrock Runtime emulator: the ``InvokeModel`` REST protocol on loopback, no AWS account.
+
+``POST /model/{modelId}/invoke`` with a SigV4 (or Bearer) ``Authorization`` header. The emulator
+routes the model id (percent-encoded or raw; base ids, inference-profile ids and ARNs), validates the
+body as Bedrock does, and answers with Bedrock-shaped success bodies (real PNGs) or errors (status,
+``x-amzn-ErrorType``, ``{"message": ...}``). Each family plugin emulates its own models: the
+``emulator`` callable of its :class:`gesso.types.Model` receives an :class:`EmulatedCall`.
+
+    with Emulator(port=0) as emu:
+        gesso.image_generation(..., aws_bedrock_runtime_endpoint=emu.url, ...)
+
+Content-filter behaviour is triggered by marker words in any prompt text (see ``BLOCK_*``).
+"""
+
+from __future__ import annotations
+
+import collections
+import email.message
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+import attrs
+
+from gesso.emulator import everit, sigv4
+from gesso.emulator.images import synth_png_b64
+from gesso.types import Model
+
+logger = logging.getLogger("gesso.emulator")
+
+#: Prompt markers that make the emulated content filter act: block the input (400), withhold every
+#: output (200 with ``error``), or withhold some outputs.
+BLOCK_INPUT = "emulator:block-input"
+BLOCK_OUTPUT = "emulator:block-output"
+BLOCK_SOME = "emulator:block-some"
+
+#: The access key and secret the CLI's ``--emulator`` mode signs with (and the emulator verifies).
+EMULATOR_ACCESS_KEY = "GESSOEMULATORKEY"
+EMULATOR_SECRET_KEY = "gesso-emulator-secret-key"  # not a secret: a fixed local test credential
+
+_ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
+_MODEL_ID_RE = re.compile(
+    r"^(arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:(\d{12})?:[a-z-]+/[a-zA-Z0-9:._-]+|[a-zA-Z0-9:._-]+)$"
+)
+INVALID_IDENTIFIER = "The provided model identifier is invalid."
+
+
+class EmulatorError(Exception):
+    """Raised by model emulators to answer with a Bedrock error: status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def validation(cls, message: str) -> EmulatorError:
+        return cls(400, "ValidationException", message)
+
+
+@attrs.frozen
+class RecordedRequest:
+    """One request the emulator received (kept for tests and debugging)."""
+
+    model_id: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    status: int
+    signed_by: sigv4.SignedBy | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@attrs.define
+class EmulatedCall:
+    """What a model emulator receives: the model, the id it was invoked as, and the parsed body."""
+
+    model: Model
+    model_id: str
+    body: Any
+    emulator: Emulator
+
+    def validate(self, schema: Mapping[str, Any] | None = None) -> None:
+        """Raise Bedrock's ``Malformed input request`` error for any schema violation of the body."""
+        found = everit.messages(schema if schema is not None else self.model.param_schema, self.body)
+        if found:
+            raise EmulatorError.validation(everit.malformed(found))
+
+    def moderation(self, *texts: str | None) -> str | None:
+        """``"input"``, ``"output"``, ``"some"`` or ``None``: what the emulated content filter does."""
+        joined = " ".join(t for t in texts if isinstance(t, str))
+        if BLOCK_INPUT in joined:
+            return "input"
+        if BLOCK_OUTPUT in joined:
+            return "output"
+        if BLOCK_SOME in joined:
+            return "some"
+        return None
+
+    def image(self, width: int, height: int, *key: Any, alpha: bool = False) -> str:
+        """A deterministic base64 PNG of the given size for the given key parts."""
+        return synth_png_b64(width, height, "|".join(map(str, (self.model.id, *key))), alpha)
+
+
+class Emulator:
+    """The emulator: ``handle()`` answers one request; ``start()`` serves it over HTTP on a thread.
+
+    ``credentials`` maps access key ids to secret keys: when given, signatures are recomputed and
+    checked (unknown keys are refused); when ``None`` any well-formed SigV4 header is accepted.
+    ``api_keys``: Bedrock API keys accepted as ``Authorization: Bearer`` (``None`` accepts any).
+    ``application_profiles`` maps application-inference-profile or provisioned-model ids (or whole
+    ARNs) to the base model id they stand for.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 4010,
+        *,
+        credentials: Mapping[str, str] | None = None,
+        api_keys: set[str] | None = None,
+        application_profiles: Mapping[str, str] | None = None,
+        registry: Any = None,
+        record: int = 1000,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.credentials = dict(credentials) if credentials is not None else None
+        self.api_keys = set(api_keys) if api_keys is not None else None
+        self.application_profiles: dict[str, str] = dict(application_profiles or {})
+        self._registry = registry
+        self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- serving ------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _make_server(self) -> ThreadingHTTPServer:
+        server = _Server((self.host, self.port), _Handler)
+        server.emulator = self
+        self.port = server.server_address[1]
+        return server
+
+    def start(self) -> Emulator:
+        """Serve on a background thread; ``port=0`` picks a free port (read it back from ``url``)."""
+        if self._server is None:
+            self._server = self._make_server()
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="gesso-emulator", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve on the calling thread until interrupted."""
+        self._server = self._make_server()
+        try:
+            self._server.serve_forever(poll_interval=0.2)
+        finally:
+            self._server.server_close()
+            self._server = None
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def registry(self) -> Any:
+        if self._registry is None:
+            from gesso.plugins import get_registry
+
+            self._registry = get_registry()
+        return self._registry
+
+    # -- one request --------------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, target: str, headers: email.message.Message | Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Answer one HTTP request: returns (status, headers, body)."""
+        if not isinstance(headers, email.message.Message):
+            message = email.message.Message()
+            for key, value in headers.items():
+                message[key] = value
+            headers = message
+        path, _, query = target.partition("?")
+        model_id = ""
+        signed_by = None
+        try:
+            if not (path.startswith("/model/") and path.endswith("/invoke")) or len(path) <= len("/model//invoke"):
+                raise EmulatorError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
+            if method != "POST":
+                raise EmulatorError(405, "UnknownOperationException", f"Unsupported method {method} for {path}")
+            model_id = unquote(path[len("/model/") : -len("/invoke")])
+            signed_by = self._authenticate(method, path, query, headers, body)
+            model = self.resolve(model_id)
+            status, payload = 200, self._invoke(model, model_id, body)
+        except EmulatorError as exc:
+            status, payload = exc.status, {"message": exc.message}
+            extra = {"x-amzn-ErrorType": f"{exc.code}:{_ERROR_NAMESPACE}"}
+        except Exception:  # a bug in a model emulator must look like a server fault, not a hang
+            logger.exception("emulator failure for %s", model_id)
+            status, payload = 500, {"message": "Internal server error"}
+            extra = {"x-amzn-ErrorType": f"InternalServerException:{_ERROR_NAMESPACE}"}
+        else:
+            extra = {}
+        self.requests.append(
+            RecordedRequest(
+                model_id=model_id, path=path, headers=dict(headers.items()), body=body, status=status, signed_by=signed_by
+            )
+        )
+        out = json.dumps(payload, separators=(",", ":")).encode()
+        response_headers = {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()), **extra}
+        return status, response_headers, out
+
+    def _authenticate(
+        self, method: str, path: str, query: str, headers: email.message.Message, body: bytes
+    ) -> sigv4.SignedBy | None:
+        header = headers.get("Authorization") or ""
+        if header.startswith("Bearer "):
+            token = header[len("Bearer ") :].strip()
+            if not token or (self.api_keys is not None and token not in self.api_keys):
+                raise EmulatorError(403, "UnrecognizedClientException", "Invalid API Key format: Must be a valid Bedrock API key.")
+            return None
+        try:
+            return sigv4.verify(
+                method=method, raw_path=path, query=query, headers=headers, body=body, secrets=self.credentials
+            )
+        except sigv4.SignatureError as exc:
+            raise EmulatorError(400 if exc.code == "IncompleteSignature" else 403, exc.code, exc.message) from exc
+
+    def resolve(self, model_id: str) -> Model:
+        """The registered model an invoke id stands for, or the error Bedrock answers with."""
+        if not (1 <= len(model_id) <= 2048) or not _MODEL_ID_RE.match(model_id):
+            raise EmulatorError.validation(
+                f"1 validation error detected: Value '{model_id}' at 'modelId' failed to satisfy constraint: "
+                "Member must satisfy regular expression pattern: "
+                r"(arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:(([0-9]{12}:custom-model/[a-z0-9-]{1,63}[.]{1}[a-z0-9-]{1,63}"
+                r"(([:][a-z0-9-]{1,63}){0,2})?/[a-z0-9]{12})|(:foundation-model/[a-z0-9-]{1,63}[.]{1}[a-z0-9-]{1,63}"
+                r"([.:]?[a-z0-9-]{1,63}))|([0-9]{12}:provisioned-model/[a-z0-9]{12})))|([a-zA-Z0-9-:.]+)"
+            )
+        invoked = model_id
+        if model_id.startswith("arn:"):
+            kind, _, ident = model_id.split(":", 5)[5].partition("/")
+            if kind in ("foundation-model", "inference-profile"):
+                invoked = ident
+            elif kind in ("application-inference-profile", "provisioned-model"):
+                invoked = self.application_profiles.get(model_id) or self.application_profiles.get(ident) or ""
+            else:
+                invoked = ""
+        model = self.registry.get(invoked) if invoked else None
+        if model is None:
+            raise EmulatorError.validation(INVALID_IDENTIFIER)
+        if "inference_profile_only" in model.capabilities and invoked == model.id:
+            raise EmulatorError.validation(
+                f"Invocation of model ID {model.id} with on-demand throughput isn\u2019t supported. Retry your request "
+                "with the ID or ARN of an inference profile that contains this model."
+            )
+        if model.emulator is None:
+            raise EmulatorError.validation(INVALID_IDENTIFIER)
+        return model
+
+    def _invoke(self, model: Model, model_id: str, body: bytes) -> Any:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EmulatorError.validation(everit.malformed([])) from exc
+        assert model.emulator is not None
+        return model.emulator(EmulatedCall(model=model, model_id=model_id, body=parsed, emulator=self))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+    emulator: Emulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "gesso-emulator"
+    server: _Server
+
+    def _respond(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        status, headers, payload = self.server.emulator.handle(self.command, self.path, self.headers, body)
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_POST = do_GET = do_PUT = do_DELETE = _respond
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s " + format, self.address_string(), *args)

@@ -1,0 +1,145 @@
+"""Just enough image handling for gesso, in the standard library: write PNGs, read PNG/JPEG/WebP
+headers (format and size), and decode PNG pixels (for mask and transparency checks)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+
+import attrs
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (palette images are not decoded)
+
+
+class ImageFormatError(ValueError):
+    """The bytes are not an image gesso can read."""
+
+
+@attrs.frozen
+class ImageInfo:
+    format: str  # "png", "jpeg" or "webp"
+    width: int
+    height: int
+    channels: int | None = None  # PNG only: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+    bit_depth: int | None = None
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.channels in (2, 4)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(width: int, height: int, rows: Sequence[bytes], *, channels: int = 3, level: int = 6) -> bytes:
+    """Encode 8-bit rows (``width * channels`` bytes each, no filter byte) as a PNG."""
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    raw = b"".join(b"\x00" + row for row in rows)
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, level)) + _chunk(b"IEND", b"")
+
+
+def inspect(data: bytes) -> ImageInfo:
+    """Format and size of PNG, JPEG or WebP bytes, read from the header alone."""
+    if data.startswith(PNG_SIGNATURE):
+        if len(data) < 33 or data[12:16] != b"IHDR":
+            raise ImageFormatError("truncated PNG header")
+        width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+        return ImageInfo("png", width, height, _CHANNELS.get(colour, 3 if colour == 3 else None), depth)
+    if data.startswith(b"\xff\xd8"):
+        return _inspect_jpeg(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _inspect_webp(data)
+    raise ImageFormatError("not a PNG, JPEG or WebP image")
+
+
+def _inspect_jpeg(data: bytes) -> ImageInfo:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return ImageInfo("jpeg", width, height, data[i + 9] if i + 9 < len(data) else None, data[i + 4])
+        i += 2 + length
+    raise ImageFormatError("JPEG without a frame header")
+
+
+def _inspect_webp(data: bytes) -> ImageInfo:
+    kind = data[12:16]
+    if kind == b"VP8X" and len(data) >= 30:
+        width = 1 + int.from_bytes(data[24:27], "little")
+        height = 1 + int.from_bytes(data[27:30], "little")
+        return ImageInfo("webp", width, height)
+    if kind == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return ImageInfo("webp", width & 0x3FFF, height & 0x3FFF)
+    if kind == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return ImageInfo("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    raise ImageFormatError("unsupported WebP variant")
+
+
+def decode_png(data: bytes) -> tuple[ImageInfo, list[bytes]]:
+    """Decode an 8-bit, non-interlaced, non-palette PNG into rows of ``width * channels`` bytes."""
+    info = inspect(data)
+    if info.format != "png":
+        raise ImageFormatError("not a PNG")
+    interlace = data[28]
+    if info.bit_depth != 8 or info.channels is None or interlace:
+        raise ImageFormatError("only 8-bit, non-interlaced grey/RGB(A) PNGs are decoded")
+    idat = bytearray()
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + length]
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    try:
+        raw = zlib.decompress(bytes(idat))
+    except zlib.error as exc:
+        raise ImageFormatError(f"corrupt PNG data: {exc}") from exc
+    bpp = info.channels
+    stride = info.width * bpp
+    if len(raw) < (stride + 1) * info.height:
+        raise ImageFormatError("truncated PNG data")
+    rows: list[bytes] = []
+    previous = bytearray(stride)
+    for y in range(info.height):
+        start = y * (stride + 1)
+        kind = raw[start]
+        line = bytearray(raw[start + 1 : start + 1 + stride])
+        if kind == 1:
+            for x in range(bpp, stride):
+                line[x] = (line[x] + line[x - bpp]) & 0xFF
+        elif kind == 2:
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, previous))
+        elif kind == 3:
+            for x in range(stride):
+                left = line[x - bpp] if x >= bpp else 0
+                line[x] = (line[x] + ((left + previous[x]) >> 1)) & 0xFF
+        elif kind == 4:
+            for x in range(stride):
+                a = line[x - bpp] if x >= bpp else 0
+                b = previous[x]
+                c = previous[x - bpp] if x >= bpp else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[x] = (line[x] + pred) & 0xFF
+        elif kind != 0:
+            raise ImageFormatError(f"bad PNG filter type {kind}")
+        rows.append(bytes(line))
+        previous = line
+    return info, rows

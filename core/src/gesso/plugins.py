@@ -1,0 +1,318 @@
+"""The plugin manager and the model registry, built lazily on first use (never at import).
+
+Plugins come from three places, in this order: gesso's built-in plugins (the Bedrock transport), the
+entry-point group ``gesso`` of installed distributions, and objects a host application registers
+in-process with :func:`register_plugin`. A plugin that fails to import or to register is skipped and
+reported (``gesso plugins`` shows the error); it never breaks the host.
+
+``GESSO_PLUGINS`` restricts which distributions load: a comma-separated list of distribution names;
+set but empty means none. Unset means all installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import re
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import pluggy
+
+from gesso import hookspecs
+from gesso.errors import PluginConflictError, UnknownModelError
+from gesso.types import Model
+
+logger = logging.getLogger("gesso.plugins")
+
+ENTRY_POINT_GROUP = "gesso"
+PLUGINS_ENV = "GESSO_PLUGINS"
+
+#: Geographic prefixes of system-defined (cross-Region) inference profile ids.
+PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
+
+#: First-party families: an unknown model id matching a prefix names the distribution to install.
+KNOWN_FAMILIES = (
+    ("amazon.nova-canvas", "gesso-bedrock-nova"),
+    ("amazon.titan-image-generator", "gesso-bedrock-titan"),
+    ("stability.", "gesso-bedrock-stability"),
+)
+
+
+@attrs.define
+class PluginInfo:
+    """One plugin as loaded: its name (the distribution, for entry points), version, the plugin
+    object (``None`` if it failed), the load ``error`` if any, and whether it ships with gesso."""
+
+    name: str
+    version: str | None = None
+    plugin: Any = None
+    error: str | None = None
+    builtin: bool = False
+    models: list[str] = attrs.field(factory=list)
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name normalised as in PEP 503: ``Gesso_Bedrock.Nova`` -> ``gesso-bedrock-nova``."""
+    return re.sub(r"[-_.]+", "-", name).lower().strip()
+
+
+def allowed_distributions() -> set[str] | None:
+    raw = os.environ.get(PLUGINS_ENV)
+    if raw is None:
+        return None
+    return {canonical_name(part) for part in raw.split(",") if part.strip()}
+
+
+class Registry:
+    """Every model id the loaded plugins own, mapped to its :class:`~gesso.types.Model`."""
+
+    def __init__(self, models: Iterable[Model]) -> None:
+        self.models: list[Model] = list(models)
+        self.by_id: dict[str, Model] = {mid: m for m in self.models for mid in m.ids}
+
+    def get(self, model_id: str) -> Model | None:
+        return self.by_id.get(model_id)
+
+    def resolve(self, model: str) -> tuple[Model, str, str | None]:
+        """Resolve a caller's model string to (registration, id as named, invoke target or None).
+
+        Accepts ``bedrock/<id>``, ``bedrock/invoke/<id>`` and a bare ``<id>``; also foundation-model
+        and system inference-profile ARNs, whose model is readable from the ARN (the ARN is then the
+        invoke target). Raises :class:`UnknownModelError` otherwise.
+        """
+        if not isinstance(model, str) or not model.strip():
+            raise UnknownModelError(f"model must be a non-empty string (got {model!r})", model=str(model))
+        name = model.strip()
+        if name.startswith("bedrock/"):
+            name = name[len("bedrock/") :]
+            if name.startswith("invoke/"):
+                name = name[len("invoke/") :]
+        elif "/" in name and not name.startswith("arn:"):
+            provider = name.split("/", 1)[0]
+            raise UnknownModelError(
+                f"Model {model!r}: gesso serves AWS Bedrock models; use 'bedrock/<model id>' "
+                f"(the provider prefix {provider!r} is not supported)",
+                model=model,
+            )
+        if name.startswith("arn:"):
+            return self._resolve_arn(name, original=model)
+        found = self.by_id.get(name)
+        if found is None:
+            raise self.unknown(name)
+        return found, name, None
+
+    def _resolve_arn(self, arn: str, *, original: str) -> tuple[Model, str, str | None]:
+        resource = arn.split(":", 5)[-1] if arn.count(":") >= 5 else ""
+        kind, _, ident = resource.partition("/")
+        if kind in ("foundation-model", "inference-profile") and ident in self.by_id:
+            return self.by_id[ident], ident, arn
+        if kind in ("foundation-model", "inference-profile") and ident:
+            raise self.unknown(ident)
+        raise UnknownModelError(
+            f"Model {original!r} is an ARN that does not name its model, so gesso cannot tell which request "
+            "format to use. Pass the ARN as model_id and name the model family in model, e.g. "
+            "model='bedrock/amazon.nova-canvas-v1:0', model_id='<the ARN>'",
+            model=original,
+        )
+
+    def unknown(self, model_id: str) -> UnknownModelError:
+        base = strip_profile_prefix(model_id)
+        for prefix, distribution in KNOWN_FAMILIES:
+            if base.startswith(prefix):
+                return UnknownModelError(
+                    f"Model {model_id!r} is not provided by any installed gesso plugin. "
+                    f"Install its family with: pip install {distribution}",
+                    model=model_id,
+                    install_hint=f"pip install {distribution}",
+                )
+        known = ", ".join(sorted(m.id for m in self.models)) or "none (no family plugin is installed)"
+        return UnknownModelError(
+            f"Model {model_id!r} is not provided by any installed gesso plugin. Installed models: {known}",
+            model=model_id,
+        )
+
+
+def strip_profile_prefix(model_id: str) -> str:
+    for prefix in PROFILE_PREFIXES:
+        if model_id.startswith(prefix):
+            return model_id[len(prefix) :]
+    return model_id
+
+
+class _State:
+    """The process-wide plugin manager, the plugins it loaded, and the registry built from them."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.manager.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.registry: Registry | None = None
+        self._load_builtins()
+        self._load_entry_points()
+
+    def _load_builtins(self) -> None:
+        from gesso import bedrock
+
+        self._register(PluginInfo(name="gesso.bedrock", version=_version("gesso"), builtin=True), bedrock)
+
+    def _load_entry_points(self) -> None:
+        allowed = allowed_distributions()
+        seen: set[str] = set()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist_name = ep.dist.name if ep.dist is not None else ep.name
+            key = canonical_name(dist_name)
+            if (allowed is not None and key not in allowed) or (key, ep.name) in seen:
+                continue
+            seen.add((key, ep.name))
+            info = PluginInfo(name=dist_name, version=ep.dist.version if ep.dist is not None else None)
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken plugin must never break the host
+                self._record_failure(info, f"import failed: {type(exc).__name__}: {exc}")
+                continue
+            self._register(info, plugin)
+
+    def _register(self, info: PluginInfo, plugin: Any) -> None:
+        name = info.name if self.manager.get_plugin(info.name) is None else f"{info.name}#{len(self.plugins)}"
+        try:
+            self.manager.register(plugin, name=name)
+            unknown = [
+                hook.name
+                for hook in self.manager.get_hookcallers(plugin) or []
+                if not hook.has_spec() and hook.name.startswith("gesso_")
+            ]
+            if unknown:
+                self.manager.unregister(plugin)
+                raise ValueError(f"unknown hook(s) {', '.join(sorted(unknown))}; is a name misspelt?")
+        except Exception as exc:
+            self._record_failure(info, f"registration failed: {type(exc).__name__}: {exc}")
+            return
+        info.plugin = plugin
+        self.plugins.append(info)
+        self.registry = None
+
+    def _record_failure(self, info: PluginInfo, error: str) -> None:
+        info.error = error
+        self.plugins.append(info)
+        logger.warning("gesso plugin %s was skipped: %s", info.name, error)
+
+    def build_registry(self) -> Registry:
+        claims: dict[str, list[str]] = {}
+        models: list[Model] = []
+        for info in self.plugins:
+            if info.plugin is None:
+                continue
+            info.models = []
+            impls = [
+                impl
+                for impl in self.manager.hook.gesso_register_models.get_hookimpls()
+                if impl.plugin is info.plugin
+            ]
+            for impl in impls:
+                try:
+                    declared = list(impl.function() or [])
+                    bad = [m for m in declared if not isinstance(m, Model)]
+                    if bad:
+                        raise TypeError(f"gesso_register_models must return gesso.types.Model objects, got {bad[0]!r}")
+                except Exception as exc:
+                    info.error = f"gesso_register_models failed: {type(exc).__name__}: {exc}"
+                    logger.warning("gesso plugin %s declared no models: %s", info.name, info.error)
+                    continue
+                for model in declared:
+                    model = attrs.evolve(model, distribution=info.name)
+                    models.append(model)
+                    for model_id in dict.fromkeys(model.ids):
+                        claims.setdefault(model_id, []).append(info.name)
+                        info.models.append(model_id)
+        conflicts = {mid: dists for mid, dists in claims.items() if len(dists) > 1}
+        if conflicts:
+            raise PluginConflictError(conflicts)
+        return Registry(models)
+
+
+_lock = threading.RLock()
+_state: _State | None = None
+
+
+def _get_state() -> _State:
+    global _state
+    state = _state
+    if state is None:
+        with _lock:
+            if _state is None:
+                _state = _State()
+            state = _state
+    return state
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager (built on first use)."""
+    return _get_state().manager
+
+
+def get_registry() -> Registry:
+    """The model registry (built on first use; rebuilt after :func:`register_plugin`)."""
+    state = _get_state()
+    registry = state.registry
+    if registry is None:
+        with _lock:
+            if state.registry is None:
+                state.registry = state.build_registry()
+            registry = state.registry
+    return registry
+
+
+def register_plugin(plugin: Any, name: str | None = None) -> None:
+    """Register a plugin object (a module, class or instance with ``@gesso.hookimpl`` functions)
+    in-process. Hosts use this for plugins that are not installed as distributions."""
+    with _lock:
+        state = _get_state()
+        label = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        state._register(PluginInfo(name=label), plugin)
+        if state.plugins[-1].error:
+            raise ValueError(f"plugin {label} could not be registered: {state.plugins[-1].error}")
+
+
+def unregister_plugin(plugin: Any) -> None:
+    """Remove a plugin registered in-process."""
+    with _lock:
+        state = _get_state()
+        state.manager.unregister(plugin)
+        state.plugins = [p for p in state.plugins if p.plugin is not plugin]
+        state.registry = None
+
+
+def reset() -> None:
+    """Forget every loaded plugin; the next use loads them again (honouring ``GESSO_PLUGINS``)."""
+    global _state
+    with _lock:
+        _state = None
+
+
+def list_plugins(*, include_builtin: bool = False) -> list[dict[str, Any]]:
+    """What ``gesso plugins`` prints: each plugin's name, version, hooks, model ids and load error."""
+    state = _get_state()
+    try:
+        get_registry()
+    except PluginConflictError:
+        pass  # still list what loaded; the conflict itself is reported where models are used
+    rows = []
+    for info in state.plugins:
+        if info.builtin and not include_builtin:
+            continue
+        hooks = sorted(h.name for h in state.manager.get_hookcallers(info.plugin) or []) if info.plugin else []
+        rows.append(
+            {"name": info.name, "version": info.version, "hooks": hooks, "models": info.models, "error": info.error}
+        )
+    return rows
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None

@@ -1,0 +1,271 @@
+"""The data types that flow through gesso's hooks, and the one cattrs converter for their JSON forms.
+
+Flow of one call::
+
+    ImageRequest --gesso_transform_request--> PreparedRequest (one or more provider bodies)
+    Invocation   --gesso_invoke------------>  RawResponse      (one per body)
+    RawResponse  --gesso_parse_response---->  ParsedResponse
+    ImageResponse (assembled by core)  --gesso_calculate_cost--> USD
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import cattrs
+
+from gesso.errors import InvalidRequestError, Violation
+
+# --------------------------------------------------------------------------------------------------
+# Model registration
+
+
+@attrs.frozen(kw_only=True)
+class Lifecycle:
+    """Where a model stands in AWS's lifecycle: ``active``, ``legacy`` (still callable, end of life
+    announced) or ``eol`` (retired). ``end_of_life`` is an ISO date when known."""
+
+    status: str = attrs.field(default="active", validator=attrs.validators.in_(("active", "legacy", "eol")))
+    end_of_life: str | None = None
+    source: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Model:
+    """What a plugin returns from ``gesso_register_models``: one model it owns.
+
+    ``id`` is the base model id; the plugin also owns every id in ``aliases`` and ``prefix + id`` for
+    each of ``profile_prefixes`` (system inference profiles such as ``us.``). ``param_schema`` is the
+    JSON Schema (Draft 2020-12) of the provider request body; ``prices`` names the USD per-image price
+    points the plugin's cost hook uses; ``capabilities`` are free-form tags (``text_to_image``...).
+    ``emulator`` answers emulated ``InvokeModel`` calls for this model (see :mod:`gesso.emulator`).
+    ``distribution`` is filled in by gesso with the distribution that registered the model.
+    """
+
+    id: str
+    family: str
+    name: str = ""
+    provider: str = "bedrock"
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    profile_prefixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    param_schema: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+    prices: Mapping[str, float] = attrs.field(factory=dict)
+    capabilities: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
+    emulator: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
+    distribution: str | None = None
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every model id this registration claims."""
+        return (self.id, *self.aliases, *(prefix + self.id for prefix in self.profile_prefixes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Request side
+
+_SIZE_RE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+
+
+@attrs.frozen
+class Size:
+    """An image size in pixels, parsed from OpenAI's ``"WxH"`` form."""
+
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, value: Any, *, model: str | None = None) -> Size:
+        if isinstance(value, Size):
+            return value
+        match = _SIZE_RE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise InvalidRequestError(
+                [Violation("size", f'must be "WIDTHxHEIGHT" in pixels, e.g. "1024x1024" (got {value!r})')],
+                model=model,
+            )
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@attrs.frozen(kw_only=True)
+class AwsCredentials:
+    """Explicit AWS credentials for one call. Secrets never appear in ``repr``."""
+
+    access_key_id: str | None = None
+    secret_access_key: str | None = attrs.field(default=None, repr=False)
+    session_token: str | None = attrs.field(default=None, repr=False)
+    profile_name: str | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.access_key_id, self.secret_access_key, self.session_token, self.profile_name))
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """Where and how to send a call: the invoke target id, region, credentials, endpoint, timeout."""
+
+    model_id: str
+    region: str | None = None
+    credentials: AwsCredentials = attrs.field(factory=AwsCredentials)
+    endpoint_url: str | None = None
+    timeout: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImageRequest:
+    """One ``image_generation`` call after gesso parsed the OpenAI and transport kwargs.
+
+    ``params`` holds every other kwarg, unvalidated: the family plugin validates it against its schema.
+    ``model_name`` is the id the caller used (without ``bedrock/``); ``model`` its registration.
+    """
+
+    model: Model
+    model_name: str
+    prompt: str | None
+    n: int | None = None
+    size: Size | None = None
+    quality: str | None = None
+    response_format: str = "b64_json"
+    style: str | None = None
+    user: str | None = None
+    params: Mapping[str, Any] = attrs.field(factory=dict)
+    target: Target
+
+
+@attrs.frozen(kw_only=True)
+class PreparedRequest:
+    """What ``gesso_transform_request`` returns: the provider bodies to send (usually one; several when
+    a model returns one image per call and ``n > 1``), plus facts the parse and cost hooks need
+    (``details``: e.g. the effective width, height and quality)."""
+
+    bodies: tuple[Mapping[str, Any], ...] = attrs.field(converter=tuple)
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Invocation:
+    """One provider call for ``gesso_invoke``: the target, the serialised body, and the settings."""
+
+    provider: str
+    target: Target
+    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    content_type: str = "application/json"
+    accept: str = "application/json"
+
+
+@attrs.frozen(kw_only=True)
+class RawResponse:
+    """What a transport got back: the status, the body bytes and the response headers."""
+
+    status: int
+    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    request_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GeneratedImage:
+    """One image a provider returned, still base64-encoded."""
+
+    b64: str = attrs.field(repr=lambda s: f"<{len(s)} base64 chars>")
+    mime_type: str = "image/png"
+    seed: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ParsedResponse:
+    """What ``gesso_parse_response`` returns: the images, how many outputs the provider's filter
+    withheld (``filtered``), and any notes worth showing the caller (``warnings``)."""
+
+    images: tuple[GeneratedImage, ...] = attrs.field(converter=tuple)
+    filtered: int = 0
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    size: Size | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Response side (the OpenAI images response)
+
+
+@attrs.frozen(kw_only=True)
+class ImageData:
+    """One item of ``ImageResponse.data``, as in OpenAI's ``Image``."""
+
+    b64_json: str | None = attrs.field(default=None, repr=lambda s: "None" if s is None else f"<{len(s)} chars>")
+    url: str | None = attrs.field(default=None, repr=lambda s: "None" if s is None else f"<{len(s)} chars>")
+    revised_prompt: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImageResponse:
+    """The result of ``image_generation``. ``to_dict()`` gives the OpenAI images response JSON, with
+    gesso's additions ``model``, ``cost`` (USD, or null when no price is known), ``size`` when known,
+    and ``warnings`` when there are any (e.g. some outputs withheld by the content filter)."""
+
+    created: int = attrs.field(factory=lambda: int(time.time()))
+    data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=tuple)
+    model: str = ""
+    cost: float | None = None
+    size: str | None = None
+    filtered: int = 0
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return converter.unstructure(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImageResponse:
+        """Parse an images response JSON (gesso's or OpenAI's). Unknown keys are rejected."""
+        try:
+            return converter.structure(data, cls)
+        except (cattrs.ClassValidationError, cattrs.ForbiddenExtraKeysError) as exc:
+            raise InvalidRequestError(render_structure_error(exc)) from exc
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    base_image = cattrs.gen.make_dict_unstructure_fn(ImageData, conv)
+    conv.register_unstructure_hook(ImageData, lambda d: _drop_none(base_image(d)))
+    base_response = cattrs.gen.make_dict_unstructure_fn(ImageResponse, conv)
+
+    def unstructure_response(resp: ImageResponse) -> dict[str, Any]:
+        out = base_response(resp)
+        for optional in ("size", "warnings", "filtered"):
+            if not out.get(optional):
+                out.pop(optional, None)
+        return out
+
+    conv.register_unstructure_hook(ImageResponse, unstructure_response)
+    return conv
+
+
+converter = _make_converter()
+
+
+def render_structure_error(exc: BaseException, path: str = "") -> list[Violation]:
+    """Turn a cattrs structuring error tree into readable violations."""
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return [Violation(f"{path}{key}", "unknown key") for key in sorted(exc.extra_fields)]
+    if isinstance(exc, cattrs.BaseValidationError):
+        found: list[Violation] = []
+        for sub in exc.exceptions:
+            note = next((n for n in getattr(sub, "__notes__", []) if isinstance(n, str)), "")
+            name = note.split("@ attribute ", 1)[-1] if "@ attribute" in note else ""
+            found += render_structure_error(sub, f"{path}{name}." if name else path)
+        return found
+    return [Violation(path.rstrip("."), str(exc) or type(exc).__name__)]

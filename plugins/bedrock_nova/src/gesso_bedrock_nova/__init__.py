@@ -1,0 +1,45 @@
+"""gesso plugin for Amazon Nova Canvas on Bedrock. The hooks here only delegate to the modules that
+build requests, parse responses, price calls and emulate the model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gesso.hookspecs import hookimpl
+
+from gesso_bedrock_nova import models
+
+if TYPE_CHECKING:
+    from gesso.types import ImageRequest, ImageResponse, Model, ParsedResponse, PreparedRequest, RawResponse
+
+
+@hookimpl
+def gesso_register_models() -> list[Model]:
+    return models.registrations()
+
+
+@hookimpl
+def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:
+    if request.model.family != models.FAMILY:
+        return None
+    from gesso_bedrock_nova import request as build
+
+    return build.prepare(request)
+
+
+@hookimpl
+def gesso_parse_response(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse | None:
+    if request.model.family != models.FAMILY:
+        return None
+    from gesso_bedrock_nova import response as parse
+
+    return parse.parse(request, prepared, response)
+
+
+@hookimpl
+def gesso_calculate_cost(request: ImageRequest, prepared: PreparedRequest, response: ImageResponse) -> float | None:
+    if request.model.family != models.FAMILY:
+        return None
+    from gesso_bedrock_nova import pricing
+
+    return pricing.cost(request.model, prepared, response)
