@@ -161,8 +161,10 @@ class _State:
 
     def _load_entry_points(self) -> None:
         allowed = allowed_distributions()
-        seen: set[str] = set()
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        seen: set[tuple[str, str]] = set()
+        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        # load in a stable order, so hook call order does not depend on sys.path or install order
+        for ep in sorted(found, key=lambda ep: (canonical_name(ep.dist.name if ep.dist else ep.name), ep.name)):
             dist_name = ep.dist.name if ep.dist is not None else ep.name
             key = canonical_name(dist_name)
             if (allowed is not None and key not in allowed) or (key, ep.name) in seen:
@@ -228,7 +230,7 @@ class _State:
                     for model_id in dict.fromkeys(model.ids):
                         claims.setdefault(model_id, []).append(info.name)
                         info.models.append(model_id)
-        conflicts = {mid: dists for mid, dists in claims.items() if len(dists) > 1}
+        conflicts = {mid: sorted(dists) for mid, dists in claims.items() if len(dists) > 1}
         if conflicts:
             raise PluginConflictError(conflicts)
         return Registry(models)

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Mapping
 
 from gesso.errors import InvalidRequestError, Violation
-from gesso.params import BodyBuilder, property_names, raise_for, schema_violations
+from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema
 from gesso.types import ImageRequest, PreparedRequest, Size
 
 from gesso_bedrock_nova.models import schema
@@ -101,7 +101,12 @@ def prepare(request: ImageRequest) -> PreparedRequest:
 
     body = {key: builder.body[key] for key in ("taskType", obj, *sorted(BODY_OBJECTS)) if key in builder.body}
     problems += builder.violations
-    problems += schema_violations(schema(), body, sources=builder.sources)
+    found = schema_violations(schema(), body, sources=builder.sources)
+    if "text" in subschema(schema(), obj).get("required", ()) and builder.get((obj, "text")) is None:
+        # say what the caller left out (the prompt), not where Bedrock wanted it
+        problems.append(Violation("prompt", f"is required for taskType {task}"))
+        found = [v for v in found if not (v.path in (obj, f"{obj}.text") and v.message == "is required")]
+    problems += found
     if not problems:
         problems += _size_rules(body, builder.sources)
     raise_for(problems, model=model)

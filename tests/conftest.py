@@ -1,0 +1,67 @@
+"""Shared fixtures: a fresh plugin manager per test, no ambient AWS configuration, and the emulator
+on loopback with signature verification on (so every call proves boto3 really signed it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gesso import plugins
+from gesso.bedrock import transport
+from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+
+NOVA = "bedrock/amazon.nova-canvas-v1:0"
+
+_AWS_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_BEARER_TOKEN_BEDROCK", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.delenv("GESSO_PLUGINS", raising=False)
+    for name in _AWS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    plugins.reset()
+    transport.clear_clients()
+    yield
+    plugins.reset()
+    transport.clear_clients()
+
+
+@pytest.fixture
+def emulator():
+    with Emulator(port=0, credentials={EMULATOR_ACCESS_KEY: EMULATOR_SECRET_KEY}) as emu:
+        yield emu
+
+
+@pytest.fixture
+def aws(emulator) -> dict:
+    """The kwargs that point a gesso call at the emulator."""
+    return {
+        "aws_bedrock_runtime_endpoint": emulator.url,
+        "aws_access_key_id": EMULATOR_ACCESS_KEY,
+        "aws_secret_access_key": EMULATOR_SECRET_KEY,
+        "aws_region_name": "us-east-1",
+    }
+
+
+@pytest.fixture
+def bedrock(emulator):
+    """A plain boto3 bedrock-runtime client on the emulator, with botocore's own retries off."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=emulator.url,
+        aws_access_key_id=EMULATOR_ACCESS_KEY,
+        aws_secret_access_key=EMULATOR_SECRET_KEY,
+        config=Config(retries={"total_max_attempts": 1}),
+    )

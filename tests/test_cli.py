@@ -1,0 +1,114 @@
+"""The gesso command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+from botocore.config import Config
+from helpers import invoke
+
+from gesso.imaging import inspect
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run([sys.executable, "-m", "gesso", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_generate_on_the_emulator_writes_pngs_and_prints_paths_and_cost(tmp_path):
+    out = run(
+        "generate", "A cute baby sea otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--size", "640x384", "-n", "2",
+        "--quality", "hd", "-p", "seed=7", "-p", "negativeText=blurry", "--emulator", "-o", str(tmp_path / "imgs"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    *paths, summary = out.stdout.splitlines()
+    assert summary == "cost: $0.1200 (2 images, amazon.nova-canvas-v1:0)"
+    assert len(paths) == 2
+    for path in paths:
+        assert path.startswith(str(tmp_path / "imgs" / "a-cute-baby-sea-otter-"))
+        info = inspect(open(path, "rb").read())
+        assert (info.format, info.width, info.height) == ("png", 640, 384)
+
+
+def test_generate_with_an_application_profile_model_id(tmp_path):
+    arn = "arn:aws:bedrock:eu-west-1:000000000000:application-inference-profile/a0a0a0a0a0a0"
+    out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--model-id", arn, "--emulator", "-o", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.split("\n", 2)[2])
+    assert summary["model"] == "amazon.nova-canvas-v1:0" and summary["cost"] == 0.04
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "cfgScale=99"], "imageGenerationConfig.cfgScale: must be between 1.1 and 10 (got 99) [from cfgScale]"),
+        (["--size", "1000x1000"], "must be a multiple of 16"),
+        (["-p", "nonsense=1"], "nonsense: unknown parameter"),
+    ],
+)
+def test_invalid_input_is_a_clear_message_and_exit_1(tmp_path, args, message):
+    out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", *args, "--emulator", "-o", str(tmp_path))
+    assert out.returncode == 1
+    assert out.stderr.startswith("gesso: error: Invalid request for model amazon.nova-canvas-v1:0")
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_cli_usage_exits_2():
+    out = run("generate", "otter", "-p", "novalue")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_without_credentials_the_error_says_how_to_configure(tmp_path):
+    out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--region", "us-east-1", "--endpoint", "http://127.0.0.1:9")
+    assert out.returncode == 1
+    assert "No AWS credentials found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_models_lists_every_owned_id():
+    out = run("models")
+    assert out.returncode == 0
+    ids = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert ids == ["amazon.nova-canvas-v1:0", "us.amazon.nova-canvas-v1:0", "eu.amazon.nova-canvas-v1:0", "apac.amazon.nova-canvas-v1:0"]
+    detail = json.loads(run("models", "--json").stdout)
+    assert detail[0]["prices"] == {"standard_1024": 0.04, "premium_1024": 0.06, "standard_2048": 0.06, "premium_2048": 0.08}
+    assert detail[0]["lifecycle"] == {"status": "legacy", "end_of_life": "2026-09-30"}
+
+
+def test_emulator_command_serves_boto3():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gesso", "emulator", "--port", str(port), "--app-profile", "p1=amazon.nova-canvas-v1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith(f"gesso Bedrock emulator on http://127.0.0.1:{port}")
+        client = boto3.client(
+            "bedrock-runtime", region_name="us-west-2", endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="ANYKEY", aws_secret_access_key="any", config=Config(retries={"total_max_attempts": 1}),
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                out = invoke(client, "arn:aws:bedrock:us-west-2:111122223333:application-inference-profile/p1",
+                             {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}})
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert len(out["images"]) == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,220 @@
+"""The emulator speaks Bedrock's InvokeModel protocol: real boto3 clients sign and send HTTP to it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from helpers import invoke, png_info
+
+from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME, EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+
+NOVA_ID = "amazon.nova-canvas-v1:0"
+
+
+def t2i(text="a lighthouse", **config):
+    body = {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": text}}
+    if config:
+        body["imageGenerationConfig"] = config
+    return body
+
+
+def error_of(exc_info) -> tuple[str, str, int]:
+    err = exc_info.value.response
+    return err["Error"]["Code"], err["Error"]["Message"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_text_to_image_returns_real_pngs_of_the_requested_size_and_count(bedrock, emulator):
+    out = invoke(bedrock, NOVA_ID, t2i(width=512, height=384, numberOfImages=3))
+    assert set(out) == {"images"}
+    assert len(out["images"]) == 3
+    infos = [png_info(b) for b in out["images"]]
+    assert {(i.format, i.width, i.height) for i in infos} == {("png", 512, 384)}
+    assert len(set(out["images"])) == 3, "each image of one call differs"
+    recorded = emulator.requests[-1]
+    assert recorded.path == "/model/amazon.nova-canvas-v1%3A0/invoke"
+    assert recorded.signed_by.region == "us-east-1" and recorded.signed_by.service == "bedrock"
+
+
+def test_defaults_to_1024_square_and_is_deterministic_in_prompt_and_seed(bedrock):
+    first = invoke(bedrock, NOVA_ID, t2i(seed=5))["images"][0]
+    assert (png_info(first).width, png_info(first).height) == (1024, 1024)
+    assert invoke(bedrock, NOVA_ID, t2i(seed=5))["images"][0] == first
+    assert invoke(bedrock, NOVA_ID, t2i(seed=6))["images"][0] != first
+    assert invoke(bedrock, NOVA_ID, t2i("another prompt", seed=5))["images"][0] != first
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    [
+        "us.amazon.nova-canvas-v1:0",
+        "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-canvas-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.amazon.nova-canvas-v1:0",
+    ],
+)
+def test_profiles_and_arns_route_to_the_base_model(bedrock, emulator, model_id):
+    assert len(invoke(bedrock, model_id, t2i())["images"]) == 1
+    assert emulator.requests[-1].model_id == model_id
+    assert ":" not in emulator.requests[-1].path.split("/")[2], "botocore percent-encodes the id"
+
+
+def test_application_inference_profiles_resolve_through_the_configured_map(bedrock, emulator):
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+    with pytest.raises(ClientError) as info:
+        invoke(bedrock, arn, t2i())
+    assert error_of(info) == ("ValidationException", "The provided model identifier is invalid.", 400)
+    emulator.application_profiles["a1b2c3d4e5f6"] = NOVA_ID
+    assert len(invoke(bedrock, arn, t2i())["images"]) == 1
+    assert emulator.requests[-1].path.endswith("application-inference-profile%2Fa1b2c3d4e5f6/invoke")
+
+
+def test_raw_colon_in_the_path_is_accepted(emulator):
+    conn = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    conn.request(
+        "POST", "/model/amazon.nova-canvas-v1:0/invoke", body=json.dumps(t2i()), headers={"Authorization": "Bearer k"}
+    )
+    response = conn.getresponse()
+    assert response.status == 200
+    assert len(json.loads(response.read())["images"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("model_id", "message"),
+    [
+        ("amazon.nova-canvas-v9:0", "The provided model identifier is invalid."),
+        ("amazon.titan-image-generator-v2:0", "The provided model identifier is invalid."),
+        ("not a model!", "1 validation error detected: Value 'not a model!' at 'modelId' failed to satisfy constraint"),
+    ],
+)
+def test_unknown_or_malformed_model_ids(bedrock, model_id, message):
+    with pytest.raises(ClientError) as info:
+        invoke(bedrock, model_id, t2i())
+    code, text, status = error_of(info)
+    assert (code, status) == ("ValidationException", 400)
+    assert text.startswith(message)
+
+
+def test_error_wire_format_is_bedrocks(emulator):
+    conn = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    conn.request("POST", "/model/amazon.nova-canvas-v1%3A0/invoke", body=b"{}", headers={"Authorization": "Bearer k"})
+    response = conn.getresponse()
+    assert response.status == 400
+    assert response.getheader("x-amzn-ErrorType") == "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    assert response.getheader("x-amzn-RequestId")
+    assert json.loads(response.read()) == {
+        "message": "Malformed input request: #: required key [taskType] not found, please reformat your input and try again."
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "fragments"),
+    [
+        (b"not json", ["Malformed input request, please reformat your input and try again."]),
+        ({**t2i(), "stream": True}, ["#: extraneous key [stream] is not permitted"]),
+        (t2i("x" * 1469), ["#/textToImageParams/text: expected maxLength: 1024, actual: 1469"]),
+        (t2i(cfgScale=11), ["#/imageGenerationConfig/cfgScale: 11 is not less or equal to 10"]),
+        (t2i(seed=-1), ["#/imageGenerationConfig/seed: -1 is not greater or equal to 0"]),
+        (t2i(numberOfImages="2"), ["#/imageGenerationConfig/numberOfImages: expected type: Integer, found: String"]),
+        (t2i(width=1000, height=1024), ["#/imageGenerationConfig/width: 1000 is not a multiple of 16"]),
+        ({"taskType": "FOO", "textToImageParams": {"text": "x"}}, ["#/taskType: FOO is not a valid enum value"]),
+        (
+            {"taskType": "TEXT_IMAGE", "textToImageParams": {}, "imageGenerationConfig": {"quality": "ultra"}},
+            ["#/textToImageParams: required key [text] not found", "#/imageGenerationConfig/quality: ultra is not a valid enum value"],
+        ),
+        (
+            {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}, "backgroundRemovalParams": {"image": "x"}},
+            ["#: extraneous key [backgroundRemovalParams] is not permitted"],
+        ),
+        (t2i(width=4096, height=512), ["The aspect ratio of the requested image must be between 1:4 and 4:1. Given: (4096, 512)."]),
+        (t2i(width=2048, height=2048), ["The requested image must have fewer than 4194304 pixels. Given: (2048, 2048)."]),
+    ],
+)
+def test_bodies_are_validated_the_way_bedrock_words_it(bedrock, body, fragments):
+    with pytest.raises(ClientError) as info:
+        invoke(bedrock, NOVA_ID, body)
+    code, message, status = error_of(info)
+    assert (code, status) == ("ValidationException", 400)
+    for fragment in fragments:
+        assert fragment in message
+    if fragments[0].startswith("#"):
+        assert message.startswith("Malformed input request: ")
+        assert message.endswith(", please reformat your input and try again.")
+
+
+def test_content_filter_markers(bedrock):
+    with pytest.raises(ClientError) as info:
+        invoke(bedrock, NOVA_ID, t2i(f"a cat {BLOCK_INPUT}"))
+    assert "blocked by our content filters" in error_of(info)[1]
+    assert invoke(bedrock, NOVA_ID, t2i(BLOCK_OUTPUT, numberOfImages=2)) == {
+        "images": [],
+        "error": "All of the generated images have been blocked by our content filters.",
+    }
+    some = invoke(bedrock, NOVA_ID, t2i(BLOCK_SOME, numberOfImages=4))
+    assert len(some["images"]) == 2
+    assert some["error"] == "Some of the generated images have been blocked by our content filters."
+
+
+def _client(emulator, **overrides):
+    settings = {
+        "region_name": "eu-west-1",
+        "endpoint_url": emulator.url,
+        "aws_access_key_id": EMULATOR_ACCESS_KEY,
+        "aws_secret_access_key": EMULATOR_SECRET_KEY,
+        "config": Config(retries={"total_max_attempts": 1}),
+        **overrides,
+    }
+    return boto3.client("bedrock-runtime", **settings)
+
+
+def test_signatures_are_verified(emulator):
+    invoke(_client(emulator), NOVA_ID, t2i())
+    assert emulator.requests[-1].signed_by.region == "eu-west-1"
+
+    with pytest.raises(ClientError) as info:
+        invoke(_client(emulator, aws_secret_access_key="wrong-secret"), NOVA_ID, t2i())
+    code, message, status = error_of(info)
+    assert (code, status) == ("InvalidSignatureException", 403)
+    assert message.startswith("The request signature we calculated does not match")
+
+    with pytest.raises(ClientError) as info:
+        invoke(_client(emulator, aws_access_key_id="AKIDUNKNOWN"), NOVA_ID, t2i())
+    assert error_of(info) == ("UnrecognizedClientException", "The security token included in the request is invalid.", 403)
+
+
+def test_session_tokens_are_signed_too(emulator):
+    invoke(_client(emulator, aws_session_token="tok-123"), NOVA_ID, t2i())
+    assert emulator.requests[-1].headers["X-Amz-Security-Token"] == "tok-123"
+
+
+def test_requests_without_authorization_are_refused(emulator):
+    conn = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    conn.request("POST", "/model/amazon.nova-canvas-v1%3A0/invoke", body=json.dumps(t2i()))
+    response = conn.getresponse()
+    assert response.status == 403
+    assert response.getheader("x-amzn-ErrorType").startswith("MissingAuthenticationTokenException:")
+    assert json.loads(response.read()) == {"message": "Missing Authentication Token"}
+
+
+def test_bearer_api_keys(emulator):
+    emulator.api_keys = {"good-key"}
+    for token, status in (("good-key", 200), ("bad-key", 403)):
+        conn = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+        conn.request(
+            "POST",
+            "/model/amazon.nova-canvas-v1%3A0/invoke",
+            body=json.dumps(t2i()),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert conn.getresponse().status == status
+
+
+def test_unknown_paths_and_methods(emulator):
+    conn = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    conn.request("GET", "/foundation-models")
+    response = conn.getresponse()
+    assert response.status == 404
+    assert response.getheader("x-amzn-ErrorType").startswith("UnknownOperationException:")
