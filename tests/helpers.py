@@ -18,5 +18,7 @@ def decoded(b64: str):
 
 def invoke(client, model_id: str, body) -> dict:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = client.invoke_model(modelId=model_id, body=raw, contentType="application/json", accept="application/json")
+    response = client.invoke_model(
+        modelId=model_id, body=raw, contentType="application/json", accept="application/json"
+    )
     return json.loads(response["body"].read())

@@ -11,14 +11,16 @@ import time
 import boto3
 import pytest
 from botocore.config import Config
-from helpers import invoke
 
 from gesso.imaging import inspect
+from helpers import invoke
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "gesso", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "gesso", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_generate_on_the_emulator_writes_pngs_and_prints_paths_and_cost(tmp_path):
@@ -38,7 +40,18 @@ def test_generate_on_the_emulator_writes_pngs_and_prints_paths_and_cost(tmp_path
 
 def test_generate_with_an_application_profile_model_id(tmp_path):
     arn = "arn:aws:bedrock:eu-west-1:000000000000:application-inference-profile/a0a0a0a0a0a0"
-    out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--model-id", arn, "--emulator", "-o", str(tmp_path), "--json")
+    out = run(
+        "generate",
+        "otter",
+        "-m",
+        "bedrock/amazon.nova-canvas-v1:0",
+        "--model-id",
+        arn,
+        "--emulator",
+        "-o",
+        str(tmp_path),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.split("\n", 2)[2])
     assert summary["model"] == "amazon.nova-canvas-v1:0" and summary["cost"] == 0.04
@@ -67,7 +80,16 @@ def test_bad_cli_usage_exits_2():
 
 
 def test_without_credentials_the_error_says_how_to_configure(tmp_path):
-    out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--region", "us-east-1", "--endpoint", "http://127.0.0.1:9")
+    out = run(
+        "generate",
+        "otter",
+        "-m",
+        "bedrock/amazon.nova-canvas-v1:0",
+        "--region",
+        "us-east-1",
+        "--endpoint",
+        "http://127.0.0.1:9",
+    )
     assert out.returncode == 1
     assert "No AWS credentials found" in out.stderr and "Traceback" not in out.stderr
 
@@ -76,9 +98,19 @@ def test_models_lists_every_owned_id():
     out = run("models")
     assert out.returncode == 0
     ids = [line.split("\t")[0] for line in out.stdout.splitlines()]
-    assert ids == ["amazon.nova-canvas-v1:0", "us.amazon.nova-canvas-v1:0", "eu.amazon.nova-canvas-v1:0", "apac.amazon.nova-canvas-v1:0"]
+    assert ids == [
+        "amazon.nova-canvas-v1:0",
+        "us.amazon.nova-canvas-v1:0",
+        "eu.amazon.nova-canvas-v1:0",
+        "apac.amazon.nova-canvas-v1:0",
+    ]
     detail = json.loads(run("models", "--json").stdout)
-    assert detail[0]["prices"] == {"standard_1024": 0.04, "premium_1024": 0.06, "standard_2048": 0.06, "premium_2048": 0.08}
+    assert detail[0]["prices"] == {
+        "standard_1024": 0.04,
+        "premium_1024": 0.06,
+        "standard_2048": 0.06,
+        "premium_2048": 0.08,
+    }
     assert detail[0]["lifecycle"] == {"status": "legacy", "end_of_life": "2026-09-30"}
 
 
@@ -101,8 +133,11 @@ def test_emulator_command_serves_boto3():
         deadline = time.monotonic() + 10
         while True:
             try:
-                out = invoke(client, "arn:aws:bedrock:us-west-2:111122223333:application-inference-profile/p1",
-                             {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}})
+                out = invoke(
+                    client,
+                    "arn:aws:bedrock:us-west-2:111122223333:application-inference-profile/p1",
+                    {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}},
+                )
                 break
             except Exception:
                 if time.monotonic() > deadline:

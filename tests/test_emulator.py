@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from helpers import invoke, png_info
 
 from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME, EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+from helpers import invoke, png_info
 
 NOVA_ID = "amazon.nova-canvas-v1:0"
 
@@ -103,7 +103,10 @@ def test_error_wire_format_is_bedrocks(emulator):
     conn.request("POST", "/model/amazon.nova-canvas-v1%3A0/invoke", body=b"{}", headers={"Authorization": "Bearer k"})
     response = conn.getresponse()
     assert response.status == 400
-    assert response.getheader("x-amzn-ErrorType") == "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    assert (
+        response.getheader("x-amzn-ErrorType")
+        == "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+    )
     assert response.getheader("x-amzn-RequestId")
     assert json.loads(response.read()) == {
         "message": "Malformed input request: #: required key [taskType] not found, please reformat your input and try again."
@@ -123,14 +126,23 @@ def test_error_wire_format_is_bedrocks(emulator):
         ({"taskType": "FOO", "textToImageParams": {"text": "x"}}, ["#/taskType: FOO is not a valid enum value"]),
         (
             {"taskType": "TEXT_IMAGE", "textToImageParams": {}, "imageGenerationConfig": {"quality": "ultra"}},
-            ["#/textToImageParams: required key [text] not found", "#/imageGenerationConfig/quality: ultra is not a valid enum value"],
+            [
+                "#/textToImageParams: required key [text] not found",
+                "#/imageGenerationConfig/quality: ultra is not a valid enum value",
+            ],
         ),
         (
             {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}, "backgroundRemovalParams": {"image": "x"}},
             ["#: extraneous key [backgroundRemovalParams] is not permitted"],
         ),
-        (t2i(width=4096, height=512), ["The aspect ratio of the requested image must be between 1:4 and 4:1. Given: (4096, 512)."]),
-        (t2i(width=2048, height=2048), ["The requested image must have fewer than 4194304 pixels. Given: (2048, 2048)."]),
+        (
+            t2i(width=4096, height=512),
+            ["The aspect ratio of the requested image must be between 1:4 and 4:1. Given: (4096, 512)."],
+        ),
+        (
+            t2i(width=2048, height=2048),
+            ["The requested image must have fewer than 4194304 pixels. Given: (2048, 2048)."],
+        ),
     ],
 )
 def test_bodies_are_validated_the_way_bedrock_words_it(bedrock, body, fragments):
@@ -182,7 +194,11 @@ def test_signatures_are_verified(emulator):
 
     with pytest.raises(ClientError) as info:
         invoke(_client(emulator, aws_access_key_id="AKIDUNKNOWN"), NOVA_ID, t2i())
-    assert error_of(info) == ("UnrecognizedClientException", "The security token included in the request is invalid.", 403)
+    assert error_of(info) == (
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+        403,
+    )
 
 
 def test_session_tokens_are_signed_too(emulator):

@@ -75,7 +75,17 @@ def test_a_plugin_that_fails_to_import_is_reported_and_skipped(site, tmp_path):
     assert rows["gesso-broken"]["models"] == [] and rows["gesso-broken"]["version"] == "0.0.1"
     assert rows["gesso-bedrock-nova"]["error"] is None
     assert "gesso plugin gesso-broken was skipped" in out.stderr
-    made = gesso(site, "generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--emulator", "-o", str(tmp_path), plugins="gesso-broken,gesso-bedrock-nova")
+    made = gesso(
+        site,
+        "generate",
+        "otter",
+        "-m",
+        "bedrock/amazon.nova-canvas-v1:0",
+        "--emulator",
+        "-o",
+        str(tmp_path),
+        plugins="gesso-broken,gesso-bedrock-nova",
+    )
     assert made.returncode == 0, made.stderr
 
 
@@ -86,12 +96,25 @@ def test_duplicate_ids_across_distributions_is_one_clear_error(site):
     assert "amazon.nova-canvas-v1:0: claimed by gesso-bedrock-nova, gesso-clash" in out.stderr
     listed = gesso(site, "plugins")
     assert listed.returncode == 0
-    assert {row["name"] for row in json.loads(listed.stdout)} == {"gesso-acme", "gesso-broken", "gesso-clash", "gesso-bedrock-nova"}
+    assert {row["name"] for row in json.loads(listed.stdout)} == {
+        "gesso-acme",
+        "gesso-broken",
+        "gesso-clash",
+        "gesso-bedrock-nova",
+    }
 
 
 def test_only_nova_installed_behaves_as_documented(site):
     out = gesso(site, "plugins", plugins="gesso-bedrock-nova")
     assert [row["name"] for row in json.loads(out.stdout)] == ["gesso-bedrock-nova"]
-    titan = gesso(site, "generate", "x", "-m", "bedrock/amazon.titan-image-generator-v2:0", "--emulator", plugins="gesso-bedrock-nova")
+    titan = gesso(
+        site,
+        "generate",
+        "x",
+        "-m",
+        "bedrock/amazon.titan-image-generator-v2:0",
+        "--emulator",
+        plugins="gesso-bedrock-nova",
+    )
     assert titan.returncode == 1
     assert "pip install gesso-bedrock-titan" in titan.stderr

@@ -6,12 +6,12 @@ import asyncio
 import json
 
 import pytest
-from conftest import NOVA
-from helpers import png_info
 
 import gesso
+from conftest import NOVA
 from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME
 from gesso.errors import ContentFilteredError, InvalidRequestError, UnknownModelError
+from helpers import png_info
 
 
 def sent(emulator) -> dict:
@@ -24,28 +24,64 @@ def sent(emulator) -> dict:
         ({}, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a cat"}}),
         (
             {"size": "1024x768", "n": 2, "quality": "hd"},
-            {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a cat"},
-             "imageGenerationConfig": {"width": 1024, "height": 768, "numberOfImages": 2, "quality": "premium"}},
+            {
+                "taskType": "TEXT_IMAGE",
+                "textToImageParams": {"text": "a cat"},
+                "imageGenerationConfig": {"width": 1024, "height": 768, "numberOfImages": 2, "quality": "premium"},
+            },
         ),
         (
             {"negativeText": "blurry", "style": "PHOTOREALISM", "seed": 42, "cfgScale": 6.5},
-            {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a cat", "negativeText": "blurry", "style": "PHOTOREALISM"},
-             "imageGenerationConfig": {"seed": 42, "cfgScale": 6.5}},
+            {
+                "taskType": "TEXT_IMAGE",
+                "textToImageParams": {"text": "a cat", "negativeText": "blurry", "style": "PHOTOREALISM"},
+                "imageGenerationConfig": {"seed": 42, "cfgScale": 6.5},
+            },
         ),
         (
-            {"taskType": "TEXT_IMAGE", "textToImageParams": {"negativeText": "blurry"}, "imageGenerationConfig": {"seed": 7}, "size": "512x512"},
-            {"taskType": "TEXT_IMAGE", "textToImageParams": {"negativeText": "blurry", "text": "a cat"},
-             "imageGenerationConfig": {"seed": 7, "width": 512, "height": 512}},
+            {
+                "taskType": "TEXT_IMAGE",
+                "textToImageParams": {"negativeText": "blurry"},
+                "imageGenerationConfig": {"seed": 7},
+                "size": "512x512",
+            },
+            {
+                "taskType": "TEXT_IMAGE",
+                "textToImageParams": {"negativeText": "blurry", "text": "a cat"},
+                "imageGenerationConfig": {"seed": 7, "width": 512, "height": 512},
+            },
         ),
         (
             {"conditionImage": "iVBORw0KGgo=", "controlMode": "SEGMENTATION", "controlStrength": 0.4},
-            {"taskType": "TEXT_IMAGE",
-             "textToImageParams": {"conditionImage": "iVBORw0KGgo=", "controlMode": "SEGMENTATION", "controlStrength": 0.4, "text": "a cat"}},
+            {
+                "taskType": "TEXT_IMAGE",
+                "textToImageParams": {
+                    "conditionImage": "iVBORw0KGgo=",
+                    "controlMode": "SEGMENTATION",
+                    "controlStrength": 0.4,
+                    "text": "a cat",
+                },
+            },
         ),
-        ({"quality": "low"}, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a cat"}, "imageGenerationConfig": {"quality": "standard"}}),
+        (
+            {"quality": "low"},
+            {
+                "taskType": "TEXT_IMAGE",
+                "textToImageParams": {"text": "a cat"},
+                "imageGenerationConfig": {"quality": "standard"},
+            },
+        ),
         ({"size": "auto"}, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a cat"}}),
     ],
-    ids=["prompt-only", "openai-params", "flat-provider-params", "nested-form", "conditioning", "quality-low", "size-auto"],
+    ids=[
+        "prompt-only",
+        "openai-params",
+        "flat-provider-params",
+        "nested-form",
+        "conditioning",
+        "quality-low",
+        "size-auto",
+    ],
 )
 def test_exact_bodies(aws, emulator, kwargs, body):
     if "conditionImage" in kwargs:
@@ -60,12 +96,21 @@ def test_flat_and_nested_forms_send_the_same_body(aws, emulator):
     gesso.image_generation(NOVA, "a cat", negativeText="blurry", seed=3, n=2, **aws)
     flat = sent(emulator)
     gesso.image_generation(
-        NOVA, "a cat", textToImageParams={"negativeText": "blurry"}, imageGenerationConfig={"seed": 3, "numberOfImages": 2}, **aws
+        NOVA,
+        "a cat",
+        textToImageParams={"negativeText": "blurry"},
+        imageGenerationConfig={"seed": 3, "numberOfImages": 2},
+        **aws,
     )
     assert sent(emulator) == flat
     gesso.image_generation(
-        NOVA, None, taskType="TEXT_IMAGE", textToImageParams={"text": "a cat", "negativeText": "blurry"},
-        imageGenerationConfig={"seed": 3}, n=2, **aws,
+        NOVA,
+        None,
+        taskType="TEXT_IMAGE",
+        textToImageParams={"text": "a cat", "negativeText": "blurry"},
+        imageGenerationConfig={"seed": 3},
+        n=2,
+        **aws,
     )
     assert sent(emulator) == flat
 
@@ -139,9 +184,17 @@ def test_cfgscale_out_of_range_names_param_range_and_model_and_sends_nothing(aws
         ({"controlMode": "SKETCH", "conditionImage": "x"}, "textToImageParams.controlMode", "CANNY_EDGE, SEGMENTATION"),
         ({"controlStrength": 1.5, "conditionImage": "x"}, "textToImageParams.controlStrength", "between 0 and 1"),
         ({"guidance": 3}, "guidance", "unknown parameter for taskType TEXT_IMAGE; allowed: cfgScale"),
-        ({"imageGenerationConfig": {"steps": 3}}, "imageGenerationConfig.steps", "unknown parameter; allowed here: cfgScale"),
+        (
+            {"imageGenerationConfig": {"steps": 3}},
+            "imageGenerationConfig.steps",
+            "unknown parameter; allowed here: cfgScale",
+        ),
         ({"taskType": "PAINT"}, "taskType", "must be one of: TEXT_IMAGE, COLOR_GUIDED_GENERATION"),
-        ({"colorGuidedGenerationParams": {"colors": ["#FF0000"]}}, "", "colorGuidedGenerationParams' cannot be sent with taskType TEXT_IMAGE"),
+        (
+            {"colorGuidedGenerationParams": {"colors": ["#FF0000"]}},
+            "",
+            "colorGuidedGenerationParams' cannot be sent with taskType TEXT_IMAGE",
+        ),
         ({"response_format": "png"}, "response_format", "b64_json, url"),
         ({"timeout": 0}, "timeout", "positive number of seconds"),
         ({"user": 5}, "user", "must be a string"),
@@ -158,9 +211,14 @@ def test_invalid_parameters_are_named_before_any_request(aws, emulator, kwargs, 
 
 
 def test_prompt_length_and_empty_prompt(aws):
-    with pytest.raises(InvalidRequestError, match=r"textToImageParams.text: must be 1 to 1024 characters long \(got 1025\) \[from prompt\]"):
+    with pytest.raises(
+        InvalidRequestError,
+        match=r"textToImageParams.text: must be 1 to 1024 characters long \(got 1025\) \[from prompt\]",
+    ):
         gesso.image_generation(NOVA, "x" * 1025, **aws)
-    with pytest.raises(InvalidRequestError, match=r"textToImageParams.text: must be 1 to 1024 characters long \(got 0\)"):
+    with pytest.raises(
+        InvalidRequestError, match=r"textToImageParams.text: must be 1 to 1024 characters long \(got 0\)"
+    ):
         gesso.image_generation(NOVA, "", **aws)
     with pytest.raises(InvalidRequestError, match=r"prompt: is required for taskType TEXT_IMAGE$"):
         gesso.image_generation(NOVA, None, **aws)
@@ -185,7 +243,9 @@ def test_contradictions_are_errors_not_overrides(aws, emulator, kwargs, path):
 
 
 def test_agreeing_sources_are_fine(aws, emulator):
-    gesso.image_generation(NOVA, "a cat", n=2, numberOfImages=2, quality="hd", imageGenerationConfig={"quality": "premium"}, **aws)
+    gesso.image_generation(
+        NOVA, "a cat", n=2, numberOfImages=2, quality="hd", imageGenerationConfig={"quality": "premium"}, **aws
+    )
     assert sent(emulator)["imageGenerationConfig"] == {"numberOfImages": 2, "quality": "premium"}
 
 
@@ -201,7 +261,9 @@ def test_some_outputs_filtered_returns_the_rest_and_says_so(aws):
     resp = gesso.image_generation(NOVA, f"a cat {BLOCK_SOME}", n=4, **aws)
     assert len(resp.data) == 2
     assert resp.filtered == 2
-    assert resp.warnings == ("Some of the generated images have been blocked by our content filters. (2 of 4 withheld)",)
+    assert resp.warnings == (
+        "Some of the generated images have been blocked by our content filters. (2 of 4 withheld)",
+    )
     assert resp.cost == pytest.approx(0.08), "only returned images are charged"
     assert resp.to_dict()["warnings"] == list(resp.warnings)
 
@@ -211,7 +273,10 @@ def test_input_filter_400_is_content_filtered(aws):
         gesso.image_generation(NOVA, f"a cat {BLOCK_INPUT}", **aws)
 
 
-@pytest.mark.parametrize("model", ["bedrock/us.amazon.nova-canvas-v1:0", "us.amazon.nova-canvas-v1:0", "bedrock/invoke/eu.amazon.nova-canvas-v1:0"])
+@pytest.mark.parametrize(
+    "model",
+    ["bedrock/us.amazon.nova-canvas-v1:0", "us.amazon.nova-canvas-v1:0", "bedrock/invoke/eu.amazon.nova-canvas-v1:0"],
+)
 def test_region_prefixed_ids_route_to_nova_and_are_invoked_as_given(aws, emulator, model):
     resp = gesso.image_generation(model, "a cat", **aws)
     invoked = model.split("/")[-1]
@@ -238,7 +303,9 @@ def test_foundation_model_arn_as_model(aws, emulator):
 
 def test_application_profile_arn_as_model_says_to_use_model_id(aws):
     with pytest.raises(UnknownModelError, match="Pass the ARN as model_id"):
-        gesso.image_generation("bedrock/arn:aws:bedrock:us-east-1:000000000000:application-inference-profile/abc", "x", **aws)
+        gesso.image_generation(
+            "bedrock/arn:aws:bedrock:us-east-1:000000000000:application-inference-profile/abc", "x", **aws
+        )
 
 
 def test_unknown_models(aws):

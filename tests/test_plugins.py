@@ -21,7 +21,10 @@ class Painter:
         "type": "object",
         "additionalProperties": False,
         "required": ["prompt"],
-        "properties": {"prompt": {"type": "string", "maxLength": 20}, "steps": {"type": "integer", "minimum": 1, "maximum": 9}},
+        "properties": {
+            "prompt": {"type": "string", "maxLength": 20},
+            "steps": {"type": "integer", "minimum": 1, "maximum": 9},
+        },
     }
 
     @staticmethod
@@ -31,7 +34,15 @@ class Painter:
 
     @gesso.hookimpl
     def gesso_register_models(self):
-        return [Model(id="test.painter-v1", family="test.painter", param_schema=self.SCHEMA, prices={"image": 0.5}, emulator=self.emulate)]
+        return [
+            Model(
+                id="test.painter-v1",
+                family="test.painter",
+                param_schema=self.SCHEMA,
+                prices={"image": 0.5},
+                emulator=self.emulate,
+            )
+        ]
 
     @gesso.hookimpl
     def gesso_transform_request(self, request):
@@ -63,9 +74,17 @@ def test_builtin_transport_and_installed_nova_load_lazily():
     assert "gesso-bedrock-nova" in names
     assert [p["name"] for p in plugins.list_plugins()] == ["gesso-bedrock-nova"]
     nova = next(p for p in listed if p["name"] == "gesso-bedrock-nova")
-    assert nova["hooks"] == ["gesso_calculate_cost", "gesso_parse_response", "gesso_register_models", "gesso_transform_request"]
+    assert nova["hooks"] == [
+        "gesso_calculate_cost",
+        "gesso_parse_response",
+        "gesso_register_models",
+        "gesso_transform_request",
+    ]
     assert nova["models"] == [
-        "amazon.nova-canvas-v1:0", "us.amazon.nova-canvas-v1:0", "eu.amazon.nova-canvas-v1:0", "apac.amazon.nova-canvas-v1:0"
+        "amazon.nova-canvas-v1:0",
+        "us.amazon.nova-canvas-v1:0",
+        "eu.amazon.nova-canvas-v1:0",
+        "apac.amazon.nova-canvas-v1:0",
     ]
     assert nova["error"] is None and nova["version"] == "0.1.0"
 
@@ -85,7 +104,10 @@ def test_two_plugins_claiming_one_id_is_one_error_naming_both():
     class Clash:
         @gesso.hookimpl
         def gesso_register_models(self):
-            return [Model(id="amazon.nova-canvas-v1:0", family="x"), Model(id="other-v1", family="x", profile_prefixes=("eu.",))]
+            return [
+                Model(id="amazon.nova-canvas-v1:0", family="x"),
+                Model(id="other-v1", family="x", profile_prefixes=("eu.",)),
+            ]
 
     class Clash2:
         @gesso.hookimpl
@@ -155,7 +177,10 @@ def test_registration_must_return_model_objects():
     assert "must return gesso.types.Model objects" in row["error"]
 
 
-@pytest.mark.parametrize(("value", "expected"), [("", []), ("gesso-bedrock-nova", ["gesso-bedrock-nova"]), ("Gesso_Bedrock.Nova, other", ["gesso-bedrock-nova"])])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", []), ("gesso-bedrock-nova", ["gesso-bedrock-nova"]), ("Gesso_Bedrock.Nova, other", ["gesso-bedrock-nova"])],
+)
 def test_gesso_plugins_env_restricts_loading(monkeypatch, value, expected):
     monkeypatch.setenv("GESSO_PLUGINS", value)
     plugins.reset()

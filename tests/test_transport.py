@@ -46,18 +46,50 @@ def faulty():
 @pytest.mark.parametrize(
     ("wire", "cls", "status"),
     [
-        ("400|ValidationException|Malformed input request: #: required key [x] not found", errors.InvalidRequestError, 400),
-        ("400|ValidationException|This request has been blocked by our content filters. Please adjust your text prompt to submit a new request.", errors.ContentFilteredError, 400),
-        ("403|AccessDeniedException|You don't have access to the model with the specified model ID.", errors.PermissionDeniedError, 403),
-        ("403|UnrecognizedClientException|The security token included in the request is invalid.", errors.AuthenticationError, 401),
-        ("403|ExpiredTokenException|The security token included in the request is expired", errors.AuthenticationError, 401),
-        ("404|ResourceNotFoundException|This model version has reached the end of its life. Please refer to the AWS documentation for more details.", errors.ModelRetiredError, 404),
-        ("404|ResourceNotFoundException|Access denied. This Model is marked by provider as Legacy and you have not been actively using the model in the last 15 days. Please upgrade to an active model on Amazon Bedrock", errors.ModelRetiredError, 404),
+        (
+            "400|ValidationException|Malformed input request: #: required key [x] not found",
+            errors.InvalidRequestError,
+            400,
+        ),
+        (
+            "400|ValidationException|This request has been blocked by our content filters. Please adjust your text prompt to submit a new request.",
+            errors.ContentFilteredError,
+            400,
+        ),
+        (
+            "403|AccessDeniedException|You don't have access to the model with the specified model ID.",
+            errors.PermissionDeniedError,
+            403,
+        ),
+        (
+            "403|UnrecognizedClientException|The security token included in the request is invalid.",
+            errors.AuthenticationError,
+            401,
+        ),
+        (
+            "403|ExpiredTokenException|The security token included in the request is expired",
+            errors.AuthenticationError,
+            401,
+        ),
+        (
+            "404|ResourceNotFoundException|This model version has reached the end of its life. Please refer to the AWS documentation for more details.",
+            errors.ModelRetiredError,
+            404,
+        ),
+        (
+            "404|ResourceNotFoundException|Access denied. This Model is marked by provider as Legacy and you have not been actively using the model in the last 15 days. Please upgrade to an active model on Amazon Bedrock",
+            errors.ModelRetiredError,
+            404,
+        ),
         ("404|ResourceNotFoundException|Inference profile not found", errors.UnknownModelError, 404),
         ("429|ThrottlingException|Too many requests, please wait before trying again.", errors.RateLimitError, 429),
         ("429|ModelNotReadyException|Model is not ready", errors.RateLimitError, 429),
         ("400|ServiceQuotaExceededException|quota", errors.RateLimitError, 429),
-        ("408|ModelTimeoutException|Model has timed out in processing the request. Try your request again.", errors.RequestTimeoutError, 408),
+        (
+            "408|ModelTimeoutException|Model has timed out in processing the request. Try your request again.",
+            errors.RequestTimeoutError,
+            408,
+        ),
         ("424|ModelErrorException|The model failed", errors.ProviderError, 502),
         ("500|InternalServerException|boom", errors.ProviderError, 502),
         ("503|ServiceUnavailableException|unavailable", errors.ProviderError, 502),
@@ -90,7 +122,9 @@ def test_unreachable_endpoint_is_a_provider_error(aws):
 
 def test_missing_region_names_the_options(aws):
     del aws["aws_region_name"]
-    with pytest.raises(errors.InvalidRequestError, match="aws_region_name, set AWS_REGION or AWS_DEFAULT_REGION") as info:
+    with pytest.raises(
+        errors.InvalidRequestError, match="aws_region_name, set AWS_REGION or AWS_DEFAULT_REGION"
+    ) as info:
         gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
     assert info.value.param == "aws_region_name"
 
@@ -114,7 +148,9 @@ def test_secrets_never_appear_in_errors_or_reprs(emulator):
         assert secret not in text and token not in text
     from gesso.types import AwsCredentials, Target
 
-    target = Target(model_id="m", credentials=AwsCredentials(access_key_id="AKID", secret_access_key=secret, session_token=token))
+    target = Target(
+        model_id="m", credentials=AwsCredentials(access_key_id="AKID", secret_access_key=secret, session_token=token)
+    )
     assert secret not in repr(target) and token not in repr(target)
     assert all(secret not in repr(key) and token not in repr(key) for key in transport._clients)
 

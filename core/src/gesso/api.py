@@ -81,10 +81,19 @@ def image_generation(
         model,
         prompt,
         dict(
-            n=n, size=size, quality=quality, response_format=response_format, style=style, user=user,
-            timeout=timeout, model_id=model_id, aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key, aws_session_token=aws_session_token,
-            aws_region_name=aws_region_name, aws_profile_name=aws_profile_name,
+            n=n,
+            size=size,
+            quality=quality,
+            response_format=response_format,
+            style=style,
+            user=user,
+            timeout=timeout,
+            model_id=model_id,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            aws_region_name=aws_region_name,
+            aws_profile_name=aws_profile_name,
             aws_bedrock_runtime_endpoint=aws_bedrock_runtime_endpoint,
         ),
         params,
@@ -178,8 +187,7 @@ def _prepare(model: str, prompt: Any, kwargs: Mapping[str, Any], params: dict[st
     prepared = hook.gesso_transform_request(request=request)
     if prepared is None:
         raise ProviderError(
-            f"No installed plugin builds requests for model family {spec.family!r} "
-            f"(registered by {spec.distribution})",
+            f"No installed plugin builds requests for model family {spec.family!r} (registered by {spec.distribution})",
             model=model_name,
         )
     if request.user:

@@ -46,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-n", type=int, help="number of images")
     gen.add_argument("--quality", help="standard, premium, or OpenAI's hd/high/low/medium/auto")
     gen.add_argument(
-        "--param", "-p", action="append", type=_param, default=[], metavar="KEY=VALUE",
+        "--param",
+        "-p",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
         help="a provider parameter; VALUE is read as JSON when it parses (seed=42, colors='[\"#FF0000\"]'), "
         "else as a string (negativeText=blurry). Repeatable.",
     )
@@ -69,11 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=4010)
     emu.add_argument(
-        "--app-profile", action="append", type=_app_profile, default=[], metavar="PROFILE=MODEL_ID",
+        "--app-profile",
+        action="append",
+        type=_app_profile,
+        default=[],
+        metavar="PROFILE=MODEL_ID",
         help="map an application inference profile (id or ARN) to the model it serves. Repeatable.",
     )
     emu.add_argument(
-        "--verify-signatures", action="store_true",
+        "--verify-signatures",
+        action="store_true",
         help="recompute SigV4 signatures, accepting only the emulator's own key (see the README)",
     )
     return parser
@@ -127,7 +137,9 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
     if args.json:
         summary = response.to_dict()
-        summary["data"] = [{k: f"<{len(v)} chars>" if k == "b64_json" else v for k, v in d.items()} for d in summary["data"]]
+        summary["data"] = [
+            {k: f"<{len(v)} chars>" if k == "b64_json" else v for k, v in d.items()} for d in summary["data"]
+        ]
         print(json.dumps(summary, indent=2))
     return 0
 
@@ -185,7 +197,9 @@ def _models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for model in registry.models:
-        note = model.lifecycle.status + (f", end of life {model.lifecycle.end_of_life}" if model.lifecycle.end_of_life else "")
+        note = model.lifecycle.status + (
+            f", end of life {model.lifecycle.end_of_life}" if model.lifecycle.end_of_life else ""
+        )
         for model_id in model.ids:
             print(f"{model_id}\t{model.distribution}\t{note}")
     return 0

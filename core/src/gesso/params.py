@@ -127,7 +127,8 @@ _TYPE_NAMES = {
 }
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON Schema type name of a Python value (``bool`` is ``boolean``, not ``integer``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -179,11 +180,7 @@ def _render(error: Any) -> list[Violation]:
     if kind == "required":
         missing = error.validator_value
         present = value if isinstance(value, Mapping) else {}
-        return [
-            Violation(dotted([*error.absolute_path, key]), "is required")
-            for key in missing
-            if key not in present
-        ]
+        return [Violation(dotted([*error.absolute_path, key]), "is required") for key in missing if key not in present]
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         extras = sorted(set(value) - set(allowed)) if isinstance(value, Mapping) else []
@@ -195,7 +192,7 @@ def _render(error: Any) -> list[Violation]:
         expected = error.validator_value
         names = [expected] if isinstance(expected, str) else list(expected)
         wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
-        return [Violation(path, f"must be {wanted} (got {_json_type(value)} {short(value)})")]
+        return [Violation(path, f"must be {wanted} (got {json_type(value)} {short(value)})")]
     if kind == "enum":
         options = ", ".join(str(o) for o in error.validator_value)
         return [Violation(path, f"must be one of: {options} (got {short(value)})")]

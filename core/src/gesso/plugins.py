@@ -11,6 +11,7 @@ set but empty means none. Unset means all installed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
@@ -210,9 +211,7 @@ class _State:
                 continue
             info.models = []
             impls = [
-                impl
-                for impl in self.manager.hook.gesso_register_models.get_hookimpls()
-                if impl.plugin is info.plugin
+                impl for impl in self.manager.hook.gesso_register_models.get_hookimpls() if impl.plugin is info.plugin
             ]
             for impl in impls:
                 try:
@@ -298,10 +297,8 @@ def reset() -> None:
 def list_plugins(*, include_builtin: bool = False) -> list[dict[str, Any]]:
     """What ``gesso plugins`` prints: each plugin's name, version, hooks, model ids and load error."""
     state = _get_state()
-    try:
-        get_registry()
-    except PluginConflictError:
-        pass  # still list what loaded; the conflict itself is reported where models are used
+    with contextlib.suppress(PluginConflictError):
+        get_registry()  # a conflict still lists what loaded; it is reported where models are used
     rows = []
     for info in state.plugins:
         if info.builtin and not include_builtin:

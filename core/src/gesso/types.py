@@ -258,14 +258,19 @@ converter = _make_converter()
 
 
 def render_structure_error(exc: BaseException, path: str = "") -> list[Violation]:
-    """Turn a cattrs structuring error tree into readable violations."""
+    """Turn a cattrs structuring error tree into readable violations (``data[0].b64: unknown key``)."""
     if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        return [Violation(f"{path}{key}", "unknown key") for key in sorted(exc.extra_fields)]
+        return [Violation(f"{path}.{key}" if path else key, "unknown key") for key in sorted(exc.extra_fields)]
     if isinstance(exc, cattrs.BaseValidationError):
         found: list[Violation] = []
         for sub in exc.exceptions:
             note = next((n for n in getattr(sub, "__notes__", []) if isinstance(n, str)), "")
-            name = note.split("@ attribute ", 1)[-1] if "@ attribute" in note else ""
-            found += render_structure_error(sub, f"{path}{name}." if name else path)
+            where = path
+            if "@ attribute " in note:
+                name = note.split("@ attribute ", 1)[1]
+                where = f"{path}.{name}" if path else name
+            elif "@ index " in note:
+                where = f"{path}[{note.split('@ index ', 1)[1]}]"
+            found += render_structure_error(sub, where)
         return found
-    return [Violation(path.rstrip("."), str(exc) or type(exc).__name__)]
+    return [Violation(path, str(exc) or type(exc).__name__)]

@@ -77,9 +77,7 @@ def _make_client(target: Target) -> Any:
         retries={"total_max_attempts": 1, "mode": "standard"},
         user_agent_extra=f"gesso/{__version__}",
     )
-    return session.client(
-        "bedrock-runtime", region_name=target.region, endpoint_url=target.endpoint_url, config=config
-    )
+    return session.client("bedrock-runtime", region_name=target.region, endpoint_url=target.endpoint_url, config=config)
 
 
 def clear_clients() -> None:

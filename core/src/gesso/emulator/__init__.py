@@ -230,7 +230,12 @@ class Emulator:
             extra = {}
         self.requests.append(
             RecordedRequest(
-                model_id=model_id, path=path, headers=dict(headers.items()), body=body, status=status, signed_by=signed_by
+                model_id=model_id,
+                path=path,
+                headers=dict(headers.items()),
+                body=body,
+                status=status,
+                signed_by=signed_by,
             )
         )
         out = json.dumps(payload, separators=(",", ":")).encode()
@@ -244,7 +249,9 @@ class Emulator:
         if header.startswith("Bearer "):
             token = header[len("Bearer ") :].strip()
             if not token or (self.api_keys is not None and token not in self.api_keys):
-                raise EmulatorError(403, "UnrecognizedClientException", "Invalid API Key format: Must be a valid Bedrock API key.")
+                raise EmulatorError(
+                    403, "UnrecognizedClientException", "Invalid API Key format: Must be a valid Bedrock API key."
+                )
             return None
         try:
             return sigv4.verify(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gesso.params import validator
+from gesso.params import json_type, validator
 
 _EVERIT_TYPES = {
     "string": "String",
@@ -24,21 +24,9 @@ _EVERIT_TYPES = {
 
 
 def _found_type(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if isinstance(value, bool):
-        return "Boolean"
-    if isinstance(value, int):
-        return "Integer"
-    if isinstance(value, float):
-        return "BigDecimal"
-    if isinstance(value, str):
-        return "String"
-    if isinstance(value, Mapping):
-        return "JSONObject"
-    if isinstance(value, list):
-        return "JSONArray"
-    return type(value).__name__
+    # everit names a found decimal "BigDecimal"; every other type as it names expected ones
+    kind = json_type(value)
+    return "BigDecimal" if kind == "number" else _EVERIT_TYPES.get(kind, kind)
 
 
 def _num(value: Any) -> str:

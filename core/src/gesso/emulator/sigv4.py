@@ -51,7 +51,9 @@ def parse_authorization(header: str) -> tuple[SignedBy, str]:
         )
     parts = match.group("credential").split("/")
     if len(parts) != 5 or parts[4] != "aws4_request":
-        raise SignatureError("IncompleteSignature", f"Credential should be scoped correctly: {match.group('credential')}")
+        raise SignatureError(
+            "IncompleteSignature", f"Credential should be scoped correctly: {match.group('credential')}"
+        )
     access_key, date, region, service, _ = parts
     signed = tuple(match.group("signed").split(";"))
     return SignedBy(access_key, date, region, service, signed), match.group("signature")
@@ -66,9 +68,7 @@ def _canonical_uri(raw_path: str) -> str:
 
 
 def _canonical_query(query: str) -> str:
-    pairs = sorted(
-        (quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in parse_qsl(query, keep_blank_values=True)
-    )
+    pairs = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in parse_qsl(query, keep_blank_values=True))
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
@@ -105,7 +105,9 @@ def verify(
         )
     amz_date = headers.get("X-Amz-Date") or ""
     if not amz_date.startswith(signed_by.date):
-        raise SignatureError("InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from X-Amz-Date.")
+        raise SignatureError(
+            "InvalidSignatureException", "Date in Credential scope does not match YYYYMMDD from X-Amz-Date."
+        )
     if secrets is None:
         return signed_by
     secret = secrets.get(signed_by.access_key_id)
@@ -126,9 +128,7 @@ def verify(
         )
     )
     scope = f"{signed_by.date}/{signed_by.region}/{signed_by.service}/aws4_request"
-    string_to_sign = "\n".join(
-        (ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
-    )
+    string_to_sign = "\n".join((ALGORITHM, amz_date, scope, hashlib.sha256(canonical_request.encode()).hexdigest()))
     key = _signing_key(secret, signed_by.date, signed_by.region, signed_by.service)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):

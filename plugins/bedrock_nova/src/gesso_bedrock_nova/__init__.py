@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gesso.hookspecs import hookimpl
-
 from gesso_bedrock_nova import models
 
 if TYPE_CHECKING:
@@ -28,7 +27,9 @@ def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:
 
 
 @hookimpl
-def gesso_parse_response(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse | None:
+def gesso_parse_response(
+    request: ImageRequest, prepared: PreparedRequest, response: RawResponse
+) -> ParsedResponse | None:
     if request.model.family != models.FAMILY:
         return None
     from gesso_bedrock_nova import response as parse

@@ -7,10 +7,11 @@ import binascii
 
 from gesso.emulator import EmulatedCall, EmulatorError
 from gesso.imaging import ImageFormatError, inspect
-
 from gesso_bedrock_nova.request import CONFIG, INPUT_SIZED_TASKS, MAX_ASPECT, MAX_PIXELS, TASK_PARAMS
 
-BLOCKED_INPUT = "This request has been blocked by our content filters. Please adjust your text prompt to submit a new request."
+BLOCKED_INPUT = (
+    "This request has been blocked by our content filters. Please adjust your text prompt to submit a new request."
+)
 ALL_BLOCKED = "All of the generated images have been blocked by our content filters."
 SOME_BLOCKED = "Some of the generated images have been blocked by our content filters."
 DEFAULT_SEED = 12
@@ -61,5 +62,7 @@ def _input_size(b64: str) -> tuple[int, int]:
     try:
         info = inspect(base64.b64decode(b64, validate=True))
     except (ImageFormatError, binascii.Error, ValueError) as exc:
-        raise EmulatorError.validation("Unable to decode the input image. Provide a base64-encoded PNG or JPEG.") from exc
+        raise EmulatorError.validation(
+            "Unable to decode the input image. Provide a base64-encoded PNG or JPEG."
+        ) from exc
     return info.width, info.height

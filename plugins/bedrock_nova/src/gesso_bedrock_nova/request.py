@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from gesso.errors import InvalidRequestError, Violation
 from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema
 from gesso.types import ImageRequest, PreparedRequest, Size
-
 from gesso_bedrock_nova.models import schema
 
 TASK_PARAMS = {
@@ -129,11 +128,15 @@ def _openai_config(request: ImageRequest, task: str, builder: BodyBuilder) -> li
     if task in NO_CONFIG_TASKS:
         for name in ("size", "n", "quality"):
             if getattr(request, name) is not None:
-                problems.append(Violation(name, f"taskType {task} takes no {name}: it returns one image the size of the input"))
+                problems.append(
+                    Violation(name, f"taskType {task} takes no {name}: it returns one image the size of the input")
+                )
         return problems
     if request.size is not None:
         if task in INPUT_SIZED_TASKS:
-            problems.append(Violation("size", f"cannot be used with taskType {task}: the output takes the input image's size"))
+            problems.append(
+                Violation("size", f"cannot be used with taskType {task}: the output takes the input image's size")
+            )
         else:
             builder.set((CONFIG, "width"), request.size.width, "size")
             builder.set((CONFIG, "height"), request.size.height, "size")
