@@ -98,7 +98,7 @@ def faulty():
 def test_bedrock_errors_map_to_the_hierarchy(faulty, aws, wire, cls, status):
     code, message = wire.split("|", 2)[1:]
     with pytest.raises(cls) as info:
-        gesso.image_generation(FAULTY, wire, **aws)
+        gesso.image_generation(FAULTY, wire, max_retries=0, **aws)
     err = info.value
     assert type(err) is cls
     assert err.status_code == status
@@ -110,20 +110,20 @@ def test_bedrock_errors_map_to_the_hierarchy(faulty, aws, wire, cls, status):
 
 def test_provider_errors_keep_what_bedrock_said(faulty, aws):
     with pytest.raises(errors.ProviderError) as info:
-        gesso.image_generation(FAULTY, "424|ModelErrorException|The model failed", **aws)
+        gesso.image_generation(FAULTY, "424|ModelErrorException|The model failed", max_retries=0, **aws)
     assert (info.value.provider_status, info.value.provider_code) == (424, "ModelErrorException")
 
 
 def test_unreachable_endpoint_is_a_provider_error(aws):
     aws["aws_bedrock_runtime_endpoint"] = "http://127.0.0.1:9"
     with pytest.raises(errors.ProviderError, match="Could not reach Bedrock"):
-        gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
+        gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", max_retries=0, **aws)
 
 
 def test_missing_region_names_the_options(aws):
     del aws["aws_region_name"]
     with pytest.raises(
-        errors.InvalidRequestError, match="aws_region_name, set AWS_REGION or AWS_DEFAULT_REGION"
+        errors.InvalidRequestError, match="pass aws_region_name, use a model_id ARN that names its region, set AWS_REGION or AWS_DEFAULT_REGION"
     ) as info:
         gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
     assert info.value.param == "aws_region_name"

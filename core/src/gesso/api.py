@@ -48,56 +48,27 @@ class _Call:
     prepared: PreparedRequest
 
 
-def image_generation(
-    model: str,
-    prompt: str | None = None,
-    *,
-    n: int | None = None,
-    size: str | None = None,
-    quality: str | None = None,
-    response_format: str | None = None,
-    style: str | None = None,
-    user: str | None = None,
-    timeout: float | None = None,
-    model_id: str | None = None,
-    aws_access_key_id: str | None = None,
-    aws_secret_access_key: str | None = None,
-    aws_session_token: str | None = None,
-    aws_region_name: str | None = None,
-    aws_profile_name: str | None = None,
-    aws_bedrock_runtime_endpoint: str | None = None,
-    **params: Any,
-) -> ImageResponse:
+def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
     """Generate images with a Bedrock model; returns an :class:`~gesso.types.ImageResponse`.
 
     ``model`` picks the model family (``"bedrock/amazon.nova-canvas-v1:0"``); ``model_id`` overrides
-    what is invoked (an inference-profile or provisioned-model ARN). OpenAI kwargs: ``n``, ``size``
-    (``"WxH"``), ``quality``, ``response_format`` (``b64_json`` or ``url``, which returns a ``data:``
-    URL), ``style``, ``user``, ``timeout`` (seconds). Credentials and endpoint use litellm's ``aws_*``
-    names. Every other kwarg is a provider parameter, flat (``cfgScale=7``) or nested as Bedrock
-    spells it (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
+    what is invoked (an inference-profile or provisioned-model ARN).
+
+    OpenAI kwargs: ``n``, ``size`` (``"WxH"``), ``quality``, ``response_format`` (``b64_json``, or
+    ``url`` for a ``data:`` URL), ``style``, ``user``, ``timeout`` (read timeout, seconds).
+
+    Transport kwargs (litellm's names): ``model_id``, ``base_model`` (the family, when ``model`` is an
+    opaque ARN), ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
+    ``aws_profile_name``, ``aws_role_name``, ``aws_session_name``, ``aws_external_id``,
+    ``aws_web_identity_token``, ``aws_sts_endpoint``, ``api_key`` (a Bedrock API key: bearer auth),
+    ``aws_region_name``, ``aws_bedrock_runtime_endpoint``, ``ssl_verify``, ``connect_timeout``,
+    ``max_retries``, ``retry_budget``. A string value ``"os.environ/NAME"`` reads environment
+    variable ``NAME``.
+
+    Every other kwarg is a provider parameter, flat (``cfgScale=7``) or nested as Bedrock spells it
+    (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
     """
-    call = _prepare(
-        model,
-        prompt,
-        dict(
-            n=n,
-            size=size,
-            quality=quality,
-            response_format=response_format,
-            style=style,
-            user=user,
-            timeout=timeout,
-            model_id=model_id,
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-            aws_session_token=aws_session_token,
-            aws_region_name=aws_region_name,
-            aws_profile_name=aws_profile_name,
-            aws_bedrock_runtime_endpoint=aws_bedrock_runtime_endpoint,
-        ),
-        params,
-    )
+    call = _prepare(model, prompt, kwargs)
     bodies = call.prepared.bodies
     if len(bodies) == 1:
         raws = [_invoke(call, bodies[0])]
@@ -112,74 +83,114 @@ async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any
     Provider calls run on a bounded thread pool sized to the connection pool, so many concurrent
     calls are in flight at once rather than queued behind a small default executor.
     """
-    known = {k: kwargs.pop(k) for k in _CALL_KWARGS if k in kwargs}
-    call = _prepare(model, prompt, known, kwargs)
+    call = _prepare(model, prompt, kwargs)
     loop = asyncio.get_running_loop()
     executor = _async_executor()
     raws = await asyncio.gather(*(loop.run_in_executor(executor, _invoke, call, body) for body in call.prepared.bodies))
     return _finish(call, list(raws))
 
 
-_CALL_KWARGS = (
-    "n", "size", "quality", "response_format", "style", "user", "timeout", "model_id",
-    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
-    "aws_profile_name", "aws_bedrock_runtime_endpoint",
+#: kwargs that configure the call rather than the model (everything else is a provider parameter)
+OPENAI_KWARGS = ("n", "size", "quality", "response_format", "style", "user", "timeout")
+TRANSPORT_KWARGS = (
+    "model_id", "base_model", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+    "aws_profile_name", "aws_role_name", "aws_session_name", "aws_external_id", "aws_web_identity_token",
+    "aws_sts_endpoint", "api_key", "aws_region_name", "aws_bedrock_runtime_endpoint", "ssl_verify",
+    "connect_timeout", "max_retries", "retry_budget",
 )  # fmt: skip
-_STRING_KWARGS = ("quality", "style", "user", *_CALL_KWARGS[7:])
+_NON_STRING_KWARGS = ("ssl_verify", "connect_timeout", "max_retries", "retry_budget")
+_STRING_KWARGS = ("quality", "style", "user", *(k for k in TRANSPORT_KWARGS if k not in _NON_STRING_KWARGS))
+ENV_PREFIX = "os.environ/"
 
 
-def _prepare(model: str, prompt: Any, kwargs: Mapping[str, Any], params: dict[str, Any]) -> _Call:
-    spec, model_name, arn_target = plugins.get_registry().resolve(model)
+def _from_env(key: str, value: Any, problems: list[Violation]) -> Any:
+    """litellm's convention: ``"os.environ/NAME"`` means the value of environment variable NAME."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        found = os.environ.get(name)
+        if not found:
+            problems.append(Violation(key, f"environment variable {name} (from {value!r}) is not set"))
+        return found
+    return value
+
+
+def _positive(key: str, value: Any, problems: list[Violation], *, integer: bool = False, zero: bool = False) -> None:
+    kinds = int if integer else (int, float)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (value == 0 and not zero):
+        what = ("a non-negative" if zero else "a positive") + (" integer" if integer else " number of seconds")
+        problems.append(Violation(key, f"must be {what} (got {value!r})"))
+
+
+def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     problems: list[Violation] = []
+    opts = {key: _from_env(key, kwargs.pop(key), problems) for key in (*OPENAI_KWARGS, *TRANSPORT_KWARGS) if key in kwargs}
+    params = kwargs
+    spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
     if prompt is not None and not isinstance(prompt, str):
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
     for key in _STRING_KWARGS:
-        value = kwargs.get(key)
+        value = opts.get(key)
         if value is not None and not isinstance(value, str):
             problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
-    n = kwargs.get("n")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        problems.append(Violation("n", f"must be a positive integer (got {n!r})"))
+    _positive("n", opts.get("n"), problems, integer=True)
     size = None
-    raw_size = kwargs.get("size")
+    raw_size = opts.get("size")
     if raw_size is not None and raw_size != "auto":
         try:
             size = Size.parse(raw_size)
         except InvalidRequestError as exc:
             problems.extend(exc.violations)
-    response_format = kwargs.get("response_format") or "b64_json"
+    response_format = opts.get("response_format") or "b64_json"
     if response_format not in RESPONSE_FORMATS:
         problems.append(
             Violation("response_format", f"must be one of: {', '.join(RESPONSE_FORMATS)} (got {response_format!r})")
         )
-    timeout = kwargs.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        problems.append(Violation("timeout", f"must be a positive number of seconds (got {timeout!r})"))
+    for key in ("timeout", "connect_timeout", "retry_budget"):
+        _positive(key, opts.get(key), problems)
+    _positive("max_retries", opts.get("max_retries"), problems, integer=True, zero=True)
+    ssl_verify = opts.get("ssl_verify")
+    if ssl_verify is not None and not isinstance(ssl_verify, (bool, str)):
+        problems.append(Violation("ssl_verify", f"must be true, false or a CA bundle path (got {ssl_verify!r})"))
+    if opts.get("aws_web_identity_token") and not opts.get("aws_role_name"):
+        problems.append(Violation("aws_web_identity_token", "needs aws_role_name: the role to assume with the token"))
     if problems:
         raise InvalidRequestError(problems, model=model_name)
 
+    timeout = opts.get("timeout") or spec.timeout
     target = Target(
-        model_id=kwargs.get("model_id") or arn_target or model_name,
-        region=kwargs.get("aws_region_name"),
+        model_id=opts.get("model_id") or arn_target or model_name,
+        region=opts.get("aws_region_name"),
         credentials=AwsCredentials(
-            access_key_id=kwargs.get("aws_access_key_id"),
-            secret_access_key=kwargs.get("aws_secret_access_key"),
-            session_token=kwargs.get("aws_session_token"),
-            profile_name=kwargs.get("aws_profile_name"),
+            access_key_id=opts.get("aws_access_key_id"),
+            secret_access_key=opts.get("aws_secret_access_key"),
+            session_token=opts.get("aws_session_token"),
+            profile_name=opts.get("aws_profile_name"),
+            role_name=opts.get("aws_role_name"),
+            session_name=opts.get("aws_session_name"),
+            external_id=opts.get("aws_external_id"),
+            web_identity_token=opts.get("aws_web_identity_token"),
+            sts_endpoint=opts.get("aws_sts_endpoint"),
+            api_key=opts.get("api_key"),
         ),
-        endpoint_url=kwargs.get("aws_bedrock_runtime_endpoint"),
+        endpoint_url=opts.get("aws_bedrock_runtime_endpoint"),
         timeout=float(timeout) if timeout is not None else None,
+        connect_timeout=opts.get("connect_timeout"),
+        max_retries=opts.get("max_retries"),
+        retry_budget=opts.get("retry_budget"),
+        ssl_verify=ssl_verify,
     )
     request = ImageRequest(
         model=spec,
         model_name=model_name,
         prompt=prompt,
-        n=n,
+        n=opts.get("n"),
         size=size,
-        quality=kwargs.get("quality"),
+        quality=opts.get("quality"),
         response_format=response_format,
-        style=kwargs.get("style"),
-        user=kwargs.get("user"),
+        style=opts.get("style"),
+        user=opts.get("user"),
         params=params,
         target=target,
     )
@@ -187,7 +198,8 @@ def _prepare(model: str, prompt: Any, kwargs: Mapping[str, Any], params: dict[st
     prepared = hook.gesso_transform_request(request=request)
     if prepared is None:
         raise ProviderError(
-            f"No installed plugin builds requests for model family {spec.family!r} (registered by {spec.distribution})",
+            f"No installed plugin builds requests for model family {spec.family!r} "
+            f"(registered by {spec.distribution})",
             model=model_name,
         )
     if request.user:

@@ -78,12 +78,13 @@ class Registry:
     def get(self, model_id: str) -> Model | None:
         return self.by_id.get(model_id)
 
-    def resolve(self, model: str) -> tuple[Model, str, str | None]:
+    def resolve(self, model: str, *, base_model: str | None = None) -> tuple[Model, str, str | None]:
         """Resolve a caller's model string to (registration, id as named, invoke target or None).
 
         Accepts ``bedrock/<id>``, ``bedrock/invoke/<id>`` and a bare ``<id>``; also foundation-model
         and system inference-profile ARNs, whose model is readable from the ARN (the ARN is then the
-        invoke target). Raises :class:`UnknownModelError` otherwise.
+        invoke target), and any other ARN when ``base_model`` names the family's model id. Raises
+        :class:`UnknownModelError` otherwise.
         """
         if not isinstance(model, str) or not model.strip():
             raise UnknownModelError(f"model must be a non-empty string (got {model!r})", model=str(model))
@@ -100,6 +101,9 @@ class Registry:
                 model=model,
             )
         if name.startswith("arn:"):
+            if base_model:
+                found, base_name, _ = self.resolve(base_model)
+                return found, base_name, name
             return self._resolve_arn(name, original=model)
         found = self.by_id.get(name)
         if found is None:
@@ -116,7 +120,8 @@ class Registry:
         raise UnknownModelError(
             f"Model {original!r} is an ARN that does not name its model, so gesso cannot tell which request "
             "format to use. Pass the ARN as model_id and name the model family in model, e.g. "
-            "model='bedrock/amazon.nova-canvas-v1:0', model_id='<the ARN>'",
+            "model='bedrock/amazon.nova-canvas-v1:0', model_id='<the ARN>' (or keep the ARN as model and add "
+            "base_model='amazon.nova-canvas-v1:0')",
             model=original,
         )
 

@@ -42,7 +42,8 @@ class Model:
     each of ``profile_prefixes`` (system inference profiles such as ``us.``). ``param_schema`` is the
     JSON Schema (Draft 2020-12) of the provider request body; ``prices`` names the USD per-image price
     points the plugin's cost hook uses; ``capabilities`` are free-form tags (``text_to_image``...).
-    ``emulator`` answers emulated ``InvokeModel`` calls for this model (see :mod:`gesso.emulator`).
+    ``emulator`` answers emulated ``InvokeModel`` calls for this model (see :mod:`gesso.emulator`);
+    ``timeout`` is the model's default read timeout in seconds (a call's ``timeout`` overrides it).
     ``distribution`` is filled in by gesso with the distribution that registered the model.
     """
 
@@ -57,6 +58,7 @@ class Model:
     capabilities: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
     lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
     emulator: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
+    timeout: float | None = None
     distribution: str | None = None
 
     @property
@@ -100,26 +102,46 @@ class Size:
 
 @attrs.frozen(kw_only=True)
 class AwsCredentials:
-    """Explicit AWS credentials for one call. Secrets never appear in ``repr``."""
+    """How to authenticate one call; litellm's parameter names without the ``aws_`` prefix.
+
+    Static keys, a shared-config profile, a role to assume (optionally with a web identity token), or a
+    Bedrock API key (bearer). Empty means boto3's default chain. Secrets never appear in ``repr``.
+    """
 
     access_key_id: str | None = None
     secret_access_key: str | None = attrs.field(default=None, repr=False)
     session_token: str | None = attrs.field(default=None, repr=False)
     profile_name: str | None = None
+    role_name: str | None = None
+    session_name: str | None = None
+    external_id: str | None = attrs.field(default=None, repr=False)
+    web_identity_token: str | None = attrs.field(default=None, repr=False)
+    sts_endpoint: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
 
     def __bool__(self) -> bool:
-        return any((self.access_key_id, self.secret_access_key, self.session_token, self.profile_name))
+        return any(attrs.astuple(self))
+
+    @property
+    def explicit_sigv4(self) -> bool:
+        """Whether the caller chose a SigV4 identity (keys, profile or role) rather than the default chain."""
+        return any((self.access_key_id, self.secret_access_key, self.profile_name, self.role_name, self.web_identity_token))
 
 
 @attrs.frozen(kw_only=True)
 class Target:
-    """Where and how to send a call: the invoke target id, region, credentials, endpoint, timeout."""
+    """Where and how to send a call: the invoke target id, region, credentials, endpoint, timeouts and
+    retry bounds. ``None`` means gesso's default (see :mod:`gesso.bedrock.transport`)."""
 
     model_id: str
     region: str | None = None
     credentials: AwsCredentials = attrs.field(factory=AwsCredentials)
     endpoint_url: str | None = None
     timeout: float | None = None
+    connect_timeout: float | None = None
+    max_retries: int | None = None
+    retry_budget: float | None = None
+    ssl_verify: bool | str | None = None
 
 
 @attrs.frozen(kw_only=True)

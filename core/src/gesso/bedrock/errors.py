@@ -27,7 +27,7 @@ _RETIRED_MARKERS = ("end of its life", "marked by provider as Legacy")
 _CONTENT_FILTER_MARKER = "blocked by our content filters"
 
 
-def map_client_error(exc: Any, *, model: str, attempts: int = 1) -> errors.GessoError:
+def map_client_error(exc: Any, *, model: str) -> errors.GessoError:
     """Turn a botocore ``ClientError`` into the matching :class:`gesso.errors.GessoError`."""
     response = getattr(exc, "response", {}) or {}
     error = response.get("Error", {}) or {}
@@ -48,8 +48,9 @@ def map_client_error(exc: Any, *, model: str, attempts: int = 1) -> errors.Gesso
             return errors.ModelRetiredError(said, model=model)
         return errors.UnknownModelError(said, model=model)
     if code in _RATE_CODES:
-        suffix = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
-        return errors.RateLimitError(said + suffix, model=model, attempts=attempts)
+        # a quota is not a passing condition: it gets its own code so the transport does not retry it
+        quota = "quota_exceeded" if code == "ServiceQuotaExceededException" else None
+        return errors.RateLimitError(said, model=model, code=quota)
     if code == "ModelTimeoutException":
         return errors.RequestTimeoutError(said, model=model)
     return errors.ProviderError(said, model=model, provider_status=status, provider_code=code or None)

@@ -1,50 +1,87 @@
-"""The Bedrock transport: boto3 ``bedrock-runtime`` ``invoke_model``.
+"""The Bedrock transport: boto3 ``bedrock-runtime`` ``invoke_model``, with gesso's own retries.
 
-One client per (region, credentials, endpoint, timeout), cached and shared across threads (boto3
+One client per (region, identity, endpoint, timeouts), cached and shared across threads (boto3
 clients are thread-safe; sessions are only touched under a lock). The connection pool is sized for
 concurrency, and the read timeout suits image generation, which can take minutes.
+
+Retries: throttling, ``ModelNotReadyException``, 5xx answers and connection failures are retried with
+exponential backoff and full jitter, up to ``max_retries`` times and within ``retry_budget`` seconds.
+Validation, access, content-filter and timeout errors are never retried. botocore's own retries are
+off, so attempts are counted in one place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import random
 import threading
+import time
 from typing import Any
 
+from gesso import errors
 from gesso.api import MAX_CONCURRENCY
+from gesso.bedrock.auth import bearer_token, make_session
 from gesso.bedrock.errors import map_botocore_error, map_client_error
 from gesso.types import Invocation, RawResponse, Target
 
 #: Image models often take tens of seconds; AWS recommends at least 300 s for Nova Canvas.
 DEFAULT_READ_TIMEOUT = 300.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_RETRIES = 4
+#: Total seconds gesso may spend waiting between attempts of one call.
+DEFAULT_RETRY_BUDGET = 60.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 20.0
 _CLIENT_CACHE_SIZE = 64
 
 _clients: dict[tuple[Any, ...], Any] = {}
 _lock = threading.Lock()
+_random = random.Random()
 
 
 def _fingerprint(secret: str | None) -> str | None:
-    # the cache key must tell credentials apart without keeping secrets in it
-    return hashlib.sha256(secret.encode()).hexdigest() if secret else None
+    # the cache key must tell identities apart without keeping secrets in it
+    return hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else None
 
 
-def _client_key(target: Target) -> tuple[Any, ...]:
+def resolve_region(target: Target) -> str | None:
+    """``aws_region_name``, else the region inside a ``model_id`` ARN, else ``AWS_REGION``, else
+    ``AWS_DEFAULT_REGION``; ``None`` leaves it to the profile (checked when the client is made)."""
+    if target.region:
+        return target.region
+    if target.model_id.startswith("arn:"):
+        parts = target.model_id.split(":")
+        if len(parts) > 3 and parts[3]:
+            return parts[3]
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+def _client_key(target: Target, region: str | None) -> tuple[Any, ...]:
     creds = target.credentials
     return (
-        target.region,
+        region,
         target.endpoint_url,
         target.timeout,
+        target.connect_timeout,
+        target.ssl_verify,
         creds.access_key_id,
         _fingerprint(creds.secret_access_key),
         _fingerprint(creds.session_token),
         creds.profile_name,
+        creds.role_name,
+        creds.session_name,
+        _fingerprint(creds.external_id),
+        _fingerprint(creds.web_identity_token),
+        creds.sts_endpoint,
+        _fingerprint(bearer_token(creds)),
     )
 
 
-def get_client(target: Target) -> Any:
-    """The cached ``bedrock-runtime`` client for this target's region, credentials and endpoint."""
-    key = _client_key(target)
+def get_client(target: Target, *, model: str) -> Any:
+    """The cached ``bedrock-runtime`` client for this target's region, identity and endpoint."""
+    region = resolve_region(target)
+    key = _client_key(target, region)
     client = _clients.get(key)
     if client is not None:
         return client
@@ -53,31 +90,40 @@ def get_client(target: Target) -> Any:
         if client is None:
             if len(_clients) >= _CLIENT_CACHE_SIZE:
                 _clients.pop(next(iter(_clients)))
-            client = _clients[key] = _make_client(target)
+            client = _clients[key] = _make_client(target, region, model=model)
     return client
 
 
-def _make_client(target: Target) -> Any:
-    import boto3
+def _make_client(target: Target, region: str | None, *, model: str) -> Any:
     from botocore.config import Config
 
     from gesso import __version__
 
-    creds = target.credentials
-    session = boto3.session.Session(
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-        profile_name=creds.profile_name,
-    )
+    session = make_session(target.credentials, region=region, ssl_verify=target.ssl_verify, model=model)
+    region = region or session.region_name
+    if not region:
+        raise errors.InvalidRequestError(
+            "no AWS region given: pass aws_region_name, use a model_id ARN that names its region, set "
+            "AWS_REGION or AWS_DEFAULT_REGION, or set a region in your AWS profile",
+            model=model,
+            param="aws_region_name",
+        )
+    read_timeout = target.timeout or DEFAULT_READ_TIMEOUT
     config = Config(
         max_pool_connections=MAX_CONCURRENCY,
-        read_timeout=target.timeout or DEFAULT_READ_TIMEOUT,
-        connect_timeout=min(target.timeout or DEFAULT_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=read_timeout,
+        connect_timeout=target.connect_timeout or min(read_timeout, DEFAULT_CONNECT_TIMEOUT),
         retries={"total_max_attempts": 1, "mode": "standard"},
         user_agent_extra=f"gesso/{__version__}",
+        signature_version="bearer" if bearer_token(target.credentials) else None,
     )
-    return session.client("bedrock-runtime", region_name=target.region, endpoint_url=target.endpoint_url, config=config)
+    return session.client(
+        "bedrock-runtime",
+        region_name=region,
+        endpoint_url=target.endpoint_url,
+        config=config,
+        verify=target.ssl_verify,
+    )
 
 
 def clear_clients() -> None:
@@ -86,13 +132,58 @@ def clear_clients() -> None:
         _clients.clear()
 
 
+def _retryable(error: errors.GessoError) -> bool:
+    if isinstance(error, errors.RateLimitError):
+        return error.code != "quota_exceeded"
+    if isinstance(error, errors.ProviderError):
+        return error.provider_status is None or error.provider_status >= 500
+    return False
+
+
+def backoff(attempt: int) -> float:
+    """Full jitter: a uniform wait in [0, min(cap, base * 2**(attempt-1))] seconds."""
+    return _random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+
+
 def invoke(invocation: Invocation, *, model: str) -> RawResponse:
-    """Send one ``InvokeModel`` call; raise a :class:`gesso.errors.GessoError` on any failure."""
+    """Send one ``InvokeModel`` call, retrying what may succeed later; raise a GessoError otherwise."""
+    target = invocation.target
+    max_retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
+    budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
+    waited = 0.0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _invoke_once(invocation, model=model)
+        except errors.GessoError as error:
+            if not _retryable(error):
+                raise
+            delay = backoff(attempt)
+            if attempt > max_retries or waited + delay > budget:
+                if attempt > 1:
+                    raise _exhausted(error, attempt, model) from error
+                raise
+            time.sleep(delay)
+            waited += delay
+
+
+def _exhausted(error: errors.GessoError, attempts: int, model: str) -> errors.GessoError:
+    suffix = f" (gave up after {attempts} attempts)"
+    if isinstance(error, errors.RateLimitError):
+        return errors.RateLimitError(error.message + suffix, model=model, attempts=attempts, code=error.code)
+    assert isinstance(error, errors.ProviderError)
+    return errors.ProviderError(
+        error.message + suffix, model=model, provider_status=error.provider_status, provider_code=error.provider_code
+    )
+
+
+def _invoke_once(invocation: Invocation, *, model: str) -> RawResponse:
     from botocore.exceptions import BotoCoreError, ClientError
 
     target = invocation.target
     try:
-        client = get_client(target)
+        client = get_client(target, model=model)
         response = client.invoke_model(
             modelId=target.model_id,
             body=invocation.body,

@@ -28,7 +28,8 @@ from urllib.parse import unquote
 
 import attrs
 
-from gesso.emulator import everit, sigv4
+from gesso.emulator import everit, faults, sigv4
+from gesso.emulator.faults import Fault, FaultPlan
 from gesso.emulator.images import synth_png_b64
 from gesso.types import Model
 
@@ -49,6 +50,7 @@ _MODEL_ID_RE = re.compile(
     r"^(arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:(\d{12})?:[a-z-]+/[a-zA-Z0-9:._-]+|[a-zA-Z0-9:._-]+)$"
 )
 INVALID_IDENTIFIER = "The provided model identifier is invalid."
+CONTROL_PREFIX = "/_gesso/"
 
 
 class EmulatorError(Exception):
@@ -118,7 +120,13 @@ class Emulator:
     checked (unknown keys are refused); when ``None`` any well-formed SigV4 header is accepted.
     ``api_keys``: Bedrock API keys accepted as ``Authorization: Bearer`` (``None`` accepts any).
     ``application_profiles`` maps application-inference-profile or provisioned-model ids (or whole
-    ARNs) to the base model id they stand for.
+    ARNs) to the base model id they stand for. ``faults`` holds injected faults (:meth:`inject`, or
+    ``POST /_gesso/faults``); ``tls`` is a ``(certfile, keyfile)`` pair to serve HTTPS (needed by
+    clients that send Bedrock API keys, which botocore only sends over HTTPS).
+
+    Control endpoints (no auth, loopback use): ``GET|POST|DELETE /_gesso/faults`` lists, adds (a JSON
+    fault) or clears faults; ``GET /_gesso/stats`` answers request counts and the most requests ever
+    in flight at once.
     """
 
     def __init__(
@@ -131,6 +139,9 @@ class Emulator:
         application_profiles: Mapping[str, str] | None = None,
         registry: Any = None,
         record: int = 1000,
+        faults: list[Fault] | None = None,
+        fault_seed: int | None = None,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -139,18 +150,40 @@ class Emulator:
         self.application_profiles: dict[str, str] = dict(application_profiles or {})
         self._registry = registry
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record)
+        self.faults = FaultPlan(fault_seed)
+        for fault in faults or ():
+            self.faults.add(fault)
+        self.tls = tls
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stats_lock = threading.Lock()
+        self.total_requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def inject(self, kind: str, **fields: Any) -> Fault:
+        """Add a fault: ``emulator.inject("throttle", count=2)``; see :class:`~gesso.emulator.faults.Fault`."""
+        return self.faults.add(faults.from_dict({"kind": kind, **fields}))
+
+    def stats(self) -> dict[str, int]:
+        with self._stats_lock:
+            return {"requests": self.total_requests, "in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
 
     # -- serving ------------------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def _make_server(self) -> ThreadingHTTPServer:
         server = _Server((self.host, self.port), _Handler)
         server.emulator = self
+        if self.tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         return server
 
@@ -208,6 +241,21 @@ class Emulator:
                 message[key] = value
             headers = message
         path, _, query = target.partition("?")
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(method, path[len(CONTROL_PREFIX) :], body)
+        with self._stats_lock:
+            self.total_requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._handle_invoke(method, path, query, headers, body)
+        finally:
+            with self._stats_lock:
+                self.in_flight -= 1
+
+    def _handle_invoke(
+        self, method: str, path: str, query: str, headers: email.message.Message, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         model_id = ""
         signed_by = None
         try:
@@ -218,6 +266,9 @@ class Emulator:
             model_id = unquote(path[len("/model/") : -len("/invoke")])
             signed_by = self._authenticate(method, path, query, headers, body)
             model = self.resolve(model_id)
+            injected = self.faults.apply((model.id, model_id))
+            if injected is not None:
+                raise EmulatorError(*injected)
             status, payload = 200, self._invoke(model, model_id, body)
         except EmulatorError as exc:
             status, payload = exc.status, {"message": exc.message}
@@ -241,6 +292,24 @@ class Emulator:
         out = json.dumps(payload, separators=(",", ":")).encode()
         response_headers = {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()), **extra}
         return status, response_headers, out
+
+    def _control(self, method: str, name: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        status, payload = 200, None
+        if name == "faults" and method == "GET":
+            payload = self.faults.list()
+        elif name == "faults" and method == "POST":
+            try:
+                payload = self.faults.add(faults.from_dict(json.loads(body or b"{}"))).to_dict()
+            except (ValueError, TypeError) as exc:
+                status, payload = 400, {"message": str(exc)}
+        elif name == "faults" and method == "DELETE":
+            self.faults.clear()
+            payload = []
+        elif name == "stats" and method == "GET":
+            payload = self.stats()
+        else:
+            status, payload = 404, {"message": f"unknown control endpoint {method} {CONTROL_PREFIX}{name}"}
+        return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
     def _authenticate(
         self, method: str, path: str, query: str, headers: email.message.Message, body: bytes

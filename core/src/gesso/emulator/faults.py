@@ -1,0 +1,125 @@
+"""Fault injection for the emulator: latency, throttling, 5xx, model timeouts and end-of-life answers,
+for every model or one, on the first N matching requests or on a fraction of them."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+#: kind -> (status, Bedrock error code, message) answered when the fault fires.
+ANSWERS: dict[str, tuple[int, str, str]] = {
+    "throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "not_ready": (429, "ModelNotReadyException", "Model is not ready for inference. Wait and try your request again."),
+    "error": (500, "InternalServerException", "The server encountered an internal error while processing the request."),
+    "unavailable": (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
+    "model_error": (424, "ModelErrorException", "The model returned an error. Try your request again."),
+    "timeout": (408, "ModelTimeoutException", "Model has timed out in processing the request. Try your request again."),
+    "eol": (
+        404,
+        "ResourceNotFoundException",
+        "This model version has reached the end of its life. Please refer to the AWS documentation for more details.",
+    ),
+}
+KINDS = ("latency", *ANSWERS)
+
+
+@attrs.define
+class Fault:
+    """One injected fault. ``model`` limits it to a base model id (or the id as invoked); ``count`` to
+    the first N matching requests; ``rate`` to that fraction of them. ``seconds`` is the latency added
+    (for ``latency``, or before any answer). ``status``/``code``/``message`` override the answer."""
+
+    kind: str = attrs.field(validator=attrs.validators.in_(KINDS))
+    model: str | None = None
+    count: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    rate: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional([attrs.validators.ge(0), attrs.validators.le(1)])
+    )
+    seconds: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+    seen: int = 0
+    fired: int = 0
+
+    def answer(self) -> tuple[int, str, str]:
+        status, code, message = ANSWERS[self.kind]
+        return self.status or status, self.code or code, self.message or message
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def parse_spec(spec: str) -> Fault:
+    """``KIND[:key=value,...]`` as given to ``gesso emulator --fault``: ``throttle:count=2``,
+    ``error:rate=0.1,status=503``, ``latency:seconds=1``, ``eol:model=amazon.nova-canvas-v1:0``."""
+    kind, _, rest = spec.partition(":")
+    fields: dict[str, Any] = {"kind": kind.strip()}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value in fault spec, got {part!r}")
+        fields[key.strip()] = value.strip()
+    return from_dict(fields)
+
+
+_TYPES = {"count": int, "rate": float, "seconds": float, "status": int}
+
+
+def from_dict(data: Mapping[str, Any]) -> Fault:
+    unknown = set(data) - {"kind", "model", "count", "rate", "seconds", "status", "code", "message"}
+    if unknown:
+        raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
+    fields = {k: (_TYPES[k](v) if k in _TYPES and v is not None else v) for k, v in data.items()}
+    if fields.get("kind") not in KINDS:
+        raise ValueError(f"fault kind must be one of: {', '.join(KINDS)} (got {fields.get('kind')!r})")
+    return Fault(**fields)
+
+
+class FaultPlan:
+    """The faults in force, applied in the order they were added. Thread-safe."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+        self._random = random.Random(seed)
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f.to_dict() for f in self._faults]
+
+    def apply(self, model_ids: tuple[str, ...]) -> tuple[int, str, str] | None:
+        """Decide for one request: sleep for latencies; return the error answer to send, if any."""
+        delay = 0.0
+        answer = None
+        with self._lock:
+            for fault in self._faults:
+                if fault.model is not None and fault.model not in model_ids:
+                    continue
+                fault.seen += 1
+                if fault.count is not None and fault.fired >= fault.count:
+                    continue
+                if fault.rate is not None and self._random.random() >= fault.rate:
+                    continue
+                fault.fired += 1
+                delay += fault.seconds
+                if fault.kind != "latency":
+                    answer = fault.answer()
+                    break
+        if delay:
+            time.sleep(delay)
+        return answer
