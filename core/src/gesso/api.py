@@ -125,7 +125,8 @@ def _positive(key: str, value: Any, problems: list[Violation], *, integer: bool 
 
 def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     problems: list[Violation] = []
-    opts = {key: _from_env(key, kwargs.pop(key), problems) for key in (*OPENAI_KWARGS, *TRANSPORT_KWARGS) if key in kwargs}
+    names = (*OPENAI_KWARGS, *TRANSPORT_KWARGS)
+    opts = {key: _from_env(key, kwargs.pop(key), problems) for key in names if key in kwargs}
     params = kwargs
     spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
     if prompt is not None and not isinstance(prompt, str):
@@ -198,8 +199,7 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     prepared = hook.gesso_transform_request(request=request)
     if prepared is None:
         raise ProviderError(
-            f"No installed plugin builds requests for model family {spec.family!r} "
-            f"(registered by {spec.distribution})",
+            f"No installed plugin builds requests for model family {spec.family!r} (registered by {spec.distribution})",
             model=model_name,
         )
     if request.user:

@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="map an application inference profile (id or ARN) to the model it serves. Repeatable.",
     )
     emu.add_argument(
-        "--fault", action="append", default=[], metavar="KIND[:key=value,...]",
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND[:key=value,...]",
         help="inject a fault: KIND is latency, throttle, not_ready, error, unavailable, model_error, timeout or eol; "
         "keys: model, count (first N requests), rate (fraction), seconds, status, code, message. "
         "E.g. throttle:count=2, error:rate=0.1,status=503, eol:model=amazon.nova-canvas-v1:0. Repeatable.",

@@ -125,7 +125,9 @@ class AwsCredentials:
     @property
     def explicit_sigv4(self) -> bool:
         """Whether the caller chose a SigV4 identity (keys, profile or role) rather than the default chain."""
-        return any((self.access_key_id, self.secret_access_key, self.profile_name, self.role_name, self.web_identity_token))
+        return any(
+            (self.access_key_id, self.secret_access_key, self.profile_name, self.role_name, self.web_identity_token)
+        )
 
 
 @attrs.frozen(kw_only=True)
