@@ -147,3 +147,49 @@ def test_emulator_command_serves_boto3():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_emulator_fault_flags():
+    import socket
+
+    from botocore.exceptions import ClientError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gesso", "emulator", "--port", str(port), "--fault", "throttle:count=1", "--fault", "eol:model=us.amazon.nova-canvas-v1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        proc.stdout.readline()
+        client = boto3.client(
+            "bedrock-runtime", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+            aws_access_key_id="K", aws_secret_access_key="S", config=Config(retries={"total_max_attempts": 1}),
+        )  # fmt: skip
+        body = {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}}
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                invoke(client, "amazon.nova-canvas-v1:0", body)
+                pytest.fail("the first request should be throttled")
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "ThrottlingException"
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert len(invoke(client, "amazon.nova-canvas-v1:0", body)["images"]) == 1
+        with pytest.raises(ClientError) as info:
+            invoke(client, "us.amazon.nova-canvas-v1:0", body)
+        assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_bad_fault_flag_is_a_usage_error():
+    out = run("emulator", "--fault", "meteor:count=1")
+    assert out.returncode == 2
+    assert "fault kind must be one of" in out.stderr and "Traceback" not in out.stderr

@@ -9,9 +9,10 @@ Importing gesso is cheap: the SDK, the plugin machinery and boto3 load on first 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from gesso import errors
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would double the cost of `import gesso`
 
 __version__ = "0.1.0"
 

@@ -208,11 +208,11 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
 
 
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
-    invocation = Invocation(
-        provider=call.request.model.provider,
-        target=call.request.target,
-        body=json.dumps(body, separators=(",", ":")).encode(),
-    )
+    try:
+        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:  # NaN or Infinity somewhere a schema did not bound
+        raise InvalidRequestError(f"parameters must be valid JSON: {exc}", model=call.request.model_name) from exc
+    invocation = Invocation(provider=call.request.model.provider, target=call.request.target, body=payload)
     raw = plugins.get_plugin_manager().hook.gesso_invoke(request=call.request, invocation=invocation)
     if raw is None:
         raise ProviderError(

@@ -11,14 +11,36 @@ including ``gesso/__init__.py``. Messages never contain credentials.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+TYPE_CHECKING = False  # typing is not imported at runtime: it would dominate `import gesso`
+if TYPE_CHECKING:
+    from typing import Any
 
 
-class Violation(NamedTuple):
-    """One problem with one parameter: ``path`` names it (``imageGenerationConfig.cfgScale``)."""
+class Violation:
+    """One problem with one parameter: ``path`` names it (``imageGenerationConfig.cfgScale``).
 
-    path: str
-    message: str
+    A small immutable value (equal and hashable by path and message; unpacks as ``path, message``)."""
+
+    __slots__ = ("message", "path")
+
+    def __init__(self, path: str, message: str) -> None:
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "message", message)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Violation is immutable")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter((self.path, self.message))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Violation) and (self.path, self.message) == (other.path, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.path, self.message))
+
+    def __repr__(self) -> str:
+        return f"Violation(path={self.path!r}, message={self.message!r})"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message

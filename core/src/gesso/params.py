@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
@@ -38,6 +39,19 @@ def _validator_for(schema_json: str) -> Any:
 
 
 _validators: dict[int, tuple[Mapping[str, Any], Any]] = {}
+_fast_checks: dict[int, tuple[Mapping[str, Any], Any]] = {}
+
+
+def is_valid(schema: Mapping[str, Any], instance: Any) -> bool:
+    """Whether ``instance`` satisfies ``schema``: the compiled fast path when the schema allows it."""
+    cached = _fast_checks.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        from gesso._fastschema import compile_schema
+
+        cached = (schema, compile_schema(schema))
+        _fast_checks[id(schema)] = cached
+    check = cached[1]
+    return check(instance) if check is not None else validator(schema).is_valid(instance)
 
 
 def validator(schema: Mapping[str, Any]) -> Any:
@@ -87,13 +101,28 @@ def schema_violations(
     ``sources`` maps a body path to the caller's parameter that produced it (``{"imageGenerationConfig.
     numberOfImages": "n"}``) so messages name what the caller actually wrote.
     """
-    found: list[Violation] = []
+    if is_valid(schema, instance):
+        return []
+    found: list[Violation] = list(_non_finite(instance))
+    if found:  # JSON has no NaN or Infinity, and jsonschema cannot reason about them
+        return found
     for error in validator(schema).iter_errors(instance):
         found.extend(_render(error))
     found.sort(key=lambda v: v.path)
     if sources:
         found = [_with_source(v, sources) for v in found]
     return found
+
+
+def _non_finite(node: Any, path: tuple[Any, ...] = ()) -> Iterable[Violation]:
+    if isinstance(node, float) and not math.isfinite(node):
+        yield Violation(dotted(path), f"must be a finite number (got {node})")
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from _non_finite(value, (*path, index))
 
 
 def _with_source(violation: Violation, sources: Mapping[str, str]) -> Violation:

@@ -115,7 +115,8 @@ def _make_client(target: Target, region: str | None, *, model: str) -> Any:
         connect_timeout=target.connect_timeout or min(read_timeout, DEFAULT_CONNECT_TIMEOUT),
         retries={"total_max_attempts": 1, "mode": "standard"},
         user_agent_extra=f"gesso/{__version__}",
-        signature_version="bearer" if bearer_token(target.credentials) else None,
+        # pinned either way: botocore would otherwise prefer AWS_BEARER_TOKEN_BEDROCK over explicit keys
+        signature_version="bearer" if bearer_token(target.credentials) else "v4",
     )
     return session.client(
         "bedrock-runtime",

@@ -379,6 +379,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "gesso-emulator"
+    # small responses on keep-alive connections otherwise stall ~40 ms on Nagle + delayed ACK
+    disable_nagle_algorithm = True
     server: _Server
 
     def _respond(self) -> None:
@@ -389,8 +391,9 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self._headers_buffer.append(b"\r\n")
+        self.wfile.write(b"".join(self._headers_buffer) + payload)  # headers and body in one write
+        self._headers_buffer = []
 
     do_POST = do_GET = do_PUT = do_DELETE = _respond
 

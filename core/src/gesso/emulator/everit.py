@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gesso.params import json_type, validator
+from gesso.params import is_valid, json_type, validator
 
 _EVERIT_TYPES = {
     "string": "String",
@@ -41,6 +41,8 @@ def pointer(path: Any) -> str:
 
 def messages(schema: Mapping[str, Any], body: Any) -> list[str]:
     """Every schema violation of ``body``, in everit wording."""
+    if is_valid(schema, body):
+        return []
     out: list[str] = []
     for error in validator(schema).iter_errors(body):
         out.extend(_message(error))

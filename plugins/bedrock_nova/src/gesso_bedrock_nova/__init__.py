@@ -1,12 +1,15 @@
 """gesso plugin for Amazon Nova Canvas on Bedrock. The hooks here only delegate to the modules that
-build requests, parse responses, price calls and emulate the model."""
+build requests, parse responses, price calls and emulate the model. (gesso imports this module only
+when it first needs its plugins, never at ``import gesso``.)"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from gesso.hookspecs import hookimpl
-from gesso_bedrock_nova import models
+from gesso_bedrock_nova import models, pricing
+from gesso_bedrock_nova import request as build
+from gesso_bedrock_nova import response as parse
 
 if TYPE_CHECKING:
     from gesso.types import ImageRequest, ImageResponse, Model, ParsedResponse, PreparedRequest, RawResponse
@@ -21,8 +24,6 @@ def gesso_register_models() -> list[Model]:
 def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:
     if request.model.family != models.FAMILY:
         return None
-    from gesso_bedrock_nova import request as build
-
     return build.prepare(request)
 
 
@@ -32,8 +33,6 @@ def gesso_parse_response(
 ) -> ParsedResponse | None:
     if request.model.family != models.FAMILY:
         return None
-    from gesso_bedrock_nova import response as parse
-
     return parse.parse(request, prepared, response)
 
 
@@ -41,6 +40,4 @@ def gesso_parse_response(
 def gesso_calculate_cost(request: ImageRequest, prepared: PreparedRequest, response: ImageResponse) -> float | None:
     if request.model.family != models.FAMILY:
         return None
-    from gesso_bedrock_nova import pricing
-
     return pricing.cost(request.model, prepared, response)

@@ -17,6 +17,8 @@ def price_per_image(model: Model, size: Size | None, quality: str) -> float | No
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:
-    size = Size.parse(response.size) if response.size else prepared.details.get("size")
+    size = prepared.details.get("size")
+    if response.size and response.size != str(size):  # price what was produced
+        size = Size.parse(response.size)
     price = price_per_image(model, size, prepared.details.get("quality", "standard"))
     return None if price is None else price * len(response.data)
