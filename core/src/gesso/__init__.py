@@ -17,6 +17,8 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would double
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from gesso.api import aimage_generation, image_generation
     from gesso.hookspecs import hookimpl
     from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin

@@ -50,7 +50,7 @@ def _all_of(checks: tuple[Check, ...]) -> Check:
         return checks[0]
 
     def check(v: Any) -> bool:
-        for each in checks:
+        for each in checks:  # noqa: SIM110 (a loop, not all() over a generator: measurably faster here)
             if not each(v):
                 return False
         return True
