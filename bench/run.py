@@ -39,15 +39,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CLIENT_CPU, EMULATOR_CPU = 0, 1
+
+
+def pin(cpu: int) -> None:
+    """Keep a process on one core (where the OS allows it), so client and emulator do not compete."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 @contextmanager
 def emulator(*args: str):
-    """``gesso emulator`` in its own process, so its CPU does not share the client's GIL."""
+    """``gesso emulator`` in its own process on its own core, so its CPU does not share the client's."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gesso", "emulator", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=lambda: pin(EMULATOR_CPU),
     )
     try:
         proc.stdout.readline()
@@ -88,15 +98,16 @@ def raw_client(url: str, pool: int = 10):
     )
 
 
-def per_call(calls: int, rounds: int, size: str) -> dict:
+def per_call(calls: int, rounds: int, size: str | None) -> dict:
+    """``size=None`` is the seed's call: the prompt alone, so Nova's default 1024x1024."""
     import gesso
 
-    width, height = (int(v) for v in size.split("x"))
-    body = {
-        "taskType": "TEXT_IMAGE",
-        "textToImageParams": {"text": PROMPT},
-        "imageGenerationConfig": {"width": width, "height": height},
-    }
+    body: dict = {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": PROMPT}}
+    sized: dict = {}
+    if size:
+        width, height = (int(v) for v in size.split("x"))
+        body["imageGenerationConfig"] = {"width": width, "height": height}
+        sized = {"size": size}
     with emulator() as url:
         client = raw_client(url)
         kwargs = aws(url)
@@ -106,15 +117,16 @@ def per_call(calls: int, rounds: int, size: str) -> dict:
             json.loads(response["body"].read())
 
         def ours() -> None:
-            gesso.image_generation(MODEL, PROMPT, size=size, **kwargs)
+            gesso.image_generation(MODEL, PROMPT, **sized, **kwargs)
 
         for _ in range(20):  # warm both: clients, schema validators, the emulator's image cache
             raw()
             ours()
         per_round = max(calls // rounds, 1)
         raw_times, gesso_times = [], []
-        for _ in range(rounds):
-            for fn, sink in ((raw, raw_times), (ours, gesso_times)):
+        for index in range(rounds):
+            order = ((raw, raw_times), (ours, gesso_times))
+            for fn, sink in order if index % 2 == 0 else reversed(order):  # ABBA: drift hits both alike
                 start = time.perf_counter()
                 for _ in range(per_round):
                     fn()
@@ -191,16 +203,24 @@ def concurrency(calls: int, latency: float, repeats: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=400, help="calls per side for the per-call ratio")
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds for the per-call ratio")
-    parser.add_argument("--size", default="320x320", help="image size for the per-call ratio")
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds for the per-call ratio")
+    parser.add_argument(
+        "--sizes",
+        default="default,320x320",
+        help="image sizes for the per-call ratio: 'default' is the seed's call (1024x1024), 320x320 the smallest "
+        "Nova image, where gesso's fixed cost weighs most",
+    )
     parser.add_argument("--imports", type=int, default=15, help="fresh interpreters for the import time")
     parser.add_argument("--concurrent", type=int, default=200, help="async calls in flight")
     parser.add_argument("--latency", type=float, default=1.0, help="emulated seconds per call for concurrency")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each side for concurrency (median)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    pin(CLIENT_CPU)
 
-    call = per_call(args.calls, args.rounds, args.size)
+    calls = {
+        size: per_call(args.calls, args.rounds, None if size == "default" else size) for size in args.sizes.split(",")
+    }
     imp = import_time(args.imports)
     conc = concurrency(args.concurrent, args.latency, args.repeats)
     import gesso
@@ -208,14 +228,17 @@ def main() -> int:
     print(
         f"gesso {gesso.__version__} on Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores"
     )
-    ratio, boto3_seen = call["ratio"], imp["boto3_imported"]
+    boto3_seen = imp["boto3_imported"]
     rows = [
         (
-            "per-call cost, gesso / raw boto3",
-            f"{call['gesso_ms']:.2f} ms / {call['raw_ms']:.2f} ms = {ratio:.3f}",
+            f"per-call cost, gesso / raw boto3 ({'1024x1024, the seed call' if size == 'default' else size})",
+            f"{call['gesso_ms']:.2f} ms / {call['raw_ms']:.2f} ms = {call['ratio']:.3f}",
             "<= 1.10",
-            ratio <= 1.10,
-        ),
+            call["ratio"] <= 1.10,
+        )
+        for size, call in calls.items()
+    ]
+    rows += [
         (
             "import gesso (boto3 imported?)",
             f"{imp['gesso_ms']:.1f} ms ({'yes' if boto3_seen else 'no'}); import boto3: {imp['boto3_ms']:.0f} ms",
@@ -234,12 +257,11 @@ def main() -> int:
     print(f"{'measure':<{width}}  {'result':<{valw}}  {'goal':<12}  met")
     for name, value, goal, ok in rows:
         print(f"{name:<{width}}  {value:<{valw}}  {goal:<12}  {'yes' if ok else 'NO'}")
-    print(
-        f"(per-call: median of {args.rounds} interleaved rounds, {call['calls']} calls each side, {args.size} images;"
-    )
+    per_side = next(iter(calls.values()))["calls"]
+    print(f"(per-call: median of {args.rounds} interleaved rounds, {per_side} calls each side;")
     print(f" concurrency: median of {args.repeats} alternating runs per side, the emulator in its own process)")
     if args.json:
-        args.json.write_text(json.dumps({"per_call": call, "import": imp, "concurrency": conc}, indent=2))
+        args.json.write_text(json.dumps({"per_call": calls, "import": imp, "concurrency": conc}, indent=2))
     return 0
 
 

@@ -99,7 +99,8 @@ TRANSPORT_KWARGS = (
     "connect_timeout", "max_retries", "retry_budget",
 )  # fmt: skip
 _NON_STRING_KWARGS = ("ssl_verify", "connect_timeout", "max_retries", "retry_budget")
-_STRING_KWARGS = ("quality", "style", "user", *(k for k in TRANSPORT_KWARGS if k not in _NON_STRING_KWARGS))
+_STRING_KWARGS = frozenset(("quality", "style", "user", *(k for k in TRANSPORT_KWARGS if k not in _NON_STRING_KWARGS)))
+_CALL_NAMES = frozenset((*OPENAI_KWARGS, *TRANSPORT_KWARGS))
 ENV_PREFIX = "os.environ/"
 
 
@@ -125,15 +126,13 @@ def _positive(key: str, value: Any, problems: list[Violation], *, integer: bool 
 
 def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     problems: list[Violation] = []
-    names = (*OPENAI_KWARGS, *TRANSPORT_KWARGS)
-    opts = {key: _from_env(key, kwargs.pop(key), problems) for key in names if key in kwargs}
+    opts = {key: _from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in _CALL_NAMES]}
     params = kwargs
     spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
     if prompt is not None and not isinstance(prompt, str):
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
-    for key in _STRING_KWARGS:
-        value = opts.get(key)
-        if value is not None and not isinstance(value, str):
+    for key, value in opts.items():
+        if key in _STRING_KWARGS and value is not None and not isinstance(value, str):
             problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
     _positive("n", opts.get("n"), problems, integer=True)
     size = None
@@ -235,17 +234,18 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         parsed.append(result)
     data = [_image_data(img.b64, img.mime_type, request.response_format) for p in parsed for img in p.images]
     sizes = {str(p.size) for p in parsed if p.size is not None}
-    response = ImageResponse(
-        data=data,
-        model=request.model_name,
-        size=sizes.pop() if len(sizes) == 1 else None,
-        filtered=sum(p.filtered for p in parsed),
-        warnings=tuple(dict.fromkeys(w for p in parsed for w in p.warnings)),
-    )
+    fields = {
+        "data": data,
+        "model": request.model_name,
+        "size": sizes.pop() if len(sizes) == 1 else None,
+        "filtered": sum(p.filtered for p in parsed),
+        "warnings": tuple(dict.fromkeys(w for p in parsed for w in p.warnings)),
+    }
+    response = ImageResponse(**fields)
     cost = hook.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
-    if cost is not None:
-        response = attrs.evolve(response, cost=round(float(cost), 6))
-    return response
+    if cost is None:
+        return response
+    return ImageResponse(created=response.created, cost=round(float(cost), 6), **fields)
 
 
 def _image_data(b64: str, mime_type: str, response_format: str) -> ImageData:
