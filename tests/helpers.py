@@ -22,3 +22,43 @@ def invoke(client, model_id: str, body) -> dict:
         modelId=model_id, body=raw, contentType="application/json", accept="application/json"
     )
     return json.loads(response["body"].read())
+
+
+def picture(width: int, height: int, color=(40, 120, 200), *, mode: str = "RGB", fmt: str = "PNG", **save) -> bytes:
+    """A real image file of the given size, mode and format (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    fill = color if mode in ("RGB", "RGBA") else (color[0] if isinstance(color, tuple) else color)
+    if mode == "RGBA" and len(color) == 3:
+        fill = (*color, 255)
+    image = Image.new(mode, (width, height), fill)
+    out = io.BytesIO()
+    image.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def mask(
+    width: int, height: int, box: tuple[int, int, int, int], *, grey: int | None = None, fmt: str = "PNG"
+) -> bytes:
+    """A black-and-white mask: black inside ``box`` (the area to edit), white elsewhere."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(image).rectangle(box, fill=(0, 0, 0))
+    if grey is not None:
+        image.putpixel((0, 0), (grey, grey, grey))
+    out = io.BytesIO()
+    image.save(out, format=fmt, **({"quality": 100} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def pil(b64: str):
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(b64)))

@@ -68,7 +68,7 @@ def test_generate_with_an_application_profile_model_id(tmp_path):
 def test_invalid_input_is_a_clear_message_and_exit_1(tmp_path, args, message):
     out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", *args, "--emulator", "-o", str(tmp_path))
     assert out.returncode == 1
-    assert out.stderr.startswith("gesso: error: Invalid request for model amazon.nova-canvas-v1:0")
+    assert "\ngesso: error: Invalid request for model amazon.nova-canvas-v1:0" in "\n" + out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert list(tmp_path.iterdir()) == []
@@ -92,6 +92,13 @@ def test_without_credentials_the_error_says_how_to_configure(tmp_path):
     )
     assert out.returncode == 1
     assert "No AWS credentials found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_lifecycle_warning_is_one_plain_line(tmp_path):
+    out = run("generate", "otter", "-m", "bedrock/amazon.nova-canvas-v1:0", "--emulator", "-o", str(tmp_path))
+    assert out.returncode == 0
+    assert out.stderr.startswith("gesso: warning: amazon.nova-canvas-v1:0 is a Legacy model on Bedrock")
+    assert out.stderr.count("\n") == 1
 
 
 def test_models_lists_every_owned_id():

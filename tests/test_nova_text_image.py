@@ -86,7 +86,7 @@ def sent(emulator) -> dict:
 def test_exact_bodies(aws, emulator, kwargs, body):
     if "conditionImage" in kwargs:
         emulator_images = pytest.importorskip("gesso.emulator.images")
-        kwargs = {**kwargs, "conditionImage": emulator_images.synth_png_b64(64, 64, "cond")}
+        kwargs = {**kwargs, "conditionImage": emulator_images.synth_png_b64(320, 320, "cond")}
         body = json.loads(json.dumps(body).replace("iVBORw0KGgo=", kwargs["conditionImage"]))
     gesso.image_generation(NOVA, "a cat", **kwargs, **aws)
     assert sent(emulator) == body

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from gesso import plugins
-from gesso.errors import InvalidRequestError, ProviderError, Violation
+from gesso.errors import InvalidRequestError, ModelLifecycleWarning, ModelRetiredError, ProviderError, Violation
 from gesso.types import (
     AwsCredentials,
     ImageData,
     ImageRequest,
     ImageResponse,
     Invocation,
+    Model,
     ParsedResponse,
     PreparedRequest,
     RawResponse,
@@ -129,6 +132,8 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     opts = {key: _from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in _CALL_NAMES]}
     params = kwargs
     spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
+    if spec.lifecycle.status != "active" and spec.id not in _lifecycle_warned:
+        _warn_lifecycle(spec)
     if prompt is not None and not isinstance(prompt, str):
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
     for key, value in opts.items():
@@ -206,13 +211,36 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     return _Call(request, prepared)
 
 
+_lifecycle_warned: set[str] = set()
+
+
+def _warn_lifecycle(spec: Model) -> None:
+    """Once per process and model: say that it is Legacy or retired, when, and what to use instead."""
+    _lifecycle_warned.add(spec.id)
+    life = spec.lifecycle
+    when = life.end_of_life
+    if life.status == "eol":
+        status = f"has reached its end of life on Bedrock{f' ({when})' if when else ''}; calls are expected to fail"
+    elif when and when < datetime.date.today().isoformat():
+        status = f"is a Legacy model on Bedrock whose announced end of life ({when}) has passed; calls may fail"
+    else:
+        status = f"is a Legacy model on Bedrock{f', retiring on {when}' if when else ''}"
+    source = f" (source: {life.source})" if life.source else ""
+    advice = plugins.get_registry().alternatives(spec)
+    warnings.warn(f"{spec.id} {status}{source}. {advice}", ModelLifecycleWarning, stacklevel=4)
+
+
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
     try:
         payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
     except ValueError as exc:  # NaN or Infinity somewhere a schema did not bound
         raise InvalidRequestError(f"parameters must be valid JSON: {exc}", model=call.request.model_name) from exc
     invocation = Invocation(provider=call.request.model.provider, target=call.request.target, body=payload)
-    raw = plugins.get_plugin_manager().hook.gesso_invoke(request=call.request, invocation=invocation)
+    try:
+        raw = plugins.get_plugin_manager().hook.gesso_invoke(request=call.request, invocation=invocation)
+    except ModelRetiredError as exc:  # say what to use instead
+        advice = plugins.get_registry().alternatives(call.request.model)
+        raise ModelRetiredError(f"{exc.message} {advice}", model=exc.model) from exc
     if raw is None:
         raise ProviderError(
             f"No installed plugin sends requests to provider {invocation.provider!r}", model=call.request.model_name
@@ -234,7 +262,9 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         parsed.append(result)
     data = [_image_data(img.b64, img.mime_type, request.response_format) for p in parsed for img in p.images]
     sizes = {str(p.size) for p in parsed if p.size is not None}
+    masks = [p.mask for p in parsed if p.mask is not None]
     fields = {
+        "mask": _image_data(masks[0].b64, masks[0].mime_type, request.response_format) if masks else None,
         "data": data,
         "model": request.model_name,
         "size": sizes.pop() if len(sizes) == 1 else None,

@@ -222,11 +222,16 @@ class PluginConflictError(PluginError):
         )
 
 
+class ModelLifecycleWarning(UserWarning):
+    """Warned once per process and model when a Legacy or end-of-life model is used."""
+
+
 __all__ = [
     "AuthenticationError",
     "ContentFilteredError",
     "GessoError",
     "InvalidRequestError",
+    "ModelLifecycleWarning",
     "ModelRetiredError",
     "PermissionDeniedError",
     "PluginConflictError",

@@ -66,9 +66,9 @@ def validator(schema: Mapping[str, Any]) -> Any:
 
 def subschema(schema: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
     """The schema of the property at ``path`` (following local ``$ref``s), or ``{}``."""
-    node: Mapping[str, Any] = _deref(schema, schema)
+    node: Mapping[str, Any] = deref(schema, schema)
     for key in path:
-        node = _deref(schema, node.get("properties", {}).get(key, {}))
+        node = deref(schema, node.get("properties", {}).get(key, {}))
     return node
 
 
@@ -77,7 +77,7 @@ def property_names(schema: Mapping[str, Any], *path: str) -> list[str]:
     return list(subschema(schema, *path).get("properties", {}))
 
 
-def _deref(root: Mapping[str, Any], node: Any) -> Mapping[str, Any]:
+def deref(root: Mapping[str, Any], node: Any) -> Mapping[str, Any]:
     while isinstance(node, Mapping) and "$ref" in node:
         ref = node["$ref"]
         if not ref.startswith("#/"):

@@ -35,6 +35,9 @@ PLUGINS_ENV = "GESSO_PLUGINS"
 #: Geographic prefixes of system-defined (cross-Region) inference profile ids.
 PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
 
+#: Families whose models are active on Bedrock, suggested when a model is retired and they are missing.
+ACTIVE_FAMILIES = (("gesso-bedrock-stability", "Stable Image Ultra v1:1, Stable Image Core v1:1, SD3.5 Large"),)
+
 #: First-party families: an unknown model id matching a prefix names the distribution to install.
 KNOWN_FAMILIES = (
     ("amazon.nova-canvas", "gesso-bedrock-nova"),
@@ -124,6 +127,21 @@ class Registry:
             "base_model='amazon.nova-canvas-v1:0')",
             model=original,
         )
+
+    def alternatives(self, model: Model) -> str:
+        """A sentence naming active models that can stand in for ``model`` (or what to install)."""
+        shared = [
+            m.id
+            for m in self.models
+            if m.lifecycle.status == "active" and m.id != model.id and m.capabilities & model.capabilities
+        ]
+        if shared:
+            return f"Active alternatives installed: {', '.join(sorted(shared))}."
+        installed = {m.distribution for m in self.models}
+        missing = [f"pip install {dist} ({names})" for dist, names in ACTIVE_FAMILIES if dist not in installed]
+        if missing:
+            return "No active alternative is installed; for example " + "; ".join(missing) + "."
+        return "No active alternative is installed."
 
     def unknown(self, model_id: str) -> UnknownModelError:
         base = strip_profile_prefix(model_id)

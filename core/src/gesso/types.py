@@ -210,12 +210,14 @@ class GeneratedImage:
 @attrs.frozen(kw_only=True)
 class ParsedResponse:
     """What ``gesso_parse_response`` returns: the images, how many outputs the provider's filter
-    withheld (``filtered``), and any notes worth showing the caller (``warnings``)."""
+    withheld (``filtered``), any notes worth showing the caller (``warnings``), the size produced, and a
+    mask the model returned beside the images (``mask``, e.g. Nova virtual try-on with ``returnMask``)."""
 
     images: tuple[GeneratedImage, ...] = attrs.field(converter=tuple)
     filtered: int = 0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     size: Size | None = None
+    mask: GeneratedImage | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,7 +237,8 @@ class ImageData:
 class ImageResponse:
     """The result of ``image_generation``. ``to_dict()`` gives the OpenAI images response JSON, with
     gesso's additions ``model``, ``cost`` (USD, or null when no price is known), ``size`` when known,
-    and ``warnings`` when there are any (e.g. some outputs withheld by the content filter)."""
+    ``warnings`` when there are any (e.g. some outputs withheld by the content filter), and ``mask`` when
+    the model returned one."""
 
     created: int = attrs.field(factory=lambda: int(time.time()))
     data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=tuple)
@@ -244,6 +247,7 @@ class ImageResponse:
     size: str | None = None
     filtered: int = 0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    mask: ImageData | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return converter.unstructure(self)
@@ -269,7 +273,7 @@ def _make_converter() -> cattrs.Converter:
 
     def unstructure_response(resp: ImageResponse) -> dict[str, Any]:
         out = base_response(resp)
-        for optional in ("size", "warnings", "filtered"):
+        for optional in ("size", "warnings", "filtered", "mask"):
             if not out.get(optional):
                 out.pop(optional, None)
         return out

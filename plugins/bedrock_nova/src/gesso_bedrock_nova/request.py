@@ -1,10 +1,14 @@
-"""Build and validate the Nova Canvas request body.
+"""Build and validate the Nova Canvas request body, for all seven task types.
 
 Callers may use Bedrock's nested form (``taskType``, ``textToImageParams={...}``,
 ``imageGenerationConfig={...}``), flat keys (``negativeText="blurry"``, ``cfgScale=7``) and the OpenAI
 parameters (``size``, ``n``, ``quality``, ``style``), in any mix. Each flat key goes where the schema
 says it lives for the chosen task; two sources that disagree are an error, never a silent override.
 Nothing the caller did not ask for is added: Bedrock's own defaults apply to what is left out.
+
+Images may be bytes, a ``pathlib.Path``, base64 text or a ``data:`` URL; they are sent as base64 and
+checked first (PNG or JPEG, decodable, 8 bits per channel, opaque, the supported resolutions; masks pure
+black and white and the size of the image they mask).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+from gesso import inputs
 from gesso.errors import InvalidRequestError, Violation
 from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema
 from gesso.types import ImageRequest, PreparedRequest, Size
@@ -46,13 +51,43 @@ QUALITY = {
 DEFAULT_SIZE = Size(1024, 1024)
 MAX_PIXELS = 4_194_304
 MAX_ASPECT = 4.0
+MIN_SIDE, MAX_SIDE = 320, 4096
+
+#: The input whose size an edit's output takes, per task.
+MAIN_IMAGE = {
+    "INPAINTING": "inPaintingParams.image",
+    "OUTPAINTING": "outPaintingParams.image",
+    "BACKGROUND_REMOVAL": "backgroundRemovalParams.image",
+    "VIRTUAL_TRY_ON": "virtualTryOnParams.sourceImage",
+    "IMAGE_VARIATION": "imageVariationParams.images[0]",
+}
+#: Each mask field, and the image it must match in size.
+MASKED_IMAGE = {
+    "inPaintingParams.maskImage": "inPaintingParams.image",
+    "outPaintingParams.maskImage": "outPaintingParams.image",
+    "virtualTryOnParams.imageBasedMask.maskImage": "virtualTryOnParams.sourceImage",
+}
+#: Flat shorthands for virtual try-on fields nested one level deeper.
+VTO_SHORTHANDS = {
+    "maskImage": ("imageBasedMask", "maskImage"),
+    "garmentClass": ("garmentBasedMask", "garmentClass"),
+    "garmentStyling": ("garmentBasedMask", "garmentStyling"),
+    "maskPrompt": ("promptBasedMask", "maskPrompt"),
+    "preserveBodyPose": ("maskExclusions", "preserveBodyPose"),
+    "preserveHands": ("maskExclusions", "preserveHands"),
+    "preserveFace": ("maskExclusions", "preserveFace"),
+}
+#: maskShape lives in the garment or the prompt mask, whichever maskType names.
+MASK_SHAPE_HOME = {"GARMENT": "garmentBasedMask", "PROMPT": "promptBasedMask"}
 
 
 @functools.cache
-def flat_routes(task: str) -> Mapping[str, tuple[str, str]]:
-    """Flat parameter name -> (body object, field) for ``task``, read from the schema."""
+def flat_routes(task: str) -> Mapping[str, tuple[str, ...]]:
+    """Flat parameter name -> its path in the body for ``task``, read from the schema."""
     obj = TASK_PARAMS[task]
-    routes = {name: (obj, name) for name in property_names(schema(), obj)}
+    routes: dict[str, tuple[str, ...]] = {name: (obj, name) for name in property_names(schema(), obj)}
+    if task == "VIRTUAL_TRY_ON":
+        routes.update({name: (obj, *path) for name, path in VTO_SHORTHANDS.items()})
     if task not in NO_CONFIG_TASKS:
         for name in property_names(schema(), CONFIG):
             routes.setdefault(name, (CONFIG, name))
@@ -73,6 +108,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     builder.set(("taskType",), task, "taskType")
     problems: list[Violation] = []
 
+    shape = params.pop("maskShape", None) if task == "VIRTUAL_TRY_ON" else None
     for key, value in params.items():
         if key in BODY_OBJECTS:
             if isinstance(value, Mapping):
@@ -82,9 +118,14 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         elif key in routes:
             builder.set(routes[key], value, key)
         else:
-            problems.append(
-                Violation(key, f"unknown parameter for taskType {task}; allowed: {', '.join(sorted(routes))}")
-            )
+            allowed = sorted({*routes, *(("maskShape",) if task == "VIRTUAL_TRY_ON" else ())})
+            problems.append(Violation(key, f"unknown parameter for taskType {task}; allowed: {', '.join(allowed)}"))
+    if shape is not None:
+        home = MASK_SHAPE_HOME.get(builder.get((obj, "maskType")))
+        if home is None:
+            problems.append(Violation("maskShape", "needs maskType GARMENT or PROMPT (the mask it shapes)"))
+        else:
+            builder.set((obj, home, "maskShape"), shape, "maskShape")
 
     if request.prompt is not None:
         if "text" in routes and routes["text"][0] == obj:
@@ -98,8 +139,13 @@ def prepare(request: ImageRequest) -> PreparedRequest:
             problems.append(Violation("style", f"taskType {task} takes no style"))
     problems += _openai_config(request, task, builder)
 
+    # every task object has required fields, so an empty one is never sent: it only lets the schema
+    # name exactly which fields are missing
+    builder.body.setdefault(obj, {})
     body = {key: builder.body[key] for key in ("taskType", obj, *sorted(BODY_OBJECTS)) if key in builder.body}
     problems += builder.violations
+    images, bad_images = inputs.convert_images(body, schema())
+    problems += bad_images
     found = schema_violations(schema(), body, sources=builder.sources)
     if "text" in subschema(schema(), obj).get("required", ()) and builder.get((obj, "text")) is None:
         # say what the caller left out (the prompt), not where Bedrock wanted it
@@ -108,16 +154,23 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     problems += found
     if not problems:
         problems += _size_rules(body, builder.sources)
+        problems += _image_rules(images)
     raise_for(problems, model=model)
 
     config = body.get(CONFIG, {})
     width, height = config.get("width"), config.get("height")
-    size = Size(width, height) if width and height else (None if task in INPUT_SIZED_TASKS else DEFAULT_SIZE)
+    main = images.get(MAIN_IMAGE.get(task, ""))
+    if width and height:
+        size = Size(width, height)
+    elif main is not None:
+        size = Size(main[0].info.width, main[0].info.height)
+    else:
+        size = DEFAULT_SIZE
     details = {
         "task": task,
         "size": size,
         "quality": config.get("quality", "standard"),
-        "requested": config.get("numberOfImages", 1),
+        "requested": 1 if task in NO_CONFIG_TASKS else config.get("numberOfImages", 1),
     }
     return PreparedRequest(bodies=[body], details=details)
 
@@ -174,4 +227,32 @@ def _size_rules(body: Mapping, sources: Mapping[str, str]) -> list[Violation]:
         found.append(
             Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {width}x{height} = {width * height:,})")
         )
+    return found
+
+
+def _image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
+    """Input images: PNG or JPEG, the supported resolutions, 8-bit, opaque; masks black and white and
+    the size of the image they mask."""
+    found: list[Violation] = []
+    for where, (image, kind) in images.items():
+        info = image.info
+        if info.format not in ("png", "jpeg"):
+            found.append(Violation(where, f"must be a PNG or JPEG image (got {info.format.upper()})"))
+            continue
+        w, h = info.width, info.height
+        if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
+            found.append(Violation(where, f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels (got {w}x{h})"))
+        elif max(w, h) / min(w, h) > MAX_ASPECT:
+            found.append(Violation(where, f"aspect ratio must be between 1:4 and 4:1 (got {w}x{h})"))
+        elif w * h >= MAX_PIXELS:
+            found.append(Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {w}x{h} = {w * h:,})"))
+        masked = images.get(MASKED_IMAGE.get(where, ""))
+        if masked is not None and (masked[0].info.width, masked[0].info.height) != (w, h):
+            other = masked[0].info
+            found.append(
+                Violation(
+                    where, f"must be the size of {MASKED_IMAGE[where]} ({other.width}x{other.height}; got {w}x{h})"
+                )
+            )
+        found += inputs.check_pixels(image, where, mask=kind == "mask")
     return found

@@ -33,11 +33,13 @@ def parse(request: ImageRequest, prepared: PreparedRequest, response: RawRespons
     requested = int(prepared.details.get("requested", 1))
     withheld = max(requested - len(images), 0) if error else 0
     warnings = [f"{error} ({withheld} of {requested} withheld)" if withheld else str(error)] if error else []
+    mask = data.get("maskImage")
     return ParsedResponse(
         images=[GeneratedImage(b64=img) for img in images],
         filtered=withheld,
         warnings=warnings,
         size=_size_of(images[0]),
+        mask=GeneratedImage(b64=mask) if isinstance(mask, str) and mask else None,
     )
 
 

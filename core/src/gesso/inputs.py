@@ -1,0 +1,194 @@
+"""Image inputs: accept what callers have, send what Bedrock wants, and check it before sending.
+
+A caller may give an image as ``bytes``, a ``pathlib.Path``, a base64 string, or a ``data:`` URL; the
+body always carries base64. Family schemas mark image fields with ``"x-image": "image"`` (or ``"mask"``),
+so the schema stays the one place that says where images go. Checks that need pixels (transparency, mask
+colours) use Pillow, imported only when an image is checked: families that take images depend on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import pathlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from gesso.errors import GessoError, Violation
+from gesso.imaging import ImageFormatError, ImageInfo, inspect
+from gesso.params import deref, dotted
+
+#: JPEG masks cannot be exactly black and white after compression; Bedrock asks for 100% quality.
+#: Channel values this close to 0 or 255 count as black or white in a JPEG mask (our choice).
+JPEG_MASK_TOLERANCE = 8
+
+
+@attrs.frozen
+class ImageInput:
+    """One image as it will be sent: base64 text, the decoded bytes, and what its header says."""
+
+    b64: str = attrs.field(repr=lambda s: f"<{len(s)} base64 chars>")
+    data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    info: ImageInfo
+
+
+def load(value: Any, where: str) -> tuple[ImageInput | None, list[Violation]]:
+    """Turn a caller's image value into an :class:`ImageInput`, or say why it cannot be one."""
+    if isinstance(value, pathlib.PurePath):
+        try:
+            data = pathlib.Path(value).read_bytes()
+        except OSError as exc:
+            return None, [Violation(where, f"cannot read image file {str(value)!r}: {exc.strerror or exc}")]
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, str):
+        text = value
+        if text.startswith("data:"):
+            header, sep, text = text.partition(",")
+            if not sep or ";base64" not in header:
+                return None, [Violation(where, "a data: URL must be base64-encoded (data:image/png;base64,...)")]
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            return None, [
+                Violation(
+                    where,
+                    "must be an image: bytes, a pathlib.Path, base64 text or a data: URL (got text that is not base64)",
+                )
+            ]
+    else:
+        return None, [
+            Violation(
+                where,
+                f"must be an image: bytes, a pathlib.Path, base64 text or a data: URL (got {type(value).__name__})",
+            )
+        ]
+    if not data:
+        return None, [Violation(where, "is an empty image")]
+    try:
+        info = inspect(data)
+    except ImageFormatError as exc:
+        return None, [Violation(where, f"is not a readable image ({exc})")]
+    return ImageInput(b64=base64.b64encode(data).decode("ascii"), data=data, info=info), []
+
+
+def image_fields(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> list[tuple[tuple[Any, ...], str]]:
+    """Every ``(path, kind)`` the schema marks with ``x-image``; ``"*"`` in a path stands for list items."""
+    root = root if root is not None else schema
+    found: list[tuple[tuple[Any, ...], str]] = []
+
+    def walk(node: Any, path: tuple[Any, ...], depth: int) -> None:
+        node = deref(root, node)
+        if depth > 12 or not isinstance(node, Mapping):
+            return
+        if "x-image" in node:
+            found.append((path, node["x-image"]))
+            return
+        for name, sub in node.get("properties", {}).items():
+            walk(sub, (*path, name), depth + 1)
+        if "items" in node:
+            walk(node["items"], (*path, "*"), depth + 1)
+
+    walk(schema, (), 0)
+    return found
+
+
+def locate(body: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any, Any]]:
+    """Every ``(concrete path, parent, key)`` in ``body`` that ``path`` (with ``"*"``) points at."""
+
+    def walk(node: Any, rest: tuple[Any, ...], done: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Any, Any]]:
+        head, tail = rest[0], rest[1:]
+        keys: list[Any]
+        if head == "*":
+            keys = list(range(len(node))) if isinstance(node, list) else []
+        else:
+            keys = [head] if isinstance(node, dict) and head in node else []
+        for key in keys:
+            if tail:
+                yield from walk(node[key], tail, (*done, key))
+            else:
+                yield (*done, key), node, key
+
+    if path:
+        yield from walk(body, path, ())
+
+
+def convert_images(body: Any, schema: Mapping[str, Any]) -> tuple[dict[str, tuple[ImageInput, str]], list[Violation]]:
+    """Replace every image value in ``body`` (in place) with base64; return the loaded images by dotted
+    path, with their kind, and the violations for values that are not images."""
+    images: dict[str, tuple[ImageInput, str]] = {}
+    problems: list[Violation] = []
+    for path, kind in image_fields(schema):
+        for concrete, parent, key in locate(body, path):
+            where = dotted(concrete)
+            loaded, found = load(parent[key], where)
+            problems += found
+            if loaded is not None:
+                parent[key] = loaded.b64
+                images[where] = (loaded, kind)
+    return images, problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Pixel checks (Pillow)
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # a family that takes images depends on Pillow; this is a broken install
+        raise GessoError("checking input images needs Pillow: pip install pillow") from exc
+    return Image
+
+
+def open_pixels(image: ImageInput, where: str) -> tuple[Any, list[Violation]]:
+    """Decode an image fully (Pillow). Returns (PIL image or None, violations)."""
+    pil = _pil()
+    try:
+        picture = pil.open(io.BytesIO(image.data))
+        picture.load()
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        return None, [Violation(where, f"is not a decodable {image.info.format.upper()} image ({exc})")]
+    return picture, []
+
+
+def check_pixels(image: ImageInput, where: str, *, mask: bool = False) -> list[Violation]:
+    """8 bits per channel; no transparent or translucent pixels; a mask only pure black and white."""
+    picture, problems = open_pixels(image, where)
+    if picture is None:
+        return problems
+    mode = picture.mode
+    if mode not in ("RGB", "RGBA", "L", "LA", "P", "1"):
+        return [Violation(where, f"must have 8 bits per channel, RGB or greyscale (got PIL mode {mode})")]
+    if mode == "P":
+        picture = picture.convert("RGBA" if "transparency" in picture.info else "RGB")
+    elif mode == "1":
+        picture = picture.convert("L")
+    if picture.mode in ("RGBA", "LA"):
+        low, _ = picture.getchannel("A").getextrema()
+        if low < 255:
+            problems.append(
+                Violation(where, "has transparent or translucent pixels; its alpha channel must be fully opaque")
+            )
+        picture = picture.convert("RGB" if picture.mode == "RGBA" else "L")
+    if mask:
+        problems += _mask_colours(picture, where, jpeg=image.info.format == "jpeg")
+    return problems
+
+
+def _mask_colours(picture: Any, where: str, *, jpeg: bool) -> list[Violation]:
+    from PIL import ImageChops
+
+    tolerance = JPEG_MASK_TOLERANCE if jpeg else 0
+    bands = picture.split()
+    for band in bands:
+        histogram = band.histogram()
+        if any(histogram[tolerance + 1 : 255 - tolerance]):
+            return [Violation(where, "a mask may hold only pure black (0,0,0) and pure white (255,255,255) pixels")]
+    for other in bands[1:]:
+        if ImageChops.difference(bands[0], other).getextrema()[1] > 2 * tolerance:
+            return [Violation(where, "a mask may hold only pure black (0,0,0) and pure white (255,255,255) pixels")]
+    return []
