@@ -1,0 +1,214 @@
+"""Request bodies shaped ``{"taskType", <task object>, "imageGenerationConfig"}``, as Amazon's image
+models (Nova Canvas, Titan Image Generator) take them, assembled from everything a caller may mix.
+
+A family describes its layout once (:class:`TaskLayout`); :func:`place` puts the caller's nested objects,
+flat keys, prompt and OpenAI parameters where the family's schema says they live, reporting
+contradictions; :func:`check` converts images, validates against the schema and runs the family's own
+rules; :func:`details` records what the cost hook needs. Between the steps a family may add its own
+placements to the :class:`~gesso.params.BodyBuilder`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from gesso import inputs
+from gesso.errors import InvalidRequestError, Violation
+from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema
+from gesso.types import ImageRequest, Size
+
+#: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
+AMAZON_QUALITY = {
+    "standard": "standard",
+    "premium": "premium",
+    "hd": "premium",
+    "high": "premium",
+    "low": "standard",
+    "medium": "standard",
+    "auto": "standard",
+}
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class TaskLayout:
+    """How one family lays out its task bodies.
+
+    ``tasks`` maps each ``taskType`` to its params object; ``no_config`` tasks send no config object;
+    ``input_sized`` tasks return the input's size, so ``size`` is refused; ``main_image`` names, per task,
+    the input whose size the output takes; ``shorthands`` adds flat names for deeper fields, per task.
+    """
+
+    schema: Callable[[], Mapping[str, Any]]
+    tasks: Mapping[str, str]
+    config: str = "imageGenerationConfig"
+    no_config: frozenset[str] = frozenset()
+    input_sized: frozenset[str] = frozenset()
+    main_image: Mapping[str, str] = attrs.field(factory=dict)
+    shorthands: Mapping[str, Mapping[str, tuple[str, ...]]] = attrs.field(factory=dict)
+    quality: Mapping[str, str] = attrs.field(factory=lambda: AMAZON_QUALITY)
+    default_task: str = "TEXT_IMAGE"
+    default_size: Size = attrs.field(factory=lambda: Size(1024, 1024))
+
+    @property
+    def body_objects(self) -> frozenset[str]:
+        return frozenset((*self.tasks.values(), self.config))
+
+    @functools.cache  # noqa: B019 (layouts are module-level constants)
+    def routes(self, task: str) -> Mapping[str, tuple[str, ...]]:
+        """Flat parameter name -> its path in the body for ``task``, read from the schema."""
+        obj = self.tasks[task]
+        schema = self.schema()
+        found: dict[str, tuple[str, ...]] = {name: (obj, name) for name in property_names(schema, obj)}
+        found.update({name: (obj, *path) for name, path in self.shorthands.get(task, {}).items()})
+        if task not in self.no_config:
+            for name in property_names(schema, self.config):
+                found.setdefault(name, (self.config, name))
+        return found
+
+
+@attrs.define
+class Placed:
+    """The state between :func:`place` and :func:`check`."""
+
+    task: str
+    obj: str
+    builder: BodyBuilder
+    problems: list[Violation]
+
+
+def place(
+    request: ImageRequest, layout: TaskLayout, params: dict[str, Any], *, extra_names: tuple[str, ...] = ()
+) -> Placed:
+    """Place the caller's parameters. ``params`` are the provider kwargs the family has not taken itself;
+    ``extra_names`` are flat names the family handles on its own (listed in unknown-key messages)."""
+    task = params.pop("taskType", layout.default_task)
+    if task not in layout.tasks:
+        raise InvalidRequestError(
+            [Violation("taskType", f"must be one of: {', '.join(layout.tasks)} (got {task!r})")],
+            model=request.model_name,
+        )
+    obj = layout.tasks[task]
+    routes = layout.routes(task)
+    builder = BodyBuilder()
+    builder.set(("taskType",), task, "taskType")
+    problems: list[Violation] = []
+    objects = layout.body_objects
+    for key, value in params.items():
+        if key in objects:
+            if isinstance(value, Mapping):
+                builder.merge((key,), value, key)
+            else:
+                builder.set((key,), value, key)
+        elif key in routes:
+            builder.set(routes[key], value, key)
+        else:
+            allowed = ", ".join(sorted({*routes, *extra_names}))
+            problems.append(Violation(key, f"unknown parameter for taskType {task}; allowed: {allowed}"))
+
+    if request.prompt is not None:
+        if routes.get("text") == (obj, "text"):
+            builder.set((obj, "text"), request.prompt, "prompt")
+        else:
+            problems.append(Violation("prompt", f"taskType {task} takes no prompt text; leave prompt out"))
+    if request.style is not None:
+        if "style" in routes:
+            builder.set(routes["style"], request.style, "style")
+        else:
+            problems.append(Violation("style", f"taskType {task} takes no style"))
+    problems += _openai_config(request, layout, task, builder)
+    return Placed(task=task, obj=obj, builder=builder, problems=problems)
+
+
+def _openai_config(request: ImageRequest, layout: TaskLayout, task: str, builder: BodyBuilder) -> list[Violation]:
+    """Place ``size``, ``n`` and ``quality`` in the config object, or say why they cannot go."""
+    config = layout.config
+    problems = []
+    if task in layout.no_config:
+        for name in ("size", "n", "quality"):
+            if getattr(request, name) is not None:
+                problems.append(
+                    Violation(name, f"taskType {task} takes no {name}: it returns one image the size of the input")
+                )
+        return problems
+    if request.size is not None:
+        if task in layout.input_sized:
+            problems.append(
+                Violation("size", f"cannot be used with taskType {task}: the output takes the input image's size")
+            )
+        else:
+            builder.set((config, "width"), request.size.width, "size")
+            builder.set((config, "height"), request.size.height, "size")
+    if request.n is not None:
+        builder.set((config, "numberOfImages"), request.n, "n")
+    if request.quality is not None:
+        mapped = layout.quality.get(request.quality.lower())
+        if mapped is None:
+            choices = sorted(set(layout.quality.values()))
+            problems.append(
+                Violation(
+                    "quality",
+                    f"must be one of: {', '.join(choices)}, or OpenAI's hd, high (-> premium), low, medium, auto "
+                    f"(-> standard) (got {request.quality!r})",
+                )
+            )
+        else:
+            builder.set((config, "quality"), mapped, "quality")
+    return problems
+
+
+Rules = Callable[[dict[str, Any], dict[str, tuple["inputs.ImageInput", str]], Placed], list[Violation]]
+
+
+def check(
+    request: ImageRequest,
+    layout: TaskLayout,
+    placed: Placed,
+    *,
+    schema: Mapping[str, Any] | None = None,
+    rules: Rules | None = None,
+) -> tuple[dict[str, Any], dict[str, tuple[inputs.ImageInput, str]]]:
+    """Convert images, validate against ``schema`` (default: the layout's), run the family's ``rules``
+    on a schema-valid body, and raise one error listing every problem. Returns (body, images)."""
+    schema = schema if schema is not None else layout.schema()
+    builder, obj, task = placed.builder, placed.obj, placed.task
+    # every task object has required fields, so an empty one is never sent: it only lets the schema
+    # name exactly which fields are missing
+    builder.body.setdefault(obj, {})
+    order = ("taskType", obj, *sorted(layout.body_objects))
+    body = {key: builder.body[key] for key in order if key in builder.body}
+    problems = placed.problems + builder.violations
+    images, bad_images = inputs.convert_images(body, schema)
+    problems += bad_images
+    found = schema_violations(schema, body, sources=builder.sources)
+    if "text" in subschema(schema, obj).get("required", ()) and builder.get((obj, "text")) is None:
+        # say what the caller left out (the prompt), not where Bedrock wanted it
+        problems.append(Violation("prompt", f"is required for taskType {task}"))
+        found = [v for v in found if not (v.path in (obj, f"{obj}.text") and v.message == "is required")]
+    problems += found
+    if not problems and rules is not None:
+        problems += rules(body, images, placed)
+    raise_for(problems, model=request.model_name)
+    return body, images
+
+
+def details(layout: TaskLayout, task: str, body: Mapping[str, Any], images: Mapping[str, Any]) -> dict[str, Any]:
+    """What the parse and cost hooks need: the task, the output size, quality and images asked for."""
+    config = body.get(layout.config, {})
+    width, height = config.get("width"), config.get("height")
+    main = images.get(layout.main_image.get(task, ""))
+    if width and height:
+        size = Size(width, height)
+    elif main is not None:
+        size = Size(main[0].info.width, main[0].info.height)
+    else:
+        size = layout.default_size
+    return {
+        "task": task,
+        "size": size,
+        "quality": config.get("quality", "standard"),
+        "requested": 1 if task in layout.no_config else config.get("numberOfImages", 1),
+    }
