@@ -108,6 +108,24 @@ class EmulatedCall:
             return "some"
         return None
 
+    def decode_images(self, schema: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, str]]:
+        """Every image in the body (the fields the schema marks ``x-image``), decoded, by dotted path,
+        with its kind (``image`` or ``mask``); Bedrock's error for one that does not decode."""
+        from gesso.inputs import image_fields, load, locate
+        from gesso.params import dotted
+
+        found: dict[str, tuple[Any, str]] = {}
+        for path, kind in image_fields(schema if schema is not None else self.model.param_schema):
+            for concrete, parent, key in locate(self.body, path):
+                where = dotted(concrete)
+                image, _ = load(parent[key], where)
+                if image is None:
+                    raise EmulatorError.validation(
+                        f"Unable to decode the image at {where}. Provide a base64-encoded PNG or JPEG."
+                    )
+                found[where] = (image, kind)
+        return found
+
     def image(self, width: int, height: int, *key: Any, alpha: bool = False) -> str:
         """A deterministic base64 PNG of the given size for the given key parts."""
         return synth_png_b64(width, height, "|".join(map(str, (self.model.id, *key))), alpha)
