@@ -1,5 +1,6 @@
 """Request bodies shaped ``{"taskType", <task object>, "imageGenerationConfig"}``, as Amazon's image
-models (Nova Canvas, Titan Image Generator) take them, assembled from everything a caller may mix.
+models (Nova Canvas, Titan Image Generator) take them, assembled from everything a caller may mix, and
+their responses, ``{"images": [...], "error": ..., "maskImage": ...}``.
 
 A family describes its layout once (:class:`TaskLayout`); :func:`place` puts the caller's nested objects,
 flat keys, prompt and OpenAI parameters where the family's schema says they live, reporting
@@ -10,16 +11,19 @@ placements to the :class:`~gesso.params.BodyBuilder`.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from gesso import inputs
-from gesso.errors import InvalidRequestError, Violation
+from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
+from gesso.imaging import ImageFormatError, inspect
 from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema
-from gesso.types import ImageRequest, Size
+from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 #: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
 AMAZON_QUALITY = {
@@ -212,3 +216,45 @@ def details(layout: TaskLayout, task: str, body: Mapping[str, Any], images: Mapp
         "quality": config.get("quality", "standard"),
         "requested": 1 if task in layout.no_config else config.get("numberOfImages", 1),
     }
+
+
+def parse_response(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse:
+    """``{"images": [...], "error": ..., "maskImage": ...}``. Output filtering is not an HTTP error on
+    Bedrock: a 200 body carries ``error`` and fewer images. All withheld becomes a
+    :class:`ContentFilteredError`; some withheld returns the rest and says so in ``warnings``."""
+    model = request.model_name
+    family = request.model.name or request.model.family
+    try:
+        data = json.loads(response.body)
+    except ValueError as exc:
+        raise ProviderError(f"{family} answered with a body that is not JSON: {exc}", model=model) from exc
+    images = data.get("images") if isinstance(data, dict) else None
+    error = data.get("error") if isinstance(data, dict) else None
+    if images is None:
+        images = []
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise ProviderError(f"{family} answered without a list of base64 images", model=model)
+    if error and not images:
+        raise ContentFilteredError(f"Bedrock content filter: {error}", model=model)
+    if not images:
+        raise ProviderError(f"{family} answered with no images and no error", model=model)
+    requested = int(prepared.details.get("requested", 1))
+    withheld = max(requested - len(images), 0) if error else 0
+    warnings = [f"{error} ({withheld} of {requested} withheld)" if withheld else str(error)] if error else []
+    warnings += prepared.details.get("warnings", [])
+    mask = data.get("maskImage")
+    return ParsedResponse(
+        images=[GeneratedImage(b64=img) for img in images],
+        filtered=withheld,
+        warnings=warnings,
+        size=_size_of(images[0]),
+        mask=GeneratedImage(b64=mask) if isinstance(mask, str) and mask else None,
+    )
+
+
+def _size_of(b64: str) -> Size | None:
+    try:
+        info = inspect(base64.b64decode(b64[:64] + "=" * (-len(b64[:64]) % 4)))
+    except (ImageFormatError, ValueError):
+        return None
+    return Size(info.width, info.height)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gesso import taskbody
 from gesso.hookspecs import hookimpl
 from gesso_bedrock_nova import models, pricing
 from gesso_bedrock_nova import request as build
-from gesso_bedrock_nova import response as parse
 
 if TYPE_CHECKING:
     from gesso.types import ImageRequest, ImageResponse, Model, ParsedResponse, PreparedRequest, RawResponse
@@ -33,7 +33,7 @@ def gesso_parse_response(
 ) -> ParsedResponse | None:
     if request.model.family != models.FAMILY:
         return None
-    return parse.parse(request, prepared, response)
+    return taskbody.parse_response(request, prepared, response)
 
 
 @hookimpl
