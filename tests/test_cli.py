@@ -16,8 +16,10 @@ from gesso.imaging import inspect
 from helpers import invoke
 
 
-def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+def run(*args: str, cwd=None, plugins: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "GESSO_PLUGINS"}
+    if plugins is not None:
+        env["GESSO_PLUGINS"] = plugins
     return subprocess.run(
         [sys.executable, "-m", "gesso", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
     )
@@ -102,7 +104,7 @@ def test_lifecycle_warning_is_one_plain_line(tmp_path):
 
 
 def test_models_lists_every_owned_id():
-    out = run("models")
+    out = run("models", plugins="gesso-bedrock-nova")
     assert out.returncode == 0
     ids = [line.split("\t")[0] for line in out.stdout.splitlines()]
     assert ids == [
@@ -111,7 +113,7 @@ def test_models_lists_every_owned_id():
         "eu.amazon.nova-canvas-v1:0",
         "apac.amazon.nova-canvas-v1:0",
     ]
-    detail = json.loads(run("models", "--json").stdout)
+    detail = json.loads(run("models", "--json", plugins="gesso-bedrock-nova").stdout)
     assert detail[0]["prices"] == {
         "standard_1024": 0.04,
         "premium_1024": 0.06,

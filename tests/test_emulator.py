@@ -86,7 +86,7 @@ def test_raw_colon_in_the_path_is_accepted(emulator):
     ("model_id", "message"),
     [
         ("amazon.nova-canvas-v9:0", "The provided model identifier is invalid."),
-        ("amazon.titan-image-generator-v2:0", "The provided model identifier is invalid."),
+        ("meta.imagine-v1:0", "The provided model identifier is invalid."),
         ("not a model!", "1 validation error detected: Value 'not a model!' at 'modelId' failed to satisfy constraint"),
     ],
 )

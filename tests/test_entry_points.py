@@ -96,12 +96,8 @@ def test_duplicate_ids_across_distributions_is_one_clear_error(site):
     assert "amazon.nova-canvas-v1:0: claimed by gesso-bedrock-nova, gesso-clash" in out.stderr
     listed = gesso(site, "plugins")
     assert listed.returncode == 0
-    assert {row["name"] for row in json.loads(listed.stdout)} == {
-        "gesso-acme",
-        "gesso-broken",
-        "gesso-clash",
-        "gesso-bedrock-nova",
-    }
+    names = {row["name"] for row in json.loads(listed.stdout)}
+    assert {"gesso-acme", "gesso-broken", "gesso-clash", "gesso-bedrock-nova"} <= names
 
 
 def test_only_nova_installed_behaves_as_documented(site):

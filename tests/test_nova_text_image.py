@@ -308,7 +308,11 @@ def test_application_profile_arn_as_model_says_to_use_model_id(aws):
         )
 
 
-def test_unknown_models(aws):
+def test_unknown_models(aws, monkeypatch):
+    from gesso import plugins
+
+    monkeypatch.setenv("GESSO_PLUGINS", "gesso-bedrock-nova")
+    plugins.reset()
     with pytest.raises(UnknownModelError) as info:
         gesso.image_generation("bedrock/amazon.titan-image-generator-v2:0", "x", **aws)
     assert info.value.status_code == 404
@@ -319,6 +323,10 @@ def test_unknown_models(aws):
         gesso.image_generation("bedrock/meta.llama-image-v1", "x", **aws)
     with pytest.raises(UnknownModelError, match="gesso serves AWS Bedrock models"):
         gesso.image_generation("openai/dall-e-3", "x", **aws)
+    with pytest.raises(UnknownModelError, match="gesso-bedrock-nova"):
+        monkeypatch.setenv("GESSO_PLUGINS", "")
+        plugins.reset()
+        gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
 
 
 def test_async_matches_sync(aws, emulator):

@@ -155,8 +155,9 @@ def open_pixels(image: ImageInput, where: str) -> tuple[Any, list[Violation]]:
     return picture, []
 
 
-def check_pixels(image: ImageInput, where: str, *, mask: bool = False) -> list[Violation]:
-    """8 bits per channel; no transparent or translucent pixels; a mask only pure black and white."""
+def check_pixels(image: ImageInput, where: str, *, mask: bool = False, opaque: bool = True) -> list[Violation]:
+    """8 bits per channel; with ``opaque``, no transparent or translucent pixels; a mask only pure black
+    and white."""
     picture, problems = open_pixels(image, where)
     if picture is None:
         return problems
@@ -169,7 +170,7 @@ def check_pixels(image: ImageInput, where: str, *, mask: bool = False) -> list[V
         picture = picture.convert("L")
     if picture.mode in ("RGBA", "LA"):
         low, _ = picture.getchannel("A").getextrema()
-        if low < 255:
+        if opaque and low < 255:
             problems.append(
                 Violation(where, "has transparent or translucent pixels; its alpha channel must be fully opaque")
             )

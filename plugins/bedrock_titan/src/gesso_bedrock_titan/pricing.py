@@ -1,0 +1,17 @@
+"""Titan cost: the per-image price for the quality and the price class of the output size (512-class or
+1024-class in AWS's size table; edits, which return the input's size, by area), times images returned."""
+
+from __future__ import annotations
+
+from gesso.types import ImageResponse, Model, PreparedRequest, Size
+from gesso_bedrock_titan.sizes import price_class
+
+
+def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:
+    size = prepared.details.get("size")
+    if response.size and response.size != str(size):  # price what was produced
+        size = Size.parse(response.size)
+    if size is None:
+        return None
+    price = model.prices.get(f"{prepared.details.get('quality', 'standard')}_{price_class(size)}")
+    return None if price is None else price * len(response.data)

@@ -1,0 +1,136 @@
+"""Build and validate Titan Image Generator request bodies (v1 and v2).
+
+The body layout is Nova's (``gesso.taskbody``): ``taskType``, one params object, ``imageGenerationConfig``,
+from nested, flat and OpenAI parameters in any mix. Titan's own rules: the size must be one of its table's
+(width, height) pairs (``snap_size=True`` opts into the nearest allowed size, reported on the response);
+text is 1-512 characters; input images are PNG or JPEG, at most 1408 pixels on the long side and 5 MB;
+masks are black and white and the size of the image they mask. v2-only tasks and fields on v1 are
+refused with an error naming v2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gesso import inputs, taskbody
+from gesso.errors import Violation
+from gesso.params import raise_for
+from gesso.types import ImageRequest, PreparedRequest
+from gesso_bedrock_titan import sizes
+from gesso_bedrock_titan.models import V1, V2, V2_ONLY_FIELDS, V2_ONLY_TASKS, schema_v1, schema_v2
+
+TASK_PARAMS = {
+    "TEXT_IMAGE": "textToImageParams",
+    "INPAINTING": "inPaintingParams",
+    "OUTPAINTING": "outPaintingParams",
+    "IMAGE_VARIATION": "imageVariationParams",
+    "COLOR_GUIDED_GENERATION": "colorGuidedGenerationParams",
+    "BACKGROUND_REMOVAL": "backgroundRemovalParams",
+}
+CONFIG = "imageGenerationConfig"
+MAIN_IMAGE = {
+    "INPAINTING": "inPaintingParams.image",
+    "OUTPAINTING": "outPaintingParams.image",
+    "BACKGROUND_REMOVAL": "backgroundRemovalParams.image",
+    "IMAGE_VARIATION": "imageVariationParams.images[0]",
+}
+MASKED_IMAGE = {
+    "inPaintingParams.maskImage": "inPaintingParams.image",
+    "outPaintingParams.maskImage": "outPaintingParams.image",
+}
+MAX_LONG_SIDE = 1408
+MAX_BYTES = 5 * 1024 * 1024
+
+LAYOUT = taskbody.TaskLayout(
+    schema=schema_v2,
+    tasks=TASK_PARAMS,
+    no_config=frozenset({"BACKGROUND_REMOVAL"}),
+    input_sized=frozenset({"INPAINTING", "OUTPAINTING", "BACKGROUND_REMOVAL"}),
+    main_image=MAIN_IMAGE,
+)
+
+
+def prepare(request: ImageRequest) -> PreparedRequest:
+    params = dict(request.params)
+    snap = params.pop("snap_size", False)
+    placed = taskbody.place(request, LAYOUT, params, extra_names=("snap_size",))
+    if not isinstance(snap, bool):
+        placed.problems.append(Violation("snap_size", f"must be true or false (got {snap!r})"))
+    v1 = request.model.id == V1
+    if v1:
+        early = _v2_only(placed)
+        if early:
+            raise_for(placed.problems + early, model=request.model_name)
+    notes = _size_table(placed, snap is True)
+    body, images = taskbody.check(request, LAYOUT, placed, schema=schema_v1() if v1 else schema_v2(), rules=_rules)
+    details = taskbody.details(LAYOUT, placed.task, body, images)
+    if notes:
+        details["warnings"] = notes
+    return PreparedRequest(bodies=[body], details=details)
+
+
+def _v2_only(placed: taskbody.Placed) -> list[Violation]:
+    if placed.task in V2_ONLY_TASKS:
+        return [Violation("taskType", f"{placed.task} needs {V2}; Titan v1 ({V1}) does not offer it")]
+    found = []
+    for field in V2_ONLY_FIELDS.get(placed.obj, ()):
+        if placed.builder.get((placed.obj, field)) is not None:
+            found.append(Violation(f"{placed.obj}.{field}", f"needs {V2}; Titan v1 ({V1}) has no image conditioning"))
+    return found
+
+
+def _size_table(placed: taskbody.Placed, snap: bool) -> list[str]:
+    """Refuse a size outside Titan's table (naming the allowed and the nearest), or snap to the nearest."""
+    builder = placed.builder
+    width, height = builder.get((CONFIG, "width")), builder.get((CONFIG, "height"))
+    if not (isinstance(width, int) and isinstance(height, int)) or isinstance(width, bool) or isinstance(height, bool):
+        return []
+    if sizes.allowed(width, height):
+        return []
+    near = sizes.nearest(width, height)
+    if snap:
+        builder.body[CONFIG]["width"], builder.body[CONFIG]["height"] = near.width, near.height
+        return [f"{width}x{height} is not a Titan size; snapped to the nearest, {near}"]
+    where = "size" if builder.sources.get(f"{CONFIG}.width") == "size" else f"{CONFIG}.width/height"
+    placed.problems.append(
+        Violation(
+            where,
+            f"{width}x{height} is not a Titan size; the nearest is {near} (pass snap_size=True to use it). "
+            f"Allowed: {sizes.listing()}",
+        )
+    )
+    return []
+
+
+def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:
+    return image_rules(images)
+
+
+def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
+    """PNG or JPEG, at most 1408 px on the long side and 5 MB; masks black and white, the image's size."""
+    found: list[Violation] = []
+    for where, (image, kind) in images.items():
+        info = image.info
+        if info.format not in ("png", "jpeg"):
+            found.append(Violation(where, f"must be a PNG or JPEG image (got {info.format.upper()})"))
+            continue
+        if max(info.width, info.height) > MAX_LONG_SIDE:
+            found.append(
+                Violation(
+                    where, f"must be at most {MAX_LONG_SIDE} pixels on the long side (got {info.width}x{info.height})"
+                )
+            )
+        if len(image.data) > MAX_BYTES:
+            found.append(Violation(where, f"must be at most 5 MB (got {len(image.data) / 1024 / 1024:.1f} MB)"))
+        masked = images.get(MASKED_IMAGE.get(where, ""))
+        if masked is not None and (masked[0].info.width, masked[0].info.height) != (info.width, info.height):
+            other = masked[0].info
+            found.append(
+                Violation(
+                    where,
+                    f"must be the size of {MASKED_IMAGE[where]} ({other.width}x{other.height}; "
+                    f"got {info.width}x{info.height})",
+                )
+            )
+        found += inputs.check_pixels(image, where, mask=kind == "mask", opaque=False)
+    return found
