@@ -21,7 +21,14 @@ from typing import Any
 import attrs
 
 from gesso import plugins
-from gesso.errors import InvalidRequestError, ModelLifecycleWarning, ModelRetiredError, ProviderError, Violation
+from gesso.errors import (
+    ContentFilteredError,
+    InvalidRequestError,
+    ModelLifecycleWarning,
+    ModelRetiredError,
+    ProviderError,
+    Violation,
+)
 from gesso.types import (
     AwsCredentials,
     ImageData,
@@ -163,6 +170,12 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     if problems:
         raise InvalidRequestError(problems, model=model_name)
 
+    if "inference_profile_only" in spec.capabilities and model_name == spec.id and not opts.get("model_id"):
+        profiles = ", ".join(f"bedrock/{prefix}{spec.id}" for prefix in spec.profile_prefixes)
+        raise InvalidRequestError(
+            [Violation("model", f"{spec.id} is offered only through cross-Region inference profiles: use {profiles}")],
+            model=model_name,
+        )
     timeout = opts.get("timeout") or spec.timeout
     target = Target(
         model_id=opts.get("model_id") or arn_target or model_name,
@@ -260,7 +273,14 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
                 model=request.model_name,
             )
         parsed.append(result)
-    data = [_image_data(img.b64, img.mime_type, request.response_format) for p in parsed for img in p.images]
+    data = [_image_data(img.b64, img.mime_type, request.response_format, img.seed) for p in parsed for img in p.images]
+    filtered = sum(p.filtered for p in parsed)
+    if not data and filtered:
+        notes = "; ".join(dict.fromkeys(w for p in parsed for w in p.warnings))
+        raise ContentFilteredError(
+            f"The content filter withheld every output ({filtered}){': ' + notes if notes else ''}",
+            model=request.model_name,
+        )
     sizes = {str(p.size) for p in parsed if p.size is not None}
     masks = [p.mask for p in parsed if p.mask is not None]
     fields = {
@@ -268,7 +288,7 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         "data": data,
         "model": request.model_name,
         "size": sizes.pop() if len(sizes) == 1 else None,
-        "filtered": sum(p.filtered for p in parsed),
+        "filtered": filtered,
         "warnings": tuple(dict.fromkeys(w for p in parsed for w in p.warnings)),
     }
     response = ImageResponse(**fields)
@@ -278,10 +298,10 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
     return ImageResponse(created=response.created, cost=round(float(cost), 6), **fields)
 
 
-def _image_data(b64: str, mime_type: str, response_format: str) -> ImageData:
+def _image_data(b64: str, mime_type: str, response_format: str, seed: int | None = None) -> ImageData:
     if response_format == "url":
-        return ImageData(url=f"data:{mime_type};base64,{b64}")
-    return ImageData(b64_json=b64)
+        return ImageData(url=f"data:{mime_type};base64,{b64}", seed=seed)
+    return ImageData(b64_json=b64, seed=seed)
 
 
 _executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}

@@ -146,6 +146,11 @@ class Registry:
     def unknown(self, model_id: str) -> UnknownModelError:
         base = strip_profile_prefix(model_id)
         for prefix, distribution in KNOWN_FAMILIES:
+            if base.startswith(prefix) and any(m.distribution == distribution for m in self.models):
+                offered = ", ".join(mid for m in self.models if m.distribution == distribution for mid in m.ids)
+                return UnknownModelError(
+                    f"Model {model_id!r} is not one of the models {distribution} offers: {offered}", model=model_id
+                )
             if base.startswith(prefix):
                 return UnknownModelError(
                     f"Model {model_id!r} is not provided by any installed gesso plugin. "

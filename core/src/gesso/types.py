@@ -226,11 +226,13 @@ class ParsedResponse:
 
 @attrs.frozen(kw_only=True)
 class ImageData:
-    """One item of ``ImageResponse.data``, as in OpenAI's ``Image``."""
+    """One item of ``ImageResponse.data``, as in OpenAI's ``Image``, plus the ``seed`` that made it when
+    the provider reports one (Stability models do)."""
 
     b64_json: str | None = attrs.field(default=None, repr=lambda s: "None" if s is None else f"<{len(s)} chars>")
     url: str | None = attrs.field(default=None, repr=lambda s: "None" if s is None else f"<{len(s)} chars>")
     revised_prompt: str | None = None
+    seed: int | None = None
 
 
 @attrs.frozen(kw_only=True)
