@@ -346,7 +346,11 @@ def test_emulator_rejects_what_bedrock_rejects(bedrock, body, fragment):
 
 
 def test_legacy_model_warns_once_per_process(aws, monkeypatch):
+    from gesso import plugins
+
     monkeypatch.setattr(api, "_lifecycle_warned", set())
+    monkeypatch.setenv("GESSO_PLUGINS", "gesso-bedrock-nova")
+    plugins.reset()
     with pytest.warns(ModelLifecycleWarning) as caught:
         gesso.image_generation(NOVA, "x", **aws)
     message = str(caught[0].message)
@@ -358,7 +362,22 @@ def test_legacy_model_warns_once_per_process(aws, monkeypatch):
         gesso.image_generation(NOVA, "y", **aws)
 
 
+def test_installed_stability_models_are_the_suggested_alternatives(aws, monkeypatch):
+    monkeypatch.setattr(api, "_lifecycle_warned", set())
+    with pytest.warns(ModelLifecycleWarning) as caught:
+        gesso.image_generation(NOVA, "x", **aws)
+    assert str(caught[0].message).endswith(
+        "Active alternatives installed: stability.sd3-5-large-v1:0, stability.stable-image-core-v1:1, "
+        "stability.stable-image-ultra-v1:1."
+    )
+
+
 def test_end_of_life_answer_names_installed_active_alternatives(aws, emulator, monkeypatch):
+    from gesso import plugins
+
+    monkeypatch.setenv("GESSO_PLUGINS", "gesso-bedrock-nova")
+    plugins.reset()
+
     class ActiveFamily:
         @gesso.hookimpl
         def gesso_register_models(self):

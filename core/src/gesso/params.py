@@ -253,6 +253,8 @@ def _render(error: Any) -> list[Violation]:
             return [Violation(path, f"give exactly one of: {names}")]
     if kind is False or error.validator_value is False:
         return [Violation(path, "is not allowed here")]
+    if len(error.message) > 200:  # jsonschema quotes the instance, which may be megabytes of base64
+        return [Violation(path, f"does not satisfy the schema's {kind} rule")]
     return [Violation(path, error.message)]
 
 

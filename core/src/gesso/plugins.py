@@ -130,10 +130,10 @@ class Registry:
 
     def alternatives(self, model: Model) -> str:
         """A sentence naming active models that can stand in for ``model`` (or what to install)."""
+        # a text-to-image model is best replaced by text-to-image models; otherwise any shared capability
+        wanted = {"text_to_image"} if "text_to_image" in model.capabilities else set(model.capabilities)
         shared = [
-            m.id
-            for m in self.models
-            if m.lifecycle.status == "active" and m.id != model.id and m.capabilities & model.capabilities
+            m.id for m in self.models if m.lifecycle.status == "active" and m.id != model.id and m.capabilities & wanted
         ]
         if shared:
             return f"Active alternatives installed: {', '.join(sorted(shared))}."

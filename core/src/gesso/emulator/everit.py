@@ -95,7 +95,9 @@ def _message(error: Any) -> list[str]:
         return [f"{where}: subject must not be valid against schema {_compact(limit)}"]
     if kind == "oneOf":
         return [f"{where}: #: only 1 subschema matches out of {len(limit)}"]
-    return [f"{where}: {error.message}"]
+    if kind == "anyOf":
+        return [f"{where}: #: no subschema matched out of the total {len(limit)} subschemas"]
+    return [f"{where}: {kind} constraint violated"]  # never echo the instance: it may be megabytes of base64
 
 
 def _compact(schema: Any) -> str:

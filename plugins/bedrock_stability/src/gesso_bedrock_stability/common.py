@@ -1,0 +1,183 @@
+"""What the Stability models share: flat bodies, size -> aspect ratio, one image per call (so ``n`` fans
+out into calls with distinct seeds), the ``seeds``/``finish_reasons``/``images`` response, image rules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from gesso import inputs
+from gesso.errors import ContentFilteredError, ProviderError, Violation
+from gesso.imaging import ImageFormatError, inspect
+from gesso.params import BodyBuilder, property_names
+from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
+
+RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+#: The about-1-megapixel size Stability renders for each ratio (the emulator uses it).
+RATIO_SIZES = {
+    "1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344), "21:9": (1536, 640), "9:21": (640, 1536),
+    "3:2": (1216, 832), "2:3": (832, 1216), "5:4": (1088, 896), "4:5": (896, 1088),
+}  # fmt: skip
+MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def nearest_ratio(size: Size) -> str:
+    """The one of Stability's nine aspect ratios closest to ``size``'s (compared as logarithms)."""
+    target = math.log(size.width / size.height)
+
+    def distance(ratio: str) -> float:
+        w, h = ratio.split(":")
+        return abs(math.log(int(w) / int(h)) - target)
+
+    return min(RATIOS, key=distance)
+
+
+def place_flat(
+    request: ImageRequest, schema: Mapping[str, Any], what: str
+) -> tuple[BodyBuilder, list[Violation], list[str]]:
+    """A flat body: every provider kwarg is a body field; the prompt goes to ``prompt``, ``style`` to
+    ``style_preset`` and ``size`` to ``aspect_ratio`` when the model has them. Returns (builder,
+    problems, notes for the response's warnings)."""
+    fields = property_names(schema)
+    builder = BodyBuilder()
+    problems: list[Violation] = []
+    notes: list[str] = []
+    if request.prompt is not None:
+        if "prompt" in fields:
+            builder.set(("prompt",), request.prompt, "prompt")
+        else:
+            problems.append(Violation("prompt", f"{what} takes no prompt; leave prompt out"))
+    for key, value in request.params.items():
+        if key in fields:
+            builder.set((key,), value, key)
+        else:
+            problems.append(Violation(key, f"unknown parameter for {what}; allowed: {', '.join(sorted(fields))}"))
+    if request.style is not None:
+        if "style_preset" in fields:
+            builder.set(("style_preset",), request.style, "style")
+        else:
+            problems.append(Violation("style", f"{what} has no style presets"))
+    if request.quality is not None:
+        problems.append(Violation("quality", f"{what} has no quality setting; leave quality out"))
+    if request.size is not None:
+        if "aspect_ratio" in fields:
+            ratio = nearest_ratio(request.size)
+            builder.set(("aspect_ratio",), ratio, "size")
+            notes.append(f"size {request.size} was sent as aspect_ratio {ratio}, the nearest {what} offers")
+        else:
+            problems.append(Violation("size", f"{what} takes no size: its output follows the input image"))
+    return builder, problems, notes
+
+
+def fan_out(body: dict[str, Any], n: int, *, seed_max: int) -> list[dict[str, Any]]:
+    """One body per image. With a seed, the calls get seed, seed+1, ... (distinct, reproducible); with no
+    seed (or 0, which means random), each call lets the model pick, and the response reports the seeds."""
+    if n <= 1:
+        return [body]
+    seed = body.get("seed")
+    if not seed:
+        return [dict(body) for _ in range(n)]
+    return [{**body, "seed": (seed - 1 + i) % seed_max + 1} for i in range(n)]
+
+
+def parse_seeded(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse:
+    """``{"seeds": [...], "finish_reasons": [...], "images": [...]}`` (SD3, Ultra, Core, the services).
+
+    A null finish reason is success. A filtered prompt or input image is a :class:`ContentFilteredError`;
+    a filtered output is counted (gesso raises when every output of a call was withheld); "Inference
+    error" is a :class:`ProviderError`."""
+    model = request.model_name
+    try:
+        data = json.loads(response.body)
+    except ValueError as exc:
+        raise ProviderError(f"{request.model.name} answered with a body that is not JSON: {exc}", model=model) from exc
+    if not isinstance(data, dict):
+        raise ProviderError(f"{request.model.name} answered with an unexpected body", model=model)
+    images, seeds = data.get("images") or [], data.get("seeds") or []
+    reasons = data.get("finish_reasons") or [None] * len(images)
+    kept: list[GeneratedImage] = []
+    filtered = 0
+    warnings: list[str] = list(prepared.details.get("warnings", []))
+    for index, reason in enumerate(reasons):
+        if reason is None and index < len(images):
+            seed = seeds[index] if index < len(seeds) else None
+            kept.append(GeneratedImage(b64=images[index], mime_type=_mime(images[index]), seed=seed))
+        elif isinstance(reason, str) and reason.startswith("Filter reason") and "output" in reason:
+            filtered += 1
+            warnings.append(f"Stability content filter: {reason}")
+        elif isinstance(reason, str) and reason.startswith("Filter reason"):
+            raise ContentFilteredError(f"Stability content filter: {reason}", model=model)
+        else:
+            raise ProviderError(f"{request.model.name} failed: {reason or 'no image returned'}", model=model)
+    if not kept and not filtered:
+        raise ProviderError(f"{request.model.name} answered with no images", model=model)
+    return ParsedResponse(images=kept, filtered=filtered, warnings=warnings, size=_size(kept[0].b64) if kept else None)
+
+
+def _head(b64: str) -> bytes:
+    # enough of the file to find a JPEG's frame header past its metadata
+    head = b64[:8192]
+    return base64.b64decode(head[: len(head) - len(head) % 4])
+
+
+def _mime(b64: str) -> str:
+    try:
+        return MIME.get(inspect(_head(b64)).format, "image/png")
+    except (ImageFormatError, binascii.Error, ValueError):
+        return "image/png"
+
+
+def _size(b64: str) -> Size | None:
+    try:
+        info = inspect(_head(b64))
+    except (ImageFormatError, binascii.Error, ValueError):
+        return None
+    return Size(info.width, info.height)
+
+
+# -- input images ----------------------------------------------------------------------------------------
+
+#: name -> (formats, min side, max side, min pixels, max pixels, max aspect ratio)
+LIMITS: dict[str, tuple[tuple[str, ...], int, int | None, int, int | None, float | None]] = {
+    "standard": (("jpeg", "png", "webp"), 64, None, 0, 9_437_184, 2.5),
+    "creative-upscale": (("jpeg", "png", "webp"), 64, None, 4_096, 1_048_576, None),
+    "fast-upscale": (("jpeg", "png", "webp"), 32, 1536, 1_024, 1_048_576, None),
+    "sd3": (("jpeg", "png", "webp"), 64, None, 0, None, None),
+    "sdxl": (("png", "jpeg"), 1, None, 262_144, 1_048_576, None),
+}
+
+
+def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]], limits: str) -> list[Violation]:
+    """Format, side, pixel and aspect limits for every input image; masks need only decode."""
+    formats, min_side, max_side, min_px, max_px, max_aspect = LIMITS[limits]
+    found: list[Violation] = []
+    for where, (image, kind) in images.items():
+        info = image.info
+        w, h, px = info.width, info.height, info.width * info.height
+        if info.format not in formats:
+            found.append(
+                Violation(where, f"must be {', '.join(f.upper() for f in formats)} (got {info.format.upper()})")
+            )
+            continue
+        if kind == "image":
+            if min(w, h) < min_side or (max_side and max(w, h) > max_side):
+                limit = f"{min_side} to {max_side}" if max_side else f"at least {min_side}"
+                found.append(Violation(where, f"each side must be {limit} pixels (got {w}x{h})"))
+            if px < min_px or (max_px and px > max_px):
+                if min_px and max_px:
+                    limit = f"{min_px:,} to {max_px:,}"
+                else:
+                    limit = f"at most {max_px:,}" if max_px else f"at least {min_px:,}"
+                found.append(Violation(where, f"must have {limit} pixels (got {w}x{h} = {px:,})"))
+            if max_aspect and max(w, h) / min(w, h) > max_aspect:
+                found.append(
+                    Violation(
+                        where, f"aspect ratio must be between 1:{max_aspect:g} and {max_aspect:g}:1 (got {w}x{h})"
+                    )
+                )
+        found += inputs.check_pixels(image, where, opaque=False)
+    return found

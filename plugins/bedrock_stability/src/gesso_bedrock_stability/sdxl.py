@@ -1,0 +1,153 @@
+"""SDXL (stability.stable-diffusion-xl-v0, -v1): ``text_prompts`` with weights, the allowed sizes,
+image-to-image and masking, ``artifacts`` responses; never a filtered (blurred) image as success."""
+
+from __future__ import annotations
+
+import json
+
+from gesso import inputs
+from gesso.errors import ProviderError, Violation
+from gesso.params import BodyBuilder, property_names, raise_for, schema_violations
+from gesso.types import (
+    GeneratedImage,
+    ImageRequest,
+    ImageResponse,
+    Model,
+    ParsedResponse,
+    PreparedRequest,
+    RawResponse,
+    Size,
+)
+from gesso_bedrock_stability import common
+from gesso_bedrock_stability.models import schema
+
+#: Allowed (width, height) for SDXL 1.0 and 0.9 on Bedrock; v0 also priced 512x512 (our choice: allow it).
+SIZES = (
+    (1024, 1024),
+    (1152, 896),
+    (1216, 832),
+    (1344, 768),
+    (1536, 640),
+    (640, 1536),
+    (768, 1344),
+    (832, 1216),
+    (896, 1152),
+)
+V0_EXTRA_SIZES = ((512, 512),)
+SEED_MAX = 4294967295
+DEFAULT_STEPS = 30
+
+
+def allowed_sizes(model_id: str) -> tuple[tuple[int, int], ...]:
+    return SIZES + (V0_EXTRA_SIZES if model_id != "stability.stable-diffusion-xl-v1" else ())
+
+
+def prepare(request: ImageRequest) -> PreparedRequest:
+    body_schema = schema("sdxl.json")
+    what = request.model.name
+    params = dict(request.params)
+    negative = params.pop("negative_prompt", None)
+    fields = property_names(body_schema)
+    builder = BodyBuilder()
+    problems: list[Violation] = []
+    if "text_prompts" in params and (request.prompt is not None or negative is not None):
+        problems.append(Violation("text_prompts", "give either prompt (and negative_prompt) or text_prompts, not both"))
+    elif "text_prompts" not in params:
+        if request.prompt is None:
+            problems.append(Violation("prompt", f"is required for {what}"))
+        else:
+            prompts = [{"text": request.prompt, "weight": 1}]
+            if negative is not None:
+                prompts.append({"text": negative, "weight": -1})
+            builder.set(("text_prompts",), prompts, "prompt")
+    for key, value in params.items():
+        if key in fields:
+            builder.set((key,), value, key)
+        else:
+            allowed = ", ".join(sorted({*fields, "negative_prompt"}))
+            problems.append(Violation(key, f"unknown parameter for {what}; allowed: {allowed}"))
+    if request.style is not None:
+        builder.set(("style_preset",), request.style, "style")
+    if request.quality is not None:
+        problems.append(Violation("quality", f"{what} has no quality setting; leave quality out"))
+    if request.size is not None:
+        builder.set(("width",), request.size.width, "size")
+        builder.set(("height",), request.size.height, "size")
+    body = builder.body
+    problems += builder.violations
+    images, bad = inputs.convert_images(body, body_schema)
+    problems += bad
+    problems += schema_violations(body_schema, body, sources=builder.sources)
+    if not problems:
+        problems += _size_rules(request, body, builder)
+        problems += common.image_rules(images, "sdxl")
+        problems += _mask_size(images)
+    raise_for(problems, model=request.model_name)
+
+    init = images.get("init_image")
+    if "width" in body:
+        size = Size(body["width"], body["height"])
+    elif init is not None:
+        size = Size(init[0].info.width, init[0].info.height)
+    else:
+        size = Size(1024, 1024)
+    details = {"size": size, "steps": body.get("steps", DEFAULT_STEPS), "requested": request.n or 1}
+    return PreparedRequest(bodies=common.fan_out(body, request.n or 1, seed_max=SEED_MAX), details=details)
+
+
+def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list[Violation]:
+    if "width" not in body and "height" not in body:
+        return []
+    width, height = body.get("width"), body.get("height")
+    sizes = allowed_sizes(request.model.id)
+    if (width, height) in sizes:
+        return []
+    where = "size" if builder.sources.get("width") == "size" else "width/height"
+    listing = ", ".join(f"{w}x{h}" for w, h in sizes)
+    return [Violation(where, f"{width}x{height} is not an SDXL size on Bedrock; allowed: {listing}")]
+
+
+def _mask_size(images: dict) -> list[Violation]:
+    mask, init = images.get("mask_image"), images.get("init_image")
+    if mask and init and (mask[0].info.width, mask[0].info.height) != (init[0].info.width, init[0].info.height):
+        return [
+            Violation(
+                "mask_image",
+                f"must be the size of init_image ({init[0].info.width}x{init[0].info.height}; "
+                f"got {mask[0].info.width}x{mask[0].info.height})",
+            )
+        ]
+    return []
+
+
+def parse(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse:
+    """``{"result": "success", "artifacts": [{"seed", "base64", "finishReason"}]}``."""
+    model = request.model_name
+    try:
+        data = json.loads(response.body)
+    except ValueError as exc:
+        raise ProviderError(f"{request.model.name} answered with a body that is not JSON: {exc}", model=model) from exc
+    artifacts = data.get("artifacts") if isinstance(data, dict) else None
+    if not isinstance(artifacts, list) or not artifacts:
+        raise ProviderError(f"{request.model.name} answered without artifacts", model=model)
+    kept, filtered, warnings = [], 0, []
+    for artifact in artifacts:
+        reason = artifact.get("finishReason")
+        if reason == "SUCCESS":
+            kept.append(GeneratedImage(b64=artifact["base64"], seed=artifact.get("seed")))
+        elif reason == "CONTENT_FILTERED":  # Bedrock returns a blurred image: never hand it back as a success
+            filtered += 1
+            warnings.append("Stability content filter: an output was withheld (CONTENT_FILTERED)")
+        else:
+            raise ProviderError(f"{request.model.name} failed to render an image (finishReason {reason})", model=model)
+    size = prepared.details.get("size")
+    return ParsedResponse(images=kept, filtered=filtered, warnings=warnings, size=size if kept else None)
+
+
+def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:
+    """By size class (512x512 or smaller, or larger) and steps (up to 50, or more), per image returned."""
+    size: Size = prepared.details["size"]
+    size_class = "512" if size.pixels <= 512 * 512 else "1024"
+    steps_class = "50" if prepared.details.get("steps", DEFAULT_STEPS) <= 50 else "max"
+    price = model.prices.get(f"{size_class}_{steps_class}") or model.prices.get(f"1024_{steps_class}")
+    return None if price is None else price * len(response.data)
