@@ -132,6 +132,14 @@ def convert_images(body: Any, schema: Mapping[str, Any]) -> tuple[dict[str, tupl
     return images, problems
 
 
+def same_size(where: str, image: ImageInput, other_where: str, other: ImageInput) -> list[Violation]:
+    """A mask must have the size of the image it masks."""
+    a, b = image.info, other.info
+    if (a.width, a.height) == (b.width, b.height):
+        return []
+    return [Violation(where, f"must be the size of {other_where} ({b.width}x{b.height}; got {a.width}x{a.height})")]
+
+
 # --------------------------------------------------------------------------------------------------
 # Pixel checks (Pillow)
 

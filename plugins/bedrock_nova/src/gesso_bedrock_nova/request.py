@@ -131,12 +131,7 @@ def _image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Vi
         elif w * h >= MAX_PIXELS:
             found.append(Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {w}x{h} = {w * h:,})"))
         masked = images.get(MASKED_IMAGE.get(where, ""))
-        if masked is not None and (masked[0].info.width, masked[0].info.height) != (w, h):
-            other = masked[0].info
-            found.append(
-                Violation(
-                    where, f"must be the size of {MASKED_IMAGE[where]} ({other.width}x{other.height}; got {w}x{h})"
-                )
-            )
+        if masked is not None:
+            found += inputs.same_size(where, image, MASKED_IMAGE[where], masked[0])
         found += inputs.check_pixels(image, where, mask=kind == "mask")
     return found

@@ -109,15 +109,7 @@ def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list
 
 def _mask_size(images: dict) -> list[Violation]:
     mask, init = images.get("mask_image"), images.get("init_image")
-    if mask and init and (mask[0].info.width, mask[0].info.height) != (init[0].info.width, init[0].info.height):
-        return [
-            Violation(
-                "mask_image",
-                f"must be the size of init_image ({init[0].info.width}x{init[0].info.height}; "
-                f"got {mask[0].info.width}x{mask[0].info.height})",
-            )
-        ]
-    return []
+    return inputs.same_size("mask_image", mask[0], "init_image", init[0]) if mask and init else []
 
 
 def parse(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse:

@@ -123,14 +123,7 @@ def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Vio
         if len(image.data) > MAX_BYTES:
             found.append(Violation(where, f"must be at most 5 MB (got {len(image.data) / 1024 / 1024:.1f} MB)"))
         masked = images.get(MASKED_IMAGE.get(where, ""))
-        if masked is not None and (masked[0].info.width, masked[0].info.height) != (info.width, info.height):
-            other = masked[0].info
-            found.append(
-                Violation(
-                    where,
-                    f"must be the size of {MASKED_IMAGE[where]} ({other.width}x{other.height}; "
-                    f"got {info.width}x{info.height})",
-                )
-            )
+        if masked is not None:
+            found += inputs.same_size(where, image, MASKED_IMAGE[where], masked[0])
         found += inputs.check_pixels(image, where, mask=kind == "mask", opaque=False)
     return found
