@@ -1,0 +1,37 @@
+"""Each first-party family passes the shared plugin contract (gesso.testing), as a third party's would."""
+
+from __future__ import annotations
+
+from gesso.testing import FamilyContract
+from helpers import picture
+
+SRC = picture(512, 512)
+
+
+class TestNovaContract(FamilyContract):
+    distribution = "gesso-bedrock-nova"
+    examples = [
+        ("bedrock/amazon.nova-canvas-v1:0", "a fox", {"size": "512x512"}),
+        ("bedrock/amazon.nova-canvas-v1:0", None, {"taskType": "BACKGROUND_REMOVAL", "image": SRC}),
+    ]
+
+
+class TestTitanContract(FamilyContract):
+    distribution = "gesso-bedrock-titan"
+    examples = [
+        ("bedrock/amazon.titan-image-generator-v1", "a fox", {"size": "512x512"}),
+        (
+            "bedrock/amazon.titan-image-generator-v2:0",
+            "a fox",
+            {"taskType": "INPAINTING", "image": SRC, "maskPrompt": "the fox"},
+        ),
+    ]
+
+
+class TestStabilityContract(FamilyContract):
+    distribution = "gesso-bedrock-stability"
+    examples = [
+        ("bedrock/stability.stable-diffusion-xl-v1", "a fox", {}),
+        ("bedrock/stability.stable-image-core-v1:1", "a fox", {"size": "1024x1024"}),
+        ("bedrock/us.stability.stable-image-remove-background-v1:0", None, {"image": SRC}),
+    ]
