@@ -75,9 +75,22 @@ def load(value: Any, where: str) -> tuple[ImageInput | None, list[Violation]]:
     return ImageInput(b64=base64.b64encode(data).decode("ascii"), data=data, info=info), []
 
 
-def image_fields(schema: Mapping[str, Any], root: Mapping[str, Any] | None = None) -> list[tuple[tuple[Any, ...], str]]:
-    """Every ``(path, kind)`` the schema marks with ``x-image``; ``"*"`` in a path stands for list items."""
-    root = root if root is not None else schema
+_fields: dict[int, tuple[Mapping[str, Any], list[tuple[tuple[Any, ...], str]]]] = {}
+
+
+def image_fields(schema: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Every ``(path, kind)`` the schema marks with ``x-image``; ``"*"`` in a path stands for list items.
+    Worked out once per schema: this runs on every call."""
+    cached = _fields.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    found = _walk_image_fields(schema)
+    _fields[id(schema)] = (schema, found)
+    return found
+
+
+def _walk_image_fields(schema: Mapping[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    root = schema
     found: list[tuple[tuple[Any, ...], str]] = []
 
     def walk(node: Any, path: tuple[Any, ...], depth: int) -> None:
