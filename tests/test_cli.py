@@ -202,3 +202,32 @@ def test_bad_fault_flag_is_a_usage_error():
     out = run("emulator", "--fault", "meteor:count=1")
     assert out.returncode == 2
     assert "fault kind must be one of" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_files_are_passed_with_at_and_the_prompt_may_be_left_out(tmp_path):
+    from helpers import picture
+
+    source = tmp_path / "product.png"
+    source.write_bytes(picture(512, 384))
+    out = run(
+        "generate", "-m", "bedrock/amazon.nova-canvas-v1:0", "-p", "taskType=BACKGROUND_REMOVAL",
+        "-p", f"image=@{source}", "--emulator", "-o", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith(str(tmp_path / "out" / "image-1-"))
+    variation = run(
+        "generate", "autumn", "-m", "bedrock/amazon.nova-canvas-v1:0", "-p", "taskType=IMAGE_VARIATION",
+        "-p", f'images=["@{source}", "@{source}"]', "--emulator", "-o", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert variation.returncode == 0, variation.stderr
+    missing = run(
+        "generate",
+        "-m",
+        "bedrock/amazon.nova-canvas-v1:0",
+        "-p",
+        "taskType=BACKGROUND_REMOVAL",
+        "-p",
+        "image=@/no/such.png",
+        "--emulator",
+    )
+    assert missing.returncode == 1 and "cannot read image file '/no/such.png'" in missing.stderr

@@ -22,9 +22,21 @@ def _param(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     try:
-        return key, json.loads(raw)
+        value = json.loads(raw)
     except ValueError:
-        return key, raw
+        value = raw
+    return key, _files(value)
+
+
+def _files(value: Any) -> Any:
+    """``@path`` (as with curl) names a file: it is passed as a ``pathlib.Path``, which gesso reads."""
+    if isinstance(value, str) and value.startswith("@") and len(value) > 1:
+        return Path(value[1:])
+    if isinstance(value, list):
+        return [_files(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _files(v) for k, v in value.items()}
+    return value
 
 
 def _app_profile(text: str) -> tuple[str, str]:
@@ -40,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate images and write them as files")
-    gen.add_argument("prompt", help="what to draw")
+    gen.add_argument("prompt", nargs="?", help="what to draw (leave out for tasks without a prompt)")
     gen.add_argument("-m", "--model", required=True, help="e.g. bedrock/amazon.nova-canvas-v1:0")
     gen.add_argument("--size", help='"WIDTHxHEIGHT", e.g. 1024x1024')
     gen.add_argument("-n", type=int, help="number of images")
@@ -53,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="a provider parameter; VALUE is read as JSON when it parses (seed=42, colors='[\"#FF0000\"]'), "
-        "else as a string (negativeText=blurry). Repeatable.",
+        "else as a string (negativeText=blurry); @FILE names a file, e.g. image=@photo.png. Repeatable.",
     )
     gen.add_argument("-o", "--output-dir", default=".", help="where to write the images (default: .)")
     gen.add_argument("--model-id", help="invoke target: an inference-profile or provisioned-model ARN or id")
@@ -143,7 +155,7 @@ def _generate(args: argparse.Namespace) -> int:
             emulator.stop()
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", args.prompt.lower()).strip("-")[:40] or "image"
+    slug = re.sub(r"[^a-z0-9]+", "-", (args.prompt or "").lower()).strip("-")[:40] or "image"
     for index, item in enumerate(response.data, start=1):
         data = base64.b64decode(item.b64_json or "")
         ext = _EXTENSIONS.get(_mime(data), "png")
