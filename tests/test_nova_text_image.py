@@ -341,3 +341,20 @@ def test_async_validates_before_sending(aws, emulator):
     with pytest.raises(InvalidRequestError, match="cfgScale"):
         asyncio.run(gesso.aimage_generation(NOVA, "a cat", cfgScale=0, **aws))
     assert len(emulator.requests) == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "suggestion"),
+    [
+        ("cfgscale", "cfgScale"),
+        ("negative_text", "negativeText"),
+        ("numberofimages", "numberOfImages"),
+        ("seeds", "seed"),
+    ],
+)
+def test_unknown_parameters_suggest_the_closest_name(aws, given, suggestion):
+    with pytest.raises(InvalidRequestError) as info:
+        gesso.image_generation(NOVA, "a cat", **{given: 1}, **aws)
+    assert f"{given}: unknown parameter for taskType TEXT_IMAGE (did you mean {suggestion}?); allowed: cfgScale" in str(
+        info.value
+    )

@@ -342,3 +342,30 @@ def test_emulator_rejects_bad_service_and_v2_bodies(bedrock):
             invoke(bedrock, model_id, body)
         assert info.value.response["Error"]["Code"] == "ValidationException"
         assert fragment in info.value.response["Error"]["Message"], info.value.response["Error"]["Message"]
+
+
+def test_service_base_ids_are_not_listed_as_usable(aws):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "gesso", "models"], capture_output=True, text=True, check=True).stdout
+    ids = {line.split("\t")[0] for line in out.splitlines()}
+    assert "us.stability.stable-image-inpaint-v1:0" in ids
+    assert "stability.stable-image-inpaint-v1:0" not in ids
+    assert "stability.stable-image-ultra-v1:1" in ids
+    with pytest.raises(UnknownModelError) as info:
+        gesso.image_generation("bedrock/stability.nope-v1:0", "x", **aws)
+    assert "us.stability.stable-image-inpaint-v1:0" in str(info.value)
+    assert " stability.stable-image-inpaint-v1:0" not in str(info.value)
+
+
+def test_sdxl_and_services_suggest_names(aws):
+    with pytest.raises(
+        InvalidRequestError,
+        match=r"cfgscale: unknown parameter for Stable Diffusion XL 1.0 \(did you mean cfg_scale\?\)",
+    ):
+        gesso.image_generation(SDXL1, "x", cfgscale=7, **aws)
+    with pytest.raises(
+        InvalidRequestError, match=r"growmask: unknown parameter for Inpaint \(inpaint\) \(did you mean grow_mask\?\)"
+    ):
+        gesso.image_generation("bedrock/us.stability.stable-image-inpaint-v1:0", "x", image=SRC, growmask=3, **aws)

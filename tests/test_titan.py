@@ -184,7 +184,7 @@ def test_sizes_outside_the_table_list_the_allowed_and_the_nearest(aws, emulator)
     (violation,) = info.value.violations
     assert violation.path == "size"
     assert violation.message.startswith(
-        "1280x720 is not a Titan size; the nearest is 1152x640 (pass snap_size=True to use it). Allowed: 1024x1024, 768x768, 512x512,"
+        "1280x720 is not a Titan size; the nearest is 1152x640 (set snap_size to true to use it). Allowed: 1024x1024, 768x768, 512x512,"
     )
     assert "1173x640" in violation.message
     with pytest.raises(

@@ -124,7 +124,7 @@ def test_missing_region_names_the_options(aws):
     del aws["aws_region_name"]
     with pytest.raises(
         errors.InvalidRequestError,
-        match="pass aws_region_name, use a model_id ARN that names its region, set AWS_REGION or AWS_DEFAULT_REGION",
+        match=r"pass aws_region_name \(--region on the command line\), use a model_id ARN that names its region, set AWS_REGION or AWS_DEFAULT_REGION",
     ) as info:
         gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
     assert info.value.param == "aws_region_name"

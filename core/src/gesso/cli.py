@@ -163,7 +163,7 @@ def _generate(args: argparse.Namespace) -> int:
         path.write_bytes(data)
         print(path)
     for warning in response.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"gesso: warning: {warning}", file=sys.stderr)
     count = len(response.data)
     cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
     print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
@@ -214,13 +214,14 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from gesso.plugins import get_registry
+    from gesso.plugins import get_registry, usable_ids
 
     registry = get_registry()
     if args.json:
         rows = [
             {
-                "id": m.id, "ids": list(m.ids), "family": m.family, "name": m.name, "distribution": m.distribution,
+                "id": m.id, "ids": list(usable_ids(m)), "family": m.family, "name": m.name,
+                "distribution": m.distribution,
                 "prices": dict(m.prices), "capabilities": sorted(m.capabilities),
                 "lifecycle": {"status": m.lifecycle.status, "end_of_life": m.lifecycle.end_of_life},
             }
@@ -232,7 +233,7 @@ def _models(args: argparse.Namespace) -> int:
         note = model.lifecycle.status + (
             f", end of life {model.lifecycle.end_of_life}" if model.lifecycle.end_of_life else ""
         )
-        for model_id in model.ids:
+        for model_id in usable_ids(model):
             print(f"{model_id}\t{model.distribution}\t{note}")
     return 0
 

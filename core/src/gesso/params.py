@@ -329,6 +329,17 @@ class BodyBuilder:
         return node
 
 
+def unknown_parameter(name: str, allowed: Iterable[str], where: str) -> Violation:
+    """``name`` is not a parameter ``where``: list what is allowed, and suggest the closest name."""
+    import difflib
+
+    choices = sorted(set(allowed))
+    by_case = {choice.lower(): choice for choice in choices}
+    guess = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1, cutoff=0.75)), None)
+    hint = f" (did you mean {guess}?)" if guess else ""
+    return Violation(name, f"unknown parameter for {where}{hint}; allowed: {', '.join(choices)}")
+
+
 def raise_for(violations: list[Violation], *, model: str) -> None:
     """Raise one :class:`InvalidRequestError` listing every violation, if there are any."""
     if violations:

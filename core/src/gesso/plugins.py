@@ -147,7 +147,7 @@ class Registry:
         base = strip_profile_prefix(model_id)
         for prefix, distribution in KNOWN_FAMILIES:
             if base.startswith(prefix) and any(m.distribution == distribution for m in self.models):
-                offered = ", ".join(mid for m in self.models if m.distribution == distribution for mid in m.ids)
+                offered = ", ".join(mid for m in self.models if m.distribution == distribution for mid in usable_ids(m))
                 return UnknownModelError(
                     f"Model {model_id!r} is not one of the models {distribution} offers: {offered}", model=model_id
                 )
@@ -163,6 +163,14 @@ class Registry:
             f"Model {model_id!r} is not provided by any installed gesso plugin. Installed models: {known}",
             model=model_id,
         )
+
+
+def usable_ids(model: Model) -> tuple[str, ...]:
+    """The ids a caller can use: all of them, but for a model offered only through inference profiles,
+    only the profile ids (its base id is claimed so the error can say which profile to use)."""
+    if "inference_profile_only" in model.capabilities:
+        return tuple(mid for mid in model.ids if mid != model.id)
+    return model.ids
 
 
 def strip_profile_prefix(model_id: str) -> str:

@@ -22,7 +22,7 @@ import attrs
 from gesso import inputs
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import ImageFormatError, inspect
-from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema
+from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 #: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
@@ -110,8 +110,7 @@ def place(
         elif key in routes:
             builder.set(routes[key], value, key)
         else:
-            allowed = ", ".join(sorted({*routes, *extra_names}))
-            problems.append(Violation(key, f"unknown parameter for taskType {task}; allowed: {allowed}"))
+            problems.append(unknown_parameter(key, {*routes, *extra_names}, f"taskType {task}"))
 
     if request.prompt is not None:
         if routes.get("text") == (obj, "text"):

@@ -103,8 +103,8 @@ def _make_client(target: Target, region: str | None, *, model: str) -> Any:
     region = region or session.region_name
     if not region:
         raise errors.InvalidRequestError(
-            "no AWS region given: pass aws_region_name, use a model_id ARN that names its region, set "
-            "AWS_REGION or AWS_DEFAULT_REGION, or set a region in your AWS profile",
+            "no AWS region given: pass aws_region_name (--region on the command line), use a model_id ARN that "
+            "names its region, set AWS_REGION or AWS_DEFAULT_REGION, or set a region in your AWS profile",
             model=model,
             param="aws_region_name",
         )

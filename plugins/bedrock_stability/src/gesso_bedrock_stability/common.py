@@ -13,7 +13,7 @@ from typing import Any
 from gesso import inputs
 from gesso.errors import ContentFilteredError, ProviderError, Violation
 from gesso.imaging import ImageFormatError, inspect
-from gesso.params import BodyBuilder, property_names
+from gesso.params import BodyBuilder, property_names, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
@@ -55,7 +55,7 @@ def place_flat(
         if key in fields:
             builder.set((key,), value, key)
         else:
-            problems.append(Violation(key, f"unknown parameter for {what}; allowed: {', '.join(sorted(fields))}"))
+            problems.append(unknown_parameter(key, fields, what))
     if request.style is not None:
         if "style_preset" in fields:
             builder.set(("style_preset",), request.style, "style")

@@ -7,7 +7,7 @@ import json
 
 from gesso import inputs
 from gesso.errors import ProviderError, Violation
-from gesso.params import BodyBuilder, property_names, raise_for, schema_violations
+from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, unknown_parameter
 from gesso.types import (
     GeneratedImage,
     ImageRequest,
@@ -64,8 +64,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         if key in fields:
             builder.set((key,), value, key)
         else:
-            allowed = ", ".join(sorted({*fields, "negative_prompt"}))
-            problems.append(Violation(key, f"unknown parameter for {what}; allowed: {allowed}"))
+            problems.append(unknown_parameter(key, {*fields, "negative_prompt"}, what))
     if request.style is not None:
         builder.set(("style_preset",), request.style, "style")
     if request.quality is not None:

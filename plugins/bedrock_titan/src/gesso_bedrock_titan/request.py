@@ -95,7 +95,7 @@ def _size_table(placed: taskbody.Placed, snap: bool) -> list[str]:
     placed.problems.append(
         Violation(
             where,
-            f"{width}x{height} is not a Titan size; the nearest is {near} (pass snap_size=True to use it). "
+            f"{width}x{height} is not a Titan size; the nearest is {near} (set snap_size to true to use it). "
             f"Allowed: {sizes.listing()}",
         )
     )
