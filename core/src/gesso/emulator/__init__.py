@@ -397,8 +397,10 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "gesso-emulator"
-    # small responses on keep-alive connections otherwise stall ~40 ms on Nagle + delayed ACK
+    # small responses on keep-alive connections otherwise stall ~40 ms on Nagle + delayed ACK; a buffered
+    # wfile sends headers and body together (http.server flushes it once per request)
     disable_nagle_algorithm = True
+    wbufsize = 1 << 16
     server: _Server
 
     def _respond(self) -> None:
@@ -409,9 +411,8 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
-        self._headers_buffer.append(b"\r\n")
-        self.wfile.write(b"".join(self._headers_buffer) + payload)  # headers and body in one write
-        self._headers_buffer = []
+        self.end_headers()
+        self.wfile.write(payload)
 
     do_POST = do_GET = do_PUT = do_DELETE = _respond
 
