@@ -5,15 +5,11 @@ from __future__ import annotations
 import base64
 import json
 
-from gesso.imaging import decode_png, inspect
+from gesso.imaging import inspect
 
 
 def png_info(b64: str):
     return inspect(base64.b64decode(b64))
-
-
-def decoded(b64: str):
-    return decode_png(base64.b64decode(b64))
 
 
 def invoke(client, model_id: str, body) -> dict:

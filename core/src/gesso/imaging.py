@@ -1,5 +1,5 @@
-"""Just enough image handling for gesso, in the standard library: write PNGs, read PNG/JPEG/WebP
-headers (format and size), and decode PNG pixels (for mask and transparency checks)."""
+"""Just enough image handling for gesso, in the standard library: write PNGs, and read PNG/JPEG/WebP
+headers (format and size). Pixel checks (transparency, mask colours) use Pillow: see :mod:`gesso.inputs`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import attrs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels (palette images are not decoded)
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> channels
 
 
 class ImageFormatError(ValueError):
@@ -24,10 +24,6 @@ class ImageInfo:
     height: int
     channels: int | None = None  # PNG only: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
     bit_depth: int | None = None
-
-    @property
-    def has_alpha(self) -> bool:
-        return self.channels in (2, 4)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -87,59 +83,3 @@ def _inspect_webp(data: bytes) -> ImageInfo:
         bits = int.from_bytes(data[21:25], "little")
         return ImageInfo("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
     raise ImageFormatError("unsupported WebP variant")
-
-
-def decode_png(data: bytes) -> tuple[ImageInfo, list[bytes]]:
-    """Decode an 8-bit, non-interlaced, non-palette PNG into rows of ``width * channels`` bytes."""
-    info = inspect(data)
-    if info.format != "png":
-        raise ImageFormatError("not a PNG")
-    interlace = data[28]
-    if info.bit_depth != 8 or info.channels is None or interlace:
-        raise ImageFormatError("only 8-bit, non-interlaced grey/RGB(A) PNGs are decoded")
-    idat = bytearray()
-    pos = 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        if kind == b"IDAT":
-            idat += data[pos + 8 : pos + 8 + length]
-        elif kind == b"IEND":
-            break
-        pos += 12 + length
-    try:
-        raw = zlib.decompress(bytes(idat))
-    except zlib.error as exc:
-        raise ImageFormatError(f"corrupt PNG data: {exc}") from exc
-    bpp = info.channels
-    stride = info.width * bpp
-    if len(raw) < (stride + 1) * info.height:
-        raise ImageFormatError("truncated PNG data")
-    rows: list[bytes] = []
-    previous = bytearray(stride)
-    for y in range(info.height):
-        start = y * (stride + 1)
-        kind = raw[start]
-        line = bytearray(raw[start + 1 : start + 1 + stride])
-        if kind == 1:
-            for x in range(bpp, stride):
-                line[x] = (line[x] + line[x - bpp]) & 0xFF
-        elif kind == 2:
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, previous))
-        elif kind == 3:
-            for x in range(stride):
-                left = line[x - bpp] if x >= bpp else 0
-                line[x] = (line[x] + ((left + previous[x]) >> 1)) & 0xFF
-        elif kind == 4:
-            for x in range(stride):
-                a = line[x - bpp] if x >= bpp else 0
-                b = previous[x]
-                c = previous[x - bpp] if x >= bpp else 0
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[x] = (line[x] + pred) & 0xFF
-        elif kind != 0:
-            raise ImageFormatError(f"bad PNG filter type {kind}")
-        rows.append(bytes(line))
-        previous = line
-    return info, rows
