@@ -198,6 +198,32 @@ def check(
     return body, images
 
 
+Limits = Callable[[str, "inputs.ImageInput"], list[Violation]]
+
+
+def image_rules(
+    images: Mapping[str, tuple[inputs.ImageInput, str]],
+    *,
+    masked_image: Mapping[str, str],
+    limits: Limits,
+    opaque: bool,
+) -> list[Violation]:
+    """Amazon input images: PNG or JPEG, the family's ``limits`` (sizes, bytes), decodable 8-bit pixels
+    (fully opaque when ``opaque``); each mask black and white and the size of the image it masks
+    (``masked_image`` maps mask paths to image paths)."""
+    found: list[Violation] = []
+    for where, (image, kind) in images.items():
+        if image.info.format not in ("png", "jpeg"):
+            found.append(Violation(where, f"must be a PNG or JPEG image (got {image.info.format.upper()})"))
+            continue
+        found += limits(where, image)
+        masked = images.get(masked_image.get(where, ""))
+        if masked is not None:
+            found += inputs.same_size(where, image, masked_image[where], masked[0])
+        found += inputs.check_pixels(image, where, mask=kind == "mask", opaque=opaque)
+    return found
+
+
 def details(layout: TaskLayout, task: str, body: Mapping[str, Any], images: Mapping[str, Any]) -> dict[str, Any]:
     """What the parse and cost hooks need: the task, the output size, quality and images asked for."""
     config = body.get(layout.config, {})

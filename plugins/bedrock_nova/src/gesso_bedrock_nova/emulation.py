@@ -19,7 +19,7 @@ from typing import Any
 
 from gesso.emulator import EmulatedCall, EmulatorError, edits, tasks
 from gesso.inputs import ImageInput, load
-from gesso_bedrock_nova.request import LAYOUT, MAX_ASPECT, MAX_PIXELS, _image_rules
+from gesso_bedrock_nova.request import LAYOUT, MAX_ASPECT, MAX_PIXELS, image_rules
 
 
 def _check_size(width: int, height: int) -> None:
@@ -56,7 +56,7 @@ def _returned_mask(task: str, params: dict, images: dict[str, ImageInput]) -> st
 NOVA = tasks.TaskEmulation(
     layout=LAYOUT,
     check_size=_check_size,
-    image_rules=_image_rules,
+    image_rules=image_rules,
     blocked_input=(
         "This request has been blocked by our content filters. Please adjust your text prompt to submit a new request."
     ),

@@ -91,7 +91,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
 
 
 def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:
-    return _size_rules(body, placed.builder.sources) + _image_rules(images)
+    return _size_rules(body, placed.builder.sources) + image_rules(images)
 
 
 def _size_rules(body: Mapping, sources: Mapping[str, str]) -> list[Violation]:
@@ -114,24 +114,18 @@ def _size_rules(body: Mapping, sources: Mapping[str, str]) -> list[Violation]:
     return found
 
 
-def _image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
+def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
     """Input images: PNG or JPEG, the supported resolutions, 8-bit, opaque; masks black and white and
     the size of the image they mask."""
-    found: list[Violation] = []
-    for where, (image, kind) in images.items():
-        info = image.info
-        if info.format not in ("png", "jpeg"):
-            found.append(Violation(where, f"must be a PNG or JPEG image (got {info.format.upper()})"))
-            continue
-        w, h = info.width, info.height
-        if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
-            found.append(Violation(where, f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels (got {w}x{h})"))
-        elif max(w, h) / min(w, h) > MAX_ASPECT:
-            found.append(Violation(where, f"aspect ratio must be between 1:4 and 4:1 (got {w}x{h})"))
-        elif w * h >= MAX_PIXELS:
-            found.append(Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {w}x{h} = {w * h:,})"))
-        masked = images.get(MASKED_IMAGE.get(where, ""))
-        if masked is not None:
-            found += inputs.same_size(where, image, MASKED_IMAGE[where], masked[0])
-        found += inputs.check_pixels(image, where, mask=kind == "mask")
-    return found
+    return taskbody.image_rules(images, masked_image=MASKED_IMAGE, limits=_resolution, opaque=True)
+
+
+def _resolution(where: str, image: inputs.ImageInput) -> list[Violation]:
+    w, h = image.info.width, image.info.height
+    if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
+        return [Violation(where, f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels (got {w}x{h})")]
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        return [Violation(where, f"aspect ratio must be between 1:4 and 4:1 (got {w}x{h})")]
+    if w * h >= MAX_PIXELS:
+        return [Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {w}x{h} = {w * h:,})")]
+    return []

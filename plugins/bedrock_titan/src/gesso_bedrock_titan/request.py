@@ -108,22 +108,18 @@ def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Viol
 
 def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
     """PNG or JPEG, at most 1408 px on the long side and 5 MB; masks black and white, the image's size."""
-    found: list[Violation] = []
-    for where, (image, kind) in images.items():
-        info = image.info
-        if info.format not in ("png", "jpeg"):
-            found.append(Violation(where, f"must be a PNG or JPEG image (got {info.format.upper()})"))
-            continue
-        if max(info.width, info.height) > MAX_LONG_SIDE:
-            found.append(
-                Violation(
-                    where, f"must be at most {MAX_LONG_SIDE} pixels on the long side (got {info.width}x{info.height})"
-                )
+    return taskbody.image_rules(images, masked_image=MASKED_IMAGE, limits=_limits, opaque=False)
+
+
+def _limits(where: str, image: inputs.ImageInput) -> list[Violation]:
+    info = image.info
+    found = []
+    if max(info.width, info.height) > MAX_LONG_SIDE:
+        found.append(
+            Violation(
+                where, f"must be at most {MAX_LONG_SIDE} pixels on the long side (got {info.width}x{info.height})"
             )
-        if len(image.data) > MAX_BYTES:
-            found.append(Violation(where, f"must be at most 5 MB (got {len(image.data) / 1024 / 1024:.1f} MB)"))
-        masked = images.get(MASKED_IMAGE.get(where, ""))
-        if masked is not None:
-            found += inputs.same_size(where, image, MASKED_IMAGE[where], masked[0])
-        found += inputs.check_pixels(image, where, mask=kind == "mask", opaque=False)
+        )
+    if len(image.data) > MAX_BYTES:
+        found.append(Violation(where, f"must be at most 5 MB (got {len(image.data) / 1024 / 1024:.1f} MB)"))
     return found
