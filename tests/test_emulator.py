@@ -66,7 +66,11 @@ def test_application_inference_profiles_resolve_through_the_configured_map(bedro
     arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
     with pytest.raises(ClientError) as info:
         invoke(bedrock, arn, t2i())
-    assert error_of(info) == ("ValidationException", "The provided model identifier is invalid.", 400)
+    code, message, status = error_of(info)
+    # Bedrock's own words first, then how to map the profile in the emulator (issue 10, item 13)
+    assert (code, status) == ("ValidationException", 400)
+    assert message.startswith("The provided model identifier is invalid. (gesso emulator: ")
+    assert "--app-profile a1b2c3d4e5f6=MODEL_ID" in message
     emulator.application_profiles["a1b2c3d4e5f6"] = NOVA_ID
     assert len(invoke(bedrock, arn, t2i())["images"]) == 1
     assert emulator.requests[-1].path.endswith("application-inference-profile%2Fa1b2c3d4e5f6/invoke")

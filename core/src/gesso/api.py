@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from gesso import plugins
+from gesso import options, plugins
 from gesso.errors import (
     ContentFilteredError,
     InvalidRequestError,
@@ -30,7 +30,6 @@ from gesso.errors import (
     Violation,
 )
 from gesso.types import (
-    AwsCredentials,
     ImageData,
     ImageRequest,
     ImageResponse,
@@ -40,12 +39,9 @@ from gesso.types import (
     PreparedRequest,
     RawResponse,
     Size,
-    Target,
 )
 
 logger = logging.getLogger("gesso")
-
-RESPONSE_FORMATS = ("b64_json", "url")
 
 #: Upper bound on provider calls in flight from one process through the async path (and on the
 #: connection pool of each Bedrock client). Override with the GESSO_MAX_CONCURRENCY environment variable.
@@ -73,7 +69,9 @@ def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> Im
     ``aws_web_identity_token``, ``aws_sts_endpoint``, ``api_key`` (a Bedrock API key: bearer auth),
     ``aws_region_name``, ``aws_bedrock_runtime_endpoint``, ``ssl_verify``, ``connect_timeout``,
     ``max_retries``, ``retry_budget``. A string value ``"os.environ/NAME"`` reads environment
-    variable ``NAME``.
+    variable ``NAME``. Headers: ``guardrailIdentifier`` and ``guardrailVersion`` (together) apply a
+    Bedrock guardrail, ``trace`` (``ENABLED``, ``DISABLED``, ``ENABLED_FULL``) its trace, and
+    ``extra_headers={...}`` adds further HTTP headers; they are sent as headers, never in the body.
 
     Every other kwarg is a provider parameter, flat (``cfgScale=7``) or nested as Bedrock spells it
     (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
@@ -100,43 +98,8 @@ async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any
     return _finish(call, list(raws))
 
 
-#: kwargs that configure the call rather than the model (everything else is a provider parameter)
-OPENAI_KWARGS = ("n", "size", "quality", "response_format", "style", "user", "timeout")
-TRANSPORT_KWARGS = (
-    "model_id", "base_model", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
-    "aws_profile_name", "aws_role_name", "aws_session_name", "aws_external_id", "aws_web_identity_token",
-    "aws_sts_endpoint", "api_key", "aws_region_name", "aws_bedrock_runtime_endpoint", "ssl_verify",
-    "connect_timeout", "max_retries", "retry_budget",
-)  # fmt: skip
-_NON_STRING_KWARGS = ("ssl_verify", "connect_timeout", "max_retries", "retry_budget")
-_STRING_KWARGS = frozenset(("quality", "style", "user", *(k for k in TRANSPORT_KWARGS if k not in _NON_STRING_KWARGS)))
-_CALL_NAMES = frozenset((*OPENAI_KWARGS, *TRANSPORT_KWARGS))
-ENV_PREFIX = "os.environ/"
-
-
-def _from_env(key: str, value: Any, problems: list[Violation]) -> Any:
-    """litellm's convention: ``"os.environ/NAME"`` means the value of environment variable NAME."""
-    if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        name = value[len(ENV_PREFIX) :]
-        found = os.environ.get(name)
-        if not found:
-            problems.append(Violation(key, f"environment variable {name} (from {value!r}) is not set"))
-        return found
-    return value
-
-
-def _positive(key: str, value: Any, problems: list[Violation], *, integer: bool = False, zero: bool = False) -> None:
-    kinds = int if integer else (int, float)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (value == 0 and not zero):
-        what = ("a non-negative" if zero else "a positive") + (" integer" if integer else " number of seconds")
-        problems.append(Violation(key, f"must be {what} (got {value!r})"))
-
-
 def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
-    problems: list[Violation] = []
-    opts = {key: _from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in _CALL_NAMES]}
+    opts, problems = options.split(kwargs)
     params = kwargs
     spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
     if spec.lifecycle.status != "active" and spec.id not in _lifecycle_warned:
@@ -144,9 +107,9 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     if prompt is not None and not isinstance(prompt, str):
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
     for key, value in opts.items():
-        if key in _STRING_KWARGS and value is not None and not isinstance(value, str):
+        if key in options.STRING_KWARGS and value is not None and not isinstance(value, str):
             problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
-    _positive("n", opts.get("n"), problems, integer=True)
+    options.positive("n", opts.get("n"), problems, integer=True)
     size = None
     raw_size = opts.get("size")
     if raw_size is not None and raw_size != "auto":
@@ -155,18 +118,24 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         except InvalidRequestError as exc:
             problems.extend(exc.violations)
     response_format = opts.get("response_format") or "b64_json"
-    if response_format not in RESPONSE_FORMATS:
-        problems.append(
-            Violation("response_format", f"must be one of: {', '.join(RESPONSE_FORMATS)} (got {response_format!r})")
-        )
+    if response_format not in options.RESPONSE_FORMATS:
+        allowed = ", ".join(options.RESPONSE_FORMATS)
+        problems.append(Violation("response_format", f"must be one of: {allowed} (got {response_format!r})"))
     for key in ("timeout", "connect_timeout", "retry_budget"):
-        _positive(key, opts.get(key), problems)
-    _positive("max_retries", opts.get("max_retries"), problems, integer=True, zero=True)
+        options.positive(key, opts.get(key), problems)
+    options.positive("max_retries", opts.get("max_retries"), problems, integer=True, zero=True)
     ssl_verify = opts.get("ssl_verify")
     if ssl_verify is not None and not isinstance(ssl_verify, (bool, str)):
         problems.append(Violation("ssl_verify", f"must be true, false or a CA bundle path (got {ssl_verify!r})"))
     if opts.get("aws_web_identity_token") and not opts.get("aws_role_name"):
         problems.append(Violation("aws_web_identity_token", "needs aws_role_name: the role to assume with the token"))
+    timeout = opts.get("timeout") or spec.timeout
+    target = options.target(
+        opts,
+        model_id=opts.get("model_id") or arn_target or model_name,
+        timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
+        problems=problems,
+    )
     if problems:
         raise InvalidRequestError(problems, model=model_name)
 
@@ -176,29 +145,6 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
             [Violation("model", f"{spec.id} is offered only through cross-Region inference profiles: use {profiles}")],
             model=model_name,
         )
-    timeout = opts.get("timeout") or spec.timeout
-    target = Target(
-        model_id=opts.get("model_id") or arn_target or model_name,
-        region=opts.get("aws_region_name"),
-        credentials=AwsCredentials(
-            access_key_id=opts.get("aws_access_key_id"),
-            secret_access_key=opts.get("aws_secret_access_key"),
-            session_token=opts.get("aws_session_token"),
-            profile_name=opts.get("aws_profile_name"),
-            role_name=opts.get("aws_role_name"),
-            session_name=opts.get("aws_session_name"),
-            external_id=opts.get("aws_external_id"),
-            web_identity_token=opts.get("aws_web_identity_token"),
-            sts_endpoint=opts.get("aws_sts_endpoint"),
-            api_key=opts.get("api_key"),
-        ),
-        endpoint_url=opts.get("aws_bedrock_runtime_endpoint"),
-        timeout=float(timeout) if timeout is not None else None,
-        connect_timeout=opts.get("connect_timeout"),
-        max_retries=opts.get("max_retries"),
-        retry_budget=opts.get("retry_budget"),
-        ssl_verify=ssl_verify,
-    )
     request = ImageRequest(
         model=spec,
         model_name=model_name,

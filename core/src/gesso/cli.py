@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gesso import __version__
-from gesso.errors import GessoError
+from gesso.errors import GessoError, InvalidRequestError
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -98,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KIND[:key=value,...]",
-        help="inject a fault: KIND is latency, throttle, not_ready, error, unavailable, model_error, timeout or eol; "
+        help="inject a fault: KIND is latency, throttle, not_ready, error, unavailable, model_error, timeout, eol or "
+        "guardrail (a guardrail intervening, on requests that name one); "
         "keys: model, count (first N requests), rate (fraction), seconds, status, code, message. "
         "E.g. throttle:count=2, error:rate=0.1,status=503, eol:model=amazon.nova-canvas-v1:0. Repeatable.",
     )
@@ -145,35 +147,84 @@ def _generate(args: argparse.Namespace) -> int:
         "aws_bedrock_runtime_endpoint": args.endpoint, "timeout": args.timeout,
     }  # fmt: skip
     kwargs.update({k: v for k, v in options.items() if v is not None})
+    out_dir = Path(args.output_dir)
+    made, problem = _prepare_output(out_dir)
+    if problem:  # said before the paid call, not after it
+        print(f"gesso: error: --output-dir {str(out_dir)!r}: {problem}", file=sys.stderr)
+        return 2
     emulator = None
     if args.emulator:
         emulator = _start_emulator(args, kwargs)
     try:
         response = image_generation(args.model, args.prompt, **kwargs)
+    except BaseException as exc:
+        _remove(made)
+        if isinstance(exc, InvalidRequestError):
+            _hint_at_files(exc, args.param)
+        raise
     finally:
         if emulator is not None:
             emulator.stop()
-    out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", (args.prompt or "").lower()).strip("-")[:40] or "image"
-    for index, item in enumerate(response.data, start=1):
-        data = base64.b64decode(item.b64_json or "")
-        ext = _EXTENSIONS.get(_mime(data), "png")
-        path = out_dir / f"{slug}-{index}-{hashlib.sha256(data).hexdigest()[:8]}.{ext}"
-        path.write_bytes(data)
-        print(path)
+    paths = []
+    try:
+        for index, item in enumerate(response.data, start=1):
+            data = base64.b64decode(item.b64_json or "")
+            ext = _EXTENSIONS.get(_mime(data), "png")
+            path = out_dir / f"{slug}-{index}-{hashlib.sha256(data).hexdigest()[:8]}.{ext}"
+            path.write_bytes(data)
+            paths.append(str(path))
+    except OSError as exc:
+        print(f"gesso: error: cannot write the images to {str(out_dir)!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     for warning in response.warnings:
         print(f"gesso: warning: {warning}", file=sys.stderr)
-    count = len(response.data)
-    cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
-    print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
-    if args.json:
+    if args.json:  # stdout is one JSON document and nothing else
         summary = response.to_dict()
         summary["data"] = [
             {k: f"<{len(v)} chars>" if k == "b64_json" else v for k, v in d.items()} for d in summary["data"]
         ]
+        summary["files"] = paths
         print(json.dumps(summary, indent=2))
+        return 0
+    for path in paths:
+        print(path)
+    count = len(response.data)
+    cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
+    print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
     return 0
+
+
+def _prepare_output(out_dir: Path) -> tuple[list[Path], str | None]:
+    """Make ``out_dir`` (and its missing parents) and prove a file can be written there, before the paid
+    call. Returns (the directories made, to remove if the call fails; why it cannot be used, or None)."""
+    import tempfile
+
+    if out_dir.exists() and not out_dir.is_dir():
+        return [], "is a file, not a directory; name a directory to write the images into"
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        _remove(made)
+        return [], f"cannot write there: {exc.strerror or exc}"
+    return made, None
+
+
+def _remove(made: list[Path]) -> None:
+    for directory in made:  # innermost first; only what gesso made, and only while empty
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _hint_at_files(error: InvalidRequestError, params: list[tuple[str, Any]]) -> None:
+    """``-p image=product.png`` passes the text "product.png"; when that names a file, say to write @."""
+    for key, value in params:
+        named = isinstance(value, str) and any(v.path.split(".")[-1].split("[")[0] == key for v in error.violations)
+        if named and (Path(value).is_file() or Path(value).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")):
+            print(f"gesso: hint: to pass the file, write -p {key}=@{value}", file=sys.stderr)
 
 
 def _mime(data: bytes) -> str:

@@ -226,11 +226,16 @@ class ModelLifecycleWarning(UserWarning):
     """Warned once per process and model when a Legacy or end-of-life model is used."""
 
 
+class ModelIdWarning(UserWarning):
+    """The model id as written was read as another, known id (e.g. a provider prefix written twice)."""
+
+
 __all__ = [
     "AuthenticationError",
     "ContentFilteredError",
     "GessoError",
     "InvalidRequestError",
+    "ModelIdWarning",
     "ModelLifecycleWarning",
     "ModelRetiredError",
     "PermissionDeniedError",

@@ -145,6 +145,21 @@ def convert_images(body: Any, schema: Mapping[str, Any]) -> tuple[dict[str, tupl
     return images, problems
 
 
+def convert_and_validate(
+    body: Any, schema: Mapping[str, Any], *, sources: Mapping[str, str] | None = None
+) -> tuple[dict[str, tuple[ImageInput, str]], list[Violation]]:
+    """:func:`convert_images`, then the schema check of the converted body. A value that is not an image
+    is reported once, as such, not again as a schema type error."""
+    from gesso.params import schema_violations
+
+    images, problems = convert_images(body, schema)
+    bad = {v.path for v in problems}
+    for violation in schema_violations(schema, body, sources=sources):
+        if not any(violation.path == p or violation.path.startswith((f"{p}.", f"{p}[")) for p in bad):
+            problems.append(violation)
+    return images, problems
+
+
 def same_size(where: str, image: ImageInput, other_where: str, other: ImageInput) -> list[Violation]:
     """A mask must have the size of the image it masks."""
     a, b = image.info, other.info

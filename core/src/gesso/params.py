@@ -329,15 +329,40 @@ class BodyBuilder:
         return node
 
 
+#: What one family calls a field another spells differently (Stability and litellm use snake case,
+#: Amazon camel case; OpenAI's edit API says ``mask``): the names suggested for an unknown one.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "negative_prompt": ("negativeText",),
+    "negativeText": ("negative_prompt",),
+    "mask": ("maskImage", "mask_image"),
+    "mask_image": ("maskImage", "mask"),
+    "maskImage": ("mask", "mask_image"),
+    "mask_prompt": ("maskPrompt",),
+    "init_image": ("image",),
+    "style_preset": ("style",),
+    "num_images": ("numberOfImages", "n"),
+    "numberOfImages": ("n",),
+}
+
+
+def _fold(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
 def unknown_parameter(name: str, allowed: Iterable[str], where: str) -> Violation:
-    """``name`` is not a parameter ``where``: list what is allowed, and suggest the closest name."""
+    """``name`` is not a parameter ``where``: list what is allowed, and suggest the closest name (the
+    same name in another case or spelling, a known synonym, or a near miss)."""
     import difflib
 
     choices = sorted(set(allowed))
-    by_case = {choice.lower(): choice for choice in choices}
-    guess = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, choices, n=1, cutoff=0.75)), None)
+    folded = {_fold(choice): choice for choice in choices}
+    guess = folded.get(_fold(name)) if isinstance(name, str) else None
+    if guess is None and isinstance(name, str):
+        offered = {*choices, "n", "size"}
+        guess = next((s for s in SYNONYMS.get(name, ()) if s in offered and s != name), None)
+        guess = guess or next(iter(difflib.get_close_matches(name, choices, n=1, cutoff=0.75)), None)
     hint = f" (did you mean {guess}?)" if guess else ""
-    return Violation(name, f"unknown parameter for {where}{hint}; allowed: {', '.join(choices)}")
+    return Violation(str(name), f"unknown parameter for {where}{hint}; allowed: {', '.join(choices)}")
 
 
 def raise_for(violations: list[Violation], *, model: str) -> None:

@@ -12,11 +12,13 @@ set but empty means none. Unset means all installed.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.metadata
 import logging
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,7 +26,7 @@ import attrs
 import pluggy
 
 from gesso import hookspecs
-from gesso.errors import PluginConflictError, UnknownModelError
+from gesso.errors import ModelIdWarning, PluginConflictError, UnknownModelError
 from gesso.types import Model
 
 logger = logging.getLogger("gesso.plugins")
@@ -44,6 +46,9 @@ KNOWN_FAMILIES = (
     ("amazon.titan-image-generator", "gesso-bedrock-titan"),
     ("stability.", "gesso-bedrock-stability"),
 )
+
+#: a provider prefix written twice (``stability.stability.``), at the start or after a profile prefix
+_DOUBLED_PREFIX = re.compile(r"(^|\.)([a-z0-9-]+)\.\2\.")
 
 
 @attrs.define
@@ -110,8 +115,24 @@ class Registry:
             return self._resolve_arn(name, original=model)
         found = self.by_id.get(name)
         if found is None:
+            name = self._undoubled(name, original=model)
+            found = self.by_id.get(name)
+        if found is None:
             raise self.unknown(name)
         return found, name, None
+
+    def _undoubled(self, name: str, *, original: str) -> str:
+        """litellm's docs spell ``stability.stability.sd3-large-v1:0``: a provider prefix written twice is
+        read once, with a warning naming the real id (only when that id is known)."""
+        single = _DOUBLED_PREFIX.sub(r"\1\2.", name, count=1)
+        if single != name and single in self.by_id:
+            warnings.warn(
+                f"model {original!r} names its provider twice; using {single!r}, the real id (write it that way)",
+                ModelIdWarning,
+                stacklevel=5,  # the caller of image_generation
+            )
+            return single
+        return name
 
     def _resolve_arn(self, arn: str, *, original: str) -> tuple[Model, str, str | None]:
         resource = arn.split(":", 5)[-1] if arn.count(":") >= 5 else ""
@@ -146,10 +167,19 @@ class Registry:
     def unknown(self, model_id: str) -> UnknownModelError:
         base = strip_profile_prefix(model_id)
         for prefix, distribution in KNOWN_FAMILIES:
-            if base.startswith(prefix) and any(m.distribution == distribution for m in self.models):
-                offered = ", ".join(mid for m in self.models if m.distribution == distribution for mid in usable_ids(m))
+            offered = [
+                mid
+                for m in self.models
+                if canonical_name(m.distribution or "") == distribution
+                for mid in usable_ids(m)
+            ]
+            if base.startswith(prefix) and offered:
+                closest = difflib.get_close_matches(model_id, offered, n=3, cutoff=0.6)
+                hint = f"the closest: {', '.join(closest)}" if closest else f"its models: {', '.join(offered)}"
                 return UnknownModelError(
-                    f"Model {model_id!r} is not one of the models {distribution} offers: {offered}", model=model_id
+                    f"Model {model_id!r} is not one of the models {distribution} offers; {hint} "
+                    "(gesso models lists every installed id)",
+                    model=model_id,
                 )
             if base.startswith(prefix):
                 return UnknownModelError(

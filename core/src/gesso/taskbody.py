@@ -22,7 +22,7 @@ import attrs
 from gesso import inputs
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import ImageFormatError, inspect
-from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, subschema, unknown_parameter
+from gesso.params import BodyBuilder, property_names, raise_for, subschema, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 #: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
@@ -184,9 +184,7 @@ def check(
     order = ("taskType", obj, *sorted(layout.body_objects))
     body = {key: builder.body[key] for key in order if key in builder.body}
     problems = placed.problems + builder.violations
-    images, bad_images = inputs.convert_images(body, schema)
-    problems += bad_images
-    found = schema_violations(schema, body, sources=builder.sources)
+    images, found = inputs.convert_and_validate(body, schema, sources=builder.sources)
     if "text" in subschema(schema, obj).get("required", ()) and builder.get((obj, "text")) is None:
         # say what the caller left out (the prompt), not where Bedrock wanted it
         problems.append(Violation("prompt", f"is required for taskType {task}"))

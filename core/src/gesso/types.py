@@ -132,8 +132,8 @@ class AwsCredentials:
 
 @attrs.frozen(kw_only=True)
 class Target:
-    """Where and how to send a call: the invoke target id, region, credentials, endpoint, timeouts and
-    retry bounds. ``None`` means gesso's default (see :mod:`gesso.bedrock.transport`)."""
+    """Where and how to send a call: the invoke target id, region, credentials, endpoint, timeouts,
+    retry bounds and extra headers. ``None`` means gesso's default (see :mod:`gesso.bedrock.transport`)."""
 
     model_id: str
     region: str | None = None
@@ -144,6 +144,8 @@ class Target:
     max_retries: int | None = None
     retry_budget: float | None = None
     ssl_verify: bool | str | None = None
+    #: extra HTTP headers of the call: the guardrail and trace headers, and the caller's ``extra_headers``
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen(kw_only=True)

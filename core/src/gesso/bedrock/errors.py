@@ -24,7 +24,8 @@ _RATE_CODES = frozenset(
     {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException", "ModelNotReadyException"}
 )
 _RETIRED_MARKERS = ("end of its life", "marked by provider as Legacy")
-_CONTENT_FILTER_MARKER = "blocked by our content filters"
+#: Bedrock's content filters, and a guardrail intervening (as the emulator words it)
+_CONTENT_FILTER_MARKERS = ("blocked by our content filters", "blocked by the guardrail")
 
 
 def map_client_error(exc: Any, *, model: str) -> errors.GessoError:
@@ -36,7 +37,7 @@ def map_client_error(exc: Any, *, model: str) -> errors.GessoError:
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     said = f"Bedrock {code or status}: {message}"
     if code == "ValidationException":
-        if _CONTENT_FILTER_MARKER in message or message == "invalid_prompts":
+        if any(marker in message for marker in _CONTENT_FILTER_MARKERS) or message == "invalid_prompts":
             return errors.ContentFilteredError(said, model=model)
         return errors.InvalidRequestError(said, model=model, code="provider_validation")
     if code in _AUTH_CODES:

@@ -118,13 +118,27 @@ def _make_client(target: Target, region: str | None, *, model: str) -> Any:
         # pinned either way: botocore would otherwise prefer AWS_BEARER_TOKEN_BEDROCK over explicit keys
         signature_version="bearer" if bearer_token(target.credentials) else "v4",
     )
-    return session.client(
+    client = session.client(
         "bedrock-runtime",
         region_name=region,
         endpoint_url=target.endpoint_url,
         config=config,
         verify=target.ssl_verify,
     )
+    client.meta.events.register("before-sign.bedrock-runtime.InvokeModel", _add_call_headers)
+    return client
+
+
+# A client is shared by every call with the same identity, so a call's own headers travel beside it on
+# the calling thread (botocore runs the whole call there) and are added to the request before signing.
+_call = threading.local()
+
+
+def _add_call_headers(request: Any, **_: Any) -> None:
+    for name, value in getattr(_call, "headers", ()):
+        if name in request.headers:
+            del request.headers[name]
+        request.headers[name] = value
 
 
 def clear_clients() -> None:
@@ -185,6 +199,7 @@ def _invoke_once(invocation: Invocation, *, model: str) -> RawResponse:
     target = invocation.target
     try:
         client = get_client(target, model=model)
+        _call.headers = target.headers
         response = client.invoke_model(
             modelId=target.model_id,
             body=invocation.body,
@@ -196,6 +211,8 @@ def _invoke_once(invocation: Invocation, *, model: str) -> RawResponse:
         raise map_client_error(exc, model=model) from exc
     except BotoCoreError as exc:
         raise map_botocore_error(exc, model=model) from exc
+    finally:
+        _call.headers = ()
     meta = response.get("ResponseMetadata", {})
     return RawResponse(
         status=meta.get("HTTPStatusCode", 200),

@@ -284,7 +284,8 @@ class Emulator:
             model_id = unquote(path[len("/model/") : -len("/invoke")])
             signed_by = self._authenticate(method, path, query, headers, body)
             model = self.resolve(model_id)
-            injected = self.faults.apply((model.id, model_id))
+            guarded = _check_guardrail(headers)
+            injected = self.faults.apply((model.id, model_id), guarded=guarded)
             if injected is not None:
                 raise EmulatorError(*injected)
             status, payload = 200, self._invoke(model, model_id, body)
@@ -359,11 +360,20 @@ class Emulator:
             )
         invoked = model_id
         if model_id.startswith("arn:"):
-            kind, _, ident = model_id.split(":", 5)[5].partition("/")
+            parts = model_id.split(":", 5)
+            kind, _, ident = (parts[5] if len(parts) == 6 else "").partition("/")
             if kind in ("foundation-model", "inference-profile"):
                 invoked = ident
             elif kind in ("application-inference-profile", "provisioned-model"):
                 invoked = self.application_profiles.get(model_id) or self.application_profiles.get(ident) or ""
+                if not invoked:
+                    # Bedrock knows the account's profiles; the emulator must be told which model each serves
+                    raise EmulatorError.validation(
+                        f"{INVALID_IDENTIFIER} (gesso emulator: the {kind} {ident or model_id} is not mapped to a "
+                        f"model; start the emulator with --app-profile {ident or model_id}=MODEL_ID, e.g. "
+                        f"--app-profile {ident or model_id}=amazon.nova-canvas-v1:0, or set "
+                        "Emulator.application_profiles)"
+                    )
             else:
                 invoked = ""
         model = self.registry.get(invoked) if invoked else None
@@ -385,6 +395,16 @@ class Emulator:
             raise EmulatorError.validation(everit.malformed([])) from exc
         assert model.emulator is not None
         return model.emulator(EmulatedCall(model=model, model_id=model_id, body=parsed, emulator=self))
+
+
+def _check_guardrail(headers: email.message.Message) -> bool:
+    """Whether the request names a guardrail; Bedrock's error when it names one without a version."""
+    identifier = headers.get("X-Amzn-Bedrock-GuardrailIdentifier")
+    if identifier and not headers.get("X-Amzn-Bedrock-GuardrailVersion"):
+        # InvokeModel API reference: an error is thrown when "You provide a guardrail identifier, but
+        # guardrailVersion isn't specified" (its wording was not captured)
+        raise EmulatorError.validation("A guardrail version is required when a guardrail identifier is provided.")
+    return bool(identifier)
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,5 +1,5 @@
-"""Fault injection for the emulator: latency, throttling, 5xx, model timeouts and end-of-life answers,
-for every model or one, on the first N matching requests or on a fraction of them."""
+"""Fault injection for the emulator: latency, throttling, 5xx, model timeouts, guardrail interventions and
+end-of-life answers, for every model or one, on the first N matching requests or on a fraction of them."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ ANSWERS: dict[str, tuple[int, str, str]] = {
     "unavailable": (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
     "model_error": (424, "ModelErrorException", "The model returned an error. Try your request again."),
     "timeout": (408, "ModelTimeoutException", "Model has timed out in processing the request. Try your request again."),
+    # a Bedrock guardrail intervening; fires only on requests that name a guardrail
+    "guardrail": (
+        400,
+        "ValidationException",
+        "This request has been blocked by the guardrail you configured: the guardrail intervened on the input.",
+    ),
     "eol": (
         404,
         "ResourceNotFoundException",
@@ -102,13 +108,16 @@ class FaultPlan:
         with self._lock:
             return [f.to_dict() for f in self._faults]
 
-    def apply(self, model_ids: tuple[str, ...]) -> tuple[int, str, str] | None:
-        """Decide for one request: sleep for latencies; return the error answer to send, if any."""
+    def apply(self, model_ids: tuple[str, ...], *, guarded: bool = False) -> tuple[int, str, str] | None:
+        """Decide for one request (``guarded``: it names a guardrail): sleep for latencies; return the
+        error answer to send, if any."""
         delay = 0.0
         answer = None
         with self._lock:
             for fault in self._faults:
                 if fault.model is not None and fault.model not in model_ids:
+                    continue
+                if fault.kind == "guardrail" and not guarded:
                     continue
                 fault.seen += 1
                 if fault.count is not None and fault.fired >= fault.count:
