@@ -224,7 +224,7 @@ class _State:
     def _load_builtins(self) -> None:
         from gesso import bedrock
 
-        self._register(PluginInfo(name="gesso.bedrock", version=_version("gesso"), builtin=True), bedrock)
+        self._register(PluginInfo(name="gesso.bedrock", version=_version("gesso-core"), builtin=True), bedrock)
 
     def _load_entry_points(self) -> None:
         allowed = allowed_distributions()

@@ -6,15 +6,16 @@
         distribution = "gesso-acme"
         examples = [("bedrock/acme.painter-v1", "a fox", {"steps": 3})]
 
-pytest then checks, for the distribution's models: the registrations are well formed (a valid JSON
-Schema, non-negative prices, an emulator); each example runs end to end on the local emulator through real
-boto3 and comes back with images and a price; an unknown parameter is refused, naming it, before anything
-is sent; and the plugin's hooks decline models that are not its own.
+pytest then checks, for the distribution's models: the registrations are well formed (a family, a name, a
+valid JSON Schema, non-negative prices, an emulator); each example runs end to end on the local emulator
+through real boto3 and comes back with images and a price; an unknown parameter is refused, naming it, before
+anything is sent; and the plugin's hooks decline models that are not its own. Each failure names the model
+and the rule it broke, and what to set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -50,43 +51,77 @@ class FamilyContract:
         }
 
     def _models(self) -> list[Model]:
-        found = [m for m in plugins.get_registry().models if m.distribution == self.distribution]
-        assert found, f"{self.distribution} registers no models (is it installed, and not excluded by GESSO_PLUGINS?)"
+        cls = type(self).__name__
+        distribution = getattr(self, "distribution", None)
+        assert distribution, f"{cls}: set distribution = '<your distribution name>' (e.g. 'gesso-acme')"
+        examples = getattr(self, "examples", None)
+        assert examples, f"{cls}: set examples = [(model, prompt, kwargs), ...], calls that should succeed"
+        found = [m for m in plugins.get_registry().models if m.distribution == distribution]
+        assert found, f"{distribution} registers no models (is it installed, and not excluded by GESSO_PLUGINS?)"
         return found
 
     def test_registrations_are_well_formed(self, contract_emulator: Emulator) -> None:
         import jsonschema
 
         for model in self._models():
-            jsonschema.validators.validator_for(
-                model.param_schema, default=jsonschema.Draft202012Validator
-            ).check_schema(model.param_schema)
-            assert model.param_schema.get("type") == "object", f"{model.id}: the body schema must describe an object"
-            assert all(isinstance(p, (int, float)) and p >= 0 for p in model.prices.values()), model.id
-            assert model.emulator is not None, f"{model.id}: no emulator, so it cannot be tested offline"
-            assert model.family and model.name, model.id
+            where = f"Model {model.id} (from {model.distribution})"
+            assert model.family, f"{where} has no family: set Model(family=...)"
+            assert model.name, f"{where} has no name: set Model(name=...), e.g. the model's display name"
+            assert isinstance(model.param_schema, Mapping) and model.param_schema, (
+                f"{where} has no param_schema: set Model(param_schema=...) to the JSON Schema of its request body"
+            )
+            cls = jsonschema.validators.validator_for(model.param_schema, default=jsonschema.Draft202012Validator)
+            try:
+                cls.check_schema(model.param_schema)
+            except jsonschema.SchemaError as exc:
+                pytest.fail(f"{where}: param_schema is not a valid JSON Schema: {exc.message}")
+            assert model.param_schema.get("type") == "object", (
+                f'{where}: param_schema must describe an object ("type": "object"), '
+                f"not {model.param_schema.get('type')!r}"
+            )
+            bad = {k: p for k, p in model.prices.items() if not isinstance(p, (int, float)) or p < 0}
+            assert not bad, f"{where}: prices must be non-negative numbers of USD, got {bad}"
+            assert model.emulator is not None, (
+                f"{where} has no emulator, so it cannot be tested offline: set Model(emulator=...)"
+            )
 
     def test_examples_run_on_the_emulator(self, contract_emulator: Emulator, contract_kwargs: dict[str, Any]) -> None:
         from gesso.api import image_generation
 
+        self._models()
         for model, prompt, kwargs in self.examples:
             before = len(contract_emulator.requests)
             response = image_generation(model, prompt, **kwargs, **contract_kwargs)
-            assert response.data, f"{model}: no images"
-            assert all(item.b64_json for item in response.data), model
-            assert response.cost is not None and response.cost >= 0, f"{model}: no price"
-            assert len(contract_emulator.requests) > before, f"{model}: nothing was sent"
+            assert response.data, f"{model}: the example {kwargs} returned no images (see gesso_parse_response)"
+            empty = [i for i, item in enumerate(response.data) if not item.b64_json]
+            assert not empty, f"{model}: images {empty} of the example {kwargs} have no data (GeneratedImage(b64=...))"
+            assert response.cost is not None, f"{model}: the example {kwargs} has no price (gesso_calculate_cost)"
+            assert response.cost >= 0, f"{model}: the example {kwargs} costs {response.cost}, a negative price"
+            assert len(contract_emulator.requests) > before, (
+                f"{model}: the example {kwargs} sent nothing to the emulator; bodies must go through gesso_invoke"
+            )
 
     def test_unknown_parameters_are_refused_before_sending(
         self, contract_emulator: Emulator, contract_kwargs: dict[str, Any]
     ) -> None:
         from gesso.api import image_generation
 
+        self._models()
         for model, prompt, kwargs in self.examples:
-            with pytest.raises(InvalidRequestError) as info:
+            try:
                 image_generation(model, prompt, **kwargs, contract_no_such_parameter=1, **contract_kwargs)
-            assert "contract_no_such_parameter" in str(info.value), f"{model}: the error must name the parameter"
-        assert len(contract_emulator.requests) == 0
+            except InvalidRequestError as exc:
+                assert "contract_no_such_parameter" in str(exc), (
+                    f"{model}: an unknown parameter was refused without naming it; the error must name "
+                    f"contract_no_such_parameter, got: {exc}"
+                )
+            else:
+                pytest.fail(
+                    f"{model}: the unknown parameter contract_no_such_parameter=1 was accepted; "
+                    "gesso_transform_request must refuse it with InvalidRequestError before sending"
+                )
+        sent = len(contract_emulator.requests)
+        assert sent == 0, f"{self.distribution}: {sent} requests were sent for calls that must be refused unsent"
 
     def test_hooks_decline_other_families(self, contract_emulator: Emulator) -> None:
         import inspect
@@ -101,12 +136,18 @@ class FamilyContract:
             "prepared": prepared,
             "response": RawResponse(status=200, body=b"{}"),
         }
+        self._models()
         plugin = plugins.get_plugin_manager().get_plugin(self.distribution)
-        assert plugin is not None, f"{self.distribution} is not loaded"
+        assert plugin is not None, f"{self.distribution} registers models but no plugin of that name is loaded"
         for name in ("gesso_transform_request", "gesso_parse_response", "gesso_calculate_cost"):
             impl = getattr(plugin, name, None)
             if impl is None:
                 continue
             given = dict(arguments, response=ImageResponse(data=[])) if name == "gesso_calculate_cost" else arguments
             accepted = {k: v for k, v in given.items() if k in inspect.signature(impl).parameters}
-            assert impl(**accepted) is None, f"{self.distribution}.{name} must return None for other families"
+            rule = f"{self.distribution}.{name} must return None for model {stranger.id} of another family"
+            try:
+                result = impl(**accepted)
+            except Exception as exc:
+                pytest.fail(f"{rule} (check request.model.family first), but raised {type(exc).__name__}: {exc}")
+            assert result is None, f"{rule}, but returned {result!r}"
