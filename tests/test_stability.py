@@ -12,7 +12,7 @@ import gesso
 from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, UnknownModelError
 from gesso.types import ImageRequest, PreparedRequest, RawResponse, Target
-from helpers import invoke, mask, picture, pil
+from helpers import invoke, mask, picture, pil, png_info
 
 SDXL1 = "bedrock/stability.stable-diffusion-xl-v1"
 SDXL0 = "bedrock/stability.stable-diffusion-xl-v0"
@@ -127,16 +127,52 @@ def test_ultra_n3_is_three_calls_with_three_seeds(aws, emulator):
     assert resp.cost == pytest.approx(0.42)
 
 
-def test_without_a_seed_each_call_lets_the_model_pick(aws, emulator):
-    resp = gesso.image_generation(CORE, "x", n=2, **aws)
-    assert sent(emulator) == [{"prompt": "x"}, {"prompt": "x"}]
-    assert all(d.seed for d in resp.data)
+def test_one_image_without_a_seed_sends_no_seed(aws, emulator):
+    resp = gesso.image_generation(CORE, "x", **aws)
+    assert sent(emulator) == [{"prompt": "x"}], "nothing invented"
+    assert resp.data[0].seed, "the model's pick, reported"
 
 
 def test_sd35_image_to_image(aws, emulator):
     resp = gesso.image_generation(SD35, "as a painting", mode="image-to-image", image=SRC, strength=0.6, **aws)
     assert sent(emulator) == [{"prompt": "as a painting", "mode": "image-to-image", "image": B64, "strength": 0.6}]
     assert resp.size == "512x512"
+
+
+# Issue 10 item 2, decided by https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html
+# ("Image to image" tab): "image-to-image requires the prompt, image, and strength parameters", and AWS's example
+# body there has no mode: body=json.dumps({'prompt': 'A car made out of vegetables.', 'image': image_base64,
+# 'strength': 0.7}).
+AWS_SD35_I2I = {"prompt": "A car made out of vegetables.", "image": B64, "strength": 0.7}
+
+
+def test_sd35_image_to_image_without_mode_as_in_aws_example(aws, emulator, bedrock):
+    """An image with no mode is image-to-image (validated as such); gesso sends the body as given, adding no
+    mode, and the emulator infers the mode as Bedrock does for AWS's own example."""
+    resp = gesso.image_generation(SD35, **AWS_SD35_I2I, **aws)
+    assert sent(emulator) == [AWS_SD35_I2I]
+    assert resp.size == "512x512" and resp.cost == pytest.approx(0.08)
+    answer = invoke(bedrock, "stability.sd3-5-large-v1:0", AWS_SD35_I2I)
+    assert answer["finish_reasons"] == [None] and png_info(answer["images"][0]).width == 512
+
+
+# Issue 10 item 3, decided by
+# https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-stable-ultra-text-image-request-response.html
+# "Image to image" tab: "image - (string) The Base64 image to use as the starting point for the generation.
+# Supported formats: JPEG, PNG, WebP." and "strength - (number) How much influence the image parameter has on the
+# generated image. [...] Range: 0.0 to 1.0. Default: 0.35." That tab lists no mode; the "Text to image" tab has
+# "mode - Set to text-to-image. Default: text-to-image. Enum: text-to-image." So: image (and strength), no mode.
+@pytest.mark.parametrize("model", [ULTRA, "bedrock/stability.stable-image-ultra-v1:0"])
+def test_ultra_image_to_image(aws, emulator, bedrock, model):
+    from gesso import plugins
+
+    resp = gesso.image_generation(model, "as a painting", image=SRC, strength=0.35, seed=3, **aws)
+    assert sent(emulator) == [{"prompt": "as a painting", "image": B64, "strength": 0.35, "seed": 3}]
+    assert resp.size == "512x512" and resp.cost == pytest.approx(0.14) and resp.data[0].seed == 3
+    gesso.image_generation(model, "as a painting", image=SRC, **aws)  # strength is optional (default 0.35)
+    answer = invoke(bedrock, model.removeprefix("bedrock/"), {"prompt": "x", "image": B64, "strength": 0.5})
+    assert answer["finish_reasons"] == [None] and png_info(answer["images"][0]).width == 512
+    assert "image_to_image" in plugins.get_registry().get(model.removeprefix("bedrock/")).capabilities
 
 
 def test_content_filters_and_inference_errors(aws):
@@ -273,7 +309,19 @@ CASES = [
     ('v2 i2i needs strength', SD35, 'x', {'mode': 'image-to-image', 'image': SRC}, 'strength', 'is required'),
     ('v2 i2i needs image', SD35, 'x', {'mode': 'image-to-image', 'strength': 0.5}, 'image', 'is required'),
     ('v2 i2i no aspect', SD35, 'x', {'mode': 'image-to-image', 'image': SRC, 'strength': 0.5, 'size': '1024x1024'}, 'aspect_ratio', 'only for text-to-image'),
-    ('v2 image without mode', SD35, 'x', {'image': SRC, 'strength': 0.5}, 'image', 'needs mode image-to-image'),
+    ('v2 image without mode needs strength', SD35, 'x', {'image': SRC}, 'strength', 'is required'),
+    ('v2 image without mode no aspect', SD35, 'x', {'image': SRC, 'strength': 0.5, 'size': '1024x1024'}, 'aspect_ratio', 'only for text-to-image'),
+    ('v2 image without mode tiny', SD35, 'x', {'image': picture(63, 100), 'strength': 0.5}, 'image', 'at least 64 pixels'),
+    ('v2 image with t2i mode', SD35, 'x', {'mode': 'text-to-image', 'image': SRC, 'strength': 0.5}, 'image', 'cannot be used with mode text-to-image'),
+    ('v2 strength without image', SD35, 'x', {'strength': 0.5}, 'strength', 'only for image-to-image'),
+    ('ultra strength high', ULTRA, 'x', {'image': SRC, 'strength': 1.5}, 'strength', 'between 0 and 1'),
+    ('ultra strength negative', ULTRA, 'x', {'image': SRC, 'strength': -0.1}, 'strength', 'between 0 and 1'),
+    ('ultra strength text', ULTRA, 'x', {'image': SRC, 'strength': 'high'}, 'strength', 'must be a number'),
+    ('ultra strength without image', ULTRA, 'x', {'strength': 0.5}, 'strength', 'only for image-to-image'),
+    ('ultra i2i no aspect', ULTRA, 'x', {'image': SRC, 'size': '1792x1024'}, 'aspect_ratio', 'only for text-to-image'),
+    ('ultra i2i no mode', ULTRA, 'x', {'image': SRC, 'mode': 'text-to-image'}, 'mode', 'must be left out for image-to-image'),
+    ('ultra tiny image', ULTRA, 'x', {'image': picture(63, 100)}, 'image', 'at least 64 pixels'),
+    ('ultra image not image', ULTRA, 'x', {'image': b'GIF89a'}, 'image', 'not a readable image'),
     ('v2 i2i tiny image', SD35, 'x', {'mode': 'image-to-image', 'image': picture(63, 100), 'strength': 0.5}, 'image', 'at least 64 pixels'),
     ('v2 strength range', SD35, 'x', {'mode': 'image-to-image', 'image': SRC, 'strength': 1.2}, 'strength', 'between 0 and 1'),
     ('v2 style', CORE, 'x', {'style': 'anime'}, 'style', 'no style presets'),
@@ -337,6 +385,9 @@ def test_emulator_rejects_bad_service_and_v2_bodies(bedrock):
             "Invalid dimensions (512, 512)",
         ),
         ("stability.sd3-5-large-v1:0", {"negative_prompt": "x"}, "#: required key [prompt] not found"),
+        ("stability.sd3-5-large-v1:0", {"prompt": "x", "image": B64}, "#: required key [strength] not found"),
+        ("stability.stable-image-ultra-v1:1", {"prompt": "x", "image": B64, "strength": 1.5}, "#/strength: 1.5 is not"),
+        ("stability.stable-image-ultra-v1:1", {"prompt": "x", "strength": 0.5}, "extraneous key [strength]"),
     ]:
         with pytest.raises(ClientError) as info:
             invoke(bedrock, model_id, body)
@@ -354,7 +405,7 @@ def test_service_base_ids_are_not_listed_as_usable(aws):
     assert "stability.stable-image-inpaint-v1:0" not in ids
     assert "stability.stable-image-ultra-v1:1" in ids
     with pytest.raises(UnknownModelError) as info:
-        gesso.image_generation("bedrock/stability.nope-v1:0", "x", **aws)
+        gesso.image_generation("bedrock/stability.stable-image-inpaint-v9:0", "x", **aws)  # a near miss
     assert "us.stability.stable-image-inpaint-v1:0" in str(info.value)
     assert " stability.stable-image-inpaint-v1:0" not in str(info.value)
 
@@ -369,3 +420,80 @@ def test_sdxl_and_services_suggest_names(aws):
         InvalidRequestError, match=r"growmask: unknown parameter for Inpaint \(inpaint\) \(did you mean grow_mask\?\)"
     ):
         gesso.image_generation("bedrock/us.stability.stable-image-inpaint-v1:0", "x", image=SRC, growmask=3, **aws)
+
+
+# -- n fans out into paid calls: capped (issue 10, item 12) ------------------------------------------------
+
+# fmt: off
+ONE_IMAGE_FAMILIES = [
+    ("sdxl", SDXL1, "x", {}), ("sd3.5", SD35, "x", {}), ("ultra", ULTRA, "x", {}), ("core", CORE, "x", {}),
+    ("service", S + "stable-image-inpaint-v1:0", "x", {"image": SRC}),
+    ("service without seed", S + "stable-image-remove-background-v1:0", None, {"image": SRC}),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "kwargs"), [f[1:] for f in ONE_IMAGE_FAMILIES], ids=[f[0] for f in ONE_IMAGE_FAMILIES]
+)
+def test_n_past_the_cap_is_refused_before_any_body_is_built(aws, emulator, monkeypatch, model, prompt, kwargs):
+    from gesso_bedrock_stability import common, sdxl
+
+    from gesso import plugins
+
+    def never(*args, **kwargs):
+        raise AssertionError("a body was built")
+
+    for module, name in ((common, "place_flat"), (common, "fan_out"), (sdxl, "BodyBuilder")):
+        monkeypatch.setattr(module, name, never)
+    with pytest.raises(InvalidRequestError) as info:
+        gesso.image_generation(model, prompt, n=11, **kwargs, **aws)
+    (violation,) = info.value.violations
+    assert violation.path == "n" and violation.message.startswith("11 images would be 11 separate paid calls")
+    assert "more than the cap of 10; to allow it, pass max_fanout=11" in violation.message
+    assert len(emulator.requests) == 0
+    # n=10**6 straight to the plugin (gesso's own checks may bound n before it gets there): nothing built
+    spec = plugins.get_registry().get(model.removeprefix("bedrock/").removeprefix("us."))
+    huge = ImageRequest(
+        model=spec, model_name=spec.id, prompt=prompt, n=10**6, params=kwargs, target=Target(model_id=spec.id)
+    )
+    with pytest.raises(InvalidRequestError, match="n: 1000000 images would be 1000000 separate paid calls"):
+        plugins.get_plugin_manager().hook.gesso_transform_request(request=huge)
+
+
+def test_max_fanout_sets_the_cap_per_call(aws, emulator):
+    resp = gesso.image_generation(CORE, "x", n=12, max_fanout=12, **aws)
+    assert len(emulator.requests) == 12 and len(resp.data) == 12
+    assert all("max_fanout" not in body for body in sent(emulator)), "a gesso option, never sent"
+    assert len(gesso.image_generation(SDXL1, "x", n=10, seed=1, **aws).data) == 10, "10 is within the default cap"
+    with pytest.raises(InvalidRequestError, match="more than the cap of 2; to allow it, pass max_fanout=3"):
+        gesso.image_generation(S + "stable-image-inpaint-v1:0", "x", image=SRC, n=3, max_fanout=2, **aws)
+    assert len(emulator.requests) == 22
+
+
+@pytest.mark.parametrize("bad", [0, -1, "x", "10", 2.5, True])
+def test_invalid_max_fanout_is_named(aws, emulator, bad):
+    with pytest.raises(InvalidRequestError) as info:
+        gesso.image_generation(SD35, "x", n=2, max_fanout=bad, **aws)
+    (violation,) = info.value.violations
+    assert violation.path == "max_fanout" and "must be a whole number of at least 1" in violation.message
+    assert len(emulator.requests) == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "kwargs"), [f[1:] for f in ONE_IMAGE_FAMILIES[:5]], ids=[f[0] for f in ONE_IMAGE_FAMILIES[:5]]
+)
+@pytest.mark.parametrize("seed", [None, 0])
+def test_without_a_seed_each_call_gets_a_distinct_seed_from_gesso(aws, emulator, model, prompt, kwargs, seed):
+    given = {} if seed is None else {"seed": seed}
+    resp = gesso.image_generation(model, prompt, n=4, **given, **kwargs, **aws)
+    seeds = [body["seed"] for body in sent(emulator)]
+    top = 4294967294 if model in (SD35, ONE_IMAGE_FAMILIES[4][1]) else 4294967295  # each model's seed range
+    assert len(set(seeds)) == 4 and all(1 <= s <= top for s in seeds)
+    assert sorted(d.seed for d in resp.data) == sorted(seeds), "each image reports its seed"
+    assert len({d.b64_json for d in resp.data}) == 4, "no identical images"
+
+
+def test_services_without_a_seed_field_still_fan_out(aws, emulator):
+    resp = gesso.image_generation(S + "stable-image-remove-background-v1:0", image=SRC, n=2, **aws)
+    assert sent(emulator) == [{"image": B64}, {"image": B64}] and len(resp.data) == 2

@@ -12,7 +12,7 @@ import pytest
 import gesso
 from gesso import api
 from gesso.errors import ContentFilteredError, InvalidRequestError, ModelLifecycleWarning
-from helpers import invoke, mask, picture, pil
+from helpers import invoke, mask, picture, pil, png_info
 
 V1 = "bedrock/amazon.titan-image-generator-v1"
 V2 = "bedrock/amazon.titan-image-generator-v2:0"
@@ -107,6 +107,68 @@ def test_inpainting_without_text_and_outpainting(aws, emulator):
         "imageGenerationConfig": {"numberOfImages": 2},
     }
     assert len(resp.data) == 2 and resp.size == "512x512"
+
+
+# AWS decides (issue 10, item 1): https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-titan-image.html
+# puts "height": int, "width": int in imageGenerationConfig of both the "Inpainting (Request)" and "Outpainting
+# (Request)" templates, and its Inpainting code example sends this body (its Outpainting example, 512x512 too):
+AWS_INPAINTING = {
+    "taskType": "INPAINTING",
+    "inPaintingParams": {
+        "text": "Modernize the windows of the house",
+        "negativeText": "bad quality, low res",
+        "image": base64.b64encode(picture(1024, 1024)).decode(),
+        "maskPrompt": "windows",
+    },
+    "imageGenerationConfig": {"numberOfImages": 1, "height": 512, "width": 512, "cfgScale": 8.0},
+}
+
+
+def test_aws_inpainting_example_body_is_accepted_end_to_end(aws, emulator, bedrock):
+    """AWS's own example (model-parameters-titan-image.html, Inpainting tab), as Bedrock spells it: through
+    gesso (sent unchanged, a 512x512 output priced as 512-class) and raw through boto3."""
+    resp = gesso.image_generation(V1, **AWS_INPAINTING, **aws)
+    assert sent(emulator) == AWS_INPAINTING
+    assert resp.size == "512x512" and resp.cost == pytest.approx(0.008), "the requested size, not the 1024 input's"
+    answer = invoke(bedrock, "amazon.titan-image-generator-v1", AWS_INPAINTING)
+    assert [(png_info(i).width, png_info(i).height) for i in answer["images"]] == [(512, 512)]
+
+
+@pytest.mark.parametrize("model", [V1, V2])
+@pytest.mark.parametrize("task", ["INPAINTING", "OUTPAINTING"])
+def test_edits_take_a_size_from_the_table(aws, emulator, model, task):
+    """size= and imageGenerationConfig width/height work for edits as for TEXT_IMAGE (AWS's templates above)."""
+    big = picture(1024, 1024)
+    resp = gesso.image_generation(
+        model, "a door", taskType=task, image=big, maskPrompt="the door", size="768x768", **aws
+    )
+    assert sent(emulator)["imageGenerationConfig"] == {"width": 768, "height": 768}
+    assert resp.size == "768x768" and png_info(resp.data[0].b64_json).width == 768
+    assert resp.cost == pytest.approx(0.008), "768x768 is 512-class; the 1024x1024 input would be 0.010"
+    config = {"width": 1408, "height": 768, "numberOfImages": 2}
+    resp = gesso.image_generation(
+        model, "a door", taskType=task, image=SRC, maskPrompt="x", imageGenerationConfig=config, **aws
+    )
+    assert resp.size == "1408x768" and len(resp.data) == 2 and resp.cost == pytest.approx(0.020)
+
+
+def test_edits_snap_to_the_table_when_asked(aws, emulator):
+    resp = gesso.image_generation(
+        V2, taskType="INPAINTING", image=SRC, maskImage=MASK, size="1000x1000", snap_size=True, **aws
+    )
+    assert sent(emulator)["imageGenerationConfig"] == {"width": 1024, "height": 1024}
+    assert resp.size == "1024x1024" and resp.warnings == (
+        "1000x1000 is not a Titan size; snapped to the nearest, 1024x1024",
+    )
+
+
+def test_emulator_checks_an_edits_size_against_the_table(bedrock):
+    from botocore.exceptions import ClientError
+
+    body = {**AWS_INPAINTING, "imageGenerationConfig": {"width": 1000, "height": 1000}}
+    with pytest.raises(ClientError) as info:
+        invoke(bedrock, "amazon.titan-image-generator-v2:0", body)
+    assert info.value.response["Error"]["Message"].endswith("Given: (1000, 1000).")
 
 
 def test_image_variation(aws, emulator):
@@ -286,7 +348,18 @@ CASES = [
         "inPaintingParams.maskImage",
         "must be the size of inPaintingParams.image",
     ),
-    ("inpaint size", {**T, "maskPrompt": "x", "size": "512x512"}, "size", "output takes the input image's size"),
+    (
+        "inpaint size off the table",
+        {**T, "maskPrompt": "x", "size": "1280x720"},
+        "size",
+        "1280x720 is not a Titan size",
+    ),
+    (
+        "outpaint width/height off the table",
+        {"taskType": "OUTPAINTING", "image": SRC, "maskPrompt": "x", "width": 1000, "height": 1000},
+        "imageGenerationConfig.width/height",
+        "1000x1000 is not a Titan size; the nearest is 1024x1024",
+    ),
     ("inpaint text long", {**T, "maskPrompt": "x", "prompt": LONG}, "inPaintingParams.text", "1 to 512 characters"),
     ("inpaint returnMask", {**T, "maskPrompt": "x", "returnMask": 1}, "inPaintingParams.returnMask", "true or false"),
     (

@@ -95,7 +95,20 @@ def _render(
     if task in ("INPAINTING", "OUTPAINTING"):
         # masks: black (0,0,0) is inside; inpainting repaints it, outpainting repaints the outside
         mask = images.get(f"{how.layout.tasks[task]}.maskImage")
-        return edits.repaint(main, mask, key, edit_black=task == "INPAINTING")
+        painted = edits.repaint(main, mask, key, edit_black=task == "INPAINTING")
+        if (width, height) == (main.info.width, main.info.height):
+            return painted
+        return _resized(painted, width, height)  # a size asked for (Titan takes one for edits)
     if how.render_other is None:
         raise EmulatorError.validation(f"taskType {task} is not supported by this model")
     return how.render_other(task, params, images, main, key)
+
+
+def _resized(png_b64: str, width: int, height: int) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(base64.b64decode(png_b64)))
+    return edits.png_b64(picture.resize((width, height)))

@@ -1,5 +1,6 @@
 """What the Stability models share: flat bodies, size -> aspect ratio, one image per call (so ``n`` fans
-out into calls with distinct seeds), the ``seeds``/``finish_reasons``/``images`` response, image rules."""
+out into calls with distinct seeds, at most ``max_fanout`` of them), the ``seeds``/``finish_reasons``/``images``
+response, image rules."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import base64
 import binascii
 import json
 import math
+import random
 from collections.abc import Mapping
 from typing import Any
 
 from gesso import inputs
-from gesso.errors import ContentFilteredError, ProviderError, Violation
+from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import ImageFormatError, inspect
 from gesso.params import BodyBuilder, property_names, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
@@ -23,6 +25,9 @@ RATIO_SIZES = {
     "3:2": (1216, 832), "2:3": (832, 1216), "5:4": (1088, 896), "4:5": (896, 1088),
 }  # fmt: skip
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+#: The most calls one request's ``n`` may fan out to, unless the call raises it with ``max_fanout``.
+MAX_FANOUT = 10
+_SEEDS = random.SystemRandom()
 
 
 def nearest_ratio(size: Size) -> str:
@@ -36,12 +41,34 @@ def nearest_ratio(size: Size) -> str:
     return min(RATIOS, key=distance)
 
 
+def take_max_fanout(request: ImageRequest, what: str) -> dict[str, Any]:
+    """Pop ``max_fanout`` (an int >= 1, default :data:`MAX_FANOUT`) from the provider kwargs and refuse an
+    ``n`` past it, before any body is built: ``n=10**6`` builds and sends nothing. Returns the other kwargs."""
+    params = dict(request.params)
+    cap = params.pop("max_fanout", None)
+    if cap is None:
+        cap = MAX_FANOUT
+    elif isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise InvalidRequestError(
+            [Violation("max_fanout", f"must be a whole number of at least 1, the most calls n may make (got {cap!r})")],
+            model=request.model_name,
+        )
+    n = request.n or 1
+    if n > cap:
+        message = (
+            f"{n} images would be {n} separate paid calls ({what} returns one image per call), more than the "
+            f"cap of {cap}; to allow it, pass max_fanout={n} (or ask for fewer images)"
+        )
+        raise InvalidRequestError([Violation("n", message)], model=request.model_name)
+    return params
+
+
 def place_flat(
-    request: ImageRequest, schema: Mapping[str, Any], what: str
+    request: ImageRequest, schema: Mapping[str, Any], what: str, params: Mapping[str, Any]
 ) -> tuple[BodyBuilder, list[Violation], list[str]]:
-    """A flat body: every provider kwarg is a body field; the prompt goes to ``prompt``, ``style`` to
-    ``style_preset`` and ``size`` to ``aspect_ratio`` when the model has them. Returns (builder,
-    problems, notes for the response's warnings)."""
+    """A flat body: every provider kwarg in ``params`` is a body field; the prompt goes to ``prompt``,
+    ``style`` to ``style_preset`` and ``size`` to ``aspect_ratio`` when the model has them. Returns
+    (builder, problems, notes for the response's warnings)."""
     fields = property_names(schema)
     builder = BodyBuilder()
     problems: list[Violation] = []
@@ -51,11 +78,11 @@ def place_flat(
             builder.set(("prompt",), request.prompt, "prompt")
         else:
             problems.append(Violation("prompt", f"{what} takes no prompt; leave prompt out"))
-    for key, value in request.params.items():
+    for key, value in params.items():
         if key in fields:
             builder.set((key,), value, key)
         else:
-            problems.append(unknown_parameter(key, fields, what))
+            problems.append(unknown_parameter(key, [*fields, "max_fanout"], what))
     if request.style is not None:
         if "style_preset" in fields:
             builder.set(("style_preset",), request.style, "style")
@@ -74,13 +101,14 @@ def place_flat(
 
 
 def fan_out(body: dict[str, Any], n: int, *, seed_max: int) -> list[dict[str, Any]]:
-    """One body per image. With a seed, the calls get seed, seed+1, ... (distinct, reproducible); with no
-    seed (or 0, which means random), each call lets the model pick, and the response reports the seeds."""
+    """One body per image. With a seed, the calls get seed, seed+1, ... (distinct, reproducible). With no
+    seed (or 0, which means random), gesso picks n distinct random seeds in 1..seed_max, so the calls
+    cannot come back identical; the response reports each image's seed. One image sends no invented seed."""
     if n <= 1:
         return [body]
     seed = body.get("seed")
     if not seed:
-        return [dict(body) for _ in range(n)]
+        return [{**body, "seed": chosen} for chosen in _SEEDS.sample(range(1, seed_max + 1), n)]
     return [{**body, "seed": (seed - 1 + i) % seed_max + 1} for i in range(n)]
 
 
@@ -158,6 +186,7 @@ def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]], limits: str
     for where, (image, kind) in images.items():
         info = image.info
         w, h, px = info.width, info.height, info.width * info.height
+        refused = len(found)
         if info.format not in formats:
             found.append(
                 Violation(where, f"must be {', '.join(f.upper() for f in formats)} (got {info.format.upper()})")
@@ -179,5 +208,6 @@ def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]], limits: str
                         where, f"aspect ratio must be between 1:{max_aspect:g} and {max_aspect:g}:1 (got {w}x{h})"
                     )
                 )
-        found += inputs.check_pixels(image, where, opaque=False)
+        if len(found) == refused:  # pixels are decoded only for an image whose header passed
+            found += inputs.check_pixels(image, where, opaque=False)
     return found

@@ -5,6 +5,8 @@ response shapes, and plausible deterministic images.
   comes back blurred with ``CONTENT_FILTERED``, as Bedrock does; a filtered prompt is ``invalid_prompts``.
 - SD3/SD3.5/Ultra/Core and the services: ``{"seeds", "finish_reasons", "images"}``; filtered prompts and
   outputs are 200 answers with a ``Filter reason``. Seed 0 or none means random: the emulator derives one.
+- Image-to-image (SD3/SD3.5 with mode image-to-image or an image and no mode, as AWS's example sends it;
+  Ultra with an image and no mode) is inferred from ``image``, as Bedrock does.
 - Outputs: text-to-image at the aspect ratio's ~1 MP size; image-to-image, control and style services at
   the input's size; upscales 4x (creative and conservative capped at 4096 px on the long side); outpaint
   extends the canvas; inpaint and erase repaint the mask's white area; remove-background is transparent.
@@ -119,7 +121,7 @@ def _v2(call: EmulatedCall) -> dict:
     images = _images(call, "sd3")
     verdict = call.moderation(body.get("prompt"), body.get("negative_prompt"))
     key = (call.model.id, body.get("prompt"), body.get("negative_prompt"), body.get("mode"))
-    if body.get("mode") == "image-to-image":
+    if "image" in body:  # the schema allows it only for image-to-image: mode image-to-image, or no mode
         source = images["image"]
         return _answer(body, key, lambda k: edits.variation(source, source.info.width, source.info.height, k), verdict)
     width, height = common.RATIO_SIZES[body.get("aspect_ratio", "1:1")]

@@ -69,6 +69,10 @@ SERVICE_MODELS: dict[str, tuple[str, str, float, str]] = {
 }
 
 
+#: The v2 schemas with image-to-image: SD3/SD3.5, and Ultra (AWS's Ultra page has an "Image to image" tab).
+I2I_SCHEMAS = ("sd3.json", "ultra.json")
+
+
 @functools.cache
 def schema(filename: str) -> dict[str, Any]:
     return load_schema(__package__, f"schemas/{filename}")
@@ -98,7 +102,7 @@ def registrations() -> list[Model]:
     models += [
         Model(
             id=model_id, family=V2, name=name, param_schema=schema(filename), prices={"image": price},
-            capabilities={"text_to_image", *(("image_to_image",) if filename == "sd3.json" else ())},
+            capabilities={"text_to_image", *(("image_to_image",) if filename in I2I_SCHEMAS else ())},
             lifecycle=lifecycle, emulator=_emulate,
         )
         for model_id, (name, filename, price, lifecycle) in V2_MODELS.items()

@@ -7,7 +7,7 @@ import json
 
 from gesso import inputs
 from gesso.errors import ProviderError, Violation
-from gesso.params import BodyBuilder, property_names, raise_for, schema_violations, unknown_parameter
+from gesso.params import BodyBuilder, property_names, raise_for, unknown_parameter
 from gesso.types import (
     GeneratedImage,
     ImageRequest,
@@ -45,7 +45,7 @@ def allowed_sizes(model_id: str) -> tuple[tuple[int, int], ...]:
 def prepare(request: ImageRequest) -> PreparedRequest:
     body_schema = schema("sdxl.json")
     what = request.model.name
-    params = dict(request.params)
+    params = common.take_max_fanout(request, what)
     negative = params.pop("negative_prompt", None)
     fields = property_names(body_schema)
     builder = BodyBuilder()
@@ -64,7 +64,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         if key in fields:
             builder.set((key,), value, key)
         else:
-            problems.append(unknown_parameter(key, {*fields, "negative_prompt"}, what))
+            problems.append(unknown_parameter(key, {*fields, "negative_prompt", "max_fanout"}, what))
     if request.style is not None:
         builder.set(("style_preset",), request.style, "style")
     if request.quality is not None:
@@ -74,9 +74,8 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         builder.set(("height",), request.size.height, "size")
     body = builder.body
     problems += builder.violations
-    images, bad = inputs.convert_images(body, body_schema)
-    problems += bad
-    problems += schema_violations(body_schema, body, sources=builder.sources)
+    images, found = inputs.convert_and_validate(body, body_schema, sources=builder.sources)
+    problems += found
     if not problems:
         problems += _size_rules(request, body, builder)
         problems += common.image_rules(images, "sdxl")

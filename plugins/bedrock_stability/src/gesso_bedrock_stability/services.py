@@ -1,11 +1,12 @@
 """The Stable Image Services (thirteen models, invoked through their ``us.`` inference profiles): each
-with its own required and optional fields, image checks and price; one image per call."""
+with its own required and optional fields, image checks and price; one image per call (``n`` fans out,
+up to ``max_fanout``)."""
 
 from __future__ import annotations
 
 from gesso import inputs
 from gesso.errors import Violation
-from gesso.params import raise_for, schema_violations
+from gesso.params import raise_for
 from gesso.types import ImageRequest, ImageResponse, Model, PreparedRequest
 from gesso_bedrock_stability import common
 from gesso_bedrock_stability.models import SERVICE_MODELS, service_schema
@@ -21,12 +22,11 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     service = service_of(request.model)
     body_schema = service_schema(service)
     what = f"{request.model.name} ({service})"
-    builder, problems, notes = common.place_flat(request, body_schema, what)
+    params = common.take_max_fanout(request, what)
+    builder, problems, notes = common.place_flat(request, body_schema, what, params)
     body = builder.body
     problems += builder.violations
-    images, bad = inputs.convert_images(body, body_schema)
-    problems += bad
-    found = schema_violations(body_schema, body, sources=builder.sources)
+    images, found = inputs.convert_and_validate(body, body_schema, sources=builder.sources)
     if request.prompt is None and "prompt" in body_schema.get("required", ()) and "prompt" not in body:
         found = [v for v in found if v.path != "prompt"]
         found.append(Violation("prompt", f"is required for {what}"))

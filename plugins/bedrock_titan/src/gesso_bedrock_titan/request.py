@@ -2,10 +2,10 @@
 
 The body layout is Nova's (``gesso.taskbody``): ``taskType``, one params object, ``imageGenerationConfig``,
 from nested, flat and OpenAI parameters in any mix. Titan's own rules: the size must be one of its table's
-(width, height) pairs (``snap_size=True`` opts into the nearest allowed size, reported on the response);
-text is 1-512 characters; input images are PNG or JPEG, at most 1408 pixels on the long side and 5 MB;
-masks are black and white and the size of the image they mask. v2-only tasks and fields on v1 are
-refused with an error naming v2.
+(width, height) pairs, for INPAINTING and OUTPAINTING too (``snap_size=True`` opts into the nearest allowed
+size, reported on the response); text is 1-512 characters; input images are PNG or JPEG, at most 1408 pixels
+on the long side and 5 MB; masks are black and white and the size of the image they mask. v2-only tasks and
+fields on v1 are refused with an error naming v2.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ LAYOUT = taskbody.TaskLayout(
     schema=schema_v2,
     tasks=TASK_PARAMS,
     no_config=frozenset({"BACKGROUND_REMOVAL"}),
-    input_sized=frozenset({"INPAINTING", "OUTPAINTING", "BACKGROUND_REMOVAL"}),
+    # unlike Nova, INPAINTING and OUTPAINTING take width/height (AWS's Titan request templates list them and
+    # its examples send 512x512): size is placed and checked against the table as for TEXT_IMAGE; without
+    # one, the output takes the input image's size. BACKGROUND_REMOVAL sends no config at all.
     main_image=MAIN_IMAGE,
 )
 
