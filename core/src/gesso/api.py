@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
-import json
 import logging
 import os
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from gesso import options, plugins
+from gesso import options, params, plugins
 from gesso.errors import (
     ContentFilteredError,
     InvalidRequestError,
@@ -100,7 +99,6 @@ async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any
 
 def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     opts, problems = options.split(kwargs)
-    params = kwargs
     spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
     if spec.lifecycle.status != "active" and spec.id not in _lifecycle_warned:
         _warn_lifecycle(spec)
@@ -109,7 +107,7 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     for key, value in opts.items():
         if key in options.STRING_KWARGS and value is not None and not isinstance(value, str):
             problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
-    options.positive("n", opts.get("n"), problems, integer=True)
+    options.positive("n", opts.get("n"), problems, integer=True, maximum=options.MAX_IMAGES)
     size = None
     raw_size = opts.get("size")
     if raw_size is not None and raw_size != "auto":
@@ -117,23 +115,27 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
             size = Size.parse(raw_size)
         except InvalidRequestError as exc:
             problems.extend(exc.violations)
-    response_format = opts.get("response_format") or "b64_json"
+    response_format = opts.get("response_format")
+    response_format = "b64_json" if response_format is None else response_format
     if response_format not in options.RESPONSE_FORMATS:
         allowed = ", ".join(options.RESPONSE_FORMATS)
         problems.append(Violation("response_format", f"must be one of: {allowed} (got {response_format!r})"))
     for key in ("timeout", "connect_timeout", "retry_budget"):
-        options.positive(key, opts.get(key), problems)
-    options.positive("max_retries", opts.get("max_retries"), problems, integer=True, zero=True)
+        options.positive(key, opts.get(key), problems, maximum=options.MAX_SECONDS)
+    options.positive(
+        "max_retries", opts.get("max_retries"), problems, integer=True, zero=True, maximum=options.MAX_RETRIES
+    )
     ssl_verify = opts.get("ssl_verify")
     if ssl_verify is not None and not isinstance(ssl_verify, (bool, str)):
         problems.append(Violation("ssl_verify", f"must be true, false or a CA bundle path (got {ssl_verify!r})"))
     if opts.get("aws_web_identity_token") and not opts.get("aws_role_name"):
         problems.append(Violation("aws_web_identity_token", "needs aws_role_name: the role to assume with the token"))
     timeout = opts.get("timeout") or spec.timeout
+    model_id = opts.get("model_id")
     target = options.target(
         opts,
-        model_id=opts.get("model_id") or arn_target or model_name,
-        timeout=float(timeout) if isinstance(timeout, (int, float)) else None,
+        model_id=model_id if model_id is not None else arn_target or model_name,
+        timeout=float(timeout) if not problems and isinstance(timeout, (int, float)) else None,
         problems=problems,
     )
     if problems:
@@ -155,7 +157,7 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         response_format=response_format,
         style=opts.get("style"),
         user=opts.get("user"),
-        params=params,
+        params=kwargs,
         target=target,
     )
     hook = plugins.get_plugin_manager().hook
@@ -191,8 +193,8 @@ def _warn_lifecycle(spec: Model) -> None:
 
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
     try:
-        payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-    except ValueError as exc:  # NaN or Infinity somewhere a schema did not bound
+        payload = params.to_json(body)
+    except (ValueError, TypeError, RecursionError) as exc:  # a family sent a body it had not checked
         raise InvalidRequestError(f"parameters must be valid JSON: {exc}", model=call.request.model_name) from exc
     invocation = Invocation(provider=call.request.model.provider, target=call.request.target, body=payload)
     try:

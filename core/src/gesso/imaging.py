@@ -39,7 +39,15 @@ def encode_png(width: int, height: int, rows: Sequence[bytes], *, channels: int 
 
 
 def inspect(data: bytes) -> ImageInfo:
-    """Format and size of PNG, JPEG or WebP bytes, read from the header alone."""
+    """Format and size of PNG, JPEG or WebP bytes, read from the header alone. A header that declares
+    no pixels (a zero width or height) is no readable image."""
+    info = _inspect(data)
+    if not (info.width and info.height):
+        raise ImageFormatError(f"its header declares {info.width}x{info.height} pixels")
+    return info
+
+
+def _inspect(data: bytes) -> ImageInfo:
     if data.startswith(PNG_SIGNATURE):
         if len(data) < 33 or data[12:16] != b"IHDR":
             raise ImageFormatError("truncated PNG header")

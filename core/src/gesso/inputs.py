@@ -180,8 +180,16 @@ def _pil() -> Any:
     return Image
 
 
+#: The most pixels gesso decodes to check an image (no Bedrock model takes more than 4096 x 4096); the
+#: size comes from the header, so a small file that declares a huge image is refused before decoding.
+MAX_DECODED_PIXELS = 4096 * 4096
+
+
 def open_pixels(image: ImageInput, where: str) -> tuple[Any, list[Violation]]:
     """Decode an image fully (Pillow). Returns (PIL image or None, violations)."""
+    width, height = image.info.width, image.info.height
+    if width * height > MAX_DECODED_PIXELS:
+        return None, [Violation(where, f"is too large to check: {width}x{height} pixels (at most 4096x4096)")]
     pil = _pil()
     try:
         picture = pil.open(io.BytesIO(image.data))

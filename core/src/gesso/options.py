@@ -8,13 +8,16 @@ instead, never passed to the family to be misread.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from gesso import redact
 from gesso.errors import Violation
+from gesso.params import short
 from gesso.types import AwsCredentials, Target
 
 RESPONSE_FORMATS = ("b64_json", "url")
@@ -106,18 +109,35 @@ def from_env(key: str, value: Any, problems: list[Violation]) -> Any:
     return value
 
 
-def positive(key: str, value: Any, problems: list[Violation], *, integer: bool = False, zero: bool = False) -> None:
-    kinds = int if integer else (int, float)
+#: Upper bounds: a day for any wait, enough retries for any backoff budget, and images per call (each
+#: family has its own, lower limit; this one stops absurd values before any family builds bodies).
+MAX_SECONDS = 86_400
+MAX_RETRIES = 100
+MAX_IMAGES = 1000
+
+#: An AWS region as botocore puts it into a host name (``us-east-1``, ``us-gov-west-1``, ``local``).
+REGION_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+#: Bedrock ARNs: foundation models have no account; everything else has a 12-digit one.
+ARN_RE = re.compile(
+    r"^arn:aws(?:-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:"
+    r"(?::foundation-model/[a-zA-Z0-9._:-]+|\d{12}:[a-z-]+/[a-zA-Z0-9._:/-]+)$"
+)
+MODEL_ID_RE = re.compile(r"^[a-zA-Z0-9._:-]{1,2048}$")
+
+
+def positive(
+    key: str, value: Any, problems: list[Violation], *, integer: bool = False, zero: bool = False, maximum: float
+) -> None:
+    """``value`` is None, or a finite number (an int, with ``integer``) above 0 (or 0, with ``zero``) and at
+    most ``maximum``."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0 or (value == 0 and not zero):
-        what = ("a non-negative" if zero else "a positive") + (" integer" if integer else " number of seconds")
-        problems.append(Violation(key, f"must be {what} (got {value!r})"))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced, for messages."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
+    kinds = int if integer else (int, float)
+    what = ("a non-negative" if zero else "a positive") + (" integer" if integer else " number of seconds")
+    if isinstance(value, bool) or not isinstance(value, kinds) or (isinstance(value, float) and math.isnan(value)):
+        problems.append(Violation(key, f"must be {what} (got {short(value)})"))
+    elif value < 0 or (value == 0 and not zero) or value > maximum:
+        problems.append(Violation(key, f"must be {what}, at most {maximum:,} (got {short(value)})"))
 
 
 def check_endpoint(url: Any, problems: list[Violation]) -> None:
@@ -134,7 +154,7 @@ def check_endpoint(url: Any, problems: list[Violation]) -> None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(
             Violation("aws_bedrock_runtime_endpoint", f"must be a URL starting http:// or https://, {example} "
-                      f"(got {redact_url(url)!r})")
+                      f"(got {redact.redact(url)!r})")
         )  # fmt: skip
 
 
@@ -196,8 +216,39 @@ def check_bearer_scheme(credentials: AwsCredentials, endpoint: str | None, probl
     source = "api_key" if credentials.api_key else BEARER_ENV
     problems.append(
         Violation(source, f"a Bedrock API key is sent only over HTTPS, but aws_bedrock_runtime_endpoint is "
-                  f"{redact_url(endpoint)!r}: use an https:// endpoint, or sign with AWS keys instead")
+                  f"{redact.redact(endpoint)!r}: use an https:// endpoint, or sign with AWS keys instead")
     )  # fmt: skip
+
+
+def check_credentials(credentials: AwsCredentials, problems: list[Violation]) -> None:
+    """Static keys come as a pair, and a session token only with them."""
+    key, secret = credentials.access_key_id, credentials.secret_access_key
+    if bool(key) != bool(secret):
+        given, missing = ("aws_access_key_id", "aws_secret_access_key")
+        if secret:
+            given, missing = missing, given
+        problems.append(Violation(missing, f"is required with {given}: AWS keys come as a pair"))
+    elif credentials.session_token and not key:
+        problems.append(
+            Violation("aws_session_token", "needs aws_access_key_id and aws_secret_access_key: it belongs to them")
+        )
+
+
+def check_model_id(model_id: Any, param: str, problems: list[Violation]) -> None:
+    """What is invoked must fit Bedrock's ``modelId`` (an id, or an ARN of the documented shape), so a
+    malformed one is refused here rather than by Bedrock."""
+    if not isinstance(model_id, str):
+        return
+    if model_id.startswith("arn:"):
+        if len(model_id) > 2048 or not ARN_RE.match(model_id):
+            problems.append(
+                Violation(param, "must be a Bedrock ARN, arn:aws:bedrock:REGION::foundation-model/ID or "
+                          f"arn:aws:bedrock:REGION:ACCOUNT(12 digits):KIND/ID (got {short(model_id)})")
+            )  # fmt: skip
+    elif not MODEL_ID_RE.match(model_id):
+        problems.append(
+            Violation(param, f"must be a Bedrock model id: letters, digits, '.', '-', ':' (got {short(model_id)})")
+        )
 
 
 def target(opts: Mapping[str, Any], *, model_id: str, timeout: float | None, problems: list[Violation]) -> Target:
@@ -214,9 +265,17 @@ def target(opts: Mapping[str, Any], *, model_id: str, timeout: float | None, pro
         sts_endpoint=opts.get("aws_sts_endpoint"),
         api_key=opts.get("api_key"),
     )
+    redact.remember((credentials.secret_access_key, credentials.session_token, credentials.external_id,
+                     credentials.web_identity_token, credentials.api_key))  # fmt: skip
+    redact.install()
     endpoint = opts.get("aws_bedrock_runtime_endpoint")
     check_endpoint(endpoint, problems)
     check_bearer_scheme(credentials, endpoint, problems)
+    check_credentials(credentials, problems)
+    check_model_id(model_id, "model_id" if opts.get("model_id") is not None else "model", problems)
+    region = opts.get("aws_region_name")
+    if isinstance(region, str) and not REGION_RE.match(region):
+        problems.append(Violation("aws_region_name", f"must be an AWS region such as us-east-1 (got {region!r})"))
     return Target(
         model_id=model_id,
         region=opts.get("aws_region_name"),

@@ -101,28 +101,63 @@ def schema_violations(
     ``sources`` maps a body path to the caller's parameter that produced it (``{"imageGenerationConfig.
     numberOfImages": "n"}``) so messages name what the caller actually wrote.
     """
+    found: list[Violation] = list(_not_json(instance))
+    if found:  # jsonschema cannot reason about NaN, Decimal or objects, and JSON cannot carry them
+        return _with_sources(found, sources)
     if is_valid(schema, instance):
         return []
-    found: list[Violation] = list(_non_finite(instance))
-    if found:  # JSON has no NaN or Infinity, and jsonschema cannot reason about them
-        return found
     for error in validator(schema).iter_errors(instance):
         found.extend(_render(error))
     found.sort(key=lambda v: v.path)
-    if sources:
-        found = [_with_source(v, sources) for v in found]
-    return found
+    return _with_sources(found, sources)
 
 
-def _non_finite(node: Any, path: tuple[Any, ...] = ()) -> Iterable[Violation]:
-    if isinstance(node, float) and not math.isfinite(node):
-        yield Violation(dotted(path), f"must be a finite number (got {node})")
+#: How deeply a body may nest; Bedrock's bodies go four levels deep.
+MAX_DEPTH = 32
+
+
+def _not_json(node: Any, path: tuple[Any, ...] = ()) -> Iterable[Violation]:
+    """Values JSON cannot carry exactly: NaN and infinities, and anything but str, int, float, bool,
+    None, lists and objects with string keys (a ``Decimal``, a complex number, a set, an object)."""
+    if isinstance(node, (str, bool, int)) or node is None:
+        return
+    if isinstance(node, float):
+        if not math.isfinite(node):
+            yield Violation(dotted(path), f"must be a finite number (got {node})")
+    elif len(path) >= MAX_DEPTH:
+        yield Violation(dotted(path), f"nests more than {MAX_DEPTH} levels deep")
     elif isinstance(node, Mapping):
         for key, value in node.items():
-            yield from _non_finite(value, (*path, key))
+            if not isinstance(key, str):
+                yield Violation(dotted(path), f"has a key that is not a string ({type(key).__name__})")
+            else:
+                yield from _not_json(value, (*path, key))
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
-            yield from _non_finite(value, (*path, index))
+            yield from _not_json(value, (*path, index))
+    else:
+        kind = type(node).__name__
+        yield Violation(dotted(path), f"must be a JSON value: a string, number, boolean, list or object (got {kind})")
+
+
+def _with_sources(found: list[Violation], sources: Mapping[str, str] | None) -> list[Violation]:
+    return [_with_source(v, sources) for v in found] if sources else found
+
+
+def to_json(body: Any) -> bytes:
+    """The JSON bytes of a checked body. A number with no fraction is written as an integer (``1024``, not
+    ``1024.0``): JSON has one number type, but Bedrock's validator takes ``1024.0`` for a non-integer."""
+    return json.dumps(_integral(body), separators=(",", ":"), allow_nan=False).encode()
+
+
+def _integral(node: Any) -> Any:
+    if isinstance(node, float):
+        return int(node) if node.is_integer() else node
+    if isinstance(node, Mapping):
+        return {key: _integral(value) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_integral(value) for value in node]
+    return node
 
 
 def _with_source(violation: Violation, sources: Mapping[str, str]) -> Violation:
@@ -140,8 +175,13 @@ def dotted(path: Iterable[Any]) -> str:
 
 
 def short(value: Any, limit: int = 60) -> str:
-    """A repr short enough for an error message (images are megabytes of base64)."""
-    text = repr(value)
+    """A repr short enough for an error message (images are megabytes of base64); never raises."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"<an integer of {value.bit_length()} bits>"  # repr of a huge int is slow, or refused
+    try:
+        text = repr(value)
+    except Exception:  # an object whose repr fails must not turn a clear error into another one
+        return f"<{type(value).__name__}>"
     return text if len(text) <= limit else f"{text[: limit - 20]}...<{len(text)} chars>"
 
 

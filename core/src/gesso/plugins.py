@@ -27,6 +27,7 @@ import pluggy
 
 from gesso import hookspecs
 from gesso.errors import ModelIdWarning, PluginConflictError, UnknownModelError
+from gesso.params import short
 from gesso.types import Model
 
 logger = logging.getLogger("gesso.plugins")
@@ -95,7 +96,8 @@ class Registry:
         :class:`UnknownModelError` otherwise.
         """
         if not isinstance(model, str) or not model.strip():
-            raise UnknownModelError(f"model must be a non-empty string (got {model!r})", model=str(model))
+            got = short(model)
+            raise UnknownModelError(f"model must be a non-empty string (got {got})", model=got)
         name = model.strip()
         if name.startswith("bedrock/"):
             name = name[len("bedrock/") :]

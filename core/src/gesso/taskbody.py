@@ -22,7 +22,7 @@ import attrs
 from gesso import inputs
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import ImageFormatError, inspect
-from gesso.params import BodyBuilder, property_names, raise_for, subschema, unknown_parameter
+from gesso.params import BodyBuilder, property_names, raise_for, short, subschema, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 #: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
@@ -90,9 +90,9 @@ def place(
     """Place the caller's parameters. ``params`` are the provider kwargs the family has not taken itself;
     ``extra_names`` are flat names the family handles on its own (listed in unknown-key messages)."""
     task = params.pop("taskType", layout.default_task)
-    if task not in layout.tasks:
+    if not isinstance(task, str) or task not in layout.tasks:
         raise InvalidRequestError(
-            [Violation("taskType", f"must be one of: {', '.join(layout.tasks)} (got {task!r})")],
+            [Violation("taskType", f"must be one of: {', '.join(layout.tasks)} (got {short(task)})")],
             model=request.model_name,
         )
     obj = layout.tasks[task]
@@ -214,11 +214,12 @@ def image_rules(
         if image.info.format not in ("png", "jpeg"):
             found.append(Violation(where, f"must be a PNG or JPEG image (got {image.info.format.upper()})"))
             continue
-        found += limits(where, image)
+        refused = limits(where, image)
         masked = images.get(masked_image.get(where, ""))
         if masked is not None:
-            found += inputs.same_size(where, image, masked_image[where], masked[0])
-        found += inputs.check_pixels(image, where, mask=kind == "mask", opaque=opaque)
+            refused += inputs.same_size(where, image, masked_image[where], masked[0])
+        # pixels are decoded only for an image whose header passed: a refused one costs no decoding
+        found += refused or inputs.check_pixels(image, where, mask=kind == "mask", opaque=opaque)
     return found
 
 

@@ -90,7 +90,12 @@ class Size:
                 [Violation("size", f'must be "WIDTHxHEIGHT" in pixels, e.g. "1024x1024" (got {value!r})')],
                 model=model,
             )
-        return cls(int(match.group(1)), int(match.group(2)))
+        width, height = int(match.group(1)), int(match.group(2))
+        if not (width and height):
+            raise InvalidRequestError(
+                [Violation("size", f"width and height must be at least 1 pixel (got {value!r})")], model=model
+            )
+        return cls(width, height)
 
     @property
     def pixels(self) -> int:

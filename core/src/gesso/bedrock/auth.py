@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from gesso import errors
+from gesso.redact import redact
 from gesso.types import AwsCredentials
 
 BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"
@@ -90,6 +91,7 @@ def _source_session(creds: AwsCredentials, region: str | None) -> Any:
 def _assumed_role(creds: AwsCredentials, region: str | None, ssl_verify: bool | str | None, model: str) -> Any:
     from botocore.credentials import RefreshableCredentials
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     session_name = creds.session_name or f"{DEFAULT_SESSION_NAME_PREFIX}-{int(time.time())}"
     how = "AssumeRoleWithWebIdentity" if creds.web_identity_token else "AssumeRole"
@@ -115,8 +117,9 @@ def _assumed_role(creds: AwsCredentials, region: str | None, ssl_verify: bool | 
             raise errors.AuthenticationError(
                 f"{how} for role {creds.role_name} failed: {error.get('Code')}: {error.get('Message')}", model=model
             ) from exc
-        except BotoCoreError as exc:
-            raise errors.AuthenticationError(f"{how} for role {creds.role_name} failed: {exc}", model=model) from exc
+        except (BotoCoreError, ResponseParserError) as exc:  # the parser's error is no BotoCoreError
+            said = redact(str(exc))
+            raise errors.AuthenticationError(f"{how} for role {creds.role_name} failed: {said}", model=model) from exc
         issued = answer["Credentials"]
         return {
             "access_key": issued["AccessKeyId"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gesso import errors
+from gesso.redact import redact
 
 _AUTH_CODES = frozenset(
     {
@@ -33,7 +34,7 @@ def map_client_error(exc: Any, *, model: str) -> errors.GessoError:
     response = getattr(exc, "response", {}) or {}
     error = response.get("Error", {}) or {}
     code = str(error.get("Code") or "")
-    message = str(error.get("Message") or "").strip() or str(exc)
+    message = redact(str(error.get("Message") or "").strip() or str(exc))
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
     said = f"Bedrock {code or status}: {message}"
     if code == "ValidationException":
@@ -61,6 +62,8 @@ def map_botocore_error(exc: Exception, *, model: str) -> errors.GessoError:
     """Map botocore's non-HTTP errors (credentials, region, connection, timeouts)."""
     from botocore import exceptions as bx
 
+    said = redact(str(exc))  # botocore's messages quote endpoint URLs, which may carry a password
+
     if isinstance(exc, bx.NoCredentialsError):
         return errors.AuthenticationError(
             "No AWS credentials found. Pass aws_access_key_id and aws_secret_access_key, or aws_profile_name, "
@@ -68,10 +71,10 @@ def map_botocore_error(exc: Exception, *, model: str) -> errors.GessoError:
             model=model,
         )
     if isinstance(exc, bx.PartialCredentialsError):
-        return errors.AuthenticationError(f"Incomplete AWS credentials: {exc}", model=model)
+        return errors.AuthenticationError(f"Incomplete AWS credentials: {said}", model=model)
     if isinstance(exc, bx.ProfileNotFound):
         return errors.InvalidRequestError(
-            f"the AWS profile named in aws_profile_name (or AWS_PROFILE) was not found: {exc}",
+            f"the AWS profile named in aws_profile_name (or AWS_PROFILE) was not found: {said}",
             model=model,
             param="aws_profile_name",
         )
@@ -83,9 +86,9 @@ def map_botocore_error(exc: Exception, *, model: str) -> errors.GessoError:
             param="aws_region_name",
         )
     if isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError)):
-        return errors.RequestTimeoutError(f"Bedrock did not answer in time: {exc}", model=model)
+        return errors.RequestTimeoutError(f"Bedrock did not answer in time: {said}", model=model)
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ConnectionError)):
-        return errors.ProviderError(f"Could not reach Bedrock: {exc}", model=model)
+        return errors.ProviderError(f"Could not reach Bedrock: {said}", model=model)
     if isinstance(exc, bx.ParamValidationError):
         return errors.InvalidRequestError(str(exc), model=model, param="model_id")
-    return errors.ProviderError(f"Bedrock call failed: {type(exc).__name__}: {exc}", model=model)
+    return errors.ProviderError(f"Bedrock call failed: {type(exc).__name__}: {said}", model=model)

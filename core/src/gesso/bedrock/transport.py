@@ -157,7 +157,7 @@ def _retryable(error: errors.GessoError) -> bool:
 
 def backoff(attempt: int) -> float:
     """Full jitter: a uniform wait in [0, min(cap, base * 2**(attempt-1))] seconds."""
-    return _random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+    return _random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt - 1, 32)))
 
 
 def invoke(invocation: Invocation, *, model: str) -> RawResponse:

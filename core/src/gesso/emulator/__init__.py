@@ -50,6 +50,8 @@ _MODEL_ID_RE = re.compile(
     r"^(arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:(\d{12})?:[a-z-]+/[a-zA-Z0-9:._-]+|[a-zA-Z0-9:._-]+)$"
 )
 INVALID_IDENTIFIER = "The provided model identifier is invalid."
+#: InvokeModel's body blob is at most 25,000,000 bytes (botocore's service model).
+MAX_BODY = 25_000_000
 CONTROL_PREFIX = "/_gesso/"
 
 
@@ -67,13 +69,21 @@ class EmulatorError(Exception):
         return cls(400, "ValidationException", message)
 
 
+def _redacted_headers(headers: Mapping[str, str]) -> str:
+    shown = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
+    return repr(shown)
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-amz-security-token"})
+
+
 @attrs.frozen
 class RecordedRequest:
-    """One request the emulator received (kept for tests and debugging)."""
+    """One request the emulator received (kept for tests and debugging; its repr hides credentials)."""
 
     model_id: str
     path: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = attrs.field(repr=_redacted_headers)
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     status: int
     signed_by: sigv4.SignedBy | None = None
@@ -138,9 +148,10 @@ class Emulator:
     checked (unknown keys are refused); when ``None`` any well-formed SigV4 header is accepted.
     ``api_keys``: Bedrock API keys accepted as ``Authorization: Bearer`` (``None`` accepts any).
     ``application_profiles`` maps application-inference-profile or provisioned-model ids (or whole
-    ARNs) to the base model id they stand for. ``faults`` holds injected faults (:meth:`inject`, or
-    ``POST /_gesso/faults``); ``tls`` is a ``(certfile, keyfile)`` pair to serve HTTPS (needed by
-    clients that send Bedrock API keys, which botocore only sends over HTTPS).
+    ARNs) to the base model id they stand for. ``record`` and ``record_bytes`` bound what ``requests``
+    keeps (the newest requests, their bodies within that many bytes). ``faults`` holds injected faults
+    (:meth:`inject`, or ``POST /_gesso/faults``); ``tls`` is a ``(certfile, keyfile)`` pair to serve
+    HTTPS (needed by clients that send Bedrock API keys, which botocore only sends over HTTPS).
 
     Control endpoints (no auth, loopback use): ``GET|POST|DELETE /_gesso/faults`` lists, adds (a JSON
     fault) or clears faults; ``GET /_gesso/stats`` answers request counts and the most requests ever
@@ -157,6 +168,7 @@ class Emulator:
         application_profiles: Mapping[str, str] | None = None,
         registry: Any = None,
         record: int = 1000,
+        record_bytes: int = 64 << 20,
         faults: list[Fault] | None = None,
         fault_seed: int | None = None,
         tls: tuple[str, str] | None = None,
@@ -168,6 +180,9 @@ class Emulator:
         self.application_profiles: dict[str, str] = dict(application_profiles or {})
         self._registry = registry
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record)
+        #: the recorded bodies are kept within this many bytes: older records are dropped first
+        self.record_bytes = record_bytes
+        self._record_lock = threading.Lock()
         self.faults = FaultPlan(fault_seed)
         for fault in faults or ():
             self.faults.add(fault)
@@ -298,7 +313,7 @@ class Emulator:
             extra = {"x-amzn-ErrorType": f"InternalServerException:{_ERROR_NAMESPACE}"}
         else:
             extra = {}
-        self.requests.append(
+        self._record(
             RecordedRequest(
                 model_id=model_id,
                 path=path,
@@ -311,6 +326,13 @@ class Emulator:
         out = json.dumps(payload, separators=(",", ":")).encode()
         response_headers = {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()), **extra}
         return status, response_headers, out
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._record_lock:
+            self.requests.append(request)
+            kept = sum(len(r.body) for r in self.requests)
+            while kept > self.record_bytes and len(self.requests) > 1:
+                kept -= len(self.requests.popleft().body)
 
     def _control(self, method: str, name: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         status, payload = 200, None
@@ -391,7 +413,9 @@ class Emulator:
     def _invoke(self, model: Model, model_id: str, body: bytes) -> Any:
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            if b"\\ud" in body.lower():  # a lone surrogate escape is no Unicode text
+                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        except (ValueError, UnicodeError, RecursionError) as exc:
             raise EmulatorError.validation(everit.malformed([])) from exc
         assert model.emulator is not None
         return model.emulator(EmulatedCall(model=model, model_id=model_id, body=parsed, emulator=self))
@@ -424,13 +448,33 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _respond(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit() or self.headers.get("Transfer-Encoding"):
+            return self._refuse(400, "Content-Length must be a non-negative integer (chunked bodies are not taken)")
+        length = int(raw)
+        if length > MAX_BODY:
+            return self._refuse(413, f"The request body may be at most {MAX_BODY} bytes.")
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client went away mid-body
+            self.close_connection = True
+            return None
         status, headers, payload = self.server.emulator.handle(self.command, self.path, self.headers, body)
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request whose body cannot be read, and close the connection (its framing is lost)."""
+        payload = json.dumps({"message": message}).encode()
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-amzn-ErrorType", f"ValidationException:{_ERROR_NAMESPACE}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(payload)
 

@@ -40,13 +40,42 @@ def pointer(path: Any) -> str:
 
 
 def messages(schema: Mapping[str, Any], body: Any) -> list[str]:
-    """Every schema violation of ``body``, in everit wording."""
-    if is_valid(schema, body):
+    """Every schema violation of ``body``, in everit wording. As in everit, a number written with a
+    fraction (``1024.0``) is not an integer."""
+    if is_valid(schema, body) and not _integral_floats(body):
         return []
     out: list[str] = []
-    for error in validator(schema).iter_errors(body):
+    for error in _strict(schema).iter_errors(body):
         out.extend(_message(error))
     return out
+
+
+def _integral_floats(node: Any) -> bool:
+    if isinstance(node, float):
+        return node.is_integer()
+    if isinstance(node, dict):
+        return any(_integral_floats(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_integral_floats(v) for v in node)
+    return False
+
+
+_strict_validators: dict[int, tuple[Mapping[str, Any], Any]] = {}
+
+
+def _strict(schema: Mapping[str, Any]) -> Any:
+    cached = _strict_validators.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        import jsonschema
+
+        base = validator(schema)
+        checker = base.TYPE_CHECKER.redefine(
+            "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+        )
+        cls = jsonschema.validators.extend(type(base), type_checker=checker)
+        cached = (schema, cls(schema))
+        _strict_validators[id(schema)] = cached
+    return cached[1]
 
 
 def _message(error: Any) -> list[str]:

@@ -3,7 +3,9 @@ end-of-life answers, for every model or one, on the first N matching requests or
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -32,6 +34,8 @@ ANSWERS: dict[str, tuple[int, str, str]] = {
     ),
 }
 KINDS = ("latency", *ANSWERS)
+MAX_SECONDS = 3600
+_CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,99}$")
 
 
 @attrs.define
@@ -52,6 +56,19 @@ class Fault:
     message: str | None = None
     seen: int = 0
     fired: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        # the code and status become response headers and the status line of every later answer
+        if self.code is not None and not (isinstance(self.code, str) and _CODE_RE.match(self.code)):
+            raise ValueError(f"code must be an error name of letters and digits (got {self.code!r})")
+        if self.status is not None and not (isinstance(self.status, int) and 400 <= self.status <= 599):
+            raise ValueError(f"status must be an HTTP error status, 400 to 599 (got {self.status!r})")
+        if self.message is not None and not isinstance(self.message, str):
+            raise ValueError(f"message must be a string (got {type(self.message).__name__})")
+        if not (math.isfinite(self.seconds) and self.seconds <= MAX_SECONDS):
+            raise ValueError(f"seconds must be at most {MAX_SECONDS} (got {self.seconds!r})")
+        if self.model is not None and not isinstance(self.model, str):
+            raise ValueError(f"model must be a model id (got {type(self.model).__name__})")
 
     def answer(self) -> tuple[int, str, str]:
         status, code, message = ANSWERS[self.kind]
@@ -78,6 +95,8 @@ _TYPES = {"count": int, "rate": float, "seconds": float, "status": int}
 
 
 def from_dict(data: Mapping[str, Any]) -> Fault:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a fault is a JSON object (got {type(data).__name__})")
     unknown = set(data) - {"kind", "model", "count", "rate", "seconds", "status", "code", "message"}
     if unknown:
         raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")

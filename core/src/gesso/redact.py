@@ -1,0 +1,88 @@
+"""Keep secrets and image data out of every log line and message, whatever the host's logging config.
+
+botocore logs request headers (a Bedrock API key, a session token), STS parameters (a web identity
+token, an external id) and request bodies (megabytes of base64) at DEBUG. gesso cannot rely on how the
+host configured logging, so it redacts where log records are made: :func:`install` wraps the process's
+log record factory, and every record of the loggers gesso drives (``gesso``, ``botocore``, ``boto3``,
+``urllib3``) has its message rewritten before any handler or filter sees it. Records are only made for
+enabled levels, so this costs nothing while DEBUG logging is off.
+
+What is redacted: every secret gesso was given (:func:`remember`), bearer and session-token header
+values, ``user:password@`` in URLs, and base64 runs longer than 64 characters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+LOGGERS = ("gesso", "botocore", "boto3", "urllib3", "s3transfer")
+#: a base64 run longer than this many characters is image data (or a key): it is shortened
+MAX_BASE64 = 64
+_MAX_SECRETS = 256
+#: shorter values are not treated as secrets: redacting them would mangle ordinary words in messages
+MIN_SECRET = 8
+
+_BASE64_RE = re.compile(rf"[A-Za-z0-9+/]{{{MAX_BASE64 + 1},}}={{0,2}}")
+_HEADER_RE = re.compile(
+    r"(?i)((?:authorization|x-amz-security-token)['\"]?\s*[:=]\s*b?['\"]?)(?:bearer\s+)?[^'\",}\s]+"
+)
+_USERINFO_RE = re.compile(r"(?<=://)[^/@\s'\"]*@")
+
+_secrets: dict[str, None] = {}
+_lock = threading.Lock()
+_installed = False
+
+
+def remember(values: Iterable[str | None]) -> None:
+    """Secrets to remove from every later log line and message (API keys, secret keys, tokens)."""
+    fresh = [v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET and v not in _secrets]
+    if not fresh:
+        return
+    with _lock:
+        for value in fresh:
+            _secrets[value] = None
+        while len(_secrets) > _MAX_SECRETS:
+            del _secrets[next(iter(_secrets))]
+
+
+def redact(text: str) -> str:
+    """``text`` without known secrets, credential header values, URL passwords or long base64 runs."""
+    for secret in list(_secrets):
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
+    text = _HEADER_RE.sub(r"\1<redacted>", text)
+    text = _USERINFO_RE.sub("***@", text)
+    return _BASE64_RE.sub(lambda m: f"<{len(m.group())} base64 chars>", text)
+
+
+def install() -> None:
+    """Redact every log record of the loggers gesso drives (once per process; idempotent)."""
+    global _installed
+    if _installed:
+        return
+    with _lock:
+        if _installed:
+            return
+        make = logging.getLogRecordFactory()
+
+        def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+            record = make(*args, **kwargs)
+            if record.name.startswith(LOGGERS):
+                _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:  # a record whose arguments do not fit its format: leave it to logging to report
+        return
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, ()
