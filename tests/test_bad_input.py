@@ -247,13 +247,19 @@ def test_debug_logs_carry_no_secret_and_no_image_data(emulator, caplog):
         except GessoError as exc:
             info = exc
         assert not any(secret in str(info) for secret in SECRETS.values())
-    emulator.inject("error", count=1)
-    with pytest.raises(GessoError):
-        gesso.image_generation(
-            NOVA, "otter", taskType="IMAGE_VARIATION", images=[image], max_retries=0, aws_region_name="us-east-1",
-            aws_bedrock_runtime_endpoint=emulator.url, aws_access_key_id="AKIDEXAMPLE",
-            aws_secret_access_key=SECRETS["aws_secret_access_key"],
-        )  # fmt: skip
+    from gesso.emulator.faults import ANSWERS
+
+    for kind in ANSWERS:  # every error kind the emulator can answer with
+        emulator.inject(kind, count=1)
+        with pytest.raises(GessoError) as info:
+            gesso.image_generation(
+                NOVA, "otter", taskType="IMAGE_VARIATION", images=[image], max_retries=0, aws_region_name="us-east-1",
+                aws_bedrock_runtime_endpoint=emulator.url, aws_access_key_id="AKIDEXAMPLE",
+                aws_secret_access_key=SECRETS["aws_secret_access_key"], aws_session_token=SECRETS["aws_session_token"],
+                guardrailIdentifier="abc123def", guardrailVersion="1",
+            )  # fmt: skip
+        assert not any(secret in str(info.value) for secret in SECRETS.values())
+        emulator.faults.clear()
     lines = [record.getMessage() for record in caplog.records]
     assert any("botocore" in r.name for r in caplog.records), "DEBUG logging of botocore was on"
     for line in lines:

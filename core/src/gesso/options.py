@@ -165,7 +165,7 @@ def headers(opts: Mapping[str, Any], problems: list[Violation]) -> tuple[tuple[s
     identifier, version = opts.get("guardrailIdentifier"), opts.get("guardrailVersion")
     if isinstance(version, int) and not isinstance(version, bool):
         version = str(version)
-    if identifier is not None and (not GUARDRAIL_ID_RE.match(identifier) or len(identifier) > 2048):
+    if isinstance(identifier, str) and (not GUARDRAIL_ID_RE.match(identifier) or len(identifier) > 2048):
         problems.append(
             Violation("guardrailIdentifier", f"must be a guardrail id (lower-case letters and digits) or a guardrail "
                       f"ARN, arn:aws:bedrock:REGION:ACCOUNT:guardrail/ID (got {identifier!r})")
@@ -180,7 +180,7 @@ def headers(opts: Mapping[str, Any], problems: list[Violation]) -> tuple[tuple[s
             given, missing = missing, given
         problems.append(Violation(missing, f"is required with {given}: Bedrock applies a guardrail only as a pair"))
     trace = opts.get("trace")
-    if trace is not None and trace not in TRACE_VALUES:
+    if isinstance(trace, str) and trace not in TRACE_VALUES:
         problems.append(Violation("trace", f"must be one of: {', '.join(TRACE_VALUES)} (got {trace!r})"))
     for key, value in (("guardrailIdentifier", identifier), ("guardrailVersion", version), ("trace", trace)):
         if isinstance(value, str):

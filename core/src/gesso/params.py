@@ -118,8 +118,16 @@ MAX_DEPTH = 32
 
 def _not_json(node: Any, path: tuple[Any, ...] = ()) -> Iterable[Violation]:
     """Values JSON cannot carry exactly: NaN and infinities, and anything but str, int, float, bool,
-    None, lists and objects with string keys (a ``Decimal``, a complex number, a set, an object)."""
-    if isinstance(node, (str, bool, int)) or node is None:
+    None, lists and objects with string keys (a ``Decimal``, a complex number, a set, an object), and text
+    that is no Unicode (a lone surrogate, which has no UTF-8 form)."""
+    if isinstance(node, str):
+        if not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                yield Violation(dotted(path), f"must be valid Unicode text (a lone surrogate at position {exc.start})")
+        return
+    if isinstance(node, (bool, int)) or node is None:
         return
     if isinstance(node, float):
         if not math.isfinite(node):

@@ -437,6 +437,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     emulator: Emulator
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is routine for a server (logged at debug); anything else is logged
+        as an error, through logging rather than socketserver's bare traceback on stderr."""
+        import sys
+
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.debug("client %s went away: %s", client_address, error)
+        else:
+            logger.error("emulator connection from %s failed", client_address, exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

@@ -37,7 +37,8 @@ def region_mask(size: tuple[int, int]) -> Any:
 
     mask = Image.new("L", size, 255)
     w, h = size
-    ImageDraw.Draw(mask).rectangle((w // 4, h // 4, 3 * w // 4 - 1, 3 * h // 4 - 1), fill=0)
+    # at least one pixel, however small the image
+    ImageDraw.Draw(mask).rectangle((w // 4, h // 4, max(w // 4, 3 * w // 4 - 1), max(h // 4, 3 * h // 4 - 1)), fill=0)
     return mask
 
 
@@ -65,12 +66,13 @@ def variation(source: ImageInput, width: int, height: int, key: Sequence[Any]) -
 
 def repaint(source: ImageInput, mask: ImageInput | None, key: Sequence[Any], *, edit_black: bool) -> str:
     """Repaint the black area of ``mask`` (inpainting) or its white area (outpainting); without a mask,
-    the area a mask prompt would find."""
+    the area a mask prompt would find. A mask of another size is resized to the image's (as Stability's
+    services do; Nova and Titan refuse one before this)."""
     from PIL import Image, ImageOps
 
-    picture = pil(source)
+    picture = pil(source).convert("RGB")
     paint = synthetic(picture.size[0], picture.size[1], key).convert("RGB")
-    area = pil(mask).convert("L") if mask is not None else region_mask(picture.size)
+    area = pil(mask).convert("L").resize(picture.size) if mask is not None else region_mask(picture.size)
     if edit_black:
         area = ImageOps.invert(area)  # composite() takes the first image where the mask is white
     return png_b64(Image.composite(paint, picture, area))

@@ -87,7 +87,7 @@ def _size_table(placed: taskbody.Placed, snap: bool) -> list[str]:
     width, height = builder.get((CONFIG, "width")), builder.get((CONFIG, "height"))
     if not (isinstance(width, int) and isinstance(height, int)) or isinstance(width, bool) or isinstance(height, bool):
         return []
-    if sizes.allowed(width, height):
+    if sizes.allowed(width, height) or width < 1 or height < 1:  # the schema's minimum names a size below 1
         return []
     near = sizes.nearest(width, height)
     if snap:
