@@ -310,3 +310,17 @@ def test_a_base64_data_url_of_a_bomb_is_refused_the_same_way(aws, emulator):
     data = "data:image/png;base64," + base64.b64encode(png_declaring(9000, 9000)).decode()
     error = refused(emulator, NOVA, taskType="IMAGE_VARIATION", images=[data], **aws)
     assert "imageVariationParams.images[0]" in error.message
+
+
+@pytest.mark.parametrize(
+    "model_id", ["stability.sd3-5-large-v1:0", "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB", "amazon.nova-canvas"]
+)
+def test_a_plain_model_id_must_name_the_same_model(aws, emulator, model_id):
+    # found by the property tests: an id Bedrock does not know, or another model's (whose body differs), was sent
+    error = refused(emulator, NOVA, model_id=model_id, **aws)
+    assert error.param == "model_id" and "is not an id of amazon.nova-canvas-v1:0" in error.message
+
+
+def test_a_profile_id_of_the_same_model_is_a_fine_model_id(aws, emulator):
+    gesso.image_generation(NOVA, "otter", model_id="us.amazon.nova-canvas-v1:0", **aws)
+    assert emulator.requests[-1].model_id == "us.amazon.nova-canvas-v1:0"

@@ -141,6 +141,15 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     if problems:
         raise InvalidRequestError(problems, model=model_name)
 
+    if isinstance(model_id, str) and model_id and not model_id.startswith("arn:"):
+        # a plain id names a model (or its inference profile): it must be this model, or the body is wrong for it
+        named = plugins.get_registry().get(plugins.strip_profile_prefix(model_id))
+        if named is None or named.id != spec.id:
+            raise InvalidRequestError(
+                [Violation("model_id", f"{model_id!r} is not an id of {spec.id} or of one of its inference "
+                           f"profiles ({', '.join(spec.ids)}); an ARN may name anything")],
+                model=model_name,
+            )  # fmt: skip
     if "inference_profile_only" in spec.capabilities and model_name == spec.id and not opts.get("model_id"):
         profiles = ", ".join(f"bedrock/{prefix}{spec.id}" for prefix in spec.profile_prefixes)
         raise InvalidRequestError(
