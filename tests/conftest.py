@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from gesso import plugins
-from gesso.bedrock import transport
-from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+from gesso_bedrock import transport
+from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 

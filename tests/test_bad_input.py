@@ -247,7 +247,7 @@ def test_debug_logs_carry_no_secret_and_no_image_data(emulator, caplog):
         except GessoError as exc:
             info = exc
         assert not any(secret in str(info) for secret in SECRETS.values())
-    from gesso.emulator.faults import ANSWERS
+    from gesso_bedrock.emulator.faults import ANSWERS
 
     for kind in ANSWERS:  # every error kind the emulator can answer with
         emulator.inject(kind, count=1)

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 import gesso
-from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
 from gesso.errors import AuthenticationError, InvalidRequestError
+from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/gesso-image-role"

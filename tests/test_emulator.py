@@ -10,7 +10,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME, EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
+from gesso_bedrock.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME, EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY
 from helpers import invoke, png_info
 
 NOVA_ID = "amazon.nova-canvas-v1:0"

@@ -112,7 +112,7 @@ def test_a_pil_image_object_is_one_line_too(aws):
         ("aws_regoin_name", "did you mean aws_region_name?"),
         ("extra_body", "pass provider parameters as keyword arguments themselves"),
         ("metadata", "nowhere for metadata to go"),
-        ("custom_llm_provider", "model='bedrock/<model id>'"),
+        ("custom_llm_provider", "model='<provider>/<model id>'"),
     ],
 )
 def test_litellm_call_names_say_what_to_write_instead(aws, emulator, name, advice):
@@ -172,8 +172,8 @@ def test_the_seed_model_id_from_litellms_docs_resolves(aws):
     # litellm's model table spells SD3 Large "bedrock/stability.stability.sd3-large-v1:0" (reference.md 8.1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, name, _ = plugins.get_registry().resolve("bedrock/stability.stability.sd3-large-v1:0")
-    assert (model.id, name) == ("stability.sd3-large-v1:0", "stability.sd3-large-v1:0")
+        _, resolved = plugins.get_registry().resolve("bedrock/stability.stability.sd3-large-v1:0")
+    assert (resolved.model.id, resolved.model_name) == ("stability.sd3-large-v1:0", "stability.sd3-large-v1:0")
     assert [w.category for w in caught] == [ModelIdWarning]
 
 
@@ -185,10 +185,13 @@ def test_an_unknown_id_of_an_installed_family_suggests_the_closest_and_never_pip
 
 
 def test_family_membership_compares_normalised_distribution_names():
-    registry = plugins.Registry(
-        [Model(id="stability.sd3-5-large-v1:0", family="x", distribution="Gesso_Bedrock.Stability")]
+    from gesso.registry import Registry
+    from gesso_bedrock.provider import BEDROCK
+
+    model = Model(
+        id="stability.sd3-5-large-v1:0", family="x", provider="bedrock", distribution="Gesso_Bedrock.Stability"
     )
-    error = registry.unknown("stability.sd3-5-large-v9:0")
+    error = BEDROCK.unknown("stability.sd3-5-large-v9:0", Registry([model], {"bedrock": BEDROCK}))
     assert "pip install" not in error.message and "stability.sd3-5-large-v1:0" in error.message
 
 

@@ -9,8 +9,8 @@ import pytest
 
 import gesso
 from conftest import NOVA
-from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME
 from gesso.errors import ContentFilteredError, InvalidRequestError, UnknownModelError
+from gesso_bedrock.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME
 from helpers import png_info
 
 
@@ -85,7 +85,7 @@ def sent(emulator) -> dict:
 )
 def test_exact_bodies(aws, emulator, kwargs, body):
     if "conditionImage" in kwargs:
-        emulator_images = pytest.importorskip("gesso.emulator.images")
+        emulator_images = pytest.importorskip("gesso_bedrock.emulator.images")
         kwargs = {**kwargs, "conditionImage": emulator_images.synth_png_b64(320, 320, "cond")}
         body = json.loads(json.dumps(body).replace("iVBORw0KGgo=", kwargs["conditionImage"]))
     gesso.image_generation(NOVA, "a cat", **kwargs, **aws)

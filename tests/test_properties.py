@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 
 import gesso
 from gesso import plugins
-from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
 from gesso.errors import ContentFilteredError, GessoError, ModelIdWarning, ModelLifecycleWarning
 from gesso.params import property_names
 from gesso.types import ImageResponse
+from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
 
 settings.register_profile(
     "ci", max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
@@ -54,7 +54,7 @@ def _models() -> list:
 
 
 MODELS = _models()
-MODEL_IDS = sorted({mid for m in MODELS for mid in plugins.usable_ids(m)})
+MODEL_IDS = sorted({mid for m in MODELS for mid in plugins.get_registry().provider_of(m).usable_ids(m)})
 
 
 def _names(schema, found: set[str], depth: int = 0) -> set[str]:
@@ -292,7 +292,17 @@ raw_bodies = st.one_of(
     json_like.filter(lambda v: not isinstance(v, (decimal.Decimal, complex, bytes, frozenset))).map(
         lambda v: json.dumps(v, default=str).encode()
     ),
-    st.sampled_from([b"[" * 5000 + b"]" * 5000, b'{"taskType":"TEXT_IMAGE","textToImageParams":{"text":"\\udfff"}}']),
+    st.sampled_from(
+        [
+            b"[" * 5000 + b"]" * 5000,
+            b'{"taskType":"TEXT_IMAGE","textToImageParams":{"text":"\\udfff"}}',
+            b"null",
+            b"[]",
+            b"1",
+            b'"x"',
+            b"{}",
+        ]
+    ),
 )
 paths = st.one_of(
     st.sampled_from(MODEL_IDS).map(lambda mid: f"/model/{mid}/invoke"),

@@ -12,9 +12,9 @@ import pytest
 
 import gesso
 from gesso import errors
-from gesso.bedrock import transport
-from gesso.emulator.faults import parse_spec
 from gesso.types import GeneratedImage, ParsedResponse, PreparedRequest
+from gesso_bedrock import transport
+from gesso_bedrock.emulator.faults import parse_spec
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 
@@ -134,7 +134,7 @@ def test_per_model_faults_leave_other_models_alone(aws, emulator):
 
 
 def test_rate_faults_are_reproducible_with_a_seed():
-    from gesso.emulator.faults import FaultPlan
+    from gesso_bedrock.emulator.faults import FaultPlan
 
     def run(seed):
         plan = FaultPlan(seed)

@@ -9,9 +9,10 @@ import json
 import pytest
 
 import gesso
-from gesso.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, UnknownModelError
-from gesso.types import ImageRequest, PreparedRequest, RawResponse, Target
+from gesso.types import ImageRequest, PreparedRequest, RawResponse
+from gesso_bedrock.emulator import BLOCK_INPUT, BLOCK_OUTPUT, BLOCK_SOME
+from gesso_bedrock.target import Target
 from helpers import invoke, mask, picture, pil, png_info
 
 SDXL1 = "bedrock/stability.stable-diffusion-xl-v1"
@@ -458,7 +459,7 @@ def test_n_past_the_cap_is_refused_before_any_body_is_built(aws, emulator, monke
         model=spec, model_name=spec.id, prompt=prompt, n=10**6, params=kwargs, target=Target(model_id=spec.id)
     )
     with pytest.raises(InvalidRequestError, match="n: 1000000 images would be 1000000 separate paid calls"):
-        plugins.get_plugin_manager().hook.gesso_transform_request(request=huge)
+        plugins.route(spec).gesso_transform_request(request=huge)  # stage calls are routed to the owner
 
 
 def test_max_fanout_sets_the_cap_per_call(aws, emulator):

@@ -436,7 +436,7 @@ def test_every_constraint_is_enforced_before_sending(aws, emulator, kwargs, path
 
 
 def test_filtered_outputs(aws):
-    from gesso.emulator import BLOCK_OUTPUT, BLOCK_SOME
+    from gesso_bedrock.emulator import BLOCK_OUTPUT, BLOCK_SOME
 
     with pytest.raises(ContentFilteredError, match="AUP or AWS Responsible AI Policy"):
         gesso.image_generation(V2, f"x {BLOCK_OUTPUT}", **aws)

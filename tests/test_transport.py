@@ -10,9 +10,9 @@ import pytest
 
 import gesso
 from gesso import errors
-from gesso.bedrock import transport
-from gesso.emulator import EmulatorError
 from gesso.types import GeneratedImage, Model, ParsedResponse, PreparedRequest
+from gesso_bedrock import transport
+from gesso_bedrock.emulator import EmulatorError
 
 FAULTY = "bedrock/test.faulty-v1"
 
@@ -147,7 +147,7 @@ def test_secrets_never_appear_in_errors_or_reprs(emulator):
         gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **kwargs)
     for text in (str(info.value), repr(info.value), str(info.value.to_dict()), repr(info.value.__cause__)):
         assert secret not in text and token not in text
-    from gesso.types import AwsCredentials, Target
+    from gesso_bedrock.target import AwsCredentials, Target
 
     target = Target(
         model_id="m", credentials=AwsCredentials(access_key_id="AKID", secret_access_key=secret, session_token=token)

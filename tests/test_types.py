@@ -37,7 +37,7 @@ def test_bad_sizes_say_what_is_expected(bad):
 
 
 def test_secrets_are_not_in_reprs():
-    from gesso.types import AwsCredentials
+    from gesso_bedrock.target import AwsCredentials
 
     creds = AwsCredentials(access_key_id="AKID", secret_access_key="s3cr3t", session_token="t0k3n")
     assert "s3cr3t" not in repr(creds) and "t0k3n" not in repr(creds)

@@ -1,9 +1,10 @@
-"""gesso: one call, the right AWS Bedrock image request.
+"""gesso: one call, the right image request for any provider's model, checked before anything is sent.
 
     import gesso
-    resp = gesso.image_generation(model="bedrock/amazon.nova-canvas-v1:0", prompt="A cute baby sea otter")
+    resp = gesso.image_generation(model="<provider>/<model id>", prompt="A cute baby sea otter")
 
-Importing gesso is cheap: the SDK, the plugin machinery and boto3 load on first use.
+Providers and model families are plugins. Importing gesso is cheap: the SDK, the plugin machinery and the
+providers' libraries load on first use.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from gesso.api import aimage_generation, image_generation
     from gesso.hookspecs import hookimpl
     from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin
+    from gesso.provider import Provider
     from gesso.types import ImageData, ImageResponse, Model
 
 _LAZY = {
@@ -34,6 +36,7 @@ _LAZY = {
     "ImageResponse": "gesso.types",
     "ImageData": "gesso.types",
     "Model": "gesso.types",
+    "Provider": "gesso.provider",
 }
 
 

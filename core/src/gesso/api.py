@@ -1,8 +1,9 @@
 """The SDK entry points: :func:`image_generation` and :func:`aimage_generation`.
 
-One call: resolve the model to its family plugin, parse the OpenAI and transport kwargs, let the
-family validate everything and build the provider bodies (nothing is sent if anything is wrong), send
-each body through the transport, parse the responses, and price the result.
+One call: resolve the model string to its provider and model, check the OpenAI kwargs and the provider's
+options (the provider builds the call's target), let the model's family validate everything else and build
+the request bodies (nothing is sent if anything is wrong), send each body through the provider's
+``gesso_invoke``, parse the responses, and price the result.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from typing import Any
 
 import attrs
 
-from gesso import options, params, plugins
+from gesso import options, params, plugins, redact
 from gesso.errors import (
     ContentFilteredError,
     InvalidRequestError,
     ModelLifecycleWarning,
-    ModelRetiredError,
     ProviderError,
     Violation,
 )
+from gesso.provider import Provider
+from gesso.registry import Registry
 from gesso.types import (
     ImageData,
     ImageRequest,
@@ -43,7 +45,7 @@ from gesso.types import (
 logger = logging.getLogger("gesso")
 
 #: Upper bound on provider calls in flight from one process through the async path (and on the
-#: connection pool of each Bedrock client). Override with the GESSO_MAX_CONCURRENCY environment variable.
+#: connection pools of providers). Override with the GESSO_MAX_CONCURRENCY environment variable.
 MAX_CONCURRENCY = int(os.environ.get("GESSO_MAX_CONCURRENCY", "256"))
 
 
@@ -51,28 +53,23 @@ MAX_CONCURRENCY = int(os.environ.get("GESSO_MAX_CONCURRENCY", "256"))
 class _Call:
     request: ImageRequest
     prepared: PreparedRequest
+    hooks: Any  # the stage hooks, routed to the plugins that own the model
 
 
 def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
-    """Generate images with a Bedrock model; returns an :class:`~gesso.types.ImageResponse`.
+    """Generate images; returns an :class:`~gesso.types.ImageResponse`.
 
-    ``model`` picks the model family (``"bedrock/amazon.nova-canvas-v1:0"``); ``model_id`` overrides
-    what is invoked (an inference-profile or provisioned-model ARN).
+    ``model`` is ``"<provider>/<model id>"`` (``"acme/painter-v1"``); a string with no known provider
+    prefix goes to the default provider.
 
     OpenAI kwargs: ``n``, ``size`` (``"WxH"``), ``quality``, ``response_format`` (``b64_json``, or
     ``url`` for a ``data:`` URL), ``style``, ``user``, ``timeout`` (read timeout, seconds).
 
-    Transport kwargs (litellm's names): ``model_id``, ``base_model`` (the family, when ``model`` is an
-    opaque ARN), ``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``,
-    ``aws_profile_name``, ``aws_role_name``, ``aws_session_name``, ``aws_external_id``,
-    ``aws_web_identity_token``, ``aws_sts_endpoint``, ``api_key`` (a Bedrock API key: bearer auth),
-    ``aws_region_name``, ``aws_bedrock_runtime_endpoint``, ``ssl_verify``, ``connect_timeout``,
-    ``max_retries``, ``retry_budget``. A string value ``"os.environ/NAME"`` reads environment
-    variable ``NAME``. Headers: ``guardrailIdentifier`` and ``guardrailVersion`` (together) apply a
-    Bedrock guardrail, ``trace`` (``ENABLED``, ``DISABLED``, ``ENABLED_FULL``) its trace, and
-    ``extra_headers={...}`` adds further HTTP headers; they are sent as headers, never in the body.
+    The provider's options (its :attr:`~gesso.provider.Provider.options`: credentials, endpoint, retries...,
+    listed in the README for each provider). A string value ``"os.environ/NAME"`` reads environment
+    variable ``NAME``.
 
-    Every other kwarg is a provider parameter, flat (``cfgScale=7``) or nested as Bedrock spells it
+    Every other kwarg is a parameter of the model, flat (``cfgScale=7``) or nested as the provider spells it
     (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
     """
     call = _prepare(model, prompt, kwargs)
@@ -98,15 +95,15 @@ async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any
 
 
 def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
-    opts, problems = options.split(kwargs)
-    spec, model_name, arn_target = plugins.get_registry().resolve(model, base_model=opts.get("base_model"))
+    registry = plugins.get_registry()
+    opts, problems = options.split(kwargs, registry.split_provider(model))
+    provider, resolved = registry.resolve(model, opts)
+    spec, model_name = resolved.model, resolved.model_name
     if spec.lifecycle.status != "active" and spec.id not in _lifecycle_warned:
-        _warn_lifecycle(spec)
+        _warn_lifecycle(spec, provider, registry)
     if prompt is not None and not isinstance(prompt, str):
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
-    for key, value in opts.items():
-        if key in options.STRING_KWARGS and value is not None and not isinstance(value, str):
-            problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
+    options.strings(opts, options.OPENAI_STRINGS, problems)
     options.positive("n", opts.get("n"), problems, integer=True, maximum=options.MAX_IMAGES)
     size = None
     raw_size = opts.get("size")
@@ -120,42 +117,19 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     if response_format not in options.RESPONSE_FORMATS:
         allowed = ", ".join(options.RESPONSE_FORMATS)
         problems.append(Violation("response_format", f"must be one of: {allowed} (got {response_format!r})"))
-    for key in ("timeout", "connect_timeout", "retry_budget"):
-        options.positive(key, opts.get(key), problems, maximum=options.MAX_SECONDS)
-    options.positive(
-        "max_retries", opts.get("max_retries"), problems, integer=True, zero=True, maximum=options.MAX_RETRIES
-    )
-    ssl_verify = opts.get("ssl_verify")
-    if ssl_verify is not None and not isinstance(ssl_verify, (bool, str)):
-        problems.append(Violation("ssl_verify", f"must be true, false or a CA bundle path (got {ssl_verify!r})"))
-    if opts.get("aws_web_identity_token") and not opts.get("aws_role_name"):
-        problems.append(Violation("aws_web_identity_token", "needs aws_role_name: the role to assume with the token"))
+    options.positive("timeout", opts.get("timeout"), problems, maximum=options.MAX_SECONDS)
     timeout = opts.get("timeout") or spec.timeout
-    model_id = opts.get("model_id")
-    target = options.target(
+    redact.remember(provider.secrets(opts))
+    redact.install(provider.loggers)
+    target = provider.target(
+        resolved,
         opts,
-        model_id=model_id if model_id is not None else arn_target or model_name,
         timeout=float(timeout) if not problems and isinstance(timeout, (int, float)) else None,
         problems=problems,
     )
     if problems:
         raise InvalidRequestError(problems, model=model_name)
-
-    if isinstance(model_id, str) and model_id and not model_id.startswith("arn:"):
-        # a plain id names a model (or its inference profile): it must be this model, or the body is wrong for it
-        named = plugins.get_registry().get(plugins.strip_profile_prefix(model_id))
-        if named is None or named.id != spec.id:
-            raise InvalidRequestError(
-                [Violation("model_id", f"{model_id!r} is not an id of {spec.id} or of one of its inference "
-                           f"profiles ({', '.join(spec.ids)}); an ARN may name anything")],
-                model=model_name,
-            )  # fmt: skip
-    if "inference_profile_only" in spec.capabilities and model_name == spec.id and not opts.get("model_id"):
-        profiles = ", ".join(f"bedrock/{prefix}{spec.id}" for prefix in spec.profile_prefixes)
-        raise InvalidRequestError(
-            [Violation("model", f"{spec.id} is offered only through cross-Region inference profiles: use {profiles}")],
-            model=model_name,
-        )
+    provider.check(resolved, opts, registry)
     request = ImageRequest(
         model=spec,
         model_name=model_name,
@@ -169,8 +143,8 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         params=kwargs,
         target=target,
     )
-    hook = plugins.get_plugin_manager().hook
-    prepared = hook.gesso_transform_request(request=request)
+    hooks = plugins.route(spec)
+    prepared = hooks.gesso_transform_request(request=request)
     if prepared is None:
         raise ProviderError(
             f"No installed plugin builds requests for model family {spec.family!r} (registered by {spec.distribution})",
@@ -178,26 +152,27 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         )
     if request.user:
         logger.debug("gesso call for user %s to %s", request.user, model_name)
-    return _Call(request, prepared)
+    return _Call(request, prepared, hooks)
 
 
 _lifecycle_warned: set[str] = set()
 
 
-def _warn_lifecycle(spec: Model) -> None:
+def _warn_lifecycle(spec: Model, provider: Provider, registry: Registry) -> None:
     """Once per process and model: say that it is Legacy or retired, when, and what to use instead."""
     _lifecycle_warned.add(spec.id)
     life = spec.lifecycle
     when = life.end_of_life
+    where = provider.lifecycle_status(spec)
     if life.status == "eol":
-        status = f"has reached its end of life on Bedrock{f' ({when})' if when else ''}; calls are expected to fail"
+        status = f"has reached its end of life {where}{f' ({when})' if when else ''}; calls are expected to fail"
     elif when and when < datetime.date.today().isoformat():
-        status = f"is a Legacy model on Bedrock whose announced end of life ({when}) has passed; calls may fail"
+        status = f"is a Legacy model {where} whose announced end of life ({when}) has passed; calls may fail"
     else:
-        status = f"is a Legacy model on Bedrock{f', retiring on {when}' if when else ''}"
+        status = f"is a Legacy model {where}{f', retiring on {when}' if when else ''}"
     source = f" (source: {life.source})" if life.source else ""
-    advice = plugins.get_registry().alternatives(spec)
-    warnings.warn(f"{spec.id} {status}{source}. {advice}", ModelLifecycleWarning, stacklevel=4)
+    advice = provider.advice(spec, registry)
+    warnings.warn(f"{spec.id} {status}{source}.{' ' + advice if advice else ''}", ModelLifecycleWarning, stacklevel=4)
 
 
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
@@ -205,12 +180,8 @@ def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
         payload = params.to_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # a family sent a body it had not checked
         raise InvalidRequestError(f"parameters must be valid JSON: {exc}", model=call.request.model_name) from exc
-    invocation = Invocation(provider=call.request.model.provider, target=call.request.target, body=payload)
-    try:
-        raw = plugins.get_plugin_manager().hook.gesso_invoke(request=call.request, invocation=invocation)
-    except ModelRetiredError as exc:  # say what to use instead
-        advice = plugins.get_registry().alternatives(call.request.model)
-        raise ModelRetiredError(f"{exc.message} {advice}", model=exc.model) from exc
+    invocation = Invocation(provider=call.request.model.provider or "", target=call.request.target, body=payload)
+    raw = call.hooks.gesso_invoke(request=call.request, invocation=invocation)
     if raw is None:
         raise ProviderError(
             f"No installed plugin sends requests to provider {invocation.provider!r}", model=call.request.model_name
@@ -219,11 +190,11 @@ def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
 
 
 def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
-    hook = plugins.get_plugin_manager().hook
+    hooks = call.hooks
     request = call.request
     parsed: list[ParsedResponse] = []
     for raw in raws:
-        result = hook.gesso_parse_response(request=request, prepared=call.prepared, response=raw)
+        result = hooks.gesso_parse_response(request=request, prepared=call.prepared, response=raw)
         if result is None:
             raise ProviderError(
                 f"No installed plugin parses responses of model family {request.model.family!r}",
@@ -249,7 +220,7 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         "warnings": tuple(dict.fromkeys(w for p in parsed for w in p.warnings)),
     }
     response = ImageResponse(**fields)
-    cost = hook.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
+    cost = hooks.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
     if cost is None:
         return response
     return ImageResponse(created=response.created, cost=round(float(cost), 6), **fields)

@@ -1,4 +1,4 @@
-"""The ``gesso`` command line: generate images, list plugins and models, run the emulator."""
+"""The ``gesso`` command line: generate images, list plugins and models; plugins add commands of their own."""
 
 from __future__ import annotations
 
@@ -40,21 +40,14 @@ def _files(value: Any) -> Any:
     return value
 
 
-def _app_profile(text: str) -> tuple[str, str]:
-    key, sep, model = text.partition("=")
-    if not sep or not key or not model:
-        raise argparse.ArgumentTypeError(f"expected PROFILE=MODEL_ID, got {text!r}")
-    return key, model
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gesso", description="AWS Bedrock image generation: SDK, CLI and emulator.")
+    parser = argparse.ArgumentParser(prog="gesso", description="Image generation: SDK, CLI and plugin framework.")
     parser.add_argument("--version", action="version", version=f"gesso {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate images and write them as files")
     gen.add_argument("prompt", nargs="?", help="what to draw (leave out for tasks without a prompt)")
-    gen.add_argument("-m", "--model", required=True, help="e.g. bedrock/amazon.nova-canvas-v1:0")
+    gen.add_argument("-m", "--model", required=True, help="<provider>/<model id> (gesso models lists them)")
     gen.add_argument("--size", help='"WIDTHxHEIGHT", e.g. 1024x1024')
     gen.add_argument("-n", type=int, help="number of images")
     gen.add_argument("--quality", help="standard, premium, or OpenAI's hd/high/low/medium/auto")
@@ -65,55 +58,50 @@ def build_parser() -> argparse.ArgumentParser:
         type=_param,
         default=[],
         metavar="KEY=VALUE",
-        help="a provider parameter; VALUE is read as JSON when it parses (seed=42, colors='[\"#FF0000\"]'), "
+        help="a model parameter; VALUE is read as JSON when it parses (seed=42, colors='[\"#FF0000\"]'), "
         "else as a string (negativeText=blurry); @FILE names a file, e.g. image=@photo.png. Repeatable.",
     )
+    gen.add_argument(
+        "--option",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the model's provider (credentials, endpoint, retries...), read as -p reads values. "
+        "Repeatable.",
+    )
     gen.add_argument("-o", "--output-dir", default=".", help="where to write the images (default: .)")
-    gen.add_argument("--model-id", help="invoke target: an inference-profile or provisioned-model ARN or id")
-    gen.add_argument("--region", help="AWS region (aws_region_name)")
-    gen.add_argument("--profile", help="AWS shared-config profile (aws_profile_name)")
-    gen.add_argument("--endpoint", help="Bedrock Runtime endpoint URL (aws_bedrock_runtime_endpoint)")
     gen.add_argument("--timeout", type=float, help="read timeout in seconds")
-    gen.add_argument("--emulator", action="store_true", help="run the local Bedrock emulator in-process and use it")
-    gen.add_argument("--json", action="store_true", help="print the response JSON (without image data) too")
+    gen.add_argument("--emulator", action="store_true", help="run the provider's local emulator and use it")
+    gen.add_argument("--json", action="store_true", help="print the response JSON (without image data) only")
+    flags: dict[str, str] = {}
+    for provider in _providers():
+        for option in provider.cli_options:
+            if option.flag not in flags:
+                flags[option.flag] = option.option
+                gen.add_argument(option.flag, dest=f"option:{option.option}", type=option.type, help=option.help)
 
     plug = sub.add_parser("plugins", help="print the loaded plugins as JSON")
-    plug.add_argument("--all", action="store_true", help="include gesso's built-in plugins")
+    plug.add_argument("--all", action="store_true", help="include provider plugins")
 
     models = sub.add_parser("models", help="list every model id the installed plugins own")
     models.add_argument("--json", action="store_true", help="print details as JSON")
+    for name, handler in (("generate", _generate), ("plugins", _plugins), ("models", _models)):
+        sub.choices[name].set_defaults(handler=handler)
+    from gesso import plugins
 
-    emu = sub.add_parser("emulator", help="serve the local Bedrock Runtime emulator")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=4010)
-    emu.add_argument(
-        "--app-profile",
-        action="append",
-        type=_app_profile,
-        default=[],
-        metavar="PROFILE=MODEL_ID",
-        help="map an application inference profile (id or ARN) to the model it serves. Repeatable.",
-    )
-    emu.add_argument(
-        "--fault",
-        action="append",
-        default=[],
-        metavar="KIND[:key=value,...]",
-        help="inject a fault: KIND is latency, throttle, not_ready, error, unavailable, model_error, timeout, eol or "
-        "guardrail (a guardrail intervening, on requests that name one); "
-        "keys: model, count (first N requests), rate (fraction), seconds, status, code, message. "
-        "E.g. throttle:count=2, error:rate=0.1,status=503, eol:model=amazon.nova-canvas-v1:0. Repeatable.",
-    )
-    emu.add_argument("--latency", type=float, metavar="SECONDS", help="add this latency to every request")
-    emu.add_argument("--fault-seed", type=int, help="seed for rate-based faults (reproducible runs)")
-    emu.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM); needs --tls-key")
-    emu.add_argument("--tls-key", help="the certificate's private key (PEM)")
-    emu.add_argument(
-        "--verify-signatures",
-        action="store_true",
-        help="recompute SigV4 signatures, accepting only the emulator's own key (see the README)",
-    )
+    plugins.get_plugin_manager().hook.gesso_register_commands(subcommands=sub)
     return parser
+
+
+def _providers() -> list[Any]:
+    """The installed providers (a broken plugin set lists none: the command that uses them says why)."""
+    from gesso import plugins
+
+    try:
+        return list(plugins.get_registry().providers.values())
+    except GessoError:
+        return []
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
@@ -126,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     try:
-        return int(_COMMANDS[args.command](args) or 0)
+        return int(args.handler(args) or 0)
     except GessoError as exc:
         print(f"gesso: error: {exc}", file=sys.stderr)
         return 1
@@ -141,30 +129,25 @@ def _generate(args: argparse.Namespace) -> int:
     from gesso.api import image_generation
 
     kwargs: dict[str, Any] = dict(args.param)
-    options = {
-        "size": args.size, "n": args.n, "quality": args.quality, "model_id": args.model_id,
-        "aws_region_name": args.region, "aws_profile_name": args.profile,
-        "aws_bedrock_runtime_endpoint": args.endpoint, "timeout": args.timeout,
-    }  # fmt: skip
-    kwargs.update({k: v for k, v in options.items() if v is not None})
+    kwargs.update(args.option)
+    given = {"size": args.size, "n": args.n, "quality": args.quality, "timeout": args.timeout}
+    given.update({k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("option:")})
+    kwargs.update({k: v for k, v in given.items() if v is not None})
     out_dir = Path(args.output_dir)
     made, problem = _prepare_output(out_dir)
     if problem:  # said before the paid call, not after it
         print(f"gesso: error: --output-dir {str(out_dir)!r}: {problem}", file=sys.stderr)
         return 2
-    emulator = None
-    if args.emulator:
-        emulator = _start_emulator(args, kwargs)
     try:
-        response = image_generation(args.model, args.prompt, **kwargs)
+        with contextlib.ExitStack() as stack:
+            if args.emulator:
+                kwargs.update(stack.enter_context(_emulator(args.model, kwargs)))
+            response = image_generation(args.model, args.prompt, **kwargs)
     except BaseException as exc:
         _remove(made)
         if isinstance(exc, InvalidRequestError):
             _hint_at_files(exc, args.param)
         raise
-    finally:
-        if emulator is not None:
-            emulator.stop()
     slug = re.sub(r"[^a-z0-9]+", "-", (args.prompt or "").lower()).strip("-")[:40] or "image"
     paths = []
     try:
@@ -236,25 +219,13 @@ def _mime(data: bytes) -> str:
         return "application/octet-stream"
 
 
-def _start_emulator(args: argparse.Namespace, kwargs: dict[str, Any]) -> Any:
-    from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+def _emulator(model: str, kwargs: dict[str, Any]) -> Any:
+    """The model's provider's emulator, running for the call (the options it yields point the call at it)."""
+    from gesso import plugins
 
-    emulator = Emulator(port=0, credentials={EMULATOR_ACCESS_KEY: EMULATOR_SECRET_KEY})
-    if args.model_id and args.model_id.startswith("arn:"):
-        # the in-process emulator serves the profile as the model named with -m
-        from gesso.plugins import get_registry
-
-        model, _, _ = get_registry().resolve(args.model)
-        emulator.application_profiles[args.model_id] = model.id
-    emulator.start()
-    kwargs.update(
-        aws_bedrock_runtime_endpoint=emulator.url,
-        aws_access_key_id=EMULATOR_ACCESS_KEY,
-        aws_secret_access_key=EMULATOR_SECRET_KEY,
-    )
-    kwargs.setdefault("aws_region_name", "us-east-1")
-    kwargs.pop("aws_profile_name", None)
-    return emulator
+    registry = plugins.get_registry()
+    provider, resolved = registry.resolve(model, kwargs)
+    return provider.emulate(resolved.model, kwargs)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -265,9 +236,13 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from gesso.plugins import get_registry, usable_ids
+    from gesso.plugins import get_registry
 
     registry = get_registry()
+
+    def usable_ids(model: Any) -> tuple[str, ...]:
+        return registry.provider_of(model).usable_ids(model) if model.provider in registry.providers else model.ids
+
     if args.json:
         rows = [
             {
@@ -288,36 +263,6 @@ def _models(args: argparse.Namespace) -> int:
             print(f"{model_id}\t{model.distribution}\t{note}")
     return 0
 
-
-def _emulator(args: argparse.Namespace) -> int:
-    from gesso.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
-    from gesso.emulator.faults import Fault, parse_spec
-
-    try:
-        faults = [parse_spec(spec) for spec in args.fault]
-    except (ValueError, TypeError) as exc:
-        print(f"gesso: error: --fault: {exc}", file=sys.stderr)
-        return 2
-    if args.latency:
-        faults.insert(0, Fault(kind="latency", seconds=args.latency))
-    if bool(args.tls_cert) != bool(args.tls_key):
-        print("gesso: error: --tls-cert and --tls-key go together", file=sys.stderr)
-        return 2
-    emulator = Emulator(
-        args.host,
-        args.port,
-        credentials={EMULATOR_ACCESS_KEY: EMULATOR_SECRET_KEY} if args.verify_signatures else None,
-        application_profiles=dict(args.app_profile),
-        faults=faults,
-        fault_seed=args.fault_seed,
-        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
-    )
-    print(f"gesso Bedrock emulator on {emulator.url} (Ctrl-C to stop)", flush=True)
-    emulator.serve_forever()
-    return 0
-
-
-_COMMANDS = {"generate": _generate, "plugins": _plugins, "models": _models, "emulator": _emulator}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,8 +2,8 @@
 
 Every failure a caller can see is a :class:`GessoError`. Each class carries the HTTP status an
 OpenAI-compatible server would answer with (``status_code``) and the OpenAI error ``type``, so the
-proxy and the CLI render any error the same way. Errors are raised once, where they arise (botocore
-errors in the transport, schema errors in params), always chaining the original exception.
+proxy and the CLI render any error the same way. Errors are raised once, where they arise (a provider's
+library errors in its transport, schema errors in params), always chaining the original exception.
 
 This module imports nothing outside the standard library: it is safe to import from anywhere,
 including ``gesso/__init__.py``. Messages never contain credentials.
@@ -126,7 +126,7 @@ class UnknownModelError(GessoError):
 
 
 class ModelRetiredError(GessoError):
-    """Bedrock says the model reached its end of life, or is Legacy and unused for too long (404)."""
+    """The provider says the model reached its end of life, or may no longer be used (404)."""
 
     status_code = 404
     type = "invalid_request_error"
@@ -150,7 +150,7 @@ class PermissionDeniedError(GessoError):
 
 
 class RateLimitError(GessoError):
-    """Bedrock throttled the request, or a quota was exceeded (429). ``attempts`` counts tries made."""
+    """The provider throttled the request, or a quota was exceeded (429). ``attempts`` counts tries made."""
 
     status_code = 429
     type = "rate_limit_error"

@@ -9,8 +9,10 @@ One call runs the four stage hooks in order::
     gesso_transform_request -> gesso_invoke (once per body) -> gesso_parse_response -> gesso_calculate_cost
 
 The stage hooks are ``firstresult``: gesso calls implementations (newest registered first, unless
-``tryfirst``/``trylast`` say otherwise) until one returns something other than ``None``. A family
-plugin therefore returns ``None`` for models it does not own, which is how several families coexist.
+``tryfirst``/``trylast`` say otherwise) until one returns something other than ``None``. gesso routes each
+call's stages to the plugin that registered its model (and ``gesso_invoke`` to its provider's plugin), so a
+family plugin never checks whether a model is its own; plugins that register no models or providers (say, a
+``wrapper=True`` implementation that times, records or replays calls) see every call.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
+    from gesso.provider import Provider
     from gesso.types import (
         ImageRequest,
         ImageResponse,
@@ -56,6 +61,51 @@ def gesso_register_models() -> list[Model]:  # type: ignore[empty-body]
     """
 
 
+@hookspec
+def gesso_register_providers() -> list[Provider]:  # type: ignore[empty-body]
+    """Declare the providers this plugin implements: where models run.
+
+    Called once, when gesso first needs its registry, before any ``gesso_register_models``.
+
+    Arguments: none.
+
+    Returns: a list of :class:`gesso.provider.Provider` objects (subclass it: the provider's ``name``, the
+    call options it takes, how it resolves its model strings and builds each call's target, its emulator).
+    The plugin also implements ``gesso_invoke`` to send its calls. Return ``[]`` or ``None`` to declare
+    nothing; a second provider of the same name is ignored.
+
+    Example::
+
+        class Acme(gesso.Provider):
+            name, title, options = "acme", "Acme Cloud", ("acme_endpoint", "acme_token")
+
+        @gesso.hookimpl
+        def gesso_register_providers():
+            return [Acme()]
+    """
+
+
+@hookspec
+def gesso_register_commands(subcommands: argparse._SubParsersAction) -> None:  # type: ignore[empty-body]
+    """Add subcommands to the ``gesso`` command line.
+
+    Called once per ``gesso`` invocation, while its parser is built.
+
+    Arguments: ``subcommands``, the ``argparse`` subparsers of ``gesso``. Add a parser with
+    ``subcommands.add_parser(name, help=...)`` and give it a ``handler``: a function of the parsed
+    arguments that returns the exit status.
+
+    Returns: nothing (return ``None``).
+
+    Example::
+
+        @gesso.hookimpl
+        def gesso_register_commands(subcommands):
+            hello = subcommands.add_parser("hello", help="say hello")
+            hello.set_defaults(handler=lambda args: print("hello") or 0)
+    """
+
+
 @hookspec(firstresult=True)
 def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:  # type: ignore[empty-body]
     """Validate one call's parameters and build the provider request bodies.
@@ -87,15 +137,22 @@ def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse |
 
     Called once per body of the prepared request (concurrently when there are several).
 
-    Arguments: ``invocation`` (:class:`gesso.types.Invocation`): ``provider`` (``"bedrock"``), the
-    ``target`` (invoke id, region, credentials, endpoint, timeout) and the serialised ``body``;
-    ``request``, the call it belongs to.
+    Arguments: ``invocation`` (:class:`gesso.types.Invocation`): the ``provider`` name, the provider's own
+    ``target`` (where and how to send: built by :meth:`gesso.provider.Provider.target`) and the serialised
+    ``body``; ``request``, the call it belongs to.
 
     Returns: a :class:`gesso.types.RawResponse` for a successful call. Raise a
     :class:`gesso.errors.GessoError` subclass for failures (map the transport's own errors once, here).
-    Return ``None`` when this plugin does not handle ``invocation.provider``. gesso's built-in
-    Bedrock transport implements this hook for ``"bedrock"``; a plugin can wrap or replace it (for
-    example with ``tryfirst=True``) to record, replay or reroute calls.
+    Return ``None`` when this plugin does not handle ``invocation.provider``. A provider plugin implements
+    it; another plugin can wrap it (``wrapper=True``) or answer first (``tryfirst=True``) to time,
+    record, replay or reroute calls.
+
+    Example::
+
+        @gesso.hookimpl
+        def gesso_invoke(request, invocation):
+            answer = httpx.post(invocation.target.url, content=invocation.body)
+            return RawResponse(status=answer.status_code, body=answer.content)
     """
 
 

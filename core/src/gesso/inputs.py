@@ -1,4 +1,4 @@
-"""Image inputs: accept what callers have, send what Bedrock wants, and check it before sending.
+"""Image inputs: accept what callers have, send what the model wants, and check it before sending.
 
 A caller may give an image as ``bytes``, a ``pathlib.Path``, a base64 string, or a ``data:`` URL; the
 body always carries base64. Family schemas mark image fields with ``"x-image": "image"`` (or ``"mask"``),
@@ -21,7 +21,7 @@ from gesso.errors import GessoError, Violation
 from gesso.imaging import ImageFormatError, ImageInfo, inspect
 from gesso.params import deref, dotted
 
-#: JPEG masks cannot be exactly black and white after compression; Bedrock asks for 100% quality.
+#: JPEG masks cannot be exactly black and white after compression (providers ask for 100% quality).
 #: Channel values this close to 0 or 255 count as black or white in a JPEG mask (our choice).
 JPEG_MASK_TOLERANCE = 8
 
@@ -180,7 +180,7 @@ def _pil() -> Any:
     return Image
 
 
-#: The most pixels gesso decodes to check an image (no Bedrock model takes more than 4096 x 4096); the
+#: The most pixels gesso decodes to check an image (no image model gesso knows takes more); the
 #: size comes from the header, so a small file that declares a huge image is refused before decoding.
 MAX_DECODED_PIXELS = 4096 * 4096
 

@@ -112,7 +112,7 @@ def schema_violations(
     return _with_sources(found, sources)
 
 
-#: How deeply a body may nest; Bedrock's bodies go four levels deep.
+#: How deeply a body may nest; request bodies go four or five levels deep.
 MAX_DEPTH = 32
 
 
@@ -154,7 +154,7 @@ def _with_sources(found: list[Violation], sources: Mapping[str, str] | None) -> 
 
 def to_json(body: Any) -> bytes:
     """The JSON bytes of a checked body. A number with no fraction is written as an integer (``1024``, not
-    ``1024.0``): JSON has one number type, but Bedrock's validator takes ``1024.0`` for a non-integer."""
+    ``1024.0``): JSON has one number type, but some providers' validators take ``1024.0`` for a non-integer."""
     return json.dumps(_integral(body), separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -377,8 +377,8 @@ class BodyBuilder:
         return node
 
 
-#: What one family calls a field another spells differently (Stability and litellm use snake case,
-#: Amazon camel case; OpenAI's edit API says ``mask``): the names suggested for an unknown one.
+#: What one family calls a field another spells differently (some use snake case, others
+#: camel case; OpenAI's edit API says ``mask``): the names suggested for an unknown one.
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "negative_prompt": ("negativeText",),
     "negativeText": ("negative_prompt",),

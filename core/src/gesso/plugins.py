@@ -1,61 +1,52 @@
-"""The plugin manager and the model registry, built lazily on first use (never at import).
+"""The plugin manager, built lazily on first use (never at import), and the registry built from it.
 
-Plugins come from three places, in this order: gesso's built-in plugins (the Bedrock transport), the
-entry-point group ``gesso`` of installed distributions, and objects a host application registers
-in-process with :func:`register_plugin`. A plugin that fails to import or to register is skipped and
-reported (``gesso plugins`` shows the error); it never breaks the host.
+Plugins come from three places, in this order: provider plugins (the entry-point group
+``gesso.providers``: they always load, since families need them, and ``gesso plugins`` lists them only with
+``--all``), family and other plugins (the entry-point group ``gesso``), and objects a host application
+registers in-process with :func:`register_plugin`. A plugin that fails to import or to register is skipped
+and reported (``gesso plugins`` shows the error); it never breaks the host.
 
-``GESSO_PLUGINS`` restricts which distributions load: a comma-separated list of distribution names;
-set but empty means none. Unset means all installed.
+``GESSO_PLUGINS`` restricts which distributions of the ``gesso`` group load: a comma-separated list of
+distribution names; set but empty means none. Unset means all installed.
+
+Stage hooks are routed: a call's ``gesso_transform_request``, ``gesso_parse_response`` and
+``gesso_calculate_cost`` reach the plugin that registered its model and no other model-registering
+plugin, and ``gesso_invoke`` reaches its provider's plugin and no other provider's. Plugins that register
+neither (wrappers that record, replay or time calls) see every call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib.metadata
 import logging
 import os
 import re
 import threading
-import warnings
-from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import pluggy
 
 from gesso import hookspecs
-from gesso.errors import ModelIdWarning, PluginConflictError, UnknownModelError
-from gesso.params import short
+from gesso.errors import PluginConflictError
+from gesso.provider import Provider
+from gesso.registry import Registry
 from gesso.types import Model
 
 logger = logging.getLogger("gesso.plugins")
 
 ENTRY_POINT_GROUP = "gesso"
+PROVIDER_GROUP = "gesso.providers"
 PLUGINS_ENV = "GESSO_PLUGINS"
-
-#: Geographic prefixes of system-defined (cross-Region) inference profile ids.
-PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
-
-#: Families whose models are active on Bedrock, suggested when a model is retired and they are missing.
-ACTIVE_FAMILIES = (("gesso-bedrock-stability", "Stable Image Ultra v1:1, Stable Image Core v1:1, SD3.5 Large"),)
-
-#: First-party families: an unknown model id matching a prefix names the distribution to install.
-KNOWN_FAMILIES = (
-    ("amazon.nova-canvas", "gesso-bedrock-nova"),
-    ("amazon.titan-image-generator", "gesso-bedrock-titan"),
-    ("stability.", "gesso-bedrock-stability"),
-)
-
-#: a provider prefix written twice (``stability.stability.``), at the start or after a profile prefix
-_DOUBLED_PREFIX = re.compile(r"(^|\.)([a-z0-9-]+)\.\2\.")
+STAGES = ("gesso_transform_request", "gesso_invoke", "gesso_parse_response", "gesso_calculate_cost")
 
 
 @attrs.define
 class PluginInfo:
-    """One plugin as loaded: its name (the distribution, for entry points), version, the plugin
-    object (``None`` if it failed), the load ``error`` if any, and whether it ships with gesso."""
+    """One plugin as loaded: its name (the distribution, for entry points), version, the plugin object
+    (``None`` if it failed), the load ``error`` if any, whether it is a provider plugin (``builtin``: listed
+    only on request), and the model ids, families and providers it registered."""
 
     name: str
     version: str | None = None
@@ -63,10 +54,12 @@ class PluginInfo:
     error: str | None = None
     builtin: bool = False
     models: list[str] = attrs.field(factory=list)
+    families: set[str] = attrs.field(factory=set)
+    providers: list[str] = attrs.field(factory=list)
 
 
 def canonical_name(name: str) -> str:
-    """A distribution name normalised as in PEP 503: ``Gesso_Bedrock.Nova`` -> ``gesso-bedrock-nova``."""
+    """A distribution name normalised as in PEP 503: ``Gesso_Acme.Painter`` -> ``gesso-acme-painter``."""
     return re.sub(r"[-_.]+", "-", name).lower().strip()
 
 
@@ -77,141 +70,6 @@ def allowed_distributions() -> set[str] | None:
     return {canonical_name(part) for part in raw.split(",") if part.strip()}
 
 
-class Registry:
-    """Every model id the loaded plugins own, mapped to its :class:`~gesso.types.Model`."""
-
-    def __init__(self, models: Iterable[Model]) -> None:
-        self.models: list[Model] = list(models)
-        self.by_id: dict[str, Model] = {mid: m for m in self.models for mid in m.ids}
-
-    def get(self, model_id: str) -> Model | None:
-        return self.by_id.get(model_id)
-
-    def resolve(self, model: str, *, base_model: str | None = None) -> tuple[Model, str, str | None]:
-        """Resolve a caller's model string to (registration, id as named, invoke target or None).
-
-        Accepts ``bedrock/<id>``, ``bedrock/invoke/<id>`` and a bare ``<id>``; also foundation-model
-        and system inference-profile ARNs, whose model is readable from the ARN (the ARN is then the
-        invoke target), and any other ARN when ``base_model`` names the family's model id. Raises
-        :class:`UnknownModelError` otherwise.
-        """
-        if not isinstance(model, str) or not model.strip():
-            got = short(model)
-            raise UnknownModelError(f"model must be a non-empty string (got {got})", model=got)
-        name = model.strip()
-        if name.startswith("bedrock/"):
-            name = name[len("bedrock/") :]
-            if name.startswith("invoke/"):
-                name = name[len("invoke/") :]
-        elif "/" in name and not name.startswith("arn:"):
-            provider = name.split("/", 1)[0]
-            raise UnknownModelError(
-                f"Model {model!r}: gesso serves AWS Bedrock models; use 'bedrock/<model id>' "
-                f"(the provider prefix {provider!r} is not supported)",
-                model=model,
-            )
-        if name.startswith("arn:"):
-            if base_model:
-                found, base_name, _ = self.resolve(base_model)
-                return found, base_name, name
-            return self._resolve_arn(name, original=model)
-        found = self.by_id.get(name)
-        if found is None:
-            name = self._undoubled(name, original=model)
-            found = self.by_id.get(name)
-        if found is None:
-            raise self.unknown(name)
-        return found, name, None
-
-    def _undoubled(self, name: str, *, original: str) -> str:
-        """litellm's docs spell ``stability.stability.sd3-large-v1:0``: a provider prefix written twice is
-        read once, with a warning naming the real id (only when that id is known)."""
-        single = _DOUBLED_PREFIX.sub(r"\1\2.", name, count=1)
-        if single != name and single in self.by_id:
-            warnings.warn(
-                f"model {original!r} names its provider twice; using {single!r}, the real id (write it that way)",
-                ModelIdWarning,
-                stacklevel=5,  # the caller of image_generation
-            )
-            return single
-        return name
-
-    def _resolve_arn(self, arn: str, *, original: str) -> tuple[Model, str, str | None]:
-        resource = arn.split(":", 5)[-1] if arn.count(":") >= 5 else ""
-        kind, _, ident = resource.partition("/")
-        if kind in ("foundation-model", "inference-profile") and ident in self.by_id:
-            return self.by_id[ident], ident, arn
-        if kind in ("foundation-model", "inference-profile") and ident:
-            raise self.unknown(ident)
-        raise UnknownModelError(
-            f"Model {original!r} is an ARN that does not name its model, so gesso cannot tell which request "
-            "format to use. Pass the ARN as model_id and name the model family in model, e.g. "
-            "model='bedrock/amazon.nova-canvas-v1:0', model_id='<the ARN>' (or keep the ARN as model and add "
-            "base_model='amazon.nova-canvas-v1:0')",
-            model=original,
-        )
-
-    def alternatives(self, model: Model) -> str:
-        """A sentence naming active models that can stand in for ``model`` (or what to install)."""
-        # a text-to-image model is best replaced by text-to-image models; otherwise any shared capability
-        wanted = {"text_to_image"} if "text_to_image" in model.capabilities else set(model.capabilities)
-        shared = [
-            m.id for m in self.models if m.lifecycle.status == "active" and m.id != model.id and m.capabilities & wanted
-        ]
-        if shared:
-            return f"Active alternatives installed: {', '.join(sorted(shared))}."
-        installed = {m.distribution for m in self.models}
-        missing = [f"pip install {dist} ({names})" for dist, names in ACTIVE_FAMILIES if dist not in installed]
-        if missing:
-            return "No active alternative is installed; for example " + "; ".join(missing) + "."
-        return "No active alternative is installed."
-
-    def unknown(self, model_id: str) -> UnknownModelError:
-        base = strip_profile_prefix(model_id)
-        for prefix, distribution in KNOWN_FAMILIES:
-            offered = [
-                mid
-                for m in self.models
-                if canonical_name(m.distribution or "") == distribution
-                for mid in usable_ids(m)
-            ]
-            if base.startswith(prefix) and offered:
-                closest = difflib.get_close_matches(model_id, offered, n=3, cutoff=0.6)
-                hint = f"the closest: {', '.join(closest)}" if closest else f"its models: {', '.join(offered)}"
-                return UnknownModelError(
-                    f"Model {model_id!r} is not one of the models {distribution} offers; {hint} "
-                    "(gesso models lists every installed id)",
-                    model=model_id,
-                )
-            if base.startswith(prefix):
-                return UnknownModelError(
-                    f"Model {model_id!r} is not provided by any installed gesso plugin. "
-                    f"Install its family with: pip install {distribution}",
-                    model=model_id,
-                    install_hint=f"pip install {distribution}",
-                )
-        known = ", ".join(sorted(m.id for m in self.models)) or "none (no family plugin is installed)"
-        return UnknownModelError(
-            f"Model {model_id!r} is not provided by any installed gesso plugin. Installed models: {known}",
-            model=model_id,
-        )
-
-
-def usable_ids(model: Model) -> tuple[str, ...]:
-    """The ids a caller can use: all of them, but for a model offered only through inference profiles,
-    only the profile ids (its base id is claimed so the error can say which profile to use)."""
-    if "inference_profile_only" in model.capabilities:
-        return tuple(mid for mid in model.ids if mid != model.id)
-    return model.ids
-
-
-def strip_profile_prefix(model_id: str) -> str:
-    for prefix in PROFILE_PREFIXES:
-        if model_id.startswith(prefix):
-            return model_id[len(prefix) :]
-    return model_id
-
-
 class _State:
     """The process-wide plugin manager, the plugins it loaded, and the registry built from them."""
 
@@ -220,18 +78,14 @@ class _State:
         self.manager.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.registry: Registry | None = None
-        self._load_builtins()
-        self._load_entry_points()
+        self._routes: dict[tuple[int, int], Any] = {}
+        self._load(PROVIDER_GROUP, builtin=True)
+        self._load(ENTRY_POINT_GROUP, builtin=False)
 
-    def _load_builtins(self) -> None:
-        from gesso import bedrock
-
-        self._register(PluginInfo(name="gesso.bedrock", version=_version("gesso-core"), builtin=True), bedrock)
-
-    def _load_entry_points(self) -> None:
-        allowed = allowed_distributions()
+    def _load(self, group: str, *, builtin: bool) -> None:
+        allowed = None if builtin else allowed_distributions()
         seen: set[tuple[str, str]] = set()
-        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        found = importlib.metadata.entry_points(group=group)
         # load in a stable order, so hook call order does not depend on sys.path or install order
         for ep in sorted(found, key=lambda ep: (canonical_name(ep.dist.name if ep.dist else ep.name), ep.name)):
             dist_name = ep.dist.name if ep.dist is not None else ep.name
@@ -239,7 +93,8 @@ class _State:
             if (allowed is not None and key not in allowed) or (key, ep.name) in seen:
                 continue
             seen.add((key, ep.name))
-            info = PluginInfo(name=dist_name, version=ep.dist.version if ep.dist is not None else None)
+            version = ep.dist.version if ep.dist is not None else None
+            info = PluginInfo(name=ep.name if builtin else dist_name, version=version, builtin=builtin)
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken plugin must never break the host
@@ -271,36 +126,80 @@ class _State:
         self.plugins.append(info)
         logger.warning("gesso plugin %s was skipped: %s", info.name, error)
 
+    def _declared(self, info: PluginInfo, hook: str, kind: type) -> list[Any]:
+        found: list[Any] = []
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
+            if impl.plugin is not info.plugin:
+                continue
+            try:
+                declared = list(impl.function() or [])
+                bad = [item for item in declared if not isinstance(item, kind)]
+                if bad:
+                    raise TypeError(f"{hook} must return {kind.__module__}.{kind.__name__} objects, got {bad[0]!r}")
+            except Exception as exc:
+                info.error = f"{hook} failed: {type(exc).__name__}: {exc}"
+                logger.warning("gesso plugin %s declared nothing: %s", info.name, info.error)
+                continue
+            found += declared
+        return found
+
     def build_registry(self) -> Registry:
-        claims: dict[str, list[str]] = {}
+        providers: dict[str, Provider] = {}
+        for info in self.plugins:
+            if info.plugin is not None:
+                info.providers = []
+                for provider in self._declared(info, "gesso_register_providers", Provider):
+                    if provider.name not in providers:
+                        providers[provider.name] = provider
+                        info.providers.append(provider.name)
+        default = next((p.name for p in providers.values() if p.default), None)
+        claims: dict[tuple[str | None, str], list[str]] = {}
+        families: dict[str, list[str]] = {}
         models: list[Model] = []
         for info in self.plugins:
             if info.plugin is None:
                 continue
-            info.models = []
-            impls = [
-                impl for impl in self.manager.hook.gesso_register_models.get_hookimpls() if impl.plugin is info.plugin
-            ]
-            for impl in impls:
-                try:
-                    declared = list(impl.function() or [])
-                    bad = [m for m in declared if not isinstance(m, Model)]
-                    if bad:
-                        raise TypeError(f"gesso_register_models must return gesso.types.Model objects, got {bad[0]!r}")
-                except Exception as exc:
-                    info.error = f"gesso_register_models failed: {type(exc).__name__}: {exc}"
-                    logger.warning("gesso plugin %s declared no models: %s", info.name, info.error)
-                    continue
-                for model in declared:
-                    model = attrs.evolve(model, distribution=info.name)
-                    models.append(model)
-                    for model_id in dict.fromkeys(model.ids):
-                        claims.setdefault(model_id, []).append(info.name)
-                        info.models.append(model_id)
-        conflicts = {mid: sorted(dists) for mid, dists in claims.items() if len(dists) > 1}
+            info.models, info.families = [], set()
+            for model in self._declared(info, "gesso_register_models", Model):
+                model = attrs.evolve(model, distribution=info.name, provider=model.provider or default)
+                models.append(model)
+                if model.family not in info.families:
+                    info.families.add(model.family)
+                    families.setdefault(model.family, []).append(info.name)
+                for model_id in dict.fromkeys(model.ids):
+                    claims.setdefault((model.provider, model_id), []).append(info.name)
+                    info.models.append(model_id)
+        conflicts = {model_id: sorted(d) for (_, model_id), d in claims.items() if len(d) > 1}
+        conflicts.update({f"family {f}": sorted(d) for f, d in families.items() if len(d) > 1})
         if conflicts:
             raise PluginConflictError(conflicts)
-        return Registry(models)
+        self._routes.clear()
+        return Registry(models, providers)
+
+    def route(self, model: Model) -> Any:
+        """The hook relay for one call of ``model``: its family's plugin and its provider's plugin, plus
+        every plugin that registers neither models nor providers (wrappers)."""
+        owner = next((i for i in self.plugins if i.plugin is not None and model.family in i.families), None)
+        provider = next((i for i in self.plugins if i.plugin is not None and model.provider in i.providers), None)
+        key = (id(owner), id(provider))
+        relay = self._routes.get(key)
+        if relay is None:
+            others = [
+                i.plugin
+                for i in self.plugins
+                if i.plugin is not None
+                and ((i.families and i is not owner) or (i.providers and i is not provider and i is not owner))
+            ]
+            relay = _Relay({stage: self.manager.subset_hook_caller(stage, others) for stage in STAGES})
+            self._routes[key] = relay
+        return relay
+
+
+class _Relay:
+    """Attribute access to routed hook callers: ``relay.gesso_invoke(...)``."""
+
+    def __init__(self, callers: dict[str, Any]) -> None:
+        self.__dict__.update(callers)
 
 
 _lock = threading.RLock()
@@ -335,6 +234,12 @@ def get_registry() -> Registry:
     return registry
 
 
+def route(model: Model) -> Any:
+    """The stage hooks for one call of ``model``, routed to the plugins that own it (see the module)."""
+    get_registry()
+    return _get_state().route(model)
+
+
 def register_plugin(plugin: Any, name: str | None = None) -> None:
     """Register a plugin object (a module, class or instance with ``@gesso.hookimpl`` functions)
     in-process. Hosts use this for plugins that are not installed as distributions."""
@@ -363,7 +268,8 @@ def reset() -> None:
 
 
 def list_plugins(*, include_builtin: bool = False) -> list[dict[str, Any]]:
-    """What ``gesso plugins`` prints: each plugin's name, version, hooks, model ids and load error."""
+    """What ``gesso plugins`` prints: each plugin's name, version, hooks, model ids and load error
+    (provider plugins only with ``include_builtin``)."""
     state = _get_state()
     with contextlib.suppress(PluginConflictError):
         get_registry()  # a conflict still lists what loaded; it is reported where models are used
@@ -376,10 +282,3 @@ def list_plugins(*, include_builtin: bool = False) -> list[dict[str, Any]]:
             {"name": info.name, "version": info.version, "hooks": hooks, "models": info.models, "error": info.error}
         )
     return rows
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None

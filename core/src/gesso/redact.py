@@ -1,14 +1,14 @@
 """Keep secrets and image data out of every log line and message, whatever the host's logging config.
 
-botocore logs request headers (a Bedrock API key, a session token), STS parameters (a web identity
-token, an external id) and request bodies (megabytes of base64) at DEBUG. gesso cannot rely on how the
-host configured logging, so it redacts where log records are made: :func:`install` wraps the process's
-log record factory, and every record of the loggers gesso drives (``gesso``, ``botocore``, ``boto3``,
-``urllib3``) has its message rewritten before any handler or filter sees it. Records are only made for
-enabled levels, so this costs nothing while DEBUG logging is off.
+Provider libraries log request headers (API keys, session tokens) and request bodies (megabytes of base64)
+at DEBUG. gesso cannot rely on how the host configured logging, so it redacts where log records are made:
+:func:`install` wraps the process's log record factory, and every record of the loggers gesso drives
+(``gesso`` and each provider's :attr:`~gesso.provider.Provider.loggers`) has its message rewritten before
+any handler or filter sees it. Records are only made for enabled levels, so this costs nothing while DEBUG
+logging is off.
 
-What is redacted: every secret gesso was given (:func:`remember`), bearer and session-token header
-values, ``user:password@`` in URLs, and base64 runs longer than 64 characters.
+What is redacted: every secret gesso was given (:func:`remember`), credential header values
+(``Authorization``, session tokens), ``user:password@`` in URLs, and base64 runs longer than 64 characters.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import re
 import threading
 from collections.abc import Iterable
 
-LOGGERS = ("gesso", "botocore", "boto3", "urllib3", "s3transfer")
+_loggers: tuple[str, ...] = ("gesso",)
 #: a base64 run longer than this many characters is image data (or a key): it is shortened
 MAX_BASE64 = 64
 _MAX_SECRETS = 256
@@ -27,7 +27,7 @@ MIN_SECRET = 8
 
 _BASE64_RE = re.compile(rf"[A-Za-z0-9+/]{{{MAX_BASE64 + 1},}}={{0,2}}")
 _HEADER_RE = re.compile(
-    r"(?i)((?:authorization|x-amz-security-token)['\"]?\s*[:=]\s*b?['\"]?)(?:bearer\s+)?[^'\",}\s]+"
+    r"(?i)((?:authorization|x-[a-z-]*security-token)['\"]?\s*[:=]\s*b?['\"]?)(?:bearer\s+)?[^'\",}\s]+"
 )
 _USERINFO_RE = re.compile(r"(?<=://)[^/@\s'\"]*@")
 
@@ -58,19 +58,22 @@ def redact(text: str) -> str:
     return _BASE64_RE.sub(lambda m: f"<{len(m.group())} base64 chars>", text)
 
 
-def install() -> None:
-    """Redact every log record of the loggers gesso drives (once per process; idempotent)."""
-    global _installed
-    if _installed:
+def install(loggers: Iterable[str] = ()) -> None:
+    """Redact every log record of ``gesso`` and of ``loggers`` (and their children) from now on (the record
+    factory is wrapped once per process; later calls only add loggers)."""
+    global _installed, _loggers
+    wanted = tuple(name for name in loggers if name not in _loggers)
+    if _installed and not wanted:
         return
     with _lock:
+        _loggers = (*_loggers, *(name for name in wanted if name not in _loggers))
         if _installed:
             return
         make = logging.getLogRecordFactory()
 
         def factory(*args: object, **kwargs: object) -> logging.LogRecord:
             record = make(*args, **kwargs)
-            if record.name.startswith(LOGGERS):
+            if record.name.startswith(_loggers):
                 _redact_record(record)
             return record
 

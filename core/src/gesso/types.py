@@ -26,7 +26,7 @@ from gesso.errors import InvalidRequestError, Violation
 
 @attrs.frozen(kw_only=True)
 class Lifecycle:
-    """Where a model stands in AWS's lifecycle: ``active``, ``legacy`` (still callable, end of life
+    """Where a model stands in its provider's lifecycle: ``active``, ``legacy`` (still callable, end of life
     announced) or ``eol`` (retired). ``end_of_life`` is an ISO date when known."""
 
     status: str = attrs.field(default="active", validator=attrs.validators.in_(("active", "legacy", "eol")))
@@ -38,11 +38,12 @@ class Lifecycle:
 class Model:
     """What a plugin returns from ``gesso_register_models``: one model it owns.
 
-    ``id`` is the base model id; the plugin also owns every id in ``aliases`` and ``prefix + id`` for
-    each of ``profile_prefixes`` (system inference profiles such as ``us.``). ``param_schema`` is the
-    JSON Schema (Draft 2020-12) of the provider request body; ``prices`` names the USD per-image price
-    points the plugin's cost hook uses; ``capabilities`` are free-form tags (``text_to_image``...).
-    ``emulator`` answers emulated ``InvokeModel`` calls for this model (see :mod:`gesso.emulator`);
+    ``id`` is the model's id at its ``provider`` (``None``: the default provider's); the plugin also owns
+    every id in ``aliases`` and ``prefix + id`` for each of ``profile_prefixes`` (a provider's regional or
+    routing variants, such as ``us.``). ``family`` names the request format; one plugin owns each family.
+    ``param_schema`` is the JSON Schema (Draft 2020-12) of the request body; ``prices`` names the USD
+    per-image price points the plugin's cost hook uses; ``capabilities`` are free-form tags
+    (``text_to_image``...). ``emulator`` answers this model's calls in its provider's emulator;
     ``timeout`` is the model's default read timeout in seconds (a call's ``timeout`` overrides it).
     ``distribution`` is filled in by gesso with the distribution that registered the model.
     """
@@ -50,7 +51,7 @@ class Model:
     id: str
     family: str
     name: str = ""
-    provider: str = "bedrock"
+    provider: str | None = None
     aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     profile_prefixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     param_schema: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
@@ -106,59 +107,11 @@ class Size:
 
 
 @attrs.frozen(kw_only=True)
-class AwsCredentials:
-    """How to authenticate one call; litellm's parameter names without the ``aws_`` prefix.
-
-    Static keys, a shared-config profile, a role to assume (optionally with a web identity token), or a
-    Bedrock API key (bearer). Empty means boto3's default chain. Secrets never appear in ``repr``.
-    """
-
-    access_key_id: str | None = None
-    secret_access_key: str | None = attrs.field(default=None, repr=False)
-    session_token: str | None = attrs.field(default=None, repr=False)
-    profile_name: str | None = None
-    role_name: str | None = None
-    session_name: str | None = None
-    external_id: str | None = attrs.field(default=None, repr=False)
-    web_identity_token: str | None = attrs.field(default=None, repr=False)
-    sts_endpoint: str | None = None
-    api_key: str | None = attrs.field(default=None, repr=False)
-
-    def __bool__(self) -> bool:
-        return any(attrs.astuple(self))
-
-    @property
-    def explicit_sigv4(self) -> bool:
-        """Whether the caller chose a SigV4 identity (keys, profile or role) rather than the default chain."""
-        return any(
-            (self.access_key_id, self.secret_access_key, self.profile_name, self.role_name, self.web_identity_token)
-        )
-
-
-@attrs.frozen(kw_only=True)
-class Target:
-    """Where and how to send a call: the invoke target id, region, credentials, endpoint, timeouts,
-    retry bounds and extra headers. ``None`` means gesso's default (see :mod:`gesso.bedrock.transport`)."""
-
-    model_id: str
-    region: str | None = None
-    credentials: AwsCredentials = attrs.field(factory=AwsCredentials)
-    endpoint_url: str | None = None
-    timeout: float | None = None
-    connect_timeout: float | None = None
-    max_retries: int | None = None
-    retry_budget: float | None = None
-    ssl_verify: bool | str | None = None
-    #: extra HTTP headers of the call: the guardrail and trace headers, and the caller's ``extra_headers``
-    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
-
-
-@attrs.frozen(kw_only=True)
 class ImageRequest:
     """One ``image_generation`` call after gesso parsed the OpenAI and transport kwargs.
 
     ``params`` holds every other kwarg, unvalidated: the family plugin validates it against its schema.
-    ``model_name`` is the id the caller used (without ``bedrock/``); ``model`` its registration.
+    ``model_name`` is the id the caller used (without the ``<provider>/`` prefix); ``model`` its registration.
     """
 
     model: Model
@@ -171,7 +124,8 @@ class ImageRequest:
     style: str | None = None
     user: str | None = None
     params: Mapping[str, Any] = attrs.field(factory=dict)
-    target: Target
+    #: where and how to send the call: the provider's own typed object (:meth:`gesso.provider.Provider.target`)
+    target: Any = None
 
 
 @attrs.frozen(kw_only=True)
@@ -189,7 +143,7 @@ class Invocation:
     """One provider call for ``gesso_invoke``: the target, the serialised body, and the settings."""
 
     provider: str
-    target: Target
+    target: Any
     body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     content_type: str = "application/json"
     accept: str = "application/json"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gesso import taskbody
 from gesso.hookspecs import hookimpl
+from gesso_bedrock import taskbody
 from gesso_bedrock_nova import models, pricing
 from gesso_bedrock_nova import request as build
 
@@ -22,8 +22,6 @@ def gesso_register_models() -> list[Model]:
 
 @hookimpl
 def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:
-    if request.model.family != models.FAMILY:
-        return None
     return build.prepare(request)
 
 
@@ -31,13 +29,9 @@ def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:
 def gesso_parse_response(
     request: ImageRequest, prepared: PreparedRequest, response: RawResponse
 ) -> ParsedResponse | None:
-    if request.model.family != models.FAMILY:
-        return None
     return taskbody.parse_response(request, prepared, response)
 
 
 @hookimpl
 def gesso_calculate_cost(request: ImageRequest, prepared: PreparedRequest, response: ImageResponse) -> float | None:
-    if request.model.family != models.FAMILY:
-        return None
     return pricing.cost(request.model, prepared, response)

@@ -1,6 +1,6 @@
 """Emulated Nova Canvas: validates bodies as Bedrock does (the same schema, Bedrock's wording) and
 answers with plausible, deterministic images for all seven tasks (the shared flow is
-:mod:`gesso.emulator.tasks`; Nova adds its size rules, image rules, filter messages and virtual try-on).
+:mod:`gesso_bedrock.emulator.tasks`; Nova adds its size rules, image rules, filter messages and virtual try-on).
 
 - TEXT_IMAGE, COLOR_GUIDED_GENERATION: synthetic images of the requested size (colour-guided ones in
   the requested colours). IMAGE_VARIATION: the first input's size unless a size is given.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gesso.emulator import EmulatedCall, EmulatorError, edits, tasks
 from gesso.inputs import ImageInput, load
+from gesso_bedrock.emulator import EmulatedCall, EmulatorError, edits, tasks
 from gesso_bedrock_nova.request import LAYOUT, MAX_ASPECT, MAX_PIXELS, image_rules
 
 

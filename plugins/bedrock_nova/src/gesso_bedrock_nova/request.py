@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gesso import inputs, taskbody
+from gesso import inputs
 from gesso.errors import Violation
 from gesso.types import ImageRequest, PreparedRequest
+from gesso_bedrock import taskbody
 from gesso_bedrock_nova.models import schema
 
 TASK_PARAMS = {

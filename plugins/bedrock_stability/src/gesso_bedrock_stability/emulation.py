@@ -19,7 +19,7 @@ import hashlib
 import io
 from typing import Any
 
-from gesso.emulator import EmulatedCall, EmulatorError, edits
+from gesso_bedrock.emulator import EmulatedCall, EmulatorError, edits
 from gesso_bedrock_stability import common, models, sdxl
 
 PROMPT_FILTERED = {"finish_reasons": ["Filter reason: prompt"]}

@@ -1,11 +1,11 @@
 """Emulated Titan Image Generator v1 and v2: each model's own schema (v1 rejects v2-only tasks and
 fields the way a schema does), the size table with Bedrock's exact message, input image rules, and
-plausible deterministic outputs for all six tasks (the shared flow is :mod:`gesso.emulator.tasks`)."""
+plausible deterministic outputs for all six tasks (the shared flow is :mod:`gesso_bedrock.emulator.tasks`)."""
 
 from __future__ import annotations
 
-from gesso.emulator import EmulatedCall, EmulatorError, edits, tasks
 from gesso.inputs import ImageInput
+from gesso_bedrock.emulator import EmulatedCall, EmulatorError, edits, tasks
 from gesso_bedrock_titan import sizes
 from gesso_bedrock_titan.request import LAYOUT, MAIN_IMAGE, TASK_PARAMS, image_rules
 

@@ -1,6 +1,6 @@
 """Build and validate Titan Image Generator request bodies (v1 and v2).
 
-The body layout is Nova's (``gesso.taskbody``): ``taskType``, one params object, ``imageGenerationConfig``,
+The body layout is Nova's (``gesso_bedrock.taskbody``): ``taskType``, one params object, ``imageGenerationConfig``,
 from nested, flat and OpenAI parameters in any mix. Titan's own rules: the size must be one of its table's
 (width, height) pairs, for INPAINTING and OUTPAINTING too (``snap_size=True`` opts into the nearest allowed
 size, reported on the response); text is 1-512 characters; input images are PNG or JPEG, at most 1408 pixels
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gesso import inputs, taskbody
+from gesso import inputs
 from gesso.errors import Violation
 from gesso.params import raise_for
 from gesso.types import ImageRequest, PreparedRequest
+from gesso_bedrock import taskbody
 from gesso_bedrock_titan import sizes
 from gesso_bedrock_titan.models import V1, V2, V2_ONLY_FIELDS, V2_ONLY_TASKS, schema_v1, schema_v2
 

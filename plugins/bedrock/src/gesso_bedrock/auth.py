@@ -20,7 +20,7 @@ from typing import Any
 
 from gesso import errors
 from gesso.redact import redact
-from gesso.types import AwsCredentials
+from gesso_bedrock.target import AwsCredentials
 
 BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 DEFAULT_SESSION_NAME_PREFIX = "gesso"

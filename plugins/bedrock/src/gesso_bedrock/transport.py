@@ -20,10 +20,10 @@ import time
 from typing import Any
 
 from gesso import errors
-from gesso.api import MAX_CONCURRENCY
-from gesso.bedrock.auth import bearer_token, make_session
-from gesso.bedrock.errors import map_botocore_error, map_client_error
-from gesso.types import Invocation, RawResponse, Target
+from gesso.types import Invocation, RawResponse
+from gesso_bedrock.auth import bearer_token, make_session
+from gesso_bedrock.errors import map_botocore_error, map_client_error
+from gesso_bedrock.target import Target
 
 #: Image models often take tens of seconds; AWS recommends at least 300 s for Nova Canvas.
 DEFAULT_READ_TIMEOUT = 300.0
@@ -34,6 +34,8 @@ DEFAULT_RETRY_BUDGET = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
 _CLIENT_CACHE_SIZE = 64
+#: Connections per client: as many as calls in flight (GESSO_MAX_CONCURRENCY, as gesso's thread pools).
+MAX_CONCURRENCY = int(os.environ.get("GESSO_MAX_CONCURRENCY", "256"))
 
 _clients: dict[tuple[Any, ...], Any] = {}
 _lock = threading.Lock()

@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 
-from gesso.emulator import EmulatedCall, EmulatorError, edits
 from gesso.errors import Violation
-from gesso.taskbody import TaskLayout
+from gesso_bedrock.emulator import EmulatedCall, EmulatorError, edits
+from gesso_bedrock.taskbody import TaskLayout
 
 
 @attrs.frozen(kw_only=True)

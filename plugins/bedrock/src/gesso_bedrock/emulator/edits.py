@@ -9,8 +9,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from gesso.emulator.images import synth_png, synth_png_b64
 from gesso.inputs import ImageInput
+from gesso_bedrock.emulator.images import synth_png, synth_png_b64
 
 
 def pil(image: ImageInput) -> Any:

@@ -28,12 +28,12 @@ from urllib.parse import unquote
 
 import attrs
 
-from gesso.emulator import everit, faults, sigv4
-from gesso.emulator.faults import Fault, FaultPlan
-from gesso.emulator.images import synth_png_b64
 from gesso.types import Model
+from gesso_bedrock.emulator import everit, faults, sigv4
+from gesso_bedrock.emulator.faults import Fault, FaultPlan
+from gesso_bedrock.emulator.images import synth_png_b64
 
-logger = logging.getLogger("gesso.emulator")
+logger = logging.getLogger("gesso_bedrock.emulator")
 
 #: Prompt markers that make the emulated content filter act: block the input (400), withhold every
 #: output (200 with ``error``), or withhold some outputs.
@@ -195,7 +195,7 @@ class Emulator:
         self.max_in_flight = 0
 
     def inject(self, kind: str, **fields: Any) -> Fault:
-        """Add a fault: ``emulator.inject("throttle", count=2)``; see :class:`~gesso.emulator.faults.Fault`."""
+        """Add a fault: ``emulator.inject("throttle", count=2)``; see :class:`~gesso_bedrock.emulator.faults.Fault`."""
         return self.faults.add(faults.from_dict({"kind": kind, **fields}))
 
     def stats(self) -> dict[str, int]:

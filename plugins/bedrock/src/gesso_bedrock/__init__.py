@@ -1,0 +1,40 @@
+"""gesso-bedrock: the Amazon Bedrock provider plugin. It registers the provider (model strings, options,
+targets, emulator: :mod:`gesso_bedrock.provider`), sends calls (``gesso_invoke``: :mod:`gesso_bedrock.transport`)
+and adds ``gesso emulator`` to the command line (:mod:`gesso_bedrock.cli`). The retired-model advice is a
+wrapper around ``gesso_invoke`` in :mod:`gesso_bedrock.lifecycle`.
+
+Importing this module imports neither boto3 nor Pillow; the first call does.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gesso.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from gesso.provider import Provider
+    from gesso.types import ImageRequest, Invocation, RawResponse
+
+
+@hookimpl
+def gesso_register_providers() -> list[Provider]:
+    from gesso_bedrock.provider import BEDROCK
+
+    return [BEDROCK]
+
+
+@hookimpl(trylast=True)
+def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse | None:
+    if invocation.provider != "bedrock":
+        return None
+    from gesso_bedrock import transport
+
+    return transport.invoke(invocation, model=request.model_name)
+
+
+@hookimpl
+def gesso_register_commands(subcommands: Any) -> None:
+    from gesso_bedrock import cli
+
+    cli.add_emulator_command(subcommands)
