@@ -140,7 +140,7 @@ def test_two_plugins_claiming_one_family_is_a_conflict():
 
 # -- the generic core knows no Bedrock ---------------------------------------------------------------------
 
-GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "api.py", "cli.py", "errors.py", "hookspecs.py",
+GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "api.py", "cli.py", "errors.py", "family.py", "hookspecs.py",
            "imaging.py", "inputs.py", "options.py", "params.py", "plugins.py", "provider.py", "redact.py",
            "registry.py", "testing.py", "types.py"]  # fmt: skip
 FORBIDDEN = re.compile(r"(?i)\b(aws|bedrock|boto3?|botocore|arn:|sigv4|inference[ -]profile|amazon)\b")
@@ -164,3 +164,36 @@ def test_the_core_distribution_does_not_depend_on_boto3():
     data = tomllib.loads((ROOT / "core" / "pyproject.toml").read_text())
     names = [re.split(r"[\s;<>=!~\[(]", r, maxsplit=1)[0].lower() for r in data["project"]["dependencies"]]
     assert not {"boto3", "botocore", "aiobotocore"} & set(names)
+
+
+# -- typed prices ----------------------------------------------------------------------------------------
+
+
+def test_a_price_table_missing_a_tier_is_an_error_at_registration():
+    from gesso.types import PriceTable
+
+    with pytest.raises(ValueError, match=r"missing prices \['premium_2048'\]"):
+        PriceTable({"quality": ("standard", "premium"), "tier": ("1024", "2048")},
+                   {"standard_1024": 0.04, "premium_1024": 0.06, "standard_2048": 0.06})  # fmt: skip
+
+    class Unpriced:
+        @gesso.hookimpl
+        def gesso_register_models(self):
+            table = PriceTable({"tier": ("small", "large")}, {"small": 0.01})
+            return [gesso.Model(id="test.unpriced-v1", family="test.unpriced", prices=table)]
+
+    plugins.register_plugin(Unpriced(), name="gesso-unpriced")
+    row = next(p for p in plugins.list_plugins() if p["name"] == "gesso-unpriced")
+    assert row["error"].startswith("gesso_register_models failed: ValueError: price table: missing prices ['large']")
+    assert plugins.get_registry().get("test.unpriced-v1") is None
+
+
+def test_a_price_table_prices_every_tier_and_refuses_an_unknown_one():
+    from gesso.types import PriceTable
+
+    table = PriceTable({"quality": ("standard", "premium")}, {"standard": 0.01, "premium": 0.02})
+    assert table.price(quality="premium") == 0.02 and dict(table) == {"standard": 0.01, "premium": 0.02}
+    with pytest.raises(ValueError, match="quality must be one of"):
+        table.price(quality="ultra")
+    with pytest.raises(ValueError, match="non-negative"):
+        PriceTable({"q": ("a",)}, {"a": -1})

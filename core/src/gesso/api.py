@@ -217,13 +217,11 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         "model": request.model_name,
         "size": sizes.pop() if len(sizes) == 1 else None,
         "filtered": filtered,
-        "warnings": tuple(dict.fromkeys(w for p in parsed for w in p.warnings)),
+        "warnings": tuple(dict.fromkeys((*call.prepared.warnings, *(w for p in parsed for w in p.warnings)))),
     }
     response = ImageResponse(**fields)
     cost = hooks.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
-    if cost is None:
-        return response
-    return ImageResponse(created=response.created, cost=round(float(cost), 6), **fields)
+    return response if cost is None else attrs.evolve(response, cost=round(float(cost), 6))
 
 
 def _image_data(b64: str, mime_type: str, response_format: str, seed: int | None = None) -> ImageData:

@@ -45,19 +45,23 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def gesso_register_models() -> list[Model]:  # type: ignore[empty-body]
     """Declare the models this plugin owns.
 
-    Called once, when gesso first needs its model registry (the first call, ``gesso models``...).
+    Called once, when gesso first needs its registry (the first call, ``gesso models``...), after
+    ``gesso_register_providers``.
 
-    Returns: a list of :class:`gesso.types.Model`, each with its base id, the region-prefixed ids it
-    also answers to (``profile_prefixes=("us.", "eu.")``), the JSON Schema of its request body, its
-    prices, capabilities, lifecycle and (optionally) its emulator. Return ``[]`` or ``None`` to declare
-    nothing. Two plugins declaring the same id is an error naming both distributions.
+    Arguments: none.
+
+    Returns: a list of :class:`gesso.types.Model`, each with its id at its ``provider`` (none: the default
+    provider), its ``family`` (the request format, which this plugin then owns), the ids it also answers to
+    (``aliases``, ``profile_prefixes``), the JSON Schema of its request body, its prices, capabilities,
+    lifecycle and (optionally) its emulator. Return ``[]`` or ``None`` to declare nothing. Two
+    distributions declaring one id of a provider, or one family, is an error naming both.
 
     Example::
 
         @gesso.hookimpl
         def gesso_register_models():
-            return [Model(id="acme.painter-v1", family="acme.painter", param_schema=SCHEMA,
-                          prices={"image": 0.02}, capabilities={"text_to_image"})]
+            return [Model(id="painter-v1", provider="acme", family="acme.painter", name="Acme Painter",
+                          param_schema=SCHEMA, prices={"image": 0.02}, capabilities={"text_to_image"})]
     """
 
 
@@ -108,26 +112,28 @@ def gesso_register_commands(subcommands: argparse._SubParsersAction) -> None:  #
 
 @hookspec(firstresult=True)
 def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:  # type: ignore[empty-body]
-    """Validate one call's parameters and build the provider request bodies.
+    """Validate one call's parameters and build the request bodies: the plan of the call.
 
-    Called once per call, before anything is sent.
+    Called once per call, before anything is sent, on the plugin that registered ``request.model`` (and on
+    plugins that register no models, such as wrappers).
 
     Arguments: ``request`` (:class:`gesso.types.ImageRequest`): the resolved ``request.model``, the
     prompt, the OpenAI parameters (``n``, ``size``, ``quality``, ``style``...) and ``request.params``,
-    every provider-specific kwarg exactly as the caller gave it.
+    every model parameter exactly as the caller gave it.
 
-    Returns: a :class:`gesso.types.PreparedRequest` holding the bodies to send (one per provider call)
-    and any ``details`` the parse and cost hooks need. Raise :class:`gesso.errors.InvalidRequestError`
-    naming each bad parameter, its allowed values and the model; never drop or rewrite what the
-    caller sent. Return ``None`` when ``request.model`` is not one of this plugin's models.
+    Returns: a :class:`gesso.types.PreparedRequest`: the bodies to send (one per provider call) and what
+    the parse and cost hooks need (the task, size, quality, images requested, warnings). Raise
+    :class:`gesso.errors.InvalidRequestError` naming each bad parameter, its allowed values and the model;
+    never drop or rewrite what the caller sent. Return ``None`` only from a plugin that does not build
+    requests (a wrapper that merely observes).
 
     Example::
 
         @gesso.hookimpl
         def gesso_transform_request(request):
-            if request.model.family != "acme.painter":
-                return None
-            return PreparedRequest(bodies=[{"prompt": request.prompt}])
+            body = {"prompt": request.prompt, **request.params}
+            raise_for(schema_violations(SCHEMA, body), model=request.model_name)
+            return PreparedRequest(bodies=[body] * (request.n or 1), requested=request.n or 1)
     """
 
 
@@ -162,14 +168,22 @@ def gesso_parse_response(  # type: ignore[empty-body]
 ) -> ParsedResponse | None:
     """Turn one provider response into images.
 
-    Called once per successful provider call.
+    Called once per successful provider call, on the plugin that registered ``request.model``.
 
-    Arguments: the ``request``, the ``prepared`` request it was built into, and the ``response``.
+    Arguments: the ``request``, the ``prepared`` plan it was built into, and the provider's ``response``.
 
-    Returns: a :class:`gesso.types.ParsedResponse` with the images and how many outputs the provider's
-    content filter withheld. Raise :class:`gesso.errors.ContentFilteredError` when every output was
-    blocked, :class:`gesso.errors.ProviderError` when the body is unusable. Return ``None`` when
-    ``request.model`` is not one of this plugin's models.
+    Returns: a :class:`gesso.types.ParsedResponse` with the images, how many outputs the provider's
+    content filter withheld and any notes (gesso adds the plan's warnings). Raise
+    :class:`gesso.errors.ContentFilteredError` when every output was blocked,
+    :class:`gesso.errors.ProviderError` when the body is unusable. Return ``None`` only from a plugin
+    that does not parse (a wrapper that merely observes).
+
+    Example::
+
+        @gesso.hookimpl
+        def gesso_parse_response(request, prepared, response):
+            answer = gesso.family.json_answer(request, response)
+            return ParsedResponse(images=[GeneratedImage(b64=answer["picture"])])
     """
 
 
@@ -179,10 +193,18 @@ def gesso_calculate_cost(  # type: ignore[empty-body]
 ) -> float | None:
     """Price a finished call in USD.
 
-    Called once per successful call, after the response is assembled (``response.data`` holds the
-    images actually returned, so filtered outputs are not charged).
+    Called once per successful call, after the response is assembled, on the plugin that registered
+    ``request.model`` (``response.data`` holds the images actually returned, so filtered outputs are not
+    charged).
 
-    Returns: the cost in USD as a float. Return ``None`` when ``request.model`` is not one of this
-    plugin's models, or when no price is known (the response's ``cost`` is then ``None``, never a
-    guess).
+    Arguments: the ``request``, its ``prepared`` plan (size, quality...) and the assembled ``response``.
+
+    Returns: the cost in USD as a float. Return ``None`` when no price is known (the response's ``cost``
+    is then ``None``, never a guess).
+
+    Example::
+
+        @gesso.hookimpl
+        def gesso_calculate_cost(request, prepared, response):
+            return request.model.prices["image"] * len(response.data)
     """

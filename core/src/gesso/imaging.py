@@ -91,3 +91,16 @@ def _inspect_webp(data: bytes) -> ImageInfo:
         bits = int.from_bytes(data[21:25], "little")
         return ImageInfo("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
     raise ImageFormatError("unsupported WebP variant")
+
+
+def inspect_b64(b64: str) -> ImageInfo | None:
+    """Format and size of a base64 image, read from its first few kilobytes (enough for a JPEG's frame
+    header past its metadata); ``None`` when it is no image gesso can read."""
+    import base64
+    import binascii
+
+    head = b64[:8192]
+    try:
+        return inspect(base64.b64decode(head[: len(head) - len(head) % 4]))
+    except (ImageFormatError, binascii.Error, ValueError):
+        return None

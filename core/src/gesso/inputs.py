@@ -160,6 +160,47 @@ def convert_and_validate(
     return images, problems
 
 
+@attrs.frozen(kw_only=True)
+class ImageLimits:
+    """A family's limits on an input image's size, read from its header: the one object both the family's
+    request builder and its emulation check images with. ``max_pixels`` is inclusive, ``pixels_below``
+    exclusive; ``first_only`` reports only the first rule broken."""
+
+    min_side: int | None = None
+    max_side: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    pixels_below: int | None = None
+    max_aspect: float | None = None
+    max_bytes: int | None = None
+    first_only: bool = False
+
+    def check(self, where: str, image: ImageInput) -> list[Violation]:
+        w, h = image.info.width, image.info.height
+        px = w * h
+        found: list[Violation] = []
+        low, high = self.min_side, self.max_side
+        if (low and min(w, h) < low) or (high and max(w, h) > high):
+            if not low:
+                found.append(Violation(where, f"must be at most {high} pixels on the long side (got {w}x{h})"))
+            else:
+                limit = f"{low} to {high}" if high else f"at least {low}"
+                found.append(Violation(where, f"each side must be {limit} pixels (got {w}x{h})"))
+        low, high = self.min_pixels, self.max_pixels
+        if (low and px < low) or (high and px > high):
+            limit = f"{low:,} to {high:,}" if low and high else f"at most {high:,}" if high else f"at least {low:,}"
+            found.append(Violation(where, f"must have {limit} pixels (got {w}x{h} = {px:,})"))
+        if self.max_aspect and max(w, h) / min(w, h) > self.max_aspect:
+            a = self.max_aspect
+            found.append(Violation(where, f"aspect ratio must be between 1:{a:g} and {a:g}:1 (got {w}x{h})"))
+        if self.pixels_below and px >= self.pixels_below:
+            found.append(Violation(where, f"must have fewer than {self.pixels_below:,} pixels (got {w}x{h} = {px:,})"))
+        if self.max_bytes and len(image.data) > self.max_bytes:
+            size = len(image.data) / 1024 / 1024
+            found.append(Violation(where, f"must be at most {self.max_bytes / 1024 / 1024:g} MB (got {size:.1f} MB)"))
+        return found[:1] if self.first_only else found
+
+
 def same_size(where: str, image: ImageInput, other_where: str, other: ImageInput) -> list[Violation]:
     """A mask must have the size of the image it masks."""
     a, b = image.info, other.info

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -32,6 +32,45 @@ class Lifecycle:
     status: str = attrs.field(default="active", validator=attrs.validators.in_(("active", "legacy", "eol")))
     end_of_life: str | None = None
     source: str | None = None
+
+
+@attrs.frozen
+class PriceTable(Mapping[str, float]):
+    """USD per image, by named dimensions: ``PriceTable({"quality": ("standard", "premium"), "tier": ("1024",
+    "2048")}, {"standard_1024": 0.04, ...})``. Every combination must be priced, each a finite, non-negative
+    number: a missing tier is an error when the model is registered, never a ``None`` price at call time.
+    Keys are the dimension values joined by ``_``; it reads as a mapping of those keys."""
+
+    dimensions: Mapping[str, tuple[str, ...]] = attrs.field(converter=lambda d: {k: tuple(v) for k, v in d.items()})
+    prices: Mapping[str, float] = attrs.field(converter=dict)
+
+    def __attrs_post_init__(self) -> None:
+        import itertools
+        import math
+
+        wanted = {"_".join(combo) for combo in itertools.product(*self.dimensions.values())}
+        missing, extra = sorted(wanted - set(self.prices)), sorted(set(self.prices) - wanted)
+        if missing or extra:
+            raise ValueError(f"price table: missing prices {missing}, prices of no tier {extra}")
+        bad = {k: v for k, v in self.prices.items() if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0}
+        if bad:
+            raise ValueError(f"price table: prices must be non-negative USD amounts, got {bad}")
+
+    def price(self, **tier: str) -> float:
+        """The price of one image in the tier named by a value for each dimension."""
+        for name, options in self.dimensions.items():
+            if tier.get(name) not in options:
+                raise ValueError(f"price table: {name} must be one of {options} (got {tier.get(name)!r})")
+        return self.prices["_".join(tier[name] for name in self.dimensions)]
+
+    def __getitem__(self, key: str) -> float:
+        return self.prices[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.prices)
+
+    def __len__(self) -> int:
+        return len(self.prices)
 
 
 @attrs.frozen(kw_only=True)
@@ -130,12 +169,20 @@ class ImageRequest:
 
 @attrs.frozen(kw_only=True)
 class PreparedRequest:
-    """What ``gesso_transform_request`` returns: the provider bodies to send (usually one; several when
-    a model returns one image per call and ``n > 1``), plus facts the parse and cost hooks need
-    (``details``: e.g. the effective width, height and quality)."""
+    """What ``gesso_transform_request`` returns: the plan of the call, which the parse and cost hooks read.
+
+    ``bodies`` to send (usually one; several when a model returns one image per call and ``n > 1``);
+    ``task`` the family's task, when it has several; ``size`` the output size asked for (or implied by an
+    input image); ``quality`` the provider's own quality level; ``requested`` the images asked for over all
+    bodies; ``warnings`` notes for the response (what was sent in place of what was asked, e.g. a size
+    mapped to an aspect ratio), merged by gesso with the parse hook's."""
 
     bodies: tuple[Mapping[str, Any], ...] = attrs.field(converter=tuple)
-    details: Mapping[str, Any] = attrs.field(factory=dict)
+    task: str | None = None
+    size: Size | None = None
+    quality: str | None = None
+    requested: int = 1
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
 
 
 @attrs.frozen(kw_only=True)

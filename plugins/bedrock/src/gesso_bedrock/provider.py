@@ -81,6 +81,9 @@ class Bedrock(Provider):
             )
         if name.startswith("arn:"):
             base_model = opts.get("base_model")
+            if base_model is not None and not isinstance(base_model, str):
+                got = type(base_model).__name__
+                raise InvalidRequestError([Violation("base_model", f"must be a model id (got {got})")], model=original)
             if base_model:
                 found = self.resolve(base_model, registry, {})
                 return Resolved(found.model, found.model_name, name)

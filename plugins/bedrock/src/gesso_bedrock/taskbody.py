@@ -4,25 +4,23 @@ their responses, ``{"images": [...], "error": ..., "maskImage": ...}``.
 
 A family describes its layout once (:class:`TaskLayout`); :func:`place` puts the caller's nested objects,
 flat keys, prompt and OpenAI parameters where the family's schema says they live, reporting
-contradictions; :func:`check` converts images, validates against the schema and runs the family's own
-rules; :func:`details` records what the cost hook needs. Between the steps a family may add its own
-placements to the :class:`~gesso.params.BodyBuilder`.
+contradictions; :func:`check` runs gesso's family pipeline (:func:`gesso.family.check`) with the
+family's own rules; :func:`plan` builds the plan the parse and cost hooks read. Between the steps a family
+may add its own placements to the :class:`~gesso.params.BodyBuilder`.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from gesso import inputs
+from gesso import family, inputs
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
-from gesso.imaging import ImageFormatError, inspect
-from gesso.params import BodyBuilder, property_names, raise_for, short, subschema, unknown_parameter
+from gesso.imaging import inspect_b64
+from gesso.params import BodyBuilder, property_names, short, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 #: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
@@ -183,16 +181,16 @@ def check(
     builder.body.setdefault(obj, {})
     order = ("taskType", obj, *sorted(layout.body_objects))
     body = {key: builder.body[key] for key in order if key in builder.body}
-    problems = placed.problems + builder.violations
-    images, found = inputs.convert_and_validate(body, schema, sources=builder.sources)
-    if "text" in subschema(schema, obj).get("required", ()) and builder.get((obj, "text")) is None:
-        # say what the caller left out (the prompt), not where Bedrock wanted it
-        problems.append(Violation("prompt", f"is required for taskType {task}"))
-        found = [v for v in found if not (v.path in (obj, f"{obj}.text") and v.message == "is required")]
-    problems += found
-    if not problems and rules is not None:
-        problems += rules(body, images, placed)
-    raise_for(problems, model=request.model_name)
+    images = family.check(
+        request,
+        body,
+        schema,
+        what=f"taskType {task}",
+        problems=placed.problems + builder.violations,
+        sources=builder.sources,
+        prompt_at=f"{obj}.text",
+        rules=(lambda body, images: rules(body, images, placed)) if rules is not None else None,
+    )
     return body, images
 
 
@@ -223,8 +221,11 @@ def image_rules(
     return found
 
 
-def details(layout: TaskLayout, task: str, body: Mapping[str, Any], images: Mapping[str, Any]) -> dict[str, Any]:
-    """What the parse and cost hooks need: the task, the output size, quality and images asked for."""
+def plan(
+    layout: TaskLayout, task: str, body: Mapping[str, Any], images: Mapping[str, Any], warnings: Sequence[str] = ()
+) -> PreparedRequest:
+    """The call's plan: the body, the task, the output size (asked for, else the main input's, else the
+    default), the quality and the images asked for."""
     config = body.get(layout.config, {})
     width, height = config.get("width"), config.get("height")
     main = images.get(layout.main_image.get(task, ""))
@@ -234,12 +235,14 @@ def details(layout: TaskLayout, task: str, body: Mapping[str, Any], images: Mapp
         size = Size(main[0].info.width, main[0].info.height)
     else:
         size = layout.default_size
-    return {
-        "task": task,
-        "size": size,
-        "quality": config.get("quality", "standard"),
-        "requested": 1 if task in layout.no_config else config.get("numberOfImages", 1),
-    }
+    return PreparedRequest(
+        bodies=[body],
+        task=task,
+        size=size,
+        quality=config.get("quality", "standard"),
+        requested=1 if task in layout.no_config else config.get("numberOfImages", 1),
+        warnings=warnings,
+    )
 
 
 def parse_response(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse:
@@ -247,38 +250,27 @@ def parse_response(request: ImageRequest, prepared: PreparedRequest, response: R
     Bedrock: a 200 body carries ``error`` and fewer images. All withheld becomes a
     :class:`ContentFilteredError`; some withheld returns the rest and says so in ``warnings``."""
     model = request.model_name
-    family = request.model.name or request.model.family
-    try:
-        data = json.loads(response.body)
-    except ValueError as exc:
-        raise ProviderError(f"{family} answered with a body that is not JSON: {exc}", model=model) from exc
-    images = data.get("images") if isinstance(data, dict) else None
-    error = data.get("error") if isinstance(data, dict) else None
+    who = request.model.name or request.model.family
+    data = family.json_answer(request, response)
+    images = data.get("images")
+    error = data.get("error")
     if images is None:
         images = []
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
-        raise ProviderError(f"{family} answered without a list of base64 images", model=model)
+        raise ProviderError(f"{who} answered without a list of base64 images", model=model)
     if error and not images:
         raise ContentFilteredError(f"Bedrock content filter: {error}", model=model)
     if not images:
-        raise ProviderError(f"{family} answered with no images and no error", model=model)
-    requested = int(prepared.details.get("requested", 1))
+        raise ProviderError(f"{who} answered with no images and no error", model=model)
+    requested = prepared.requested
     withheld = max(requested - len(images), 0) if error else 0
     warnings = [f"{error} ({withheld} of {requested} withheld)" if withheld else str(error)] if error else []
-    warnings += prepared.details.get("warnings", [])
     mask = data.get("maskImage")
+    info = inspect_b64(images[0])
     return ParsedResponse(
         images=[GeneratedImage(b64=img) for img in images],
         filtered=withheld,
         warnings=warnings,
-        size=_size_of(images[0]),
+        size=Size(info.width, info.height) if info else None,
         mask=GeneratedImage(b64=mask) if isinstance(mask, str) and mask else None,
     )
-
-
-def _size_of(b64: str) -> Size | None:
-    try:
-        info = inspect(base64.b64decode(b64[:64] + "=" * (-len(b64[:64]) % 4)))
-    except (ImageFormatError, ValueError):
-        return None
-    return Size(info.width, info.height)

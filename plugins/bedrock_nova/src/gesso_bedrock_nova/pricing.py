@@ -13,12 +13,12 @@ def price_per_image(model: Model, size: Size | None, quality: str) -> float | No
     if size is None:
         return None
     tier = "1024" if size.pixels <= TIER_PIXELS else "2048"
-    return model.prices.get(f"{quality}_{tier}")
+    return model.prices.price(quality=quality, tier=tier)
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:
-    size = prepared.details.get("size")
+    size = prepared.size
     if response.size and response.size != str(size):  # price what was produced
         size = Size.parse(response.size)
-    price = price_per_image(model, size, prepared.details.get("quality", "standard"))
+    price = price_per_image(model, size, prepared.quality or "standard")
     return None if price is None else price * len(response.data)

@@ -38,6 +38,10 @@ NO_CONFIG_TASKS = frozenset({"BACKGROUND_REMOVAL"})
 MAX_PIXELS = 4_194_304
 MAX_ASPECT = 4.0
 MIN_SIDE, MAX_SIDE = 320, 4096
+#: Input images follow the output resolution rules (but not divisibility by 16); the first broken rule is said
+LIMITS = inputs.ImageLimits(
+    min_side=MIN_SIDE, max_side=MAX_SIDE, max_aspect=MAX_ASPECT, pixels_below=MAX_PIXELS, first_only=True
+)
 
 #: The input whose size an edit's output takes, per task.
 MAIN_IMAGE = {
@@ -88,7 +92,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         else:
             placed.builder.set((placed.obj, home, "maskShape"), shape, "maskShape")
     body, images = taskbody.check(request, LAYOUT, placed, rules=_rules)
-    return PreparedRequest(bodies=[body], details=taskbody.details(LAYOUT, placed.task, body, images))
+    return taskbody.plan(LAYOUT, placed.task, body, images)
 
 
 def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:
@@ -118,15 +122,4 @@ def _size_rules(body: Mapping, sources: Mapping[str, str]) -> list[Violation]:
 def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
     """Input images: PNG or JPEG, the supported resolutions, 8-bit, opaque; masks black and white and
     the size of the image they mask."""
-    return taskbody.image_rules(images, masked_image=MASKED_IMAGE, limits=_resolution, opaque=True)
-
-
-def _resolution(where: str, image: inputs.ImageInput) -> list[Violation]:
-    w, h = image.info.width, image.info.height
-    if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
-        return [Violation(where, f"each side must be {MIN_SIDE} to {MAX_SIDE} pixels (got {w}x{h})")]
-    if max(w, h) / min(w, h) > MAX_ASPECT:
-        return [Violation(where, f"aspect ratio must be between 1:4 and 4:1 (got {w}x{h})")]
-    if w * h >= MAX_PIXELS:
-        return [Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {w}x{h} = {w * h:,})")]
-    return []
+    return taskbody.image_rules(images, masked_image=MASKED_IMAGE, limits=LIMITS.check, opaque=True)

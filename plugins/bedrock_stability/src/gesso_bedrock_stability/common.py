@@ -4,17 +4,14 @@ response, image rules."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import random
 from collections.abc import Mapping
 from typing import Any
 
-from gesso import inputs
+from gesso import family, inputs
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
-from gesso.imaging import ImageFormatError, inspect
+from gesso.imaging import inspect_b64
 from gesso.params import BodyBuilder, property_names, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
@@ -119,17 +116,12 @@ def parse_seeded(request: ImageRequest, prepared: PreparedRequest, response: Raw
     a filtered output is counted (gesso raises when every output of a call was withheld); "Inference
     error" is a :class:`ProviderError`."""
     model = request.model_name
-    try:
-        data = json.loads(response.body)
-    except ValueError as exc:
-        raise ProviderError(f"{request.model.name} answered with a body that is not JSON: {exc}", model=model) from exc
-    if not isinstance(data, dict):
-        raise ProviderError(f"{request.model.name} answered with an unexpected body", model=model)
+    data = family.json_answer(request, response)
     images, seeds = data.get("images") or [], data.get("seeds") or []
     reasons = data.get("finish_reasons") or [None] * len(images)
     kept: list[GeneratedImage] = []
     filtered = 0
-    warnings: list[str] = list(prepared.details.get("warnings", []))
+    warnings: list[str] = []
     for index, reason in enumerate(reasons):
         if reason is None and index < len(images):
             seed = seeds[index] if index < len(seeds) else None
@@ -146,68 +138,40 @@ def parse_seeded(request: ImageRequest, prepared: PreparedRequest, response: Raw
     return ParsedResponse(images=kept, filtered=filtered, warnings=warnings, size=_size(kept[0].b64) if kept else None)
 
 
-def _head(b64: str) -> bytes:
-    # enough of the file to find a JPEG's frame header past its metadata
-    head = b64[:8192]
-    return base64.b64decode(head[: len(head) - len(head) % 4])
-
-
 def _mime(b64: str) -> str:
-    try:
-        return MIME.get(inspect(_head(b64)).format, "image/png")
-    except (ImageFormatError, binascii.Error, ValueError):
-        return "image/png"
+    info = inspect_b64(b64)
+    return MIME.get(info.format, "image/png") if info else "image/png"
 
 
 def _size(b64: str) -> Size | None:
-    try:
-        info = inspect(_head(b64))
-    except (ImageFormatError, binascii.Error, ValueError):
-        return None
-    return Size(info.width, info.height)
+    info = inspect_b64(b64)
+    return Size(info.width, info.height) if info else None
 
 
 # -- input images ----------------------------------------------------------------------------------------
 
-#: name -> (formats, min side, max side, min pixels, max pixels, max aspect ratio)
-LIMITS: dict[str, tuple[tuple[str, ...], int, int | None, int, int | None, float | None]] = {
-    "standard": (("jpeg", "png", "webp"), 64, None, 0, 9_437_184, 2.5),
-    "creative-upscale": (("jpeg", "png", "webp"), 64, None, 4_096, 1_048_576, None),
-    "fast-upscale": (("jpeg", "png", "webp"), 32, 1536, 1_024, 1_048_576, None),
-    "sd3": (("jpeg", "png", "webp"), 64, None, 0, None, None),
-    "sdxl": (("png", "jpeg"), 1, None, 262_144, 1_048_576, None),
+#: The formats every Stability input image may have, and each kind of model's size limits (read by the
+#: request builders and the emulation alike).
+FORMATS = {"sdxl": ("png", "jpeg")}
+LIMITS: dict[str, inputs.ImageLimits] = {
+    "standard": inputs.ImageLimits(min_side=64, max_pixels=9_437_184, max_aspect=2.5),
+    "creative-upscale": inputs.ImageLimits(min_side=64, min_pixels=4_096, max_pixels=1_048_576),
+    "fast-upscale": inputs.ImageLimits(min_side=32, max_side=1536, min_pixels=1_024, max_pixels=1_048_576),
+    "sd3": inputs.ImageLimits(min_side=64),
+    "sdxl": inputs.ImageLimits(min_side=1, min_pixels=262_144, max_pixels=1_048_576),
 }
 
 
 def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]], limits: str) -> list[Violation]:
     """Format, side, pixel and aspect limits for every input image; masks need only decode."""
-    formats, min_side, max_side, min_px, max_px, max_aspect = LIMITS[limits]
+    formats = FORMATS.get(limits, ("jpeg", "png", "webp"))
     found: list[Violation] = []
     for where, (image, kind) in images.items():
-        info = image.info
-        w, h, px = info.width, info.height, info.width * info.height
-        refused = len(found)
-        if info.format not in formats:
-            found.append(
-                Violation(where, f"must be {', '.join(f.upper() for f in formats)} (got {info.format.upper()})")
-            )
+        if image.info.format not in formats:
+            got = image.info.format.upper()
+            found.append(Violation(where, f"must be {', '.join(f.upper() for f in formats)} (got {got})"))
             continue
-        if kind == "image":
-            if min(w, h) < min_side or (max_side and max(w, h) > max_side):
-                limit = f"{min_side} to {max_side}" if max_side else f"at least {min_side}"
-                found.append(Violation(where, f"each side must be {limit} pixels (got {w}x{h})"))
-            if px < min_px or (max_px and px > max_px):
-                if min_px and max_px:
-                    limit = f"{min_px:,} to {max_px:,}"
-                else:
-                    limit = f"at most {max_px:,}" if max_px else f"at least {min_px:,}"
-                found.append(Violation(where, f"must have {limit} pixels (got {w}x{h} = {px:,})"))
-            if max_aspect and max(w, h) / min(w, h) > max_aspect:
-                found.append(
-                    Violation(
-                        where, f"aspect ratio must be between 1:{max_aspect:g} and {max_aspect:g}:1 (got {w}x{h})"
-                    )
-                )
-        if len(found) == refused:  # pixels are decoded only for an image whose header passed
-            found += inputs.check_pixels(image, where, opaque=False)
+        refused = LIMITS[limits].check(where, image) if kind == "image" else []
+        # pixels are decoded only for an image whose header passed
+        found += refused or inputs.check_pixels(image, where, opaque=False)
     return found

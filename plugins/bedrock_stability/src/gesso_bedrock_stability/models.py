@@ -7,7 +7,7 @@ import functools
 from typing import Any
 
 from gesso.params import load_schema
-from gesso.types import Lifecycle, Model
+from gesso.types import Lifecycle, Model, PriceTable
 
 SDXL = "stability.sdxl"
 V2 = "stability.v2"
@@ -16,18 +16,21 @@ SERVICES = "stability.services"
 RETIRED = Lifecycle(status="eol", source="the Bedrock model lifecycle page lists it as retired")
 
 #: id -> (name, aliases, lifecycle, prices). SDXL prices by size class and steps (<= 50 or more).
-SDXL_MODELS: dict[str, tuple[str, tuple[str, ...], Lifecycle, dict[str, float]]] = {
+SDXL_MODELS: dict[str, tuple[str, tuple[str, ...], Lifecycle, PriceTable]] = {
     "stability.stable-diffusion-xl-v0": (
         "Stable Diffusion XL 0.9",
         ("stability.stable-diffusion-xl",),
         Lifecycle(status="eol", end_of_life="2024-04-30", source="AWS customer notices"),
-        {"512_50": 0.018, "512_max": 0.036, "1024_50": 0.036, "1024_max": 0.072},
+        PriceTable(
+            {"size": ("512", "1024"), "steps": ("50", "max")},
+            {"512_50": 0.018, "512_max": 0.036, "1024_50": 0.036, "1024_max": 0.072},
+        ),
     ),
     "stability.stable-diffusion-xl-v1": (
         "Stable Diffusion XL 1.0",
         (),
         Lifecycle(status="eol", end_of_life="2025-05-20", source="AWS customer notice"),
-        {"1024_50": 0.04, "1024_max": 0.08},
+        PriceTable({"size": ("1024",), "steps": ("50", "max")}, {"1024_50": 0.04, "1024_max": 0.08}),
     ),
 }
 

@@ -3,11 +3,11 @@ image-to-image and masking, ``artifacts`` responses; never a filtered (blurred) 
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from gesso import inputs
+from gesso import family, inputs
 from gesso.errors import ProviderError, Violation
-from gesso.params import BodyBuilder, property_names, raise_for, unknown_parameter
+from gesso.params import BodyBuilder, property_names, unknown_parameter
 from gesso.types import (
     GeneratedImage,
     ImageRequest,
@@ -73,15 +73,14 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         builder.set(("width",), request.size.width, "size")
         builder.set(("height",), request.size.height, "size")
     body = builder.body
-    problems += builder.violations
-    images, found = inputs.convert_and_validate(body, body_schema, sources=builder.sources)
-    problems += found
-    if not problems:
-        problems += _size_rules(request, body, builder)
-        problems += common.image_rules(images, "sdxl")
-        problems += _mask_size(images)
-    raise_for(problems, model=request.model_name)
 
+    def rules(body: dict[str, Any], images: family.Images) -> list[Violation]:
+        return _size_rules(request, body, builder) + common.image_rules(images, "sdxl") + _mask_size(images)
+
+    images = family.check(
+        request, body, body_schema, what=what, problems=problems + builder.violations, sources=builder.sources,
+        rules=rules,
+    )  # fmt: skip
     init = images.get("init_image")
     if "width" in body:
         size = Size(body["width"], body["height"])
@@ -89,8 +88,8 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         size = Size(init[0].info.width, init[0].info.height)
     else:
         size = Size(1024, 1024)
-    details = {"size": size, "steps": body.get("steps", DEFAULT_STEPS), "requested": request.n or 1}
-    return PreparedRequest(bodies=common.fan_out(body, request.n or 1, seed_max=SEED_MAX), details=details)
+    n = request.n or 1
+    return PreparedRequest(bodies=common.fan_out(body, n, seed_max=SEED_MAX), size=size, requested=n)
 
 
 def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list[Violation]:
@@ -113,11 +112,7 @@ def _mask_size(images: dict) -> list[Violation]:
 def parse(request: ImageRequest, prepared: PreparedRequest, response: RawResponse) -> ParsedResponse:
     """``{"result": "success", "artifacts": [{"seed", "base64", "finishReason"}]}``."""
     model = request.model_name
-    try:
-        data = json.loads(response.body)
-    except ValueError as exc:
-        raise ProviderError(f"{request.model.name} answered with a body that is not JSON: {exc}", model=model) from exc
-    artifacts = data.get("artifacts") if isinstance(data, dict) else None
+    artifacts = family.json_answer(request, response).get("artifacts")
     if not isinstance(artifacts, list) or not artifacts:
         raise ProviderError(f"{request.model.name} answered without artifacts", model=model)
     kept, filtered, warnings = [], 0, []
@@ -130,14 +125,14 @@ def parse(request: ImageRequest, prepared: PreparedRequest, response: RawRespons
             warnings.append("Stability content filter: an output was withheld (CONTENT_FILTERED)")
         else:
             raise ProviderError(f"{request.model.name} failed to render an image (finishReason {reason})", model=model)
-    size = prepared.details.get("size")
-    return ParsedResponse(images=kept, filtered=filtered, warnings=warnings, size=size if kept else None)
+    return ParsedResponse(images=kept, filtered=filtered, warnings=warnings, size=prepared.size if kept else None)
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:
     """By size class (512x512 or smaller, or larger) and steps (up to 50, or more), per image returned."""
-    size: Size = prepared.details["size"]
+    size = prepared.size or Size(1024, 1024)
     size_class = "512" if size.pixels <= 512 * 512 else "1024"
-    steps_class = "50" if prepared.details.get("steps", DEFAULT_STEPS) <= 50 else "max"
-    price = model.prices.get(f"{size_class}_{steps_class}") or model.prices.get(f"1024_{steps_class}")
-    return None if price is None else price * len(response.data)
+    steps_class = "50" if prepared.bodies[0].get("steps", DEFAULT_STEPS) <= 50 else "max"
+    if size_class not in model.prices.dimensions["size"]:  # SDXL 1.0 has one size class
+        size_class = "1024"
+    return model.prices.price(size=size_class, steps=steps_class) * len(response.data)

@@ -4,9 +4,7 @@ up to ``max_fanout``)."""
 
 from __future__ import annotations
 
-from gesso import inputs
-from gesso.errors import Violation
-from gesso.params import raise_for
+from gesso import family
 from gesso.types import ImageRequest, ImageResponse, Model, PreparedRequest
 from gesso_bedrock_stability import common
 from gesso_bedrock_stability.models import SERVICE_MODELS, service_schema
@@ -25,20 +23,14 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     params = common.take_max_fanout(request, what)
     builder, problems, notes = common.place_flat(request, body_schema, what, params)
     body = builder.body
-    problems += builder.violations
-    images, found = inputs.convert_and_validate(body, body_schema, sources=builder.sources)
-    if request.prompt is None and "prompt" in body_schema.get("required", ()) and "prompt" not in body:
-        found = [v for v in found if v.path != "prompt"]
-        found.append(Violation("prompt", f"is required for {what}"))
-    problems += found
-    if not problems:
-        limits = service if service in ("creative-upscale", "fast-upscale") else "standard"
-        problems += common.image_rules(images, limits)
-    raise_for(problems, model=request.model_name)
-    details = {"requested": request.n or 1, "warnings": notes}
+    limits = service if service in ("creative-upscale", "fast-upscale") else "standard"
+    family.check(
+        request, body, body_schema, what=what, problems=problems + builder.violations, sources=builder.sources,
+        prompt_at="prompt", rules=lambda body, images: common.image_rules(images, limits),
+    )  # fmt: skip
     n = request.n or 1
     bodies = common.fan_out(body, n, seed_max=SEED_MAX) if "seed" in body_schema["properties"] else [body] * n
-    return PreparedRequest(bodies=bodies, details=details)
+    return PreparedRequest(bodies=bodies, requested=n, warnings=notes)
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:

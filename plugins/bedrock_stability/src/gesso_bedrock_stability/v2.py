@@ -5,8 +5,7 @@ it; the body goes as given, nothing added) and on Ultra (``image`` and optional 
 
 from __future__ import annotations
 
-from gesso import inputs
-from gesso.params import raise_for
+from gesso import family
 from gesso.types import ImageRequest, ImageResponse, Model, PreparedRequest
 from gesso_bedrock_stability import common
 from gesso_bedrock_stability.models import V2_MODELS, schema
@@ -17,19 +16,13 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     params = common.take_max_fanout(request, request.model.name)
     builder, problems, notes = common.place_flat(request, body_schema, request.model.name, params)
     body = builder.body
-    problems += builder.violations
-    images, found = inputs.convert_and_validate(body, body_schema, sources=builder.sources)
-    if request.prompt is None and "prompt" not in body:  # name what the caller left out
-        found = [
-            v if v.path != "prompt" else v.__class__("prompt", f"is required for {request.model.name}") for v in found
-        ]
-    problems += found
-    if not problems:
-        problems += common.image_rules(images, "sd3")
-    raise_for(problems, model=request.model_name)
+    family.check(
+        request, body, body_schema, what=request.model.name, problems=problems + builder.violations,
+        sources=builder.sources, prompt_at="prompt", rules=lambda body, images: common.image_rules(images, "sd3"),
+    )  # fmt: skip
     seed_max = body_schema["properties"]["seed"]["maximum"]
-    details = {"requested": request.n or 1, "warnings": notes}
-    return PreparedRequest(bodies=common.fan_out(body, request.n or 1, seed_max=seed_max), details=details)
+    n = request.n or 1
+    return PreparedRequest(bodies=common.fan_out(body, n, seed_max=seed_max), requested=n, warnings=notes)
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:

@@ -7,7 +7,7 @@ import functools
 from typing import Any
 
 from gesso.params import load_schema
-from gesso.types import Lifecycle, Model
+from gesso.types import Lifecycle, Model, PriceTable
 
 FAMILY = "amazon.titan-image-generator"
 V1 = "amazon.titan-image-generator-v1"
@@ -18,12 +18,10 @@ V2_ONLY_TASKS = ("COLOR_GUIDED_GENERATION", "BACKGROUND_REMOVAL")
 V2_ONLY_FIELDS = {"textToImageParams": ("conditionImage", "controlMode", "controlStrength")}
 
 #: USD per image returned, by quality and price class of the size (bedrock_wire.md section 8).
-PRICES = {
-    "standard_512": 0.008,
-    "premium_512": 0.010,
-    "standard_1024": 0.010,
-    "premium_1024": 0.012,
-}
+PRICES = PriceTable(
+    {"quality": ("standard", "premium"), "class": ("512", "1024")},
+    {"standard_512": 0.008, "premium_512": 0.010, "standard_1024": 0.010, "premium_1024": 0.012},
+)
 
 
 @functools.cache

@@ -8,10 +8,10 @@ from gesso_bedrock_titan.sizes import price_class
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:
-    size = prepared.details.get("size")
+    size = prepared.size
     if response.size and response.size != str(size):  # price what was produced
         size = Size.parse(response.size)
     if size is None:
         return None
-    price = model.prices.get(f"{prepared.details.get('quality', 'standard')}_{price_class(size)}")
-    return None if price is None else price * len(response.data)
+    tier = {"quality": prepared.quality or "standard", "class": price_class(size)}
+    return model.prices.price(**tier) * len(response.data)

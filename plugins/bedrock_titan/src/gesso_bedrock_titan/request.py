@@ -39,8 +39,8 @@ MASKED_IMAGE = {
     "inPaintingParams.maskImage": "inPaintingParams.image",
     "outPaintingParams.maskImage": "outPaintingParams.image",
 }
-MAX_LONG_SIDE = 1408
-MAX_BYTES = 5 * 1024 * 1024
+#: Edit inputs: at most 1408 pixels on the long side and 5 MB (read by the request builder and the emulation)
+LIMITS = inputs.ImageLimits(max_side=1408, max_bytes=5 * 1024 * 1024)
 
 LAYOUT = taskbody.TaskLayout(
     schema=schema_v2,
@@ -66,10 +66,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
             raise_for(placed.problems + early, model=request.model_name)
     notes = _size_table(placed, snap is True)
     body, images = taskbody.check(request, LAYOUT, placed, schema=schema_v1() if v1 else schema_v2(), rules=_rules)
-    details = taskbody.details(LAYOUT, placed.task, body, images)
-    if notes:
-        details["warnings"] = notes
-    return PreparedRequest(bodies=[body], details=details)
+    return taskbody.plan(LAYOUT, placed.task, body, images, warnings=notes)
 
 
 def _v2_only(placed: taskbody.Placed) -> list[Violation]:
@@ -111,18 +108,4 @@ def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Viol
 
 def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
     """PNG or JPEG, at most 1408 px on the long side and 5 MB; masks black and white, the image's size."""
-    return taskbody.image_rules(images, masked_image=MASKED_IMAGE, limits=_limits, opaque=False)
-
-
-def _limits(where: str, image: inputs.ImageInput) -> list[Violation]:
-    info = image.info
-    found = []
-    if max(info.width, info.height) > MAX_LONG_SIDE:
-        found.append(
-            Violation(
-                where, f"must be at most {MAX_LONG_SIDE} pixels on the long side (got {info.width}x{info.height})"
-            )
-        )
-    if len(image.data) > MAX_BYTES:
-        found.append(Violation(where, f"must be at most 5 MB (got {len(image.data) / 1024 / 1024:.1f} MB)"))
-    return found
+    return taskbody.image_rules(images, masked_image=MASKED_IMAGE, limits=LIMITS.check, opaque=False)
