@@ -94,13 +94,13 @@ async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any
     return _finish(call, list(raws))
 
 
-def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
+def _prepare(model_string: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
     registry = plugins.get_registry()
-    opts, problems = options.split(kwargs, registry.split_provider(model))
-    provider, resolved = registry.resolve(model, opts)
-    spec, model_name = resolved.model, resolved.model_name
-    if spec.lifecycle.status != "active" and spec.id not in _lifecycle_warned:
-        _warn_lifecycle(spec, provider, registry)
+    opts, problems = options.split(kwargs, registry.split_provider(model_string))
+    provider, resolved = registry.resolve(model_string, opts)
+    model, model_name = resolved.model, resolved.model_name
+    if model.lifecycle.status != "active" and model.id not in _lifecycle_warned:
+        _warn_lifecycle(model, provider, registry)
     if prompt is not None and not isinstance(prompt, str):
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
     options.strings(opts, options.OPENAI_STRINGS, problems)
@@ -118,7 +118,7 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         allowed = ", ".join(options.RESPONSE_FORMATS)
         problems.append(Violation("response_format", f"must be one of: {allowed} (got {response_format!r})"))
     options.positive("timeout", opts.get("timeout"), problems, maximum=options.MAX_SECONDS)
-    timeout = opts.get("timeout") or spec.timeout
+    timeout = opts.get("timeout") or model.timeout
     redact.remember(provider.secrets(opts))
     redact.install(provider.loggers)
     target = provider.target(
@@ -131,7 +131,7 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         raise InvalidRequestError(problems, model=model_name)
     provider.check(resolved, opts, registry)
     request = ImageRequest(
-        model=spec,
+        model=model,
         model_name=model_name,
         prompt=prompt,
         n=opts.get("n"),
@@ -143,11 +143,12 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         params=kwargs,
         target=target,
     )
-    hooks = plugins.route(spec)
+    hooks = plugins.route(model)
     prepared = hooks.gesso_transform_request(request=request)
     if prepared is None:
         raise ProviderError(
-            f"No installed plugin builds requests for model family {spec.family!r} (registered by {spec.distribution})",
+            f"No installed plugin builds requests for model family {model.family!r} "
+            f"(registered by {model.distribution})",
             model=model_name,
         )
     if request.user:
@@ -158,12 +159,12 @@ def _prepare(model: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
 _lifecycle_warned: set[str] = set()
 
 
-def _warn_lifecycle(spec: Model, provider: Provider, registry: Registry) -> None:
+def _warn_lifecycle(model: Model, provider: Provider, registry: Registry) -> None:
     """Once per process and model: say that it is Legacy or retired, when, and what to use instead."""
-    _lifecycle_warned.add(spec.id)
-    life = spec.lifecycle
+    _lifecycle_warned.add(model.id)
+    life = model.lifecycle
     when = life.end_of_life
-    where = provider.lifecycle_status(spec)
+    where = provider.lifecycle_status(model)
     if life.status == "eol":
         status = f"has reached its end of life {where}{f' ({when})' if when else ''}; calls are expected to fail"
     elif when and when < datetime.date.today().isoformat():
@@ -171,8 +172,8 @@ def _warn_lifecycle(spec: Model, provider: Provider, registry: Registry) -> None
     else:
         status = f"is a Legacy model {where}{f', retiring on {when}' if when else ''}"
     source = f" (source: {life.source})" if life.source else ""
-    advice = provider.advice(spec, registry)
-    warnings.warn(f"{spec.id} {status}{source}.{' ' + advice if advice else ''}", ModelLifecycleWarning, stacklevel=4)
+    advice = provider.advice(model, registry)
+    warnings.warn(f"{model.id} {status}{source}.{' ' + advice if advice else ''}", ModelLifecycleWarning, stacklevel=4)
 
 
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
