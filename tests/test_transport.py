@@ -179,3 +179,16 @@ def test_import_gesso_is_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_calls_skip_botocores_send_path(aws, emulator, monkeypatch):
+    """botocore resolves and signs; the engine sends (issue 13): the client's own invoke_model is never used."""
+    from botocore.client import BaseClient
+
+    def never(*args, **kwargs):
+        raise AssertionError("botocore's send path was used")
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", never)
+    response = gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
+    assert response.data and emulator.requests[-1].signed_by.access_key_id == aws["aws_access_key_id"]
+    assert emulator.requests[-1].headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")

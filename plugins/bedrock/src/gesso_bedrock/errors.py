@@ -33,9 +33,15 @@ def map_client_error(exc: Any, *, model: str) -> errors.GessoError:
     """Turn a botocore ``ClientError`` into the matching :class:`gesso.errors.GessoError`."""
     response = getattr(exc, "response", {}) or {}
     error = response.get("Error", {}) or {}
-    code = str(error.get("Code") or "")
-    message = redact(str(error.get("Message") or "").strip() or str(exc))
     status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return map_error(
+        str(error.get("Code") or ""), str(error.get("Message") or "").strip() or str(exc), status, model=model
+    )
+
+
+def map_error(code: str, message: str, status: int | None, *, model: str) -> errors.GessoError:
+    """What Bedrock's error ``code`` (with its ``message`` and HTTP ``status``) means to a gesso caller."""
+    message = redact(message)
     said = f"Bedrock {code or status}: {message}"
     if code == "ValidationException":
         if any(marker in message for marker in _CONTENT_FILTER_MARKERS) or message == "invalid_prompts":

@@ -1,8 +1,10 @@
-"""The Bedrock transport: boto3 ``bedrock-runtime`` ``invoke_model``, with gesso's own retries.
+"""The Bedrock transport: ``InvokeModel`` with gesso's own retries.
 
-One client per (region, identity, endpoint, timeouts), cached and shared across threads (boto3
-clients are thread-safe; sessions are only touched under a lock). The connection pool is sized for
-concurrency, and the read timeout suits image generation, which can take minutes.
+One boto3 ``bedrock-runtime`` client per (region, identity, endpoint, timeouts), cached and shared across
+threads: botocore resolves the credentials (and refreshes them), the region and the endpoint. The calls
+themselves skip botocore's send path: :mod:`gesso_bedrock.engine` signs each with botocore's SigV4 signer
+and sends it on a pooled urllib3 connection sized for concurrency. The read timeout suits image
+generation, which can take minutes.
 
 Retries: throttling, ``ModelNotReadyException``, 5xx answers and connection failures are retried with
 exponential backoff and full jitter, up to ``max_retries`` times and within ``retry_budget`` seconds.
@@ -21,7 +23,9 @@ from typing import Any
 
 from gesso import errors
 from gesso.types import Invocation, RawResponse
+from gesso_bedrock import engine
 from gesso_bedrock.auth import bearer_token, make_session
+from gesso_bedrock.engine import Route, make_route
 from gesso_bedrock.errors import map_botocore_error, map_client_error
 from gesso_bedrock.target import Target
 
@@ -38,6 +42,7 @@ _CLIENT_CACHE_SIZE = 64
 MAX_CONCURRENCY = int(os.environ.get("GESSO_MAX_CONCURRENCY", "256"))
 
 _clients: dict[tuple[Any, ...], Any] = {}
+_routes: dict[tuple[Any, ...], tuple[Any, Route]] = {}
 _lock = threading.Lock()
 _random = random.Random()
 
@@ -82,21 +87,35 @@ def _client_key(target: Target, region: str | None) -> tuple[Any, ...]:
 
 def get_client(target: Target, *, model: str) -> Any:
     """The cached ``bedrock-runtime`` client for this target's region, identity and endpoint."""
+    return _cached(target, model=model)[0]
+
+
+def get_route(target: Target, *, model: str) -> Route:
+    """Where and how this target's calls go (endpoint, region, credentials, pool), cached with its client."""
+    return _cached(target, model=model)[1]
+
+
+def _cached(target: Target, *, model: str) -> tuple[Any, Route]:
     region = resolve_region(target)
     key = _client_key(target, region)
-    client = _clients.get(key)
-    if client is not None:
-        return client
+    found = _routes.get(key)
+    if found is not None:
+        return found
     with _lock:
-        client = _clients.get(key)
-        if client is None:
+        found = _routes.get(key)
+        if found is None:
             if len(_clients) >= _CLIENT_CACHE_SIZE:
-                _clients.pop(next(iter(_clients)))
-            client = _clients[key] = _make_client(target, region, model=model)
-    return client
+                oldest = next(iter(_clients))
+                _clients.pop(oldest)
+                _routes.pop(oldest, None)
+            client, session = _make_client(target, region, model=model)
+            found = (client, make_route(client, session, bearer_token(target.credentials), MAX_CONCURRENCY))
+            _clients[key] = client
+            _routes[key] = found
+    return found
 
 
-def _make_client(target: Target, region: str | None, *, model: str) -> Any:
+def _make_client(target: Target, region: str | None, *, model: str) -> tuple[Any, Any]:
     from botocore.config import Config
 
     from gesso import __version__
@@ -127,26 +146,14 @@ def _make_client(target: Target, region: str | None, *, model: str) -> Any:
         config=config,
         verify=target.ssl_verify,
     )
-    client.meta.events.register("before-sign.bedrock-runtime.InvokeModel", _add_call_headers)
-    return client
-
-
-# A client is shared by every call with the same identity, so a call's own headers travel beside it on
-# the calling thread (botocore runs the whole call there) and are added to the request before signing.
-_call = threading.local()
-
-
-def _add_call_headers(request: Any, **_: Any) -> None:
-    for name, value in getattr(_call, "headers", ()):
-        if name in request.headers:
-            del request.headers[name]
-        request.headers[name] = value
+    return client, session
 
 
 def clear_clients() -> None:
     """Drop every cached client (tests, credential rotation)."""
     with _lock:
         _clients.clear()
+        _routes.clear()
 
 
 def _retryable(error: errors.GessoError) -> bool:
@@ -198,27 +205,10 @@ def _exhausted(error: errors.GessoError, attempts: int, model: str) -> errors.Ge
 def _invoke_once(invocation: Invocation, *, model: str) -> RawResponse:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    target = invocation.target
     try:
-        client = get_client(target, model=model)
-        _call.headers = target.headers
-        response = client.invoke_model(
-            modelId=target.model_id,
-            body=invocation.body,
-            contentType=invocation.content_type,
-            accept=invocation.accept,
-        )
-        body = response["body"].read()
-    except ClientError as exc:
+        route = get_route(invocation.target, model=model)
+    except ClientError as exc:  # resolving an identity (e.g. AssumeRole) can answer with an AWS error
         raise map_client_error(exc, model=model) from exc
     except BotoCoreError as exc:
         raise map_botocore_error(exc, model=model) from exc
-    finally:
-        _call.headers = ()
-    meta = response.get("ResponseMetadata", {})
-    return RawResponse(
-        status=meta.get("HTTPStatusCode", 200),
-        body=body,
-        headers=dict(meta.get("HTTPHeaders", {})),
-        request_id=meta.get("RequestId"),
-    )
+    return engine.send(route, invocation, model=model)
