@@ -84,13 +84,11 @@ def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> Im
 async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
     """The async form of :func:`image_generation`, with the same arguments.
 
-    Provider calls run on a bounded thread pool sized to the connection pool, so many concurrent
-    calls are in flight at once rather than queued behind a small default executor.
+    Provider calls are natively async when the provider implements ``gesso_ainvoke`` (no thread per call;
+    cancelling the task aborts them); otherwise they run on a bounded thread pool.
     """
     call = _prepare(model, prompt, kwargs)
-    loop = asyncio.get_running_loop()
-    executor = _async_executor()
-    raws = await asyncio.gather(*(loop.run_in_executor(executor, _invoke, call, body) for body in call.prepared.bodies))
+    raws = await asyncio.gather(*(_ainvoke(call, body) for body in call.prepared.bodies))
     return _finish(call, list(raws))
 
 
@@ -176,12 +174,24 @@ def _warn_lifecycle(model: Model, provider: Provider, registry: Registry) -> Non
     warnings.warn(f"{model.id} {status}{source}.{' ' + advice if advice else ''}", ModelLifecycleWarning, stacklevel=4)
 
 
-def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
+def _invocation(call: _Call, body: Mapping[str, Any]) -> Invocation:
     try:
         payload = params.to_json(body)
     except (ValueError, TypeError, RecursionError) as exc:  # a family sent a body it had not checked
         raise InvalidRequestError(f"parameters must be valid JSON: {exc}", model=call.request.model_name) from exc
-    invocation = Invocation(provider=call.request.model.provider or "", target=call.request.target, body=payload)
+    return Invocation(provider=call.request.model.provider or "", target=call.request.target, body=payload)
+
+
+async def _ainvoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
+    invocation = _invocation(call, body)
+    pending = call.hooks.gesso_ainvoke(request=call.request, invocation=invocation)
+    if pending is None:  # the provider has no async transport: its sync one, on a thread
+        return await asyncio.get_running_loop().run_in_executor(_async_executor(), _invoke, call, body)
+    return await pending
+
+
+def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
+    invocation = _invocation(call, body)
     raw = call.hooks.gesso_invoke(request=call.request, invocation=invocation)
     if raw is None:
         raise ProviderError(

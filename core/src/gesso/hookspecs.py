@@ -23,6 +23,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Awaitable
 
     from gesso.provider import Provider
     from gesso.types import (
@@ -159,6 +160,29 @@ def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse |
         def gesso_invoke(request, invocation):
             answer = httpx.post(invocation.target.url, content=invocation.body)
             return RawResponse(status=answer.status_code, body=answer.content)
+    """
+
+
+@hookspec(firstresult=True)
+def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[RawResponse] | None:  # type: ignore[empty-body]
+    """Send one provider call natively async: return an awaitable of what came back.
+
+    Called once per body by :func:`gesso.aimage_generation` (concurrently when there are several), on
+    the call's provider's plugin. A provider without it is called through ``gesso_invoke`` on a thread.
+
+    Arguments: as ``gesso_invoke``.
+
+    Returns: an awaitable (write the hook as ``async def``) resolving to a :class:`gesso.types.RawResponse`,
+    or raising a :class:`gesso.errors.GessoError`; cancelling the awaiting task must abort the call. Return
+    ``None`` when this plugin does not handle ``invocation.provider``. A ``wrapper=True`` implementation sees
+    the awaitable, not its result.
+
+    Example::
+
+        @gesso.hookimpl
+        async def gesso_ainvoke(request, invocation):
+            async with session.post(invocation.target.url, data=invocation.body) as answer:
+                return RawResponse(status=answer.status, body=await answer.read())
     """
 
 

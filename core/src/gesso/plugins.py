@@ -39,7 +39,9 @@ logger = logging.getLogger("gesso.plugins")
 ENTRY_POINT_GROUP = "gesso"
 PROVIDER_GROUP = "gesso.providers"
 PLUGINS_ENV = "GESSO_PLUGINS"
-STAGES = ("gesso_transform_request", "gesso_invoke", "gesso_parse_response", "gesso_calculate_cost")
+STAGES = (
+    "gesso_transform_request", "gesso_invoke", "gesso_ainvoke", "gesso_parse_response", "gesso_calculate_cost",
+)  # fmt: skip
 
 
 @attrs.define

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from gesso.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from gesso.provider import Provider
     from gesso.types import ImageRequest, Invocation, RawResponse
 
@@ -31,6 +33,15 @@ def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse |
     from gesso_bedrock import transport
 
     return transport.invoke(invocation, model=request.model_name)
+
+
+@hookimpl(trylast=True)
+def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[RawResponse] | None:
+    if invocation.provider != "bedrock":
+        return None
+    from gesso_bedrock import transport
+
+    return transport.ainvoke(invocation, model=request.model_name)
 
 
 @hookimpl

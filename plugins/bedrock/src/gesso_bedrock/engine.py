@@ -1,11 +1,17 @@
 """Sending ``InvokeModel`` without botocore's send path: botocore resolves the credentials, region and
-endpoint (through the cached boto3 client) and signs (``SigV4Auth``); urllib3 sends over pooled keep-alive
-connections. The answer is read and mapped here, as botocore's rest-json parser would: the error code from
-``x-amzn-ErrorType`` (else the body's ``__type``/``code``), the message from the body's ``message``.
+endpoint (through the cached boto3 client) and signs (``SigV4Auth``); urllib3 (sync) or aiohttp (async) sends
+over pooled keep-alive connections. The answer is read and mapped here, as botocore's rest-json parser
+would: the error code from ``x-amzn-ErrorType`` (else the body's ``__type``/``code``), the message from the
+body's ``message``.
+
+The async path holds no thread per call: an ``aiohttp`` session per (client, event loop), closed when the
+loop shuts down its async generators (as ``asyncio.run`` does), and a semaphore per loop bounding the calls
+in flight to ``GESSO_MAX_CONCURRENCY``. Cancelling the awaiting task aborts the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import quote
@@ -115,6 +121,76 @@ def answer(status: int, headers: Any, body: bytes, *, model: str) -> RawResponse
         return RawResponse(status=status, body=body, headers=lowered, request_id=lowered.get("x-amzn-requestid"))
     code, message = _error_of(lowered, body)
     raise map_error(code, message, status, model=model) from BedrockHTTPError(status, code, message)
+
+
+async def asend(route: Route, invocation: Invocation, *, model: str, limit: int) -> RawResponse:
+    """One attempt, natively async, on the route's aiohttp session for the running loop."""
+    import aiohttp
+    from yarl import URL
+
+    try:
+        url, headers = signed(route, invocation)
+    except errors.AuthenticationError as exc:
+        raise errors.AuthenticationError(exc.message, model=model) from exc
+    state = _loop_state(limit)
+    session = state.sessions.get(id(route))
+    if session is None:
+        session = state.sessions[id(route)] = _session(route, limit)
+    try:
+        # encoded=True: the path is sent exactly as signed (yarl would otherwise decode %3A in model ids)
+        async with (
+            state.semaphore,
+            session.post(URL(url, encoded=True), data=invocation.body, headers=headers) as response,
+        ):
+            body = await response.read()
+            return answer(response.status, response.headers, body, model=model)
+    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        raise errors.RequestTimeoutError(f"Bedrock did not answer in time: {_said(exc)}", model=model) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise errors.ProviderError(f"Could not reach Bedrock: {_said(exc)}", model=model) from exc
+
+
+class _LoopState:
+    """What one event loop holds: its sessions and the semaphore bounding its calls in flight."""
+
+    def __init__(self, limit: int) -> None:
+        self.sessions: dict[int, Any] = {}
+        self.semaphore = asyncio.Semaphore(limit)
+        self.keeper = self._close_at_shutdown()
+        self.started: Any = None
+
+    async def _close_at_shutdown(self) -> Any:
+        try:
+            yield
+        finally:  # the loop is shutting down its async generators: close what it opened
+            for session in self.sessions.values():
+                await session.close()
+
+
+def _loop_state(limit: int) -> _LoopState:
+    loop = asyncio.get_running_loop()
+    state = getattr(loop, "_gesso_bedrock", None)
+    if state is None:
+        # kept on the loop itself, so it lives and dies with it
+        state = loop._gesso_bedrock = _LoopState(limit)  # type: ignore[attr-defined]
+        state.started = loop.create_task(state.keeper.asend(None))  # started, so the loop closes it at shutdown
+    return state
+
+
+def _session(route: Route, limit: int) -> Any:
+    import ssl
+
+    import aiohttp
+
+    if route.verify is False:
+        tls: Any = False
+    else:
+        tls = ssl.create_default_context(cafile=route.verify if isinstance(route.verify, str) else None)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout)
+    connector = aiohttp.TCPConnector(limit=limit, ssl=tls, enable_cleanup_closed=False)
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    )
 
 
 def _error_of(headers: dict[str, str], body: bytes) -> tuple[str, str]:

@@ -26,3 +26,23 @@ def gesso_invoke(request: ImageRequest, invocation: Invocation) -> Generator[Non
 
         advice = BEDROCK.advice(request.model, get_registry())
         raise ModelRetiredError(f"{exc.message} {advice}", model=exc.model) from exc
+
+
+@hookimpl(wrapper=True, specname="gesso_ainvoke")
+def advise_async(request: ImageRequest, invocation: Invocation) -> Generator[None, Any, Any]:
+    pending = yield
+    if pending is None or invocation.provider != "bedrock":
+        return pending
+    return _advised(pending, request)
+
+
+async def _advised(pending: Any, request: ImageRequest) -> RawResponse:
+    try:
+        return await pending
+    except ModelRetiredError as exc:
+        from gesso.plugins import get_registry
+        from gesso_bedrock.provider import BEDROCK
+
+        raise ModelRetiredError(
+            f"{exc.message} {BEDROCK.advice(request.model, get_registry())}", model=exc.model
+        ) from exc

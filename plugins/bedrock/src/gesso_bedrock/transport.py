@@ -192,6 +192,40 @@ def invoke(invocation: Invocation, *, model: str) -> RawResponse:
             waited += delay
 
 
+async def ainvoke(invocation: Invocation, *, model: str) -> RawResponse:
+    """:func:`invoke`, natively async: the same retries, waiting with ``asyncio.sleep`` (so cancelling the
+    task stops the retries too)."""
+    import asyncio
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    target = invocation.target
+    max_retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
+    budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
+    try:
+        route = get_route(target, model=model)  # resolves (and caches) the identity: may call STS once
+    except ClientError as exc:
+        raise map_client_error(exc, model=model) from exc
+    except BotoCoreError as exc:
+        raise map_botocore_error(exc, model=model) from exc
+    waited = 0.0
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await engine.asend(route, invocation, model=model, limit=MAX_CONCURRENCY)
+        except errors.GessoError as error:
+            if not _retryable(error):
+                raise
+            delay = backoff(attempt)
+            if attempt > max_retries or waited + delay > budget:
+                if attempt > 1:
+                    raise _exhausted(error, attempt, model) from error
+                raise
+            await asyncio.sleep(delay)
+            waited += delay
+
+
 def _exhausted(error: errors.GessoError, attempts: int, model: str) -> errors.GessoError:
     suffix = f" (gave up after {attempts} attempts)"
     if isinstance(error, errors.RateLimitError):
