@@ -1,0 +1,67 @@
+"""The natively async transport (issue 13): cancellation aborts the call and its retries at once, and the
+calls hold no threads."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import gesso
+from conftest import NOVA
+from gesso_bedrock import transport
+
+
+def test_cancelling_a_call_aborts_its_request_at_once(aws, emulator):
+    emulator.inject("latency", seconds=5)
+
+    async def cancelled() -> float:
+        task = asyncio.create_task(gesso.aimage_generation(NOVA, "otter", **aws))
+        for _ in range(100):  # until the request is inside the emulator
+            await asyncio.sleep(0.05)
+            if emulator.stats()["in_flight"]:
+                break
+        start = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - start
+
+    assert asyncio.run(cancelled()) < 0.5
+    assert emulator.stats()["requests"] == 1
+
+
+def test_cancelling_a_call_stops_its_retries(aws, emulator, monkeypatch):
+    monkeypatch.setattr(transport, "BACKOFF_BASE", 5.0)
+    monkeypatch.setattr(transport, "_random", type("Max", (), {"uniform": staticmethod(lambda low, high: high)})())
+    emulator.inject("throttle")
+
+    async def cancelled() -> float:
+        task = asyncio.create_task(gesso.aimage_generation(NOVA, "otter", **aws))
+        await asyncio.sleep(0.5)  # the first attempt was throttled; the task waits 5 s before the next
+        start = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.perf_counter() - start
+
+    assert asyncio.run(cancelled()) < 0.5
+    time.sleep(0.2)
+    assert emulator.stats()["requests"] == 1, "no retry was sent after the cancel"
+
+
+def test_async_calls_use_no_threads(aws, emulator):
+    emulator.inject("latency", seconds=0.5)
+    seen = []
+
+    async def many():
+        calls = [asyncio.create_task(gesso.aimage_generation(NOVA, "otter", **aws)) for _ in range(50)]
+        await asyncio.sleep(0.3)
+        seen.append({t.name for t in threading.enumerate()})
+        return await asyncio.gather(*calls)
+
+    assert len(asyncio.run(many())) == 50
+    client_threads = [name for name in seen[0] if not name.startswith(("gesso-emulator", "Thread-", "MainThread"))]
+    assert not [name for name in client_threads if name.startswith("gesso-async")], client_threads
