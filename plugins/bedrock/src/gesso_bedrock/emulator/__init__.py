@@ -14,15 +14,17 @@ Content-filter behaviour is triggered by marker words in any prompt text (see ``
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import email.message
 import json
 import logging
 import re
 import threading
+import time
 import uuid
-from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -45,7 +47,7 @@ BLOCK_SOME = "emulator:block-some"
 EMULATOR_ACCESS_KEY = "GESSOEMULATORKEY"
 EMULATOR_SECRET_KEY = "gesso-emulator-secret-key"  # not a secret: a fixed local test credential
 
-_ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
+ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 _MODEL_ID_RE = re.compile(
     r"^(arn:aws(-[a-z]+)*:bedrock:[a-z0-9-]{1,20}:(\d{12})?:[a-z-]+/[a-zA-Z0-9:._-]+|[a-zA-Z0-9:._-]+)$"
 )
@@ -172,6 +174,7 @@ class Emulator:
         faults: list[Fault] | None = None,
         fault_seed: int | None = None,
         tls: tuple[str, str] | None = None,
+        workers: int = 256,
     ) -> None:
         self.host = host
         self.port = port
@@ -187,8 +190,9 @@ class Emulator:
         for fault in faults or ():
             self.faults.add(fault)
         self.tls = tls
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        #: threads that run models' emulations (latencies hold none)
+        self.workers = workers
+        self._server: Any = None
         self._stats_lock = threading.Lock()
         self.total_requests = 0
         self.in_flight = 0
@@ -208,45 +212,32 @@ class Emulator:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
-    def _make_server(self) -> ThreadingHTTPServer:
-        server = _Server((self.host, self.port), _Handler)
-        server.emulator = self
-        if self.tls:
-            import ssl
-
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.tls)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-        self.port = server.server_address[1]
-        return server
-
     def start(self) -> Emulator:
         """Serve on a background thread; ``port=0`` picks a free port (read it back from ``url``)."""
         if self._server is None:
-            self._server = self._make_server()
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="gesso-emulator", daemon=True
-            )
-            self._thread.start()
+            from gesso_bedrock.emulator.server import Server
+
+            self._server = Server(self, self.host, self.port, tls=self.tls, workers=self.workers)
+            self.port = self._server.port
+            self._server.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve on the calling thread until interrupted."""
-        self._server = self._make_server()
+        from gesso_bedrock.emulator.server import Server
+
+        self._server = Server(self, self.host, self.port, tls=self.tls, workers=self.workers)
+        self.port = self._server.port
         try:
-            self._server.serve_forever(poll_interval=0.2)
+            self._server.serve_forever()
         finally:
-            self._server.server_close()
+            self._server.socket.close()
             self._server = None
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -268,29 +259,56 @@ class Emulator:
         self, method: str, target: str, headers: email.message.Message | Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer one HTTP request: returns (status, headers, body)."""
-        if not isinstance(headers, email.message.Message):
-            message = email.message.Message()
-            for key, value in headers.items():
-                message[key] = value
-            headers = message
+        headers = _message(headers)
         path, _, query = target.partition("?")
         if path.startswith(CONTROL_PREFIX):
             return self._control(method, path[len(CONTROL_PREFIX) :], body)
+        with self._counted():
+            steps = self._steps(method, path, query, headers, body)
+            try:
+                while True:
+                    delay = next(steps)
+                    if delay:
+                        time.sleep(delay)
+            except StopIteration as done:
+                return done.value
+
+    async def handle_async(
+        self, method: str, target: str, headers: email.message.Message, body: bytes, *, pool: Any
+    ) -> tuple[int, dict[str, str], bytes]:
+        """:meth:`handle` for the asyncio server: a latency is awaited (no thread held while it lasts), and the
+        model's emulation runs on ``pool``."""
+        path, _, query = target.partition("?")
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(method, path[len(CONTROL_PREFIX) :], body)
+        loop = asyncio.get_running_loop()
+        with self._counted():
+            steps = self._steps(method, path, query, headers, body)
+            delay = next(steps)  # the checks before any latency: cheap, on the loop
+            if delay:
+                await asyncio.sleep(delay)
+            return await loop.run_in_executor(pool, _finish, steps)
+
+    @contextlib.contextmanager
+    def _counted(self) -> Iterator[None]:
         with self._stats_lock:
             self.total_requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            return self._handle_invoke(method, path, query, headers, body)
+            yield
         finally:
             with self._stats_lock:
                 self.in_flight -= 1
 
-    def _handle_invoke(
+    def _steps(
         self, method: str, path: str, query: str, headers: email.message.Message, body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
+    ) -> Generator[float, None, tuple[int, dict[str, str], bytes]]:
+        """One request, in steps: it yields the latency to wait (0.0 when none) once the request is checked
+        and before the model's emulation runs, and returns the answer."""
         model_id = ""
         signed_by = None
+        yielded = False
         try:
             if not (path.startswith("/model/") and path.endswith("/invoke")) or len(path) <= len("/model//invoke"):
                 raise EmulatorError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
@@ -300,29 +318,29 @@ class Emulator:
             signed_by = self._authenticate(method, path, query, headers, body)
             model = self.resolve(model_id)
             guarded = _check_guardrail(headers)
-            injected = self.faults.apply((model.id, model_id), guarded=guarded)
+            delay, injected = self.faults.decide((model.id, model_id), guarded=guarded)
+            yielded = True
+            yield delay
             if injected is not None:
                 raise EmulatorError(*injected)
             status, payload = 200, self._invoke(model, model_id, body)
         except EmulatorError as exc:
             status, payload = exc.status, {"message": exc.message}
-            extra = {"x-amzn-ErrorType": f"{exc.code}:{_ERROR_NAMESPACE}"}
+            extra = {"x-amzn-ErrorType": f"{exc.code}:{ERROR_NAMESPACE}"}
         except Exception:  # a bug in a model emulator must look like a server fault, not a hang
             logger.exception("emulator failure for %s", model_id)
             status, payload = 500, {"message": "Internal server error"}
-            extra = {"x-amzn-ErrorType": f"InternalServerException:{_ERROR_NAMESPACE}"}
+            extra = {"x-amzn-ErrorType": f"InternalServerException:{ERROR_NAMESPACE}"}
         else:
             extra = {}
+        if not yielded:
+            yield 0.0
         self._record(
             RecordedRequest(
-                model_id=model_id,
-                path=path,
-                headers=dict(headers.items()),
-                body=body,
-                status=status,
+                model_id=model_id, path=path, headers=dict(headers.items()), body=body, status=status,
                 signed_by=signed_by,
             )
-        )
+        )  # fmt: skip
         out = json.dumps(payload, separators=(",", ":")).encode()
         response_headers = {"Content-Type": "application/json", "x-amzn-RequestId": str(uuid.uuid4()), **extra}
         return status, response_headers, out
@@ -431,65 +449,19 @@ def _check_guardrail(headers: email.message.Message) -> bool:
     return bool(identifier)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 1024
-    emulator: Emulator
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that went away is routine for a server (logged at debug); anything else is logged
-        as an error, through logging rather than socketserver's bare traceback on stderr."""
-        import sys
-
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionError, TimeoutError)):
-            logger.debug("client %s went away: %s", client_address, error)
-        else:
-            logger.error("emulator connection from %s failed", client_address, exc_info=True)
+def _message(headers: email.message.Message | Mapping[str, str]) -> email.message.Message:
+    if isinstance(headers, email.message.Message):
+        return headers
+    message = email.message.Message()
+    for key, value in headers.items():
+        message[key] = value
+    return message
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "gesso-emulator"
-    # small responses on keep-alive connections otherwise stall ~40 ms on Nagle + delayed ACK; a buffered
-    # wfile sends headers and body together (http.server flushes it once per request)
-    disable_nagle_algorithm = True
-    wbufsize = 1 << 16
-    server: _Server
-
-    def _respond(self) -> None:
-        raw = (self.headers.get("Content-Length") or "0").strip()
-        if not raw.isdigit() or self.headers.get("Transfer-Encoding"):
-            return self._refuse(400, "Content-Length must be a non-negative integer (chunked bodies are not taken)")
-        length = int(raw)
-        if length > MAX_BODY:
-            return self._refuse(413, f"The request body may be at most {MAX_BODY} bytes.")
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:  # the client went away mid-body
-            self.close_connection = True
-            return None
-        status, headers, payload = self.server.emulator.handle(self.command, self.path, self.headers, body)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer a request whose body cannot be read, and close the connection (its framing is lost)."""
-        payload = json.dumps({"message": message}).encode()
-        self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("x-amzn-ErrorType", f"ValidationException:{_ERROR_NAMESPACE}")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_POST = do_GET = do_PUT = do_DELETE = _respond
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s " + format, self.address_string(), *args)
+def _finish(steps: Generator[float, None, Any]) -> Any:
+    """Run the rest of a request's steps (the model's emulation) to its answer."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("an emulated request waited twice")

@@ -130,6 +130,13 @@ class FaultPlan:
     def apply(self, model_ids: tuple[str, ...], *, guarded: bool = False) -> tuple[int, str, str] | None:
         """Decide for one request (``guarded``: it names a guardrail): sleep for latencies; return the
         error answer to send, if any."""
+        delay, answer = self.decide(model_ids, guarded=guarded)
+        if delay:
+            time.sleep(delay)
+        return answer
+
+    def decide(self, model_ids: tuple[str, ...], *, guarded: bool = False) -> tuple[float, tuple[int, str, str] | None]:
+        """What the faults do to one request, without waiting: (seconds of latency, error answer or None)."""
         delay = 0.0
         answer = None
         with self._lock:
@@ -148,6 +155,4 @@ class FaultPlan:
                 if fault.kind != "latency":
                     answer = fault.answer()
                     break
-        if delay:
-            time.sleep(delay)
-        return answer
+        return delay, answer
