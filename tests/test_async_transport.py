@@ -65,3 +65,40 @@ def test_async_calls_use_no_threads(aws, emulator):
     assert len(asyncio.run(many())) == 50
     client_threads = [name for name in seen[0] if not name.startswith(("gesso-emulator", "Thread-", "MainThread"))]
     assert not [name for name in client_threads if name.startswith("gesso-async")], client_threads
+
+
+def test_two_thousand_calls_in_flight_on_a_few_threads(monkeypatch):
+    """2,000 aimage_generation calls held inside the emulator at once (by a 4 s latency, which holds no
+    emulator thread), and the process's OS threads counted while they are: the calls hold none."""
+    import os
+    import resource
+
+    from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+
+    calls = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 3 * calls:  # a client and a server socket per call, in one process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * calls), hard))
+    monkeypatch.setattr(transport, "MAX_CONCURRENCY", 4 * calls)
+    counted: list[int] = []
+    with Emulator(port=0, credentials={EMULATOR_ACCESS_KEY: EMULATOR_SECRET_KEY}, workers=8) as emulator:
+        emulator.inject("latency", seconds=4)
+        kwargs = {"aws_bedrock_runtime_endpoint": emulator.url, "aws_access_key_id": EMULATOR_ACCESS_KEY,
+                  "aws_secret_access_key": EMULATOR_SECRET_KEY, "aws_region_name": "us-east-1"}  # fmt: skip
+
+        async def many():
+            tasks = [
+                asyncio.create_task(gesso.aimage_generation(NOVA, "otter", size="320x320", **kwargs))
+                for _ in range(calls)
+            ]
+            for _ in range(300):
+                await asyncio.sleep(0.02)
+                if emulator.stats()["in_flight"] == calls:
+                    break
+            counted.append(len(os.listdir("/proc/self/task")))
+            return await asyncio.gather(*tasks)
+
+        results = asyncio.run(many())
+        assert len(results) == calls and all(r.data for r in results)
+        assert emulator.stats()["max_in_flight"] == calls
+    assert counted[0] <= 32, f"{counted[0]} threads while {calls} calls were in flight"
