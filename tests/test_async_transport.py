@@ -29,7 +29,7 @@ def test_cancelling_a_call_aborts_its_request_at_once(aws, emulator):
             await task
         return time.perf_counter() - start
 
-    assert asyncio.run(cancelled()) < 0.5
+    assert asyncio.run(cancelled()) < 2.0  # at once, not after the 5 s the emulator holds it (or the backoff)
     assert emulator.stats()["requests"] == 1
 
 
@@ -47,7 +47,7 @@ def test_cancelling_a_call_stops_its_retries(aws, emulator, monkeypatch):
             await task
         return time.perf_counter() - start
 
-    assert asyncio.run(cancelled()) < 0.5
+    assert asyncio.run(cancelled()) < 2.0  # at once, not after the 5 s the emulator holds it (or the backoff)
     time.sleep(0.2)
     assert emulator.stats()["requests"] == 1, "no retry was sent after the cancel"
 
