@@ -52,10 +52,15 @@ class BedrockHTTPError(Exception):
 
 
 def make_route(client: Any, session: Any, token: str | None, max_connections: int) -> Route:
+    import botocore
     import urllib3
 
+    from gesso import __version__
+
     config = client.meta.config
-    verify = client._endpoint.http_session._verify  # botocore's own resolution: False, or a CA bundle path
+    # botocore's own resolution of ssl_verify, AWS_CA_BUNDLE and the profile's ca_bundle: False, or a CA bundle
+    # path (a private attribute, so the TLS tests pin it)
+    verify = client._endpoint.http_session._verify
     tls = {"cert_reqs": "CERT_NONE"} if verify is False else {"ca_certs": verify} if isinstance(verify, str) else {}
     if verify is False:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -67,7 +72,7 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
         verify=verify,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
-        user_agent=client._client_config.user_agent or "gesso",
+        user_agent=f"gesso/{__version__} Botocore/{botocore.__version__}",
         pool=urllib3.PoolManager(num_pools=4, maxsize=max_connections, block=False, retries=False, **tls),
     )
 
@@ -133,9 +138,10 @@ async def asend(route: Route, invocation: Invocation, *, model: str, limit: int)
     except errors.AuthenticationError as exc:
         raise errors.AuthenticationError(exc.message, model=model) from exc
     state = _loop_state(limit)
-    session = state.sessions.get(id(route))
+    key = (route.verify, route.connect_timeout, route.read_timeout)  # what a session fixes; endpoints may vary
+    session = state.sessions.get(key)
     if session is None:
-        session = state.sessions[id(route)] = _session(route, limit)
+        session = state.sessions[key] = _session(route, limit)
     try:
         # encoded=True: the path is sent exactly as signed (yarl would otherwise decode %3A in model ids)
         async with (
@@ -154,7 +160,7 @@ class _LoopState:
     """What one event loop holds: its sessions and the semaphore bounding its calls in flight."""
 
     def __init__(self, limit: int) -> None:
-        self.sessions: dict[int, Any] = {}
+        self.sessions: dict[tuple[Any, ...], Any] = {}
         self.semaphore = asyncio.Semaphore(limit)
         self.keeper = self._close_at_shutdown()
         self.started: Any = None

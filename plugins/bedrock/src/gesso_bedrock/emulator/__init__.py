@@ -150,7 +150,8 @@ class Emulator:
     checked (unknown keys are refused); when ``None`` any well-formed SigV4 header is accepted.
     ``api_keys``: Bedrock API keys accepted as ``Authorization: Bearer`` (``None`` accepts any).
     ``application_profiles`` maps application-inference-profile or provisioned-model ids (or whole
-    ARNs) to the base model id they stand for. ``record`` and ``record_bytes`` bound what ``requests``
+    ARNs) to the base model id they stand for. ``workers`` bounds the threads that run models' emulations
+    (latencies hold none). ``record`` and ``record_bytes`` bound what ``requests``
     keeps (the newest requests, their bodies within that many bytes). ``faults`` holds injected faults
     (:meth:`inject`, or ``POST /_gesso/faults``); ``tls`` is a ``(certfile, keyfile)`` pair to serve
     HTTPS (needed by clients that send Bedrock API keys, which botocore only sends over HTTPS).
