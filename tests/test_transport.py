@@ -192,3 +192,43 @@ def test_calls_skip_botocores_send_path(aws, emulator, monkeypatch):
     response = gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "x", **aws)
     assert response.data and emulator.requests[-1].signed_by.access_key_id == aws["aws_access_key_id"]
     assert emulator.requests[-1].headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+
+
+@pytest.mark.parametrize(
+    ("model_id", "extra", "token"),
+    [
+        ("amazon.nova-canvas-v1:0", {}, None),
+        (
+            "us.stability.stable-image-inpaint-v1:0",
+            {"X-Amzn-Bedrock-GuardrailIdentifier": "abc", "X-Team": "a  b "},
+            None,
+        ),
+        ("arn:aws:bedrock:eu-west-1:000000000000:application-inference-profile/a0a0a0a0a0a0", {}, "session-token"),
+        ("..", {"User-Agent": "ignored by SigV4"}, None),
+    ],
+)
+def test_the_engines_signature_is_botocores(monkeypatch, model_id, extra, token):
+    """gesso signs without botocore's request object (issue 13): the same request, at the same instant, gets
+    the same Authorization header as botocore's SigV4Auth gives it."""
+    import datetime
+    from urllib.parse import quote
+
+    import botocore.auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from gesso_bedrock.engine import sign_v4
+
+    now = datetime.datetime(2026, 11, 30, 12, 34, 56, tzinfo=datetime.timezone.utc)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now.replace(tzinfo=None))
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    for endpoint in ("https://bedrock-runtime.us-east-1.amazonaws.com", "http://127.0.0.1:4010"):
+        url = f"{endpoint}/model/{quote(model_id, safe='')}/invoke"
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **extra}
+        body = b'{"taskType":"TEXT_IMAGE","textToImageParams":{"text":"otter"}}'
+        request = AWSRequest(method="POST", url=url, data=body, headers=dict(headers))
+        botocore.auth.SigV4Auth(credentials, "bedrock", "us-east-1").add_auth(request)
+        ours = sign_v4(url, headers, body, credentials, "us-east-1", now=now)
+        assert ours["Authorization"] == request.headers["Authorization"]
+        assert ours["X-Amz-Date"] == request.headers["X-Amz-Date"]
+        assert ours.get("X-Amz-Security-Token") == request.headers.get("X-Amz-Security-Token")
