@@ -102,3 +102,46 @@ def test_two_thousand_calls_in_flight_on_a_few_threads(monkeypatch):
         assert len(results) == calls and all(r.data for r in results)
         assert emulator.stats()["max_in_flight"] == calls
     assert counted[0] <= 32, f"{counted[0]} threads while {calls} calls were in flight"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_proxy_from_the_environment_is_used_as_botocore_would(monkeypatch, mode):
+    """HTTP(S)_PROXY and NO_PROXY apply to the engine's calls, as they did to botocore's."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from helpers import picture
+
+    seen: list[str] = []
+    answer = json.dumps({"images": [__import__("base64").b64encode(picture(320, 320)).decode()]}).encode()
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    kwargs = {"aws_bedrock_runtime_endpoint": "http://127.0.0.1:9", "aws_access_key_id": "AKIDPROXY",
+              "aws_secret_access_key": "proxy-secret-key", "aws_region_name": "us-east-1", "max_retries": 0}  # fmt: skip
+    try:
+        if mode == "sync":
+            response = gesso.image_generation(NOVA, "otter", **kwargs)
+        else:
+            response = asyncio.run(gesso.aimage_generation(NOVA, "otter", **kwargs))
+    finally:
+        proxy.shutdown()
+    assert response.data and seen == ["http://127.0.0.1:9/model/amazon.nova-canvas-v1%3A0/invoke"]

@@ -45,6 +45,7 @@ class Route:
     read_timeout: float
     user_agent: str
     pool: Any = attrs.field(repr=False, eq=False)
+    proxy: str | None = None
 
 
 class BedrockHTTPError(Exception):
@@ -58,6 +59,7 @@ class BedrockHTTPError(Exception):
 def make_route(client: Any, session: Any, token: str | None, max_connections: int) -> Route:
     import botocore
     import urllib3
+    from botocore.utils import get_environ_proxies
 
     from gesso import __version__
 
@@ -68,8 +70,13 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
     tls = {"cert_reqs": "CERT_NONE"} if verify is False else {"ca_certs": verify} if isinstance(verify, str) else {}
     if verify is False:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    endpoint = client.meta.endpoint_url.rstrip("/")
+    # a proxy from the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as botocore would use it
+    proxy = get_environ_proxies(endpoint).get(urlsplit(endpoint).scheme)
+    pool_options = {"num_pools": 4, "maxsize": max_connections, "block": False, "retries": False, **tls}
+    pool = urllib3.ProxyManager(proxy, **pool_options) if proxy else urllib3.PoolManager(**pool_options)
     return Route(
-        endpoint=client.meta.endpoint_url.rstrip("/"),
+        endpoint=endpoint,
         region=client.meta.region_name,
         credentials=None if token else session.get_credentials(),
         token=token,
@@ -77,7 +84,8 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         user_agent=f"gesso/{__version__} Botocore/{botocore.__version__}",
-        pool=urllib3.PoolManager(num_pools=4, maxsize=max_connections, block=False, retries=False, **tls),
+        pool=pool,
+        proxy=proxy,
     )
 
 
@@ -211,7 +219,7 @@ async def asend(route: Route, invocation: Invocation, *, model: str, limit: int)
         # encoded=True: the path is sent exactly as signed (yarl would otherwise decode %3A in model ids)
         async with (
             state.semaphore,
-            session.post(URL(url, encoded=True), data=invocation.body, headers=headers) as response,
+            session.post(URL(url, encoded=True), data=invocation.body, headers=headers, proxy=route.proxy) as response,
         ):
             body = await response.read()
             return answer(response.status, response.headers, body, model=model)
