@@ -38,6 +38,12 @@ def add_emulator_command(subcommands: Any) -> None:
     )
     emu.add_argument("--latency", type=float, metavar="SECONDS", help="add this latency to every request")
     emu.add_argument("--fault-seed", type=int, help="seed for rate-based faults (reproducible runs)")
+    emu.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="threads for models' emulations; 0 (the default) runs them on the server's event loop, the fastest",
+    )
     emu.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM); needs --tls-key")
     emu.add_argument("--tls-key", help="the certificate's private key (PEM)")
     emu.add_argument(
@@ -70,6 +76,7 @@ def run_emulator(args: argparse.Namespace) -> int:
         faults=faults,
         fault_seed=args.fault_seed,
         tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        workers=max(args.workers, 0),
     )
     print(f"gesso Bedrock emulator on {emulator.url} (Ctrl-C to stop)", flush=True)
     emulator.serve_forever()

@@ -151,7 +151,8 @@ class Emulator:
     ``api_keys``: Bedrock API keys accepted as ``Authorization: Bearer`` (``None`` accepts any).
     ``application_profiles`` maps application-inference-profile or provisioned-model ids (or whole
     ARNs) to the base model id they stand for. ``workers`` bounds the threads that run models' emulations
-    (latencies hold none). ``record`` and ``record_bytes`` bound what ``requests``
+    (latencies hold none); ``0`` runs them on the server's event loop, the fastest for emulations that never
+    block. ``record`` and ``record_bytes`` bound what ``requests``
     keeps (the newest requests, their bodies within that many bytes). ``faults`` holds injected faults
     (:meth:`inject`, or ``POST /_gesso/faults``); ``tls`` is a ``(certfile, keyfile)`` pair to serve
     HTTPS (needed by clients that send Bedrock API keys, which botocore only sends over HTTPS).
@@ -186,6 +187,7 @@ class Emulator:
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record)
         #: the recorded bodies are kept within this many bytes: older records are dropped first
         self.record_bytes = record_bytes
+        self._recorded = [0, 0]  # how many requests, and their body bytes, the record holds
         self._record_lock = threading.Lock()
         self.faults = FaultPlan(fault_seed)
         for fault in faults or ():
@@ -288,6 +290,8 @@ class Emulator:
             delay = next(steps)  # the checks before any latency: cheap, on the loop
             if delay:
                 await asyncio.sleep(delay)
+            if pool is None:  # no worker threads: emulations run on the loop (fastest, for emulations that never block)
+                return _finish(steps)
             return await loop.run_in_executor(pool, _finish, steps)
 
     @contextlib.contextmanager
@@ -348,10 +352,18 @@ class Emulator:
 
     def _record(self, request: RecordedRequest) -> None:
         with self._record_lock:
+            if len(self.requests) != self._recorded[0]:  # someone changed the record (a test cleared it)
+                self._recorded = [len(self.requests), sum(len(r.body) for r in self.requests)]
+            count, kept = self._recorded
+            if self.requests.maxlen is not None and count == self.requests.maxlen:
+                kept -= len(self.requests[0].body)  # append() drops the oldest
+                count -= 1
             self.requests.append(request)
-            kept = sum(len(r.body) for r in self.requests)
-            while kept > self.record_bytes and len(self.requests) > 1:
+            count, kept = count + 1, kept + len(request.body)
+            while kept > self.record_bytes and count > 1:
                 kept -= len(self.requests.popleft().body)
+                count -= 1
+            self._recorded = [count, kept]
 
     def _control(self, method: str, name: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         status, payload = 200, None

@@ -41,7 +41,11 @@ class Server:
         if tls:
             self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.context.load_cert_chain(*tls)
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gesso-emulator-model")
+        self.pool = (
+            concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="gesso-emulator-model")
+            if workers
+            else None
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -63,7 +67,8 @@ class Server:
         try:
             asyncio.run(self._serve(ready))
         finally:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def _serve(self, ready: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
