@@ -169,27 +169,38 @@ def backoff(attempt: int) -> float:
     return _random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt - 1, 32)))
 
 
+class _Retries:
+    """The retry policy of one call: which errors are retried, how long to wait, and when to give up."""
+
+    def __init__(self, target: Target, model: str) -> None:
+        self.max_retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
+        self.budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
+        self.model = model
+        self.waited = 0.0
+        self.attempt = 0
+
+    def wait_after(self, error: errors.GessoError) -> float:
+        """The seconds to wait before the next attempt after ``error``; raises when there is none."""
+        self.attempt += 1
+        if not _retryable(error):
+            raise error
+        delay = backoff(self.attempt)
+        if self.attempt > self.max_retries or self.waited + delay > self.budget:
+            if self.attempt > 1:
+                raise _exhausted(error, self.attempt, self.model) from error
+            raise error
+        self.waited += delay
+        return delay
+
+
 def invoke(invocation: Invocation, *, model: str) -> RawResponse:
     """Send one ``InvokeModel`` call, retrying what may succeed later; raise a GessoError otherwise."""
-    target = invocation.target
-    max_retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
-    budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
-    waited = 0.0
-    attempt = 0
+    retries = _Retries(invocation.target, model)
     while True:
-        attempt += 1
         try:
-            return _invoke_once(invocation, model=model)
+            return engine.send(_route(invocation, model=model), invocation, model=model)
         except errors.GessoError as error:
-            if not _retryable(error):
-                raise
-            delay = backoff(attempt)
-            if attempt > max_retries or waited + delay > budget:
-                if attempt > 1:
-                    raise _exhausted(error, attempt, model) from error
-                raise
-            time.sleep(delay)
-            waited += delay
+            time.sleep(retries.wait_after(error))
 
 
 async def ainvoke(invocation: Invocation, *, model: str) -> RawResponse:
@@ -197,33 +208,13 @@ async def ainvoke(invocation: Invocation, *, model: str) -> RawResponse:
     task stops the retries too)."""
     import asyncio
 
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    target = invocation.target
-    max_retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
-    budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
-    try:
-        route = get_route(target, model=model)  # resolves (and caches) the identity: may call STS once
-    except ClientError as exc:
-        raise map_client_error(exc, model=model) from exc
-    except BotoCoreError as exc:
-        raise map_botocore_error(exc, model=model) from exc
-    waited = 0.0
-    attempt = 0
+    retries = _Retries(invocation.target, model)
     while True:
-        attempt += 1
         try:
+            route = _route(invocation, model=model)  # cached; the first call of an identity may call STS
             return await engine.asend(route, invocation, model=model, limit=MAX_CONCURRENCY)
         except errors.GessoError as error:
-            if not _retryable(error):
-                raise
-            delay = backoff(attempt)
-            if attempt > max_retries or waited + delay > budget:
-                if attempt > 1:
-                    raise _exhausted(error, attempt, model) from error
-                raise
-            await asyncio.sleep(delay)
-            waited += delay
+            await asyncio.sleep(retries.wait_after(error))
 
 
 def _exhausted(error: errors.GessoError, attempts: int, model: str) -> errors.GessoError:
@@ -236,13 +227,12 @@ def _exhausted(error: errors.GessoError, attempts: int, model: str) -> errors.Ge
     )
 
 
-def _invoke_once(invocation: Invocation, *, model: str) -> RawResponse:
+def _route(invocation: Invocation, *, model: str) -> Route:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        route = get_route(invocation.target, model=model)
+        return get_route(invocation.target, model=model)
     except ClientError as exc:  # resolving an identity (e.g. AssumeRole) can answer with an AWS error
         raise map_client_error(exc, model=model) from exc
     except BotoCoreError as exc:
         raise map_botocore_error(exc, model=model) from exc
-    return engine.send(route, invocation, model=model)
