@@ -28,20 +28,21 @@ from collections.abc import Generator, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote
 
-import attrs
-
 from gesso.types import Model
 from gesso_bedrock.emulator import everit, faults, sigv4
+from gesso_bedrock.emulator.call import (
+    BLOCK_INPUT,
+    BLOCK_OUTPUT,
+    BLOCK_SOME,
+    EmulatedCall,
+    EmulatorError,
+    RecordedRequest,
+)
 from gesso_bedrock.emulator.faults import Fault, FaultPlan
-from gesso_bedrock.emulator.images import synth_png_b64
+
+__all__ = ["BLOCK_INPUT", "BLOCK_OUTPUT", "BLOCK_SOME", "EmulatedCall", "Emulator", "EmulatorError", "RecordedRequest"]
 
 logger = logging.getLogger("gesso_bedrock.emulator")
-
-#: Prompt markers that make the emulated content filter act: block the input (400), withhold every
-#: output (200 with ``error``), or withhold some outputs.
-BLOCK_INPUT = "emulator:block-input"
-BLOCK_OUTPUT = "emulator:block-output"
-BLOCK_SOME = "emulator:block-some"
 
 #: The access key and secret the CLI's ``--emulator`` mode signs with (and the emulator verifies).
 EMULATOR_ACCESS_KEY = "GESSOEMULATORKEY"
@@ -55,92 +56,6 @@ INVALID_IDENTIFIER = "The provided model identifier is invalid."
 #: InvokeModel's body blob is at most 25,000,000 bytes (botocore's service model).
 MAX_BODY = 25_000_000
 CONTROL_PREFIX = "/_gesso/"
-
-
-class EmulatorError(Exception):
-    """Raised by model emulators to answer with a Bedrock error: status, error code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def validation(cls, message: str) -> EmulatorError:
-        return cls(400, "ValidationException", message)
-
-
-def _redacted_headers(headers: Mapping[str, str]) -> str:
-    shown = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in headers.items()}
-    return repr(shown)
-
-
-_SECRET_HEADERS = frozenset({"authorization", "x-amz-security-token"})
-
-
-@attrs.frozen
-class RecordedRequest:
-    """One request the emulator received (kept for tests and debugging; its repr hides credentials)."""
-
-    model_id: str
-    path: str
-    headers: Mapping[str, str] = attrs.field(repr=_redacted_headers)
-    body: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-    status: int
-    signed_by: sigv4.SignedBy | None = None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@attrs.define
-class EmulatedCall:
-    """What a model emulator receives: the model, the id it was invoked as, and the parsed body."""
-
-    model: Model
-    model_id: str
-    body: Any
-    emulator: Emulator
-
-    def validate(self, schema: Mapping[str, Any] | None = None) -> None:
-        """Raise Bedrock's ``Malformed input request`` error for any schema violation of the body."""
-        found = everit.messages(schema if schema is not None else self.model.param_schema, self.body)
-        if found:
-            raise EmulatorError.validation(everit.malformed(found))
-
-    def moderation(self, *texts: str | None) -> str | None:
-        """``"input"``, ``"output"``, ``"some"`` or ``None``: what the emulated content filter does."""
-        joined = " ".join(t for t in texts if isinstance(t, str))
-        if BLOCK_INPUT in joined:
-            return "input"
-        if BLOCK_OUTPUT in joined:
-            return "output"
-        if BLOCK_SOME in joined:
-            return "some"
-        return None
-
-    def decode_images(self, schema: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, str]]:
-        """Every image in the body (the fields the schema marks ``x-image``), decoded, by dotted path,
-        with its kind (``image`` or ``mask``); Bedrock's error for one that does not decode."""
-        from gesso.inputs import image_fields, load, locate
-        from gesso.params import dotted
-
-        found: dict[str, tuple[Any, str]] = {}
-        for path, kind in image_fields(schema if schema is not None else self.model.param_schema):
-            for concrete, parent, key in locate(self.body, path):
-                where = dotted(concrete)
-                image, _ = load(parent[key], where)
-                if image is None:
-                    raise EmulatorError.validation(
-                        f"Unable to decode the image at {where}. Provide a base64-encoded PNG or JPEG."
-                    )
-                found[where] = (image, kind)
-        return found
-
-    def image(self, width: int, height: int, *key: Any, alpha: bool = False) -> str:
-        """A deterministic base64 PNG of the given size for the given key parts."""
-        return synth_png_b64(width, height, "|".join(map(str, (self.model.id, *key))), alpha)
 
 
 class Emulator:
