@@ -14,22 +14,26 @@ from conftest import NOVA
 from gesso_bedrock import transport
 
 
+async def _cancel_inside(call, emulator) -> float:
+    """Start ``call``, cancel it once the emulator has seen its request (the task is then waiting on the
+    emulator's answer, or on its backoff), and return how long the cancel took to finish the task."""
+    task = asyncio.create_task(call)
+    for _ in range(200):  # until the request reached the emulator
+        await asyncio.sleep(0.05)
+        if emulator.stats()["requests"]:
+            break
+    await asyncio.sleep(0.2)  # now the task is waiting: on the held request, or on its 5 s backoff
+    start = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return time.perf_counter() - start
+
+
 def test_cancelling_a_call_aborts_its_request_at_once(aws, emulator):
     emulator.inject("latency", seconds=5)
-
-    async def cancelled() -> float:
-        task = asyncio.create_task(gesso.aimage_generation(NOVA, "otter", **aws))
-        for _ in range(100):  # until the request is inside the emulator
-            await asyncio.sleep(0.05)
-            if emulator.stats()["in_flight"]:
-                break
-        start = time.perf_counter()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return time.perf_counter() - start
-
-    assert asyncio.run(cancelled()) < 2.0  # at once, not after the 5 s the emulator holds it (or the backoff)
+    took = asyncio.run(_cancel_inside(gesso.aimage_generation(NOVA, "otter", **aws), emulator))
+    assert took < 2.0  # at once, not after the 5 s the emulator holds it
     assert emulator.stats()["requests"] == 1
 
 
@@ -37,17 +41,8 @@ def test_cancelling_a_call_stops_its_retries(aws, emulator, monkeypatch):
     monkeypatch.setattr(transport, "BACKOFF_BASE", 5.0)
     monkeypatch.setattr(transport, "_random", type("Max", (), {"uniform": staticmethod(lambda low, high: high)})())
     emulator.inject("throttle")
-
-    async def cancelled() -> float:
-        task = asyncio.create_task(gesso.aimage_generation(NOVA, "otter", **aws))
-        await asyncio.sleep(0.5)  # the first attempt was throttled; the task waits 5 s before the next
-        start = time.perf_counter()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        return time.perf_counter() - start
-
-    assert asyncio.run(cancelled()) < 2.0  # at once, not after the 5 s the emulator holds it (or the backoff)
+    took = asyncio.run(_cancel_inside(gesso.aimage_generation(NOVA, "otter", **aws), emulator))
+    assert took < 2.0  # at once, not after the 5 s backoff
     time.sleep(0.2)
     assert emulator.stats()["requests"] == 1, "no retry was sent after the cancel"
 

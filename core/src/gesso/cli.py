@@ -223,9 +223,7 @@ def _emulator(model: str, kwargs: dict[str, Any]) -> Any:
     """The model's provider's emulator, running for the call (the options it yields point the call at it)."""
     from gesso import plugins
 
-    registry = plugins.get_registry()
-    provider, resolved = registry.resolve(model, kwargs)
-    return provider.emulate(resolved.model, kwargs)
+    return plugins.get_registry().emulate(model, kwargs)
 
 
 def _plugins(args: argparse.Namespace) -> int:

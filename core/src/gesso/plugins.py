@@ -80,7 +80,7 @@ class _State:
         self.manager.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
         self.registry: Registry | None = None
-        self._routes: dict[tuple[int, int], Any] = {}
+        self._routes: dict[tuple[str, str | None], Any] = {}
         self._load(PROVIDER_GROUP, builtin=True)
         self._load(ENTRY_POINT_GROUP, builtin=False)
 
@@ -181,11 +181,11 @@ class _State:
     def route(self, model: Model) -> Any:
         """The hook relay for one call of ``model``: its family's plugin and its provider's plugin, plus
         every plugin that registers neither models nor providers (wrappers)."""
-        owner = next((i for i in self.plugins if i.plugin is not None and model.family in i.families), None)
-        provider = next((i for i in self.plugins if i.plugin is not None and model.provider in i.providers), None)
-        key = (id(owner), id(provider))
+        key = (model.family, model.provider)
         relay = self._routes.get(key)
         if relay is None:
+            owner = next((i for i in self.plugins if i.plugin is not None and model.family in i.families), None)
+            provider = next((i for i in self.plugins if i.plugin is not None and model.provider in i.providers), None)
             others = [
                 i.plugin
                 for i in self.plugins

@@ -50,13 +50,8 @@ class Registry:
         if not isinstance(model, str) or not model.strip():
             got = short(model)
             raise UnknownModelError(f"model must be a non-empty string (got {got})", model=got)
-        name = model.strip()
-        head, sep, rest = name.partition("/")
-        if sep and head in self.providers:
-            provider, name = self.providers[head], rest
-        elif self.default is not None:
-            provider = self.default
-        else:
+        provider, name = self._split(model.strip())
+        if provider is None:
             raise UnknownModelError(
                 f"Model {model!r}: no installed gesso provider takes it; write '<provider>/<model>' with one of: "
                 f"{', '.join(self.providers) or 'none (install a provider plugin)'}",
@@ -66,8 +61,17 @@ class Registry:
 
     def split_provider(self, model: Any) -> Provider | None:
         """The provider a model string names (its prefix, else the default), without resolving the model."""
-        if isinstance(model, str):
-            head, sep, _ = model.strip().partition("/")
-            if sep and head in self.providers:
-                return self.providers[head]
-        return self.default
+        return self._split(model.strip())[0] if isinstance(model, str) else self.default
+
+    def emulate(self, model: Any, options: Mapping[str, Any]) -> Any:
+        """The emulator of the provider a model string names, as a context manager yielding the options that
+        point a call of that model at it (``gesso generate --emulator``, the family contract)."""
+        provider, resolved = self.resolve(model, options)
+        return provider.emulate(resolved.model, options)
+
+    def _split(self, name: str) -> tuple[Provider | None, str]:
+        """(the provider, the rest of the string): ``<provider>/<rest>``, else the default and the whole."""
+        head, sep, rest = name.partition("/")
+        if sep and head in self.providers:
+            return self.providers[head], rest
+        return self.default, name

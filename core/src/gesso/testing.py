@@ -57,9 +57,7 @@ class FamilyContract:
 
     @contextlib.contextmanager
     def _emulated(self, model: str, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        registry = plugins.get_registry()
-        provider, resolved = registry.resolve(model, kwargs)
-        with provider.emulate(resolved.model, kwargs) as options:
+        with plugins.get_registry().emulate(model, kwargs) as options:
             yield {**options, **self.contract_options}
 
     #: options every example is called with (e.g. no retries, so a failure shows at once)

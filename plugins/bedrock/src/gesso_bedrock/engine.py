@@ -24,12 +24,7 @@ import attrs
 
 from gesso import errors
 from gesso.types import Invocation, RawResponse
-from gesso_bedrock.errors import map_error
-
-NO_CREDENTIALS = (
-    "No AWS credentials found. Pass aws_access_key_id and aws_secret_access_key, or aws_profile_name, "
-    "or configure the default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)"
-)
+from gesso_bedrock.errors import NO_CREDENTIALS, map_error
 
 
 @attrs.frozen
@@ -89,7 +84,7 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
     )
 
 
-def signed(route: Route, invocation: Invocation) -> tuple[str, dict[str, str]]:
+def signed(route: Route, invocation: Invocation, *, model: str) -> tuple[str, dict[str, str]]:
     """The URL and signed headers of one call (SigV4, or the bearer token)."""
     target = invocation.target
     url = f"{route.endpoint}/model/{quote(target.model_id, safe='')}/invoke"
@@ -101,7 +96,7 @@ def signed(route: Route, invocation: Invocation) -> tuple[str, dict[str, str]]:
         return url, headers
     credentials = route.credentials.get_frozen_credentials() if route.credentials is not None else None
     if credentials is None or not credentials.access_key:
-        raise errors.AuthenticationError(NO_CREDENTIALS)
+        raise errors.AuthenticationError(NO_CREDENTIALS, model=model)
     return url, sign_v4(url, headers, invocation.body, credentials, route.region)
 
 
@@ -176,10 +171,7 @@ def send(route: Route, invocation: Invocation, *, model: str) -> RawResponse:
     import urllib3
     from urllib3 import exceptions as ux
 
-    try:
-        url, headers = signed(route, invocation)
-    except errors.AuthenticationError as exc:
-        raise errors.AuthenticationError(exc.message, model=model) from exc
+    url, headers = signed(route, invocation, model=model)
     timeout = urllib3.Timeout(connect=route.connect_timeout, read=route.read_timeout)
     try:
         response = route.pool.request("POST", url, body=invocation.body, headers=headers, timeout=timeout)
@@ -206,10 +198,7 @@ async def asend(route: Route, invocation: Invocation, *, model: str, limit: int)
     import aiohttp
     from yarl import URL
 
-    try:
-        url, headers = signed(route, invocation)
-    except errors.AuthenticationError as exc:
-        raise errors.AuthenticationError(exc.message, model=model) from exc
+    url, headers = signed(route, invocation, model=model)
     state = _loop_state(limit)
     key = (route.verify, route.connect_timeout, route.read_timeout)  # what a session fixes; endpoints may vary
     session = state.sessions.get(key)

@@ -24,6 +24,10 @@ _AUTH_CODES = frozenset(
 _RATE_CODES = frozenset(
     {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException", "ModelNotReadyException"}
 )
+NO_CREDENTIALS = (
+    "No AWS credentials found. Pass aws_access_key_id and aws_secret_access_key, or aws_profile_name, "
+    "or configure the default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)"
+)
 _RETIRED_MARKERS = ("end of its life", "marked by provider as Legacy")
 #: Bedrock's content filters, and a guardrail intervening (as the emulator words it)
 _CONTENT_FILTER_MARKERS = ("blocked by our content filters", "blocked by the guardrail")
@@ -71,11 +75,7 @@ def map_botocore_error(exc: Exception, *, model: str) -> errors.GessoError:
     said = redact(str(exc))  # botocore's messages quote endpoint URLs, which may carry a password
 
     if isinstance(exc, bx.NoCredentialsError):
-        return errors.AuthenticationError(
-            "No AWS credentials found. Pass aws_access_key_id and aws_secret_access_key, or aws_profile_name, "
-            "or configure the default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role)",
-            model=model,
-        )
+        return errors.AuthenticationError(NO_CREDENTIALS, model=model)
     if isinstance(exc, bx.PartialCredentialsError):
         return errors.AuthenticationError(f"Incomplete AWS credentials: {said}", model=model)
     if isinstance(exc, bx.ProfileNotFound):
