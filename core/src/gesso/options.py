@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from gesso.errors import Violation
@@ -81,7 +82,7 @@ def positive(
         problems.append(Violation(key, f"must be {what}, at most {maximum:,} (got {short(value)})"))
 
 
-def strings(opts: dict[str, Any], names: frozenset[str] | set[str], problems: list[Violation]) -> None:
+def strings(opts: Mapping[str, Any], names: Iterable[str], problems: list[Violation]) -> None:
     """Each of ``names`` given in ``opts`` is a string."""
     for key in names:
         value = opts.get(key)

@@ -203,7 +203,7 @@ def check_model_id(model_id: Any, param: str, problems: list[Violation]) -> None
 
 def target(opts: Mapping[str, Any], *, model_id: str, timeout: float | None, problems: list[Violation]) -> Target:
     """The :class:`Target` of the call; every check of the options adds to ``problems``."""
-    call_options.strings(dict(opts), STRING_OPTIONS, problems)
+    call_options.strings(opts, STRING_OPTIONS, problems)
     for key in ("connect_timeout", "retry_budget"):
         call_options.positive(key, opts.get(key), problems, maximum=call_options.MAX_SECONDS)
     call_options.positive(
