@@ -99,8 +99,11 @@ def inspect_b64(b64: str) -> ImageInfo | None:
     import base64
     import binascii
 
-    head = b64[:8192]
-    try:
-        return inspect(base64.b64decode(head[: len(head) - len(head) % 4]))
-    except (ImageFormatError, binascii.Error, ValueError):
-        return None
+    for size in (64, 8192):  # a PNG or WebP header is in the first 48 bytes; a JPEG's may lie past its metadata
+        head = b64[:size]
+        try:
+            return inspect(base64.b64decode(head[: len(head) - len(head) % 4]))
+        except (ImageFormatError, binascii.Error, ValueError):
+            if len(b64) <= size:
+                break
+    return None

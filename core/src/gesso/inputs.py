@@ -135,6 +135,8 @@ def convert_images(body: Any, schema: Mapping[str, Any]) -> tuple[dict[str, tupl
     images: dict[str, tuple[ImageInput, str]] = {}
     problems: list[Violation] = []
     for path, kind in image_fields(schema):
+        if path and path[0] != "*" and (not isinstance(body, dict) or path[0] not in body):
+            continue  # the common case, no image there: skip the walk
         for concrete, parent, key in locate(body, path):
             where = dotted(concrete)
             loaded, found = load(parent[key], where)

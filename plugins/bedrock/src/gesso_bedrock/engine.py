@@ -1,10 +1,10 @@
 """Sending ``InvokeModel`` without botocore's send path: botocore resolves the credentials, region and
-endpoint (through the cached boto3 client) and signs (``SigV4Auth``); urllib3 (sync) or aiohttp (async) sends
-over pooled keep-alive connections. The answer is read and mapped here, as botocore's rest-json parser
-would: the error code from ``x-amzn-ErrorType`` (else the body's ``__type``/``code``), the message from the
-body's ``message``.
+endpoint (through the cached boto3 client); gesso signs (SigV4, held equal to botocore's signer by a
+differential test) and :mod:`gesso_bedrock.wire` sends over pooled keep-alive connections. The answer is
+read and mapped here, as botocore's rest-json parser would: the error code from ``x-amzn-ErrorType``
+(else the body's ``__type``/``code``), the message from the body's ``message``.
 
-The async path holds no thread per call: an ``aiohttp`` session per (client, event loop), closed when the
+The async path holds no thread per call: idle connections per (origin, event loop), closed when the
 loop shuts down its async generators (as ``asyncio.run`` does), and a semaphore per loop bounding the calls
 in flight to ``GESSO_MAX_CONCURRENCY``. Cancelling the awaiting task aborts the request.
 """
@@ -24,6 +24,7 @@ import attrs
 
 from gesso import errors
 from gesso.types import Invocation, RawResponse
+from gesso_bedrock import wire
 from gesso_bedrock.errors import NO_CREDENTIALS, map_error
 
 
@@ -39,8 +40,9 @@ class Route:
     connect_timeout: float
     read_timeout: float
     user_agent: str
-    pool: Any = attrs.field(repr=False, eq=False)
-    proxy: str | None = None
+    origin: wire.Origin = attrs.field(repr=False, eq=False)
+    host: str  # the Host header, as SigV4 signs it
+    pool: int  # keep-alive connections kept per origin (and per event loop)
 
 
 class BedrockHTTPError(Exception):
@@ -53,7 +55,6 @@ class BedrockHTTPError(Exception):
 
 def make_route(client: Any, session: Any, token: str | None, max_connections: int) -> Route:
     import botocore
-    import urllib3
     from botocore.utils import get_environ_proxies
 
     from gesso import __version__
@@ -62,14 +63,9 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
     # botocore's own resolution of ssl_verify, AWS_CA_BUNDLE and the profile's ca_bundle: False, or a CA bundle
     # path (a private attribute, so the TLS tests pin it)
     verify = client._endpoint.http_session._verify
-    tls = {"cert_reqs": "CERT_NONE"} if verify is False else {"ca_certs": verify} if isinstance(verify, str) else {}
-    if verify is False:
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     endpoint = client.meta.endpoint_url.rstrip("/")
     # a proxy from the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), as botocore would use it
     proxy = get_environ_proxies(endpoint).get(urlsplit(endpoint).scheme)
-    pool_options = {"num_pools": 4, "maxsize": max_connections, "block": False, "retries": False, **tls}
-    pool = urllib3.ProxyManager(proxy, **pool_options) if proxy else urllib3.PoolManager(**pool_options)
     return Route(
         endpoint=endpoint,
         region=client.meta.region_name,
@@ -79,8 +75,9 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         user_agent=f"gesso/{__version__} Botocore/{botocore.__version__}",
-        pool=pool,
-        proxy=proxy,
+        origin=wire.Origin(endpoint, verify=verify, proxy=proxy),
+        host=_host(urlsplit(endpoint)),
+        pool=max_connections,
     )
 
 
@@ -112,8 +109,8 @@ def sign_v4(
     signed["X-Amz-Date"] = stamp
     if credentials.token:
         signed["X-Amz-Security-Token"] = credentials.token
-    parts = urlsplit(url)
-    canonical = {"host": _host(parts)}
+    host, path = _canonical_target(url)
+    canonical = {"host": host}
     for name, value in signed.items():
         lowered = name.lower()
         if lowered not in _UNSIGNED:
@@ -121,7 +118,7 @@ def sign_v4(
     names = sorted(canonical)
     signed_headers = ";".join(names)
     request = "\n".join((
-        "POST", quote(_normalize_path(parts.path), safe="/~"), "",
+        "POST", path, "",
         "".join(f"{name}:{canonical[name]}\n" for name in names), signed_headers, hashlib.sha256(body).hexdigest(),
     ))  # fmt: skip
     scope = f"{stamp[:8]}/{region}/bedrock/aws4_request"
@@ -152,6 +149,13 @@ def _host(parts: Any) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=256)
+def _canonical_target(url: str) -> tuple[str, str]:
+    """The host and the canonical path SigV4 signs for ``url`` (a call's URL: one per model and endpoint)."""
+    parts = urlsplit(url)
+    return _host(parts), quote(_normalize_path(parts.path), safe="/~")
+
+
 def _normalize_path(path: str) -> str:
     from botocore.utils import normalize_url_path
 
@@ -167,21 +171,19 @@ def _signing_key(secret: str, day: str, region: str) -> bytes:
 
 
 def send(route: Route, invocation: Invocation, *, model: str) -> RawResponse:
-    """One attempt, synchronously, on the route's connection pool."""
-    import urllib3
-    from urllib3 import exceptions as ux
-
+    """One attempt, synchronously, on the route's keep-alive connections."""
     url, headers = signed(route, invocation, model=model)
-    timeout = urllib3.Timeout(connect=route.connect_timeout, read=route.read_timeout)
+    body = invocation.body
+    head = route.origin.head(url[len(route.endpoint) :], headers, len(body), route.host)
     try:
-        response = route.pool.request("POST", url, body=invocation.body, headers=headers, timeout=timeout)
-    except ux.NewConnectionError as exc:  # a subclass of ConnectTimeoutError, but nothing timed out
-        raise errors.ProviderError(f"Could not reach Bedrock: {_said(exc)}", model=model) from exc
-    except (ux.ConnectTimeoutError, ux.ReadTimeoutError, TimeoutError) as exc:
+        reply = route.origin.post(
+            head, body, connect_timeout=route.connect_timeout, read_timeout=route.read_timeout, pool=route.pool
+        )
+    except TimeoutError as exc:
         raise errors.RequestTimeoutError(f"Bedrock did not answer in time: {_said(exc)}", model=model) from exc
-    except (ux.HTTPError, OSError) as exc:
+    except OSError as exc:
         raise errors.ProviderError(f"Could not reach Bedrock: {_said(exc)}", model=model) from exc
-    return answer(response.status, response.headers, response.data, model=model)
+    return answer(reply.status, reply.headers, reply.body, model=model)
 
 
 def answer(status: int, headers: Any, body: bytes, *, model: str) -> RawResponse:
@@ -194,35 +196,35 @@ def answer(status: int, headers: Any, body: bytes, *, model: str) -> RawResponse
 
 
 async def asend(route: Route, invocation: Invocation, *, model: str, limit: int) -> RawResponse:
-    """One attempt, natively async, on the route's aiohttp session for the running loop."""
-    import aiohttp
-    from yarl import URL
-
+    """One attempt, natively async, on the running loop's keep-alive connections to the route's origin."""
     url, headers = signed(route, invocation, model=model)
+    body = invocation.body
+    head = route.origin.head(url[len(route.endpoint) :], headers, len(body), route.host)
     state = _loop_state(limit)
-    key = (route.verify, route.connect_timeout, route.read_timeout)  # what a session fixes; endpoints may vary
-    session = state.sessions.get(key)
-    if session is None:
-        session = state.sessions[key] = _session(route, limit)
+    idle = state.idle.get(route.origin)
+    if idle is None:
+        idle = state.idle[route.origin] = []
     try:
-        # encoded=True: the path is sent exactly as signed (yarl would otherwise decode %3A in model ids)
-        async with (
-            state.semaphore,
-            session.post(URL(url, encoded=True), data=invocation.body, headers=headers, proxy=route.proxy) as response,
-        ):
-            body = await response.read()
-            return answer(response.status, response.headers, body, model=model)
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        async with state.semaphore:
+            reply = await route.origin.apost(
+                head, body, idle, connect_timeout=route.connect_timeout, read_timeout=route.read_timeout,
+                pool=route.pool,
+            )  # fmt: skip
+    except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError from Python 3.11
         raise errors.RequestTimeoutError(f"Bedrock did not answer in time: {_said(exc)}", model=model) from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except asyncio.TimeoutError as exc:
+        raise errors.RequestTimeoutError(f"Bedrock did not answer in time: {_said(exc)}", model=model) from exc
+    except OSError as exc:
         raise errors.ProviderError(f"Could not reach Bedrock: {_said(exc)}", model=model) from exc
+    return answer(reply.status, reply.headers, reply.body, model=model)
 
 
 class _LoopState:
-    """What one event loop holds: its sessions and the semaphore bounding its calls in flight."""
+    """What one event loop holds: its idle keep-alive connections per origin, and the semaphore bounding its
+    calls in flight."""
 
     def __init__(self, limit: int) -> None:
-        self.sessions: dict[tuple[Any, ...], Any] = {}
+        self.idle: dict[wire.Origin, list[Any]] = {}
         self.semaphore = asyncio.Semaphore(limit)
         self.keeper = self._close_at_shutdown()
         self.started: Any = None
@@ -231,8 +233,10 @@ class _LoopState:
         try:
             yield
         finally:  # the loop is shutting down its async generators: close what it opened
-            for session in self.sessions.values():
-                await session.close()
+            for idle in self.idle.values():
+                for protocol in idle:
+                    protocol.abort()
+            self.idle.clear()
 
 
 def _loop_state(limit: int) -> _LoopState:
@@ -243,22 +247,6 @@ def _loop_state(limit: int) -> _LoopState:
         state = loop._gesso_bedrock = _LoopState(limit)  # type: ignore[attr-defined]
         state.started = loop.create_task(state.keeper.asend(None))  # started, so the loop closes it at shutdown
     return state
-
-
-def _session(route: Route, limit: int) -> Any:
-    import ssl
-
-    import aiohttp
-
-    if route.verify is False:
-        tls: Any = False
-    else:
-        tls = ssl.create_default_context(cafile=route.verify if isinstance(route.verify, str) else None)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=route.connect_timeout, sock_read=route.read_timeout)
-    connector = aiohttp.TCPConnector(limit=limit, ssl=tls, enable_cleanup_closed=False)
-    return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
-    )
 
 
 def _error_of(headers: dict[str, str], body: bytes) -> tuple[str, str]:

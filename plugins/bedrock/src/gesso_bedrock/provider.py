@@ -63,7 +63,7 @@ class Bedrock(Provider):
         CliOption("--profile", "aws_profile_name", "AWS shared-config profile (aws_profile_name)"),
         CliOption("--endpoint", "aws_bedrock_runtime_endpoint", "Bedrock Runtime endpoint URL"),
     )
-    loggers = ("botocore", "boto3", "urllib3", "s3transfer", "aiohttp")
+    loggers = ("botocore", "boto3", "urllib3", "s3transfer")
 
     # -- model strings ------------------------------------------------------------------------------------
 

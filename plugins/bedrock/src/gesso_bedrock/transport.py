@@ -2,8 +2,8 @@
 
 One boto3 ``bedrock-runtime`` client per (region, identity, endpoint, timeouts), cached and shared across
 threads: botocore resolves the credentials (and refreshes them), the region and the endpoint. The calls
-themselves skip botocore's send path: :mod:`gesso_bedrock.engine` signs each with botocore's SigV4 signer
-and sends it on a pooled urllib3 connection sized for concurrency. The read timeout suits image
+themselves skip botocore's send path: :mod:`gesso_bedrock.engine` signs each (SigV4) and sends it on a
+pooled keep-alive connection of :mod:`gesso_bedrock.wire`, sized for concurrency. The read timeout suits image
 generation, which can take minutes.
 
 Retries: throttling, ``ModelNotReadyException``, 5xx answers and connection failures are retried with

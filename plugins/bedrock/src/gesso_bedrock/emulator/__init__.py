@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import email.message
 import json
 import logging
 import re
@@ -36,6 +35,7 @@ from gesso_bedrock.emulator.call import (
     BLOCK_SOME,
     EmulatedCall,
     EmulatorError,
+    Headers,
     RecordedRequest,
 )
 from gesso_bedrock.emulator.faults import Fault, FaultPlan
@@ -174,7 +174,7 @@ class Emulator:
     # -- one request --------------------------------------------------------------------------------
 
     def handle(
-        self, method: str, target: str, headers: email.message.Message | Mapping[str, str], body: bytes
+        self, method: str, target: str, headers: Headers | Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """Answer one HTTP request: returns (status, headers, body)."""
         headers = _message(headers)
@@ -192,7 +192,7 @@ class Emulator:
                 return done.value
 
     async def handle_async(
-        self, method: str, target: str, headers: email.message.Message, body: bytes, *, pool: Any
+        self, method: str, target: str, headers: Headers, body: bytes, *, pool: Any
     ) -> tuple[int, dict[str, str], bytes]:
         """:meth:`handle` for the asyncio server: a latency is awaited (no thread held while it lasts), and the
         model's emulation runs on ``pool``."""
@@ -222,7 +222,7 @@ class Emulator:
                 self.in_flight -= 1
 
     def _steps(
-        self, method: str, path: str, query: str, headers: email.message.Message, body: bytes
+        self, method: str, path: str, query: str, headers: Headers, body: bytes
     ) -> Generator[float, None, tuple[int, dict[str, str], bytes]]:
         """One request, in steps: it yields the latency to wait (0.0 when none) once the request is checked
         and before the model's emulation runs, and returns the answer."""
@@ -299,7 +299,7 @@ class Emulator:
         return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
     def _authenticate(
-        self, method: str, path: str, query: str, headers: email.message.Message, body: bytes
+        self, method: str, path: str, query: str, headers: Headers, body: bytes
     ) -> sigv4.SignedBy | None:
         header = headers.get("Authorization") or ""
         if header.startswith("Bearer "):
@@ -367,7 +367,7 @@ class Emulator:
         return model.emulator(EmulatedCall(model=model, model_id=model_id, body=parsed, emulator=self))
 
 
-def _check_guardrail(headers: email.message.Message) -> bool:
+def _check_guardrail(headers: Headers) -> bool:
     """Whether the request names a guardrail; Bedrock's error when it names one without a version."""
     identifier = headers.get("X-Amzn-Bedrock-GuardrailIdentifier")
     if identifier and not headers.get("X-Amzn-Bedrock-GuardrailVersion"):
@@ -377,13 +377,8 @@ def _check_guardrail(headers: email.message.Message) -> bool:
     return bool(identifier)
 
 
-def _message(headers: email.message.Message | Mapping[str, str]) -> email.message.Message:
-    if isinstance(headers, email.message.Message):
-        return headers
-    message = email.message.Message()
-    for key, value in headers.items():
-        message[key] = value
-    return message
+def _message(headers: Headers | Mapping[str, str]) -> Headers:
+    return headers if isinstance(headers, Headers) else Headers(headers)
 
 
 def _finish(steps: Generator[float, None, Any]) -> Any:

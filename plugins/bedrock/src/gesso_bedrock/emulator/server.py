@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.message
 import json
 import logging
 import socket
 import ssl
 import threading
 from typing import TYPE_CHECKING, Any
+
+from gesso_bedrock.emulator.call import Headers
 
 if TYPE_CHECKING:
     from gesso_bedrock.emulator import Emulator
@@ -116,7 +117,7 @@ class Server:
             await self._refuse(writer, 400, "Malformed request line.")
             return False
         method, target, version = parts
-        headers = email.message.Message()
+        headers = Headers()
         for field in fields:
             if field:
                 name, _, value = field.partition(":")

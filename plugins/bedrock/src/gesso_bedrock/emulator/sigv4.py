@@ -89,7 +89,7 @@ def verify(
     secrets: Mapping[str, str] | None,
     service: str = "bedrock",
 ) -> SignedBy:
-    """Check a request's SigV4 signature. ``headers`` must be case-insensitive (``email.message``).
+    """Check a request's SigV4 signature. ``headers`` must be case-insensitive (the emulator's ``Headers``).
 
     ``secrets`` maps access key ids to secret keys; ``None`` accepts any key without recomputing the
     signature (the header's shape, scope and service are still checked).
