@@ -58,3 +58,14 @@ def pil(b64: str):
     from PIL import Image
 
     return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def moto_server():
+    """moto's AWS services on loopback, as a generator for a fixture: yields the endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

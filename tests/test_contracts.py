@@ -35,3 +35,14 @@ class TestStabilityContract(FamilyContract):
         ("bedrock/stability.stable-image-core-v1:1", "a fox", {"size": "1024x1024"}),
         ("bedrock/us.stability.stable-image-remove-background-v1:0", None, {"image": SRC}),
     ]
+    # what each model's image_edit needs beyond an image and a prompt (the contract's defaults)
+    operation_kwargs = {
+        "stability.sd3-5-large-v1:0": {"strength": 0.5},
+        "stability.stable-fast-upscale-v1:0": {"prompt": None},
+        "stability.stable-outpaint-v1:0": {"left": 64},
+        "stability.stable-image-search-recolor-v1:0": {"select_prompt": "the hat"},
+        "stability.stable-image-search-replace-v1:0": {"search_prompt": "the hat"},
+        "stability.stable-image-erase-object-v1:0": {"prompt": None},
+        "stability.stable-image-remove-background-v1:0": {"prompt": None},
+        "stability.stable-style-transfer-v1:0": {"image_count": 2},
+    }

@@ -10,6 +10,7 @@ import pytest
 import gesso
 from gesso.errors import AuthenticationError, InvalidRequestError
 from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
+from helpers import moto_server
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/gesso-image-role"
@@ -18,13 +19,7 @@ ROLE = "arn:aws:iam::123456789012:role/gesso-image-role"
 @pytest.fixture(scope="module")
 def sts():
     """moto's STS on loopback."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    yield from moto_server()
 
 
 @pytest.fixture

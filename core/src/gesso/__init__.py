@@ -20,7 +20,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from typing import Any
 
-    from gesso.api import aimage_generation, image_generation
+    from gesso.api import (
+        aimage_edit,
+        aimage_generation,
+        aimage_variation,
+        image_edit,
+        image_generation,
+        image_variation,
+    )
     from gesso.hookspecs import hookimpl
     from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin
     from gesso.provider import Provider
@@ -29,6 +36,10 @@ if TYPE_CHECKING:
 _LAZY = {
     "image_generation": "gesso.api",
     "aimage_generation": "gesso.api",
+    "image_edit": "gesso.api",
+    "aimage_edit": "gesso.api",
+    "image_variation": "gesso.api",
+    "aimage_variation": "gesso.api",
     "hookimpl": "gesso.hookspecs",
     "register_plugin": "gesso.plugins",
     "unregister_plugin": "gesso.plugins",

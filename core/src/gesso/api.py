@@ -1,4 +1,5 @@
-"""The SDK entry points: :func:`image_generation` and :func:`aimage_generation`.
+"""The SDK entry points: :func:`image_generation`, :func:`image_edit`, :func:`image_variation` and their
+async forms.
 
 One call: resolve the model string to its provider and model, check the OpenAI kwargs and the provider's
 options (the provider builds the call's target), let the model's family validate everything else and build
@@ -20,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from gesso import options, params, plugins, redact
+from gesso import operations, options, output, params, plugins, redact
 from gesso.errors import (
     ContentFilteredError,
     InvalidRequestError,
@@ -31,6 +32,7 @@ from gesso.errors import (
 from gesso.provider import Provider
 from gesso.registry import Registry
 from gesso.types import (
+    GeneratedImage,
     ImageData,
     ImageRequest,
     ImageResponse,
@@ -54,6 +56,7 @@ class _Call:
     request: ImageRequest
     prepared: PreparedRequest
     hooks: Any  # the stage hooks, routed to the plugins that own the model
+    plan: output.Output = output.NONE  # the images' format and store
 
 
 def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
@@ -63,7 +66,10 @@ def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> Im
     prefix goes to the default provider.
 
     OpenAI kwargs: ``n``, ``size`` (``"WxH"``), ``quality``, ``response_format`` (``b64_json``, or
-    ``url`` for a ``data:`` URL), ``style``, ``user``, ``timeout`` (read timeout, seconds).
+    ``url`` for a ``data:`` URL), ``style``, ``user``, ``timeout`` (read timeout, seconds),
+    ``output_format`` and ``output_compression``. gesso's ``image_store`` (``file://`` or a plugin's
+    scheme; default ``GESSO_IMAGE_STORE``) and ``image_url_expiry`` make ``url`` the written image's URL
+    (:mod:`gesso.output`).
 
     The provider's options (its :attr:`~gesso.provider.Provider.options`: credentials, endpoint, retries...,
     listed in the README for each provider). A string value ``"os.environ/NAME"`` reads environment
@@ -72,13 +78,7 @@ def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> Im
     Every other kwarg is a parameter of the model, flat (``cfgScale=7``) or nested as the provider spells it
     (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
     """
-    call = _prepare(model, prompt, kwargs)
-    bodies = call.prepared.bodies
-    if len(bodies) == 1:
-        raws = [_invoke(call, bodies[0])]
-    else:
-        raws = list(_fanout_executor().map(lambda body: _invoke(call, body), bodies))
-    return _finish(call, raws)
+    return _run(_prepare(model, prompt, kwargs))
 
 
 async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
@@ -87,16 +87,73 @@ async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any
     Provider calls are natively async when the provider implements ``gesso_ainvoke`` (no thread per call;
     cancelling the task aborts them); otherwise they run on a bounded thread pool.
     """
-    call = _prepare(model, prompt, kwargs)
-    raws = await asyncio.gather(*(_ainvoke(call, body) for body in call.prepared.bodies))
-    return _finish(call, list(raws))
+    return await _arun(_prepare(model, prompt, kwargs))
 
 
-def _prepare(model_string: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
+def image_edit(model: str, image: Any, prompt: str | None = None, mask: Any = None, **kwargs: Any) -> ImageResponse:
+    """Edit an image, as OpenAI's ``images.edit``: ``image`` is one image or a list (bytes, a ``Path``, a file
+    object, base64 text or a ``data:`` URL); ``mask`` marks the area to edit in OpenAI's convention (an RGBA
+    PNG whose fully transparent pixels are edited) or is already black and white in the family's own. Every
+    other kwarg is as in :func:`image_generation`. The model's family maps the edit to its own task (the
+    README's table); a model that cannot do it is an ``InvalidRequestError`` naming the installed models
+    that can."""
+    return _run(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask))
+
+
+async def aimage_edit(
+    model: str, image: Any, prompt: str | None = None, mask: Any = None, **kwargs: Any
+) -> ImageResponse:
+    """The async form of :func:`image_edit`, with the same arguments."""
+    return await _arun(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask))
+
+
+def image_variation(model: str, image: Any, **kwargs: Any) -> ImageResponse:
+    """Variations of an image (or of several, where the model takes several), as OpenAI's
+    ``images.create_variation``; kwargs as in :func:`image_generation` (``prompt`` may guide the variation
+    where the model takes one)."""
+    prompt = kwargs.pop("prompt", None)
+    return _run(_prepare(model, prompt, kwargs, operation="variation", images=image))
+
+
+async def aimage_variation(model: str, image: Any, **kwargs: Any) -> ImageResponse:
+    """The async form of :func:`image_variation`, with the same arguments."""
+    prompt = kwargs.pop("prompt", None)
+    return await _arun(_prepare(model, prompt, kwargs, operation="variation", images=image))
+
+
+def _run(call: _Call) -> ImageResponse:
+    bodies = call.prepared.bodies
+    if len(bodies) == 1:
+        raws = [_invoke(call, bodies[0])]
+    else:
+        raws = list(_fanout_executor().map(lambda body: _invoke(call, body), bodies))
+    return _finish(call, raws)
+
+
+async def _arun(call: _Call) -> ImageResponse:
+    bodies = call.prepared.bodies
+    if len(bodies) == 1:  # awaited in this task: no second task for the one call
+        return await _afinish(call, [await _ainvoke(call, bodies[0])])
+    raws = await asyncio.gather(*(_ainvoke(call, body) for body in bodies))
+    return await _afinish(call, list(raws))
+
+
+def _prepare(
+    model_string: str,
+    prompt: Any,
+    kwargs: dict[str, Any],
+    *,
+    operation: str = "generate",
+    images: Any = None,
+    mask: Any = None,
+) -> _Call:
     registry = plugins.get_registry()
     opts, problems = options.split(kwargs, registry.split_provider(model_string))
     provider, resolved = registry.resolve(model_string, opts)
     model, model_name = resolved.model, resolved.model_name
+    if operation != "generate":
+        _check_operation(registry, model, model_name, operation, mask)
+        images, mask = operations.inputs(images, mask, problems)
     if model.lifecycle.status != "active" and model.id not in _lifecycle_warned:
         _warn_lifecycle(model, provider, registry)
     if prompt is not None and not isinstance(prompt, str):
@@ -125,6 +182,7 @@ def _prepare(model_string: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         timeout=float(timeout) if not problems and isinstance(timeout, (int, float)) else None,
         problems=problems,
     )
+    plan = output.plan(opts, kwargs, model, response_format, problems)
     if problems:
         raise InvalidRequestError(problems, model=model_name)
     provider.check(resolved, opts, registry)
@@ -140,6 +198,9 @@ def _prepare(model_string: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         user=opts.get("user"),
         params=kwargs,
         target=target,
+        operation=operation,
+        images=images or (),
+        mask=mask,
     )
     hooks = plugins.route(model)
     prepared = hooks.gesso_transform_request(request=request)
@@ -151,7 +212,25 @@ def _prepare(model_string: str, prompt: Any, kwargs: dict[str, Any]) -> _Call:
         )
     if request.user:
         logger.debug("gesso call for user %s to %s", request.user, model_name)
-    return _Call(request, prepared, hooks)
+    return _Call(request, prepared, hooks, plan)
+
+
+def _check_operation(registry: Registry, model: Model, model_name: str, operation: str, mask: Any) -> None:
+    """An edit or variation reaches only a model that declares it (an edit with a mask: ``edit_mask``)."""
+    needed = "edit_mask" if operation == "edit" and mask is not None else operation
+    if needed in model.capabilities:
+        return
+    what = {"edit": "an image edit", "edit_mask": "an image edit with a mask", "variation": "an image variation"}
+    able = sorted(
+        {
+            registry.provider_of(m).usable_ids(m)[0] if m.provider in registry.providers else m.id
+            for m in registry.models
+            if needed in m.capabilities and m.lifecycle.status != "eol"
+        }
+    )
+    hint = f"installed models that can: {', '.join(able)}" if able else "no installed model can"
+    param = "mask" if needed == "edit_mask" else "model"
+    raise InvalidRequestError(f"this model cannot do {what[needed]} ({hint})", model=model_name, param=param)
 
 
 _lifecycle_warned: set[str] = set()
@@ -212,7 +291,11 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
                 model=request.model_name,
             )
         parsed.append(result)
-    data = [_image_data(img.b64, img.mime_type, request.response_format, img.seed) for p in parsed for img in p.images]
+    images = [img for p in parsed for img in p.images]
+    if call.plan.blocking and len(images) > 1:  # encoded and written side by side
+        data = list(_fanout_executor().map(lambda img: _image_data(call, img), images))
+    else:
+        data = [_image_data(call, img) for img in images]
     filtered = sum(p.filtered for p in parsed)
     if not data and filtered:
         notes = "; ".join(dict.fromkeys(w for p in parsed for w in p.warnings))
@@ -223,10 +306,11 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
     sizes = {str(p.size) for p in parsed if p.size is not None}
     masks = [p.mask for p in parsed if p.mask is not None]
     fields = {
-        "mask": _image_data(masks[0].b64, masks[0].mime_type, request.response_format) if masks else None,
+        "mask": _image_data(call, masks[0], encode=False) if masks else None,
         "data": data,
         "model": request.model_name,
         "size": sizes.pop() if len(sizes) == 1 else None,
+        "output_format": output.reported(call.plan, images),
         "filtered": filtered,
         "warnings": tuple(dict.fromkeys((*call.prepared.warnings, *(w for p in parsed for w in p.warnings)))),
     }
@@ -235,10 +319,24 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
     return response if cost is None else attrs.evolve(response, cost=round(float(cost), 6))
 
 
-def _image_data(b64: str, mime_type: str, response_format: str, seed: int | None = None) -> ImageData:
-    if response_format == "url":
-        return ImageData(url=f"data:{mime_type};base64,{b64}", seed=seed)
-    return ImageData(b64_json=b64, seed=seed)
+async def _afinish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
+    """:func:`_finish` for the async path, on a thread when it encodes images or writes them to a store
+    (Pillow, an upload), which would block the event loop."""
+    if not call.plan.blocking:
+        return _finish(call, raws)
+    return await asyncio.get_running_loop().run_in_executor(_async_executor(), _finish, call, raws)
+
+
+def _image_data(call: _Call, image: GeneratedImage, *, encode: bool = True) -> ImageData:
+    """One image as the response carries it: in the planned format (a mask stays as the model sent it),
+    then inline, as a ``data:`` URL, or written to the call's image store."""
+    if encode:
+        image = output.encode(call.plan, image, model=call.request.model_name)
+    if call.request.response_format != "url":
+        return ImageData(b64_json=image.b64, seed=image.seed)
+    if call.plan.store is None:
+        return ImageData(url=f"data:{image.mime_type};base64,{image.b64}", seed=image.seed)
+    return ImageData(url=output.put(call.plan, image), seed=image.seed)
 
 
 _executors: dict[str, concurrent.futures.ThreadPoolExecutor] = {}

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         ParsedResponse,
         PreparedRequest,
         RawResponse,
+        StoreScheme,
     )
 
 PROJECT_NAME = "gesso"
@@ -108,6 +109,30 @@ def gesso_register_commands(subcommands: argparse._SubParsersAction) -> None:  #
         def gesso_register_commands(subcommands):
             hello = subcommands.add_parser("hello", help="say hello")
             hello.set_defaults(handler=lambda args: print("hello") or 0)
+    """
+
+
+@hookspec
+def gesso_register_image_stores() -> list[StoreScheme]:  # type: ignore[empty-body]
+    """Declare the image stores this plugin implements: where ``response_format="url"`` writes images.
+
+    Called once per call that names an ``image_store`` (or finds ``GESSO_IMAGE_STORE`` set), before
+    anything is sent. gesso itself serves ``file://``.
+
+    Arguments: none.
+
+    Returns: a list of :class:`gesso.types.StoreScheme`, each a URL ``scheme`` and ``open(url, expires_in)``,
+    which returns the store for one call's ``image_store`` URL (an object with ``put(data, mime_type, name)``
+    returning the written image's URL) or raises ``ValueError`` naming what is wrong with the URL. Return
+    ``[]`` or ``None`` to declare nothing; a second store for a scheme already served is ignored. The
+    writes happen after a successful response (on a thread, in the async path); ``put`` raises a
+    :class:`gesso.errors.GessoError` (``ProviderError``) when a write fails, never its library's error.
+
+    Example::
+
+        @gesso.hookimpl
+        def gesso_register_image_stores():
+            return [StoreScheme(scheme="acme", title="Acme Storage", open=AcmeStore)]
     """
 
 

@@ -1,5 +1,5 @@
-"""The call-level kwargs of ``image_generation`` that are not the model's: OpenAI's parameters, and the
-options of the model's provider (:attr:`gesso.provider.Provider.options`).
+"""The call-level kwargs of ``image_generation`` that are not the model's: OpenAI's parameters, gesso's
+output options, and the options of the model's provider (:attr:`gesso.provider.Provider.options`).
 
 Every other kwarg is a provider parameter of the model, validated by its family. A kwarg that looks like
 another SDK's habit (``extra_body``, ``metadata``, or a near-miss of a provider option) is refused with what
@@ -23,6 +23,9 @@ RESPONSE_FORMATS = ("b64_json", "url")
 #: OpenAI's image parameters (besides ``model`` and ``prompt``)
 OPENAI_KWARGS = ("n", "size", "quality", "response_format", "style", "user", "timeout")
 OPENAI_STRINGS = frozenset(("quality", "style", "user"))
+#: gesso's output options (:mod:`gesso.output`). ``output_format`` is not among them: it is the model's own
+#: parameter when its body has one, and only otherwise gesso's (``output.plan`` takes it then).
+OUTPUT_KWARGS = ("output_compression", "image_store", "image_url_expiry")
 ENV_PREFIX = "os.environ/"
 
 #: Upper bounds: a day for any wait, and images per call (each family has its own, lower limit; this one
@@ -46,7 +49,7 @@ def split(kwargs: dict[str, Any], provider: Provider | None) -> tuple[dict[str, 
     """Take the call-level kwargs out of ``kwargs`` (left holding the model's parameters), reading
     ``os.environ/NAME`` values; refuse other SDKs' names with what to write instead."""
     problems: list[Violation] = []
-    names = {*OPENAI_KWARGS, *(provider.options if provider is not None else ())}
+    names = {*OPENAI_KWARGS, *OUTPUT_KWARGS, *(provider.options if provider is not None else ())}
     opts = {key: from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in names]}
     for key in [k for k in kwargs if isinstance(k, str)]:
         advice = HABITS.get(key) or (provider.habit(key) if provider is not None else None)

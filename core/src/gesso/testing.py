@@ -11,6 +11,12 @@ valid JSON Schema, non-negative prices, an emulator); each example runs end to e
 emulator (:meth:`gesso.provider.Provider.emulate`) and comes back with images and a price; an unknown
 parameter is refused, naming it, before anything is sent; and the plugin's stage hooks are reached only by
 calls of its own models. Each failure names the model and the rule it broke, and what to set.
+
+Models whose ``capabilities`` declare ``edit``, ``edit_mask`` or ``variation`` are called with
+:func:`gesso.image_edit` and :func:`gesso.image_variation` on the emulator too: an image (and, for
+``edit_mask``, OpenAI's RGBA mask) must come back as images with a price, and bad input (an image that is
+none, a grey mask) must be refused before anything is sent. ``operation_kwargs`` adapts those calls to
+models that need more (see its comment).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import pytest
 from gesso import plugins
 from gesso.errors import InvalidRequestError
 from gesso.hookspecs import hookimpl
+from gesso.imaging import encode_png
 from gesso.types import Model
 
 
@@ -39,12 +46,48 @@ class _Counter:
         return (yield)
 
 
+#: The operations beyond generation, and the capability each needs (``edit_mask``: an edit with a mask).
+OPERATIONS = ("edit", "edit_mask", "variation")
+
+
+def contract_image(size: tuple[int, int]) -> bytes:
+    """An opaque RGB PNG of ``size``: a horizontal gradient, so no model takes it for a blank."""
+    width, height = size
+    row = b"".join(bytes((x * 255 // max(width - 1, 1), 120, 200)) for x in range(width))
+    return encode_png(width, height, [row] * height)
+
+
+def contract_mask(size: tuple[int, int], *, grey: bool = False) -> bytes:
+    """OpenAI's mask for ``size``: RGBA, fully transparent (the area to edit) in the middle half, opaque
+    elsewhere; ``grey`` gives an opaque mid-grey picture instead, which no family may take for a mask."""
+    width, height = size
+    if grey:
+        return encode_png(width, height, [bytes((128, 128, 128)) * width] * height)
+    rows = []
+    for y in range(height):
+        inside_y = height // 4 <= y < height - height // 4
+        row = bytearray()
+        for x in range(width):
+            clear = inside_y and width // 4 <= x < width - width // 4
+            row += bytes((0, 0, 0, 0)) if clear else bytes((10, 20, 30, 255))
+        rows.append(bytes(row))
+    return encode_png(width, height, rows, channels=4)
+
+
 class FamilyContract:
     """Subclass with ``distribution`` (the plugin's distribution name) and ``examples``: one or more
     ``(model, prompt, kwargs)`` calls that should succeed."""
 
     distribution: ClassVar[str]
     examples: ClassVar[Sequence[tuple[str, str | None, dict[str, Any]]]]
+    #: For models declaring ``edit``/``edit_mask``/``variation``: what their contract calls need beyond the
+    #: defaults, by model id, or by ``"<model id> <operation>"`` for one operation (``edit``, ``edit_mask``,
+    #: ``variation``). The defaults: ``model`` the provider's name and the model id, ``image_count`` 1,
+    #: ``prompt`` ``"a red hat"`` for edits (none for variations), the mask for ``edit_mask``; any other key
+    #: is a kwarg of the call. ``None`` leaves a default out (``{"prompt": None}`` for a model without one).
+    operation_kwargs: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: the size of the contract's images and masks (every model declaring an operation must take it)
+    operation_image_size: ClassVar[tuple[int, int]] = (512, 512)
 
     @pytest.fixture
     def contract_emulator(self) -> Iterator[_Counter]:
@@ -150,3 +193,92 @@ class FamilyContract:
         for model in own:
             reached = {impl.plugin for impl in plugins.route(model).gesso_transform_request.get_hookimpls()}
             assert plugin in reached, f"{self.distribution}.gesso_transform_request is not reached for {model.id}"
+
+    @staticmethod
+    def _model_string(model: Model) -> str:
+        """``<provider>/<the first id a caller can use>`` (some models answer only to a prefixed id)."""
+        provider = plugins.get_registry().provider_of(model)
+        return f"{provider.name}/{provider.usable_ids(model)[0]}"
+
+    def _operation_calls(self, operation: str) -> list[tuple[Model, str, dict[str, Any]]]:
+        """One call per own model declaring ``operation`` (eol models are skipped: they cannot answer):
+        (model, model string, kwargs of image_edit / image_variation without the model)."""
+        calls = []
+        for model in self._models():
+            if operation not in model.capabilities or model.lifecycle.status == "eol":
+                continue
+            size = self.operation_image_size
+            call: dict[str, Any] = {"model": self._model_string(model), "image_count": 1}
+            if operation != "variation":
+                call["prompt"] = "a red hat"
+            if operation == "edit_mask":
+                call["mask"] = contract_mask(size)
+            call.update(self.operation_kwargs.get(model.id, {}))
+            call.update(self.operation_kwargs.get(f"{model.id} {operation}", {}))
+            count = call.pop("image_count")
+            images = [contract_image(size) for _ in range(count)]
+            call["image"] = images[0] if count == 1 else images
+            name = call.pop("model")
+            calls.append((model, name, {key: value for key, value in call.items() if value is not None}))
+        return calls
+
+    def _skip_without_operations(self) -> None:
+        if not any(op in model.capabilities for model in self._models() for op in OPERATIONS):
+            pytest.skip(f"{self.distribution}: no model declares edit, edit_mask or variation")
+
+    def _run_operation(self, operation: str, name: str, kwargs: dict[str, Any]) -> Any:
+        from gesso.api import image_edit, image_variation
+
+        run = image_variation if operation == "variation" else image_edit
+        with self._emulated(name, kwargs) as options:
+            return run(name, **kwargs, **options)
+
+    def test_edits_and_variations_run_on_the_emulator(self, contract_emulator: _Counter) -> None:
+        """Every model declaring ``edit``, ``edit_mask`` or ``variation`` answers that call."""
+        self._skip_without_operations()
+        for operation in OPERATIONS:
+            for model, name, kwargs in self._operation_calls(operation):
+                where = f"{model.id} ({operation}, declared in its capabilities)"
+                before = len(contract_emulator.sent)
+                try:
+                    response = self._run_operation(operation, name, kwargs)
+                except InvalidRequestError as exc:
+                    pytest.fail(
+                        f"{where}: the contract's call {sorted(kwargs)} was refused: {exc}. Map the operation in "
+                        "gesso_transform_request (request.operation, request.images, request.mask), or give the "
+                        "call what the model needs in operation_kwargs"
+                    )
+                assert response.data, f"{where}: returned no images"
+                assert all(item.b64_json for item in response.data), f"{where}: returned images without data"
+                assert response.cost is not None and response.cost >= 0, f"{where}: no price ({response.cost})"
+                assert len(contract_emulator.sent) > before, f"{where}: sent nothing through gesso_invoke"
+
+    def _refused(self, operation: str, name: str, kwargs: dict[str, Any], argument: str, what: str) -> None:
+        """The call is an InvalidRequestError that names ``argument``."""
+        try:
+            self._run_operation(operation, name, kwargs)
+        except InvalidRequestError as exc:
+            assert argument in str(exc), f"{what} was refused without naming {argument}: {exc}"
+        else:
+            pytest.fail(f"{what} was accepted")
+
+    def test_bad_edit_and_variation_input_is_refused_before_sending(self, contract_emulator: _Counter) -> None:
+        """An image that is none, and a grey mask (neither OpenAI's nor black and white), are refused with
+        an InvalidRequestError naming the argument, before anything is sent; so is an operation the model
+        does not declare."""
+        self._skip_without_operations()
+        for operation in OPERATIONS:
+            for model, name, kwargs in self._operation_calls(operation):
+                where = f"{model.id} ({operation})"
+                bad = {**kwargs, "image": b"this is not an image"}
+                self._refused(operation, name, bad, "image", f"{where}: bytes that are no image")
+                if operation == "edit_mask":
+                    grey = {**kwargs, "mask": contract_mask(self.operation_image_size, grey=True)}
+                    self._refused(operation, name, grey, "mask", f"{where}: a grey mask (gesso.operations)")
+        for model in self._models():
+            if "variation" not in model.capabilities and model.lifecycle.status != "eol":
+                name = self._model_string(model)
+                with pytest.raises(InvalidRequestError):
+                    self._run_operation("variation", name, {"image": contract_image(self.operation_image_size)})
+        sent = len(contract_emulator.sent)
+        assert sent == 0, f"{self.distribution}: {sent} requests were sent for edits and variations bound to fail"

@@ -82,7 +82,9 @@ class Model:
     routing variants, such as ``us.``). ``family`` names the request format; one plugin owns each family.
     ``param_schema`` is the JSON Schema (Draft 2020-12) of the request body; ``prices`` names the USD
     per-image price points the plugin's cost hook uses; ``capabilities`` are free-form tags
-    (``text_to_image``...). ``emulator`` answers this model's calls in its provider's emulator;
+    (``text_to_image``...), of which gesso reads three: ``edit`` (the model takes :func:`gesso.image_edit`),
+    ``edit_mask`` (an edit with a ``mask``) and ``variation`` (:func:`gesso.image_variation`). ``emulator``
+    answers this model's calls in its provider's emulator;
     ``timeout`` is the model's default read timeout in seconds (a call's ``timeout`` overrides it).
     ``distribution`` is filled in by gesso with the distribution that registered the model.
     """
@@ -105,6 +107,24 @@ class Model:
     def ids(self) -> tuple[str, ...]:
         """Every model id this registration claims."""
         return (self.id, *self.aliases, *(prefix + self.id for prefix in self.profile_prefixes))
+
+
+@attrs.frozen(kw_only=True)
+class StoreScheme:
+    """What a plugin returns from ``gesso_register_image_stores``: the image store for one URL scheme
+    (``s3`` serves ``image_store="s3://bucket/prefix"``).
+
+    ``open(url, expires_in)`` is called once per call, before anything is sent. It returns the store for
+    ``url``: an object whose ``put(data: bytes, mime_type: str, name: str) -> str`` writes one image under
+    ``name`` (``<uuid4 hex>.<ext>``) and returns its URL, raising a :class:`gesso.errors.GessoError` when it
+    cannot. ``open`` raises ``ValueError`` saying what is wrong with a malformed ``url``; it must not block
+    on the network. ``expires_in`` is how long, in seconds, the URLs must stay valid where they can expire.
+    ``title`` names the store in messages.
+    """
+
+    scheme: str = attrs.field(converter=str.lower)
+    open: Callable[[str, int], Any] = attrs.field(repr=False, eq=False)
+    title: str = ""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,6 +185,15 @@ class ImageRequest:
     params: Mapping[str, Any] = attrs.field(factory=dict)
     #: where and how to send the call: the provider's own typed object (:meth:`gesso.provider.Provider.target`)
     target: Any = None
+    #: the OpenAI Images operation the call came from: ``"generate"``, ``"edit"`` or ``"variation"``. A family
+    #: sees ``"edit"`` or ``"variation"`` only for models whose ``capabilities`` declare it
+    operation: str = "generate"
+    #: an edit's or variation's input images, as the caller gave them (bytes, ``Path``, base64 or a ``data:``
+    #: URL; file objects are read by gesso): the family places them in its body and checks them
+    images: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    #: an edit's mask as given, in OpenAI's convention (fully transparent pixels mark the area to edit) or
+    #: already black and white; :func:`gesso.masks.convert` turns it into a family's convention
+    mask: Any = None
 
 
 @attrs.frozen(kw_only=True)
@@ -248,13 +277,15 @@ class ImageResponse:
     """The result of ``image_generation``. ``to_dict()`` gives the OpenAI images response JSON, with
     gesso's additions ``model``, ``cost`` (USD, or null when no price is known), ``size`` when known,
     ``warnings`` when there are any (e.g. some outputs withheld by the content filter), and ``mask`` when
-    the model returned one."""
+    the model returned one. ``output_format`` (``png``, ``jpeg`` or ``webp``, as in OpenAI's gpt-image
+    responses) says what the images are, when the caller asked for a format."""
 
     created: int = attrs.field(factory=lambda: int(time.time()))
     data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=tuple)
     model: str = ""
     cost: float | None = None
     size: str | None = None
+    output_format: str | None = None
     filtered: int = 0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     mask: ImageData | None = None
@@ -283,7 +314,7 @@ def _make_converter() -> cattrs.Converter:
 
     def unstructure_response(resp: ImageResponse) -> dict[str, Any]:
         out = base_response(resp)
-        for optional in ("size", "warnings", "filtered", "mask"):
+        for optional in ("size", "output_format", "warnings", "filtered", "mask"):
             if not out.get(optional):
                 out.pop(optional, None)
         return out

@@ -1,7 +1,8 @@
 """gesso-bedrock: the Amazon Bedrock provider plugin. It registers the provider (model strings, options,
 targets, emulator: :mod:`gesso_bedrock.provider`), sends calls (``gesso_invoke``: :mod:`gesso_bedrock.transport`)
 and adds ``gesso emulator`` to the command line (:mod:`gesso_bedrock.cli`). The retired-model advice is a
-wrapper around ``gesso_invoke`` in :mod:`gesso_bedrock.lifecycle`.
+wrapper around ``gesso_invoke`` in :mod:`gesso_bedrock.lifecycle`. It also serves the ``s3://`` image store
+(:mod:`gesso_bedrock.store`), for any provider's calls.
 
 Importing this module imports neither boto3 nor Pillow; the first call does.
 """
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from gesso.provider import Provider
-    from gesso.types import ImageRequest, Invocation, RawResponse
+    from gesso.types import ImageRequest, Invocation, RawResponse, StoreScheme
 
 
 @hookimpl
@@ -42,6 +43,13 @@ def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[Ra
     from gesso_bedrock import transport
 
     return transport.ainvoke(invocation, model=request.model_name)
+
+
+@hookimpl
+def gesso_register_image_stores() -> list[StoreScheme]:
+    from gesso_bedrock.store import S3
+
+    return [S3]
 
 
 @hookimpl

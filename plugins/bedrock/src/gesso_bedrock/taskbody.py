@@ -7,6 +7,16 @@ flat keys, prompt and OpenAI parameters where the family's schema says they live
 contradictions; :func:`check` runs gesso's family pipeline (:func:`gesso.family.check`) with the
 family's own rules; :func:`plan` builds the plan the parse and cost hooks read. Between the steps a family
 may add its own placements to the :class:`~gesso.params.BodyBuilder`.
+
+An edit or variation (``request.operation``, from :func:`gesso.image_edit` / :func:`gesso.image_variation`)
+is mapped here, once for every Amazon family: :func:`place` picks its task and puts the caller's images and
+mask where that task takes them (:data:`AMAZON_INPUTS`). An edit with a ``mask``, a ``maskPrompt`` or a
+``maskImage`` is INPAINTING; without any, IMAGE_VARIATION guided by the prompt (litellm's choice); a
+``taskType`` the caller gives chooses another edit task (OUTPAINTING, BACKGROUND_REMOVAL, VIRTUAL_TRY_ON
+where the family has it). A variation is IMAGE_VARIATION with every image. OpenAI's mask is converted into
+the task's convention (inpainting and try-on: black = edit; outpainting: white = edit). A field given both
+by the operation's arguments and by a provider parameter, or a task that cannot take the inputs, is an
+error, never a silent choice.
 """
 
 from __future__ import annotations
@@ -17,10 +27,10 @@ from typing import Any
 
 import attrs
 
-from gesso import family, inputs
+from gesso import family, inputs, operations
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import inspect_b64
-from gesso.params import BodyBuilder, property_names, short, unknown_parameter
+from gesso.params import BodyBuilder, dotted, property_names, raise_for, short, subschema, unknown_parameter
 from gesso.types import GeneratedImage, ImageRequest, ParsedResponse, PreparedRequest, RawResponse, Size
 
 #: OpenAI quality values and Amazon's own, mapped to Amazon's two levels.
@@ -33,6 +43,44 @@ AMAZON_QUALITY = {
     "medium": "standard",
     "auto": "standard",
 }
+
+
+@attrs.frozen(kw_only=True)
+class TaskInputs:
+    """Where an edit's or variation's inputs go in one task's params object: ``images`` one path per
+    image, in order (or ``image_list``, a list taking them all, at most the schema's ``maxItems``);
+    ``mask`` the path of a mask, in the ``mask_edit`` convention (which colour marks the area to edit);
+    ``mask_alternative`` a field that is the mask in words (the two exclude each other); ``mask_implies`` a
+    field and the value a mask means (virtual try-on's ``maskType`` IMAGE), set when the caller left it out."""
+
+    images: tuple[tuple[str, ...], ...] = ()
+    image_list: str | None = None
+    mask: tuple[str, ...] | None = None
+    mask_edit: str = operations.BLACK
+    mask_alternative: tuple[str, ...] | None = None
+    mask_implies: tuple[tuple[str, ...], str] | None = None
+
+
+#: Nova Canvas's and Titan's edit tasks (a family offers those of its ``TaskLayout.tasks``). Masks: pixels
+#: (0,0,0) are "inside the mask"; inpainting changes the inside, outpainting keeps it and changes the
+#: outside (AWS's Titan and Nova request references), and try-on's image mask is black = edit, as inpainting.
+AMAZON_INPUTS: Mapping[str, TaskInputs] = {
+    "INPAINTING": TaskInputs(images=(("image",),), mask=("maskImage",), mask_alternative=("maskPrompt",)),
+    "OUTPAINTING": TaskInputs(
+        images=(("image",),), mask=("maskImage",), mask_edit=operations.WHITE, mask_alternative=("maskPrompt",)
+    ),
+    "IMAGE_VARIATION": TaskInputs(image_list="images"),
+    "BACKGROUND_REMOVAL": TaskInputs(images=(("image",),)),
+    "VIRTUAL_TRY_ON": TaskInputs(
+        images=(("sourceImage",), ("referenceImage",)),
+        mask=("imageBasedMask", "maskImage"),
+        mask_implies=(("maskType",), "IMAGE"),
+    ),
+}
+#: The task of a variation, and of an edit with no mask of any kind.
+VARIATION_TASK = "IMAGE_VARIATION"
+#: The task of an edit with a mask (``mask``, or the caller's ``maskPrompt``/``maskImage``).
+MASKED_EDIT_TASK = "INPAINTING"
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -54,6 +102,8 @@ class TaskLayout:
     quality: Mapping[str, str] = attrs.field(factory=lambda: AMAZON_QUALITY)
     default_task: str = "TEXT_IMAGE"
     default_size: Size = attrs.field(factory=lambda: Size(1024, 1024))
+    #: where an edit's or variation's inputs go, per task (tasks not in ``tasks`` are ignored)
+    inputs: Mapping[str, TaskInputs] = attrs.field(factory=lambda: AMAZON_INPUTS)
 
     @property
     def body_objects(self) -> frozenset[str]:
@@ -86,7 +136,10 @@ def place(
     request: ImageRequest, layout: TaskLayout, params: dict[str, Any], *, extra_names: tuple[str, ...] = ()
 ) -> Placed:
     """Place the caller's parameters. ``params`` are the provider kwargs the family has not taken itself;
-    ``extra_names`` are flat names the family handles on its own (listed in unknown-key messages)."""
+    ``extra_names`` are flat names the family handles on its own (listed in unknown-key messages).
+    An edit's or variation's images and mask are placed too (:func:`operation_task`, :func:`place_inputs`)."""
+    if request.operation != "generate":
+        params["taskType"] = operation_task(request, layout, params)
     task = params.pop("taskType", layout.default_task)
     if not isinstance(task, str) or task not in layout.tasks:
         raise InvalidRequestError(
@@ -121,7 +174,123 @@ def place(
         else:
             problems.append(Violation("style", f"taskType {task} takes no style"))
     problems += _openai_config(request, layout, task, builder)
+    if request.operation != "generate":
+        refused = place_inputs(request, layout, task, builder)
+        if refused:  # said now: the body lacks what was refused, and the schema would only repeat it
+            raise_for([*problems, *builder.violations, *refused], model=request.model_name)
     return Placed(task=task, obj=obj, builder=builder, problems=problems)
+
+
+def operation_tasks(layout: TaskLayout, operation: str) -> list[str]:
+    """The tasks that can carry ``operation`` (``"edit"`` or ``"variation"``) in this layout."""
+    if operation == "variation":
+        return [VARIATION_TASK] if VARIATION_TASK in layout.tasks else []
+    return [task for task in layout.tasks if task in layout.inputs]
+
+
+def operation_task(request: ImageRequest, layout: TaskLayout, params: Mapping[str, Any]) -> str:
+    """The task of an edit or variation: the caller's ``taskType`` when it can carry the operation (any
+    other is an error naming those that can), else INPAINTING for an edit with a mask of any kind (``mask``,
+    or ``maskPrompt``/``maskImage`` flat or in ``inPaintingParams``), else IMAGE_VARIATION."""
+    allowed = operation_tasks(layout, request.operation)
+    what = "an image edit" if request.operation == "edit" else "an image variation"
+    given = params.get("taskType")
+    if given is not None:
+        if isinstance(given, str) and given in allowed:
+            return given
+        raise InvalidRequestError(
+            [
+                Violation(
+                    "taskType", f"must be one of: {', '.join(allowed)} for {what}, or left out (got {short(given)})"
+                )
+            ],
+            model=request.model_name,
+        )
+    if request.operation == "edit":
+        nested = params.get(layout.tasks.get(MASKED_EDIT_TASK, ""))
+        named = ("maskPrompt", "maskImage")
+        if (
+            request.mask is not None
+            or any(params.get(name) is not None for name in named)
+            or (isinstance(nested, Mapping) and any(nested.get(name) is not None for name in named))
+        ) and MASKED_EDIT_TASK in allowed:
+            return MASKED_EDIT_TASK
+    return VARIATION_TASK
+
+
+def place_inputs(request: ImageRequest, layout: TaskLayout, task: str, builder: BodyBuilder) -> list[Violation]:
+    """Put an edit's or variation's images and mask where ``task`` takes them; a field the caller's
+    parameters already set, more images than the task takes, or a mask it cannot take is a violation."""
+    spec = layout.inputs[task]
+    obj = layout.tasks[task]
+    problems: list[Violation] = []
+    images = []
+    for index, image in enumerate(request.images):  # read now, so a bad one is named as the caller gave it
+        loaded, found = inputs.load(image, "image" if len(request.images) == 1 else f"image[{index}]")
+        problems += found
+        images.append(loaded.b64 if loaded is not None else image)
+    if problems:
+        return problems
+    if spec.image_list is not None:
+        limit = subschema(layout.schema(), obj, spec.image_list).get("maxItems")
+        if limit is not None and len(images) > limit:
+            problems.append(Violation("image", f"taskType {task} takes at most {limit} images (got {len(images)})"))
+        else:
+            _put(builder, (obj, spec.image_list), list(images), "image", problems)
+    elif len(images) > len(spec.images):
+        if len(spec.images) == 1:
+            count = "one image"
+        else:  # say what each image is for
+            count = f"at most {len(spec.images)} images, in order: {', '.join(path[-1] for path in spec.images)}"
+        problems.append(Violation("image", f"taskType {task} takes {count} (got {len(images)})"))
+    else:
+        for index, (path, image) in enumerate(zip(spec.images, images)):
+            _put(builder, (obj, *path), image, "image" if len(images) == 1 else f"image[{index}]", problems)
+    if request.mask is not None:
+        problems += _place_mask(request.mask, layout, task, spec, builder)
+    return problems
+
+
+def _place_mask(mask: Any, layout: TaskLayout, task: str, spec: TaskInputs, builder: BodyBuilder) -> list[Violation]:
+    obj = layout.tasks[task]
+    if spec.mask is None:
+        takers = [t for t in layout.tasks if t in layout.inputs and layout.inputs[t].mask is not None]
+        return [Violation("mask", f"taskType {task} takes no mask (tasks that take one: {', '.join(takers)})")]
+    alternative = spec.mask_alternative
+    if alternative is not None and builder.get((obj, *alternative)) is not None:
+        name = alternative[-1]
+        return [Violation("mask", f"give either mask or {name}, not both: each marks the area to edit")]
+    problems: list[Violation] = []
+    if spec.mask_implies is not None:
+        path, value = spec.mask_implies
+        current = builder.get((obj, *path))
+        if current is None:
+            builder.set((obj, *path), value, "mask")  # the mask argument is the image mask the task names
+        elif current != value:
+            where = path[-1]
+            return [
+                Violation(
+                    "mask", f"needs {where} {value} (an image mask), or leave mask out (got {where} {short(current)})"
+                )
+            ]
+    converted, found = operations.family_mask(mask, edit=spec.mask_edit)
+    problems += found
+    if converted is not None:
+        _put(builder, (obj, *spec.mask), converted.b64, "mask", problems)
+    return problems
+
+
+def _put(builder: BodyBuilder, path: tuple[str, ...], value: Any, source: str, problems: list[Violation]) -> None:
+    """Set ``path`` from an operation argument, unless the caller's parameters already set it."""
+    if builder.get(path) is not None:
+        given = builder.sources.get(dotted(path), dotted(path))
+        problems.append(
+            Violation(
+                source, f"is given twice: by the {source.split('[')[0]} argument and by {given}; leave {given} out"
+            )
+        )
+        return
+    builder.set(path, value, source)
 
 
 def _openai_config(request: ImageRequest, layout: TaskLayout, task: str, builder: BodyBuilder) -> list[Violation]:
@@ -189,9 +358,25 @@ def check(
         problems=placed.problems + builder.violations,
         sources=builder.sources,
         prompt_at=f"{obj}.text",
-        rules=(lambda body, images: rules(body, images, placed)) if rules is not None else None,
+        rules=(lambda body, images: _named(request, rules(body, images, placed), builder.sources))
+        if rules is not None
+        else None,
     )
     return body, images
+
+
+def _named(request: ImageRequest, found: list[Violation], sources: Mapping[str, str]) -> list[Violation]:
+    """An edit's or variation's image rules name the argument a refused image came from (``[from mask]``),
+    as schema messages do: the caller wrote ``mask``, not ``inPaintingParams.maskImage``."""
+    if request.operation == "generate":
+        return found
+    named = []
+    for violation in found:
+        source = sources.get(violation.path) or sources.get(violation.path.split("[")[0])
+        if source in ("image", "mask") or (source or "").startswith("image["):
+            violation = Violation(violation.path, f"{violation.message} [from {source}]")
+        named.append(violation)
+    return named
 
 
 Limits = Callable[[str, "inputs.ImageInput"], list[Violation]]

@@ -47,6 +47,10 @@ def registrations() -> list[Model]:
                 "outpainting",
                 "background_removal",
                 "virtual_try_on",
+                # gesso.image_edit (with or without a mask) and gesso.image_variation: request.py maps them
+                "edit",
+                "edit_mask",
+                "variation",
             },
             lifecycle=Lifecycle(status="legacy", end_of_life="2026-09-30", source="AWS model lifecycle page"),
             emulator=_emulate,

@@ -9,7 +9,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from gesso import family, inputs
+from gesso import family, inputs, operations
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import inspect_b64
 from gesso.params import BodyBuilder, property_names, unknown_parameter
@@ -95,6 +95,61 @@ def place_flat(
         else:
             problems.append(Violation("size", f"{what} takes no size: its output follows the input image"))
     return builder, problems, notes
+
+
+def place_edit(
+    request: ImageRequest,
+    builder: BodyBuilder,
+    params: Mapping[str, Any],
+    schema: Mapping[str, Any],
+    what: str,
+    mask_with: Mapping[str, Any] | None = None,
+) -> list[Violation]:
+    """An edit's inputs (``gesso.image_edit``) in a flat body: its images, in order, in the schema's image
+    fields (``image``; Style Transfer ``init_image``, then ``style_image``; SDXL ``init_image``), and its
+    mask, converted to Stability's convention (white = edit), in the mask field, with ``mask_with`` beside it
+    (SDXL's ``mask_source``). A field the caller also gave as a parameter is an error naming both sources,
+    never overridden. The core lets a mask through only to a model declaring ``edit_mask``, whose schema
+    has a mask field. Returns the problems; a generation places nothing."""
+    if request.operation != "edit":
+        return []
+    fields = [path[0] for path, kind in inputs.image_fields(schema) if len(path) == 1 and kind == "image"]
+    problems: list[Violation] = []
+    images = request.images
+    if len(images) > len(fields):
+        takes = "one image" if len(fields) == 1 else f"{len(fields)} images ({', '.join(fields)}, in that order)"
+        problems.append(Violation("image", f"{what} takes {takes} (got {len(images)})"))
+    for index, (name, image) in enumerate(zip(fields, images)):
+        problems += _place_once(builder, params, name, image, "image" if len(images) == 1 else f"image[{index}]")
+    if request.mask is not None:
+        masks = [path[0] for path, kind in inputs.image_fields(schema) if len(path) == 1 and kind != "image"]
+        converted, found = operations.family_mask(request.mask, edit=operations.WHITE)
+        problems += found
+        if converted is not None:
+            problems += _place_once(builder, params, masks[0], converted.b64, "mask")
+            for name, value in (mask_with or {}).items():
+                problems += _place_once(builder, params, name, value, "mask")
+    return problems
+
+
+def _place_once(builder: BodyBuilder, params: Mapping[str, Any], name: str, value: Any, source: str) -> list[Violation]:
+    if name in params:
+        message = f"is set by the edit's {source} (sent as {name}) and given as a parameter too; give it once"
+        return [Violation(name, message)]
+    builder.set((name,), value, source)
+    return []
+
+
+def edit_mask_size(request: ImageRequest, images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:
+    """An edit's mask must be the size of the image it masks (gesso never resizes one, although Stability
+    would)."""
+    if request.operation != "edit" or request.mask is None:
+        return []
+    image = next(((where, i) for where, (i, kind) in images.items() if kind == "image"), None)
+    mask = next((i for i, kind in images.values() if kind != "image"), None)
+    if image is None or mask is None:
+        return []
+    return inputs.same_size("mask", mask, *image)
 
 
 def fan_out(body: dict[str, Any], n: int, *, seed_max: int) -> list[dict[str, Any]]:

@@ -73,7 +73,11 @@ SERVICE_MODELS: dict[str, tuple[str, str, float, str]] = {
 
 
 #: The v2 schemas with image-to-image: SD3/SD3.5, and Ultra (AWS's Ultra page has an "Image to image" tab).
+#: Their models do gesso.image_edit as image-to-image (no mask: neither body has one).
 I2I_SCHEMAS = ("sd3.json", "ultra.json")
+#: The SDXL models that do gesso.image_edit: v1, as image-to-image (init_image) or, with a mask, masking
+#: (mask_source MASK_IMAGE_WHITE and the mask converted to white = edit). SDXL 0.9 does none (our choice).
+SDXL_EDITS = {"stability.stable-diffusion-xl-v1": ("edit", "edit_mask")}
 
 
 @functools.cache
@@ -88,6 +92,12 @@ def service_schema(service: str) -> dict[str, Any]:
     return {"$schema": document["$schema"], "$defs": document["$defs"], **document["services"][service]}
 
 
+def service_edits(service: str) -> tuple[str, ...]:
+    """Every service takes an input image, so each does gesso.image_edit; those whose body has a ``mask``
+    (Inpaint, Erase Object) also take the edit's mask."""
+    return ("edit", "edit_mask") if "mask" in service_schema(service)["properties"] else ("edit",)
+
+
 def _emulate(call: Any) -> Any:
     from gesso_bedrock_stability import emulation
 
@@ -98,14 +108,15 @@ def registrations() -> list[Model]:
     models = [
         Model(
             id=model_id, family=SDXL, name=name, aliases=aliases, param_schema=schema("sdxl.json"), prices=prices,
-            capabilities={"text_to_image", "image_to_image", "inpainting"}, lifecycle=lifecycle, emulator=_emulate,
+            capabilities={"text_to_image", "image_to_image", "inpainting", *SDXL_EDITS.get(model_id, ())},
+            lifecycle=lifecycle, emulator=_emulate,
         )
         for model_id, (name, aliases, lifecycle, prices) in SDXL_MODELS.items()
     ]  # fmt: skip
     models += [
         Model(
             id=model_id, family=V2, name=name, param_schema=schema(filename), prices={"image": price},
-            capabilities={"text_to_image", *(("image_to_image",) if filename in I2I_SCHEMAS else ())},
+            capabilities={"text_to_image", *(("image_to_image", "edit") if filename in I2I_SCHEMAS else ())},
             lifecycle=lifecycle, emulator=_emulate,
         )
         for model_id, (name, filename, price, lifecycle) in V2_MODELS.items()
@@ -113,7 +124,8 @@ def registrations() -> list[Model]:
     models += [
         Model(
             id=model_id, family=SERVICES, name=name, profile_prefixes=("us.",), param_schema=service_schema(service),
-            prices={"image": price}, capabilities={capability, "inference_profile_only"}, emulator=_emulate,
+            prices={"image": price}, capabilities={capability, "inference_profile_only", *service_edits(service)},
+            emulator=_emulate,
         )
         for model_id, (service, name, price, capability) in SERVICE_MODELS.items()
     ]  # fmt: skip

@@ -1,5 +1,7 @@
 """SDXL (stability.stable-diffusion-xl-v0, -v1): ``text_prompts`` with weights, the allowed sizes,
-image-to-image and masking, ``artifacts`` responses; never a filtered (blurred) image as success."""
+image-to-image and masking, ``artifacts`` responses; never a filtered (blurred) image as success.
+``gesso.image_edit`` (v1): the image is ``init_image``; a mask adds ``mask_source`` MASK_IMAGE_WHITE and the
+mask, converted to white = edit, as ``mask_image``."""
 
 from __future__ import annotations
 
@@ -72,6 +74,8 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     if request.size is not None:
         builder.set(("width",), request.size.width, "size")
         builder.set(("height",), request.size.height, "size")
+    # an edit (v1 only): init_image, and with a mask the masking form, white = edit
+    problems += common.place_edit(request, builder, params, body_schema, what, {"mask_source": "MASK_IMAGE_WHITE"})
     body = builder.body
 
     def rules(body: dict[str, Any], images: family.Images) -> list[Violation]:

@@ -1,10 +1,13 @@
 """The Stable Image Services (thirteen models, invoked through their ``us.`` inference profiles): each
 with its own required and optional fields, image checks and price; one image per call (``n`` fans out,
-up to ``max_fanout``)."""
+up to ``max_fanout``). ``gesso.image_edit`` reaches every service: the model picks it, the edit's image goes
+to ``image`` (Style Transfer: ``init_image`` and ``style_image``), its mask (Inpaint, Erase Object) to
+``mask`` as white = edit, its prompt to ``prompt`` where the service has one."""
 
 from __future__ import annotations
 
 from gesso import family
+from gesso.errors import Violation
 from gesso.types import ImageRequest, ImageResponse, Model, PreparedRequest
 from gesso_bedrock_stability import common
 from gesso_bedrock_stability.models import SERVICE_MODELS, service_schema
@@ -22,11 +25,16 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     what = f"{request.model.name} ({service})"
     params = common.take_max_fanout(request, what)
     builder, problems, notes = common.place_flat(request, body_schema, what, params)
+    problems += common.place_edit(request, builder, params, body_schema, what)
     body = builder.body
     limits = service if service in ("creative-upscale", "fast-upscale") else "standard"
+
+    def rules(body: dict, images: family.Images) -> list[Violation]:
+        return common.image_rules(images, limits) + common.edit_mask_size(request, images)
+
     family.check(
         request, body, body_schema, what=what, problems=problems + builder.violations, sources=builder.sources,
-        prompt_at="prompt", rules=lambda body, images: common.image_rules(images, limits),
+        prompt_at="prompt", rules=rules,
     )  # fmt: skip
     n = request.n or 1
     bodies = common.fan_out(body, n, seed_max=SEED_MAX) if "seed" in body_schema["properties"] else [body] * n

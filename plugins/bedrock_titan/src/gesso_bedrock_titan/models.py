@@ -56,7 +56,9 @@ def _emulate(call: Any) -> Any:
     return emulation.emulate(call)
 
 
-CAPABILITIES_V1 = {"text_to_image", "inpainting", "outpainting", "image_variation"}
+#: v1 and v2 both inpaint, outpaint and vary images (AWS's Titan parameters page), so both take
+#: gesso.image_edit (with or without a mask) and gesso.image_variation
+CAPABILITIES_V1 = {"text_to_image", "inpainting", "outpainting", "image_variation", "edit", "edit_mask", "variation"}
 
 
 def registrations() -> list[Model]:

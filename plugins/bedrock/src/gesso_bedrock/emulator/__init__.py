@@ -298,9 +298,7 @@ class Emulator:
             status, payload = 404, {"message": f"unknown control endpoint {method} {CONTROL_PREFIX}{name}"}
         return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
 
-    def _authenticate(
-        self, method: str, path: str, query: str, headers: Headers, body: bytes
-    ) -> sigv4.SignedBy | None:
+    def _authenticate(self, method: str, path: str, query: str, headers: Headers, body: bytes) -> sigv4.SignedBy | None:
         header = headers.get("Authorization") or ""
         if header.startswith("Bearer "):
             token = header[len("Bearer ") :].strip()
