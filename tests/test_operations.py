@@ -137,7 +137,9 @@ def test_async_forms(aws, emulator):
     async def both():
         return await asyncio.gather(
             gesso.aimage_variation("bedrock/amazon.nova-canvas-v1:0", picture(SIZE, SIZE), **aws),
-            gesso.aimage_edit("bedrock/amazon.nova-canvas-v1:0", picture(SIZE, SIZE), "a hat", mask=openai_mask(), **aws),
+            gesso.aimage_edit(
+                "bedrock/amazon.nova-canvas-v1:0", picture(SIZE, SIZE), "a hat", mask=openai_mask(), **aws
+            ),
         )
 
     variation, edit = asyncio.run(both())
