@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print details as JSON")
     for name, handler in (("generate", _generate), ("plugins", _plugins), ("models", _models)):
         sub.choices[name].set_defaults(handler=handler)
+    from gesso.proxy import serve
+
+    serve.add_command(sub)
     from gesso import plugins
 
     plugins.get_plugin_manager().hook.gesso_register_commands(subcommands=sub)

@@ -55,7 +55,9 @@ class Provider:
 
     ``name`` is the model-string prefix and ``invocation.provider``; ``title`` names the provider in
     messages; ``options`` lists the call kwargs it takes; ``habits`` maps other SDKs' kwarg names to what
-    to write instead; ``loggers`` are the loggers of its libraries, whose records gesso redacts.
+    to write instead; ``loggers`` are the loggers of its libraries, whose records gesso redacts;
+    ``config_misspellings`` maps option names other tools' documentation misspells to the option meant (the
+    proxy's config reads them so, with a warning).
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +67,7 @@ class Provider:
     cli_options: ClassVar[tuple[CliOption, ...]] = ()
     habits: ClassVar[Mapping[str, str]] = {}
     loggers: ClassVar[tuple[str, ...]] = ()
+    config_misspellings: ClassVar[Mapping[str, str]] = {}
 
     def resolve(self, name: str, registry: Registry, options: Mapping[str, Any]) -> Resolved:
         """The model a model string names (``name`` is the string without ``<provider>/``); raise

@@ -64,6 +64,8 @@ class Bedrock(Provider):
         CliOption("--endpoint", "aws_bedrock_runtime_endpoint", "Bedrock Runtime endpoint URL"),
     )
     loggers = ("botocore", "boto3", "urllib3", "s3transfer")
+    #: litellm's Bedrock image page writes ``aws_secret_access_id`` in its proxy config example
+    config_misspellings = {"aws_secret_access_id": "aws_access_key_id"}
 
     # -- model strings ------------------------------------------------------------------------------------
 

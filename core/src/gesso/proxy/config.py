@@ -1,0 +1,218 @@
+"""The proxy's config file: litellm's ``config.yaml``, read as litellm reads it, checked as litellm does not.
+
+``model_list`` entries have a ``model_name`` (what clients ask for), ``litellm_params`` (or ``gesso_params``:
+the SDK's kwargs, ``model: <provider>/<model id>`` among them) and ``model_info``; ``os.environ/NAME`` values read the
+environment; ``general_settings.master_key`` guards the proxy. Keys gesso does not use under
+``litellm_settings`` and ``router_settings`` are accepted with one warning each, never silently. A bad config
+fails at start with the path of the bad field and, for a near miss, the name it probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from gesso import options as call_options
+
+ENV_PREFIX = call_options.ENV_PREFIX
+
+#: Settings gesso reads (everything else under these sections is warned about once).
+ROUTER_SETTINGS = {"cooldown_time": "seconds a failing deployment rests before it is tried again"}
+GENERAL_SETTINGS = {
+    "master_key": "the admin key; with it, every request needs Authorization: Bearer <key>",
+    "max_request_size_mb": "the largest request body taken (default 50 MB)",
+}
+DEFAULT_COOLDOWN = 5.0
+DEFAULT_MAX_MB = 50.0
+
+
+class ConfigError(Exception):
+    """The config cannot be served; the message names the field (``model_list[0].litellm_params.x``)."""
+
+
+@attrs.frozen
+class Deployment:
+    """One ``model_list`` entry: the ``model_name`` clients use and the SDK kwargs of its calls."""
+
+    model_name: str
+    id: str
+    params: Mapping[str, Any] = attrs.field(repr=False)  # SDK kwargs, ``model`` included
+    info: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def model(self) -> str:
+        return self.params["model"]
+
+
+@attrs.frozen
+class ProxyConfig:
+    deployments: tuple[Deployment, ...]
+    master_key: str | None = attrs.field(default=None, repr=False)
+    cooldown: float = DEFAULT_COOLDOWN
+    max_request_bytes: int = int(DEFAULT_MAX_MB * 1024 * 1024)
+    general: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(dict.fromkeys(d.model_name for d in self.deployments))
+
+
+def load(path: str | Path) -> ProxyConfig:
+    """Read and check ``path``; raises :class:`ConfigError` naming the bad field."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse(data if data is not None else {}, where=str(path))
+
+
+def parse(data: Any, *, where: str = "config") -> ProxyConfig:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: must be a mapping with a model_list (got {type(data).__name__})")
+    warnings: list[str] = []
+    known = {"model_list", "general_settings", "litellm_settings", "router_settings", "environment_variables"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown top-level section{_guess(key, known)}")
+    env = data.get("environment_variables") or {}
+    if not isinstance(env, Mapping):
+        raise ConfigError("environment_variables: must be a mapping of names to values")
+    for name, value in env.items():
+        os.environ.setdefault(str(name), str(_env(value, f"environment_variables.{name}")))
+    general = _section(data, "general_settings")
+    router = _section(data, "router_settings")
+    for key in general:
+        if key not in GENERAL_SETTINGS and key != "database_url":
+            warnings.append(f"general_settings.{key}: not used by gesso (ignored)")
+    for key in _section(data, "litellm_settings"):
+        warnings.append(f"litellm_settings.{key}: not used by gesso (ignored)")
+    for key in router:
+        if key not in ROUTER_SETTINGS:
+            warnings.append(f"router_settings.{key}: not used by gesso (ignored)")
+    master = _env(general.get("master_key"), "general_settings.master_key")
+    if master is not None and (not isinstance(master, str) or not master):
+        raise ConfigError("general_settings.master_key: must be a non-empty string")
+    cooldown = _number(router.get("cooldown_time", DEFAULT_COOLDOWN), "router_settings.cooldown_time")
+    max_mb = _number(general.get("max_request_size_mb", DEFAULT_MAX_MB), "general_settings.max_request_size_mb")
+    deployments = _deployments(data.get("model_list"), warnings)
+    return ProxyConfig(
+        deployments=tuple(deployments),
+        master_key=master,
+        cooldown=cooldown,
+        max_request_bytes=int(max_mb * 1024 * 1024),
+        general=general,
+        warnings=tuple(warnings),
+    )
+
+
+def _deployments(entries: Any, warnings: list[str]) -> list[Deployment]:
+    from gesso import plugins
+
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("model_list: must be a non-empty list of models (model_name, litellm_params)")
+    registry = plugins.get_registry()
+    found = []
+    ids: set[str] = set()
+    for index, entry in enumerate(entries):
+        at = f"model_list[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{at}: must be a mapping with model_name and litellm_params")
+        for key in entry:
+            if key not in ("model_name", "litellm_params", "gesso_params", "model_info"):
+                raise ConfigError(f"{at}.{key}: unknown{_guess(key, ('model_name', 'litellm_params', 'model_info'))}")
+        name = entry.get("model_name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{at}.model_name: required, the name clients ask for")
+        key = "gesso_params" if "gesso_params" in entry else "litellm_params"
+        if "gesso_params" in entry and "litellm_params" in entry:
+            raise ConfigError(f"{at}: give litellm_params or gesso_params, not both")
+        raw = entry.get(key)
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("model"), str):
+            raise ConfigError(f"{at}.{key}.model: required, the SDK's model string (<provider>/<model id>)")
+        params = _params(raw, f"{at}.{key}", registry, warnings)
+        info = entry.get("model_info") or {}
+        if not isinstance(info, Mapping):
+            raise ConfigError(f"{at}.model_info: must be a mapping")
+        ident = str(info.get("id") or f"{name}-{index}")
+        if ident in ids:
+            raise ConfigError(f"{at}.model_info.id: {ident!r} is used twice")
+        ids.add(ident)
+        found.append(Deployment(model_name=name.strip(), id=ident, params=params, info=dict(info)))
+    return found
+
+
+def _params(raw: Mapping[str, Any], at: str, registry: Any, warnings: list[str]) -> dict[str, Any]:
+    """The deployment's SDK kwargs: misspellings litellm documents are mapped (with a warning), near misses
+    of an option are errors with the name meant; the rest is checked by preparing a call with them."""
+    provider = registry.split_provider(raw["model"])
+    names = {*call_options.OPENAI_KWARGS, *(provider.options if provider is not None else ()), "model"}
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{at}.{key}: keys must be strings")
+        target = provider.config_misspellings.get(key) if provider is not None else None
+        if target is not None and target in names:
+            if target in raw:
+                raise ConfigError(f"{at}.{key}: a misspelling of {target}, which is also given; keep one")
+            warnings.append(f"{at}.{key}: read as {target} (a misspelling in other tools' documentation)")
+            key = target
+        elif key not in names:
+            close = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.8)
+            if close:
+                raise ConfigError(f"{at}.{key}: unknown; did you mean {close[0]}?")
+        params[key] = _env(value, f"{at}.{key}")
+    return params
+
+
+def check(config: ProxyConfig) -> None:
+    """Prepare (never send) a call of every deployment, so a bad model, option or parameter fails at start
+    with its path rather than on the first request."""
+    from gesso import api
+    from gesso.errors import GessoError
+
+    for index, deployment in enumerate(config.deployments):
+        params = dict(deployment.params)
+        model = params.pop("model")
+        try:
+            api._prepare(model, "config check", params)
+        except GessoError as exc:
+            raise ConfigError(f"model_list[{index}] ({deployment.model_name}): {exc}") from None
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: must be a mapping")
+    return value
+
+
+def _env(value: Any, where: str) -> Any:
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        if name not in os.environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return os.environ[name]
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"{where}: must be a non-negative number (got {value!r})")
+    return float(value)
+
+
+def _guess(key: Any, known: Any) -> str:
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""

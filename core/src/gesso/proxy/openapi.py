@@ -1,0 +1,155 @@
+"""The proxy's OpenAPI 3.1 document, written to match what the routes in :mod:`gesso.proxy.app` do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gesso import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_IMAGES = {
+    "type": "object",
+    "required": ["created", "data"],
+    "properties": {
+        "created": {"type": "integer"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "b64_json": {"type": "string"},
+                    "url": {"type": "string"},
+                    "revised_prompt": {"type": "string"},
+                    "seed": {"type": "integer"},
+                },
+            },
+        },
+        "model": {"type": "string"},
+        "cost": {"type": ["number", "null"]},
+        "size": {"type": "string"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+    "additionalProperties": True,
+}
+_OPENAI_FIELDS = {
+    "model": {"type": "string", "description": "a configured model_name"},
+    "prompt": {"type": "string"},
+    "n": {"type": "integer", "minimum": 1},
+    "size": {"type": "string", "examples": ["1024x1024"]},
+    "quality": {"type": "string"},
+    "response_format": {"type": "string", "enum": ["b64_json", "url"]},
+    "style": {"type": "string"},
+    "user": {"type": "string"},
+}
+
+
+def _answers(*statuses: int) -> dict[str, Any]:
+    answers: dict[str, Any] = {
+        "200": {
+            "description": "The images",
+            "headers": {
+                "x-request-id": {"schema": {"type": "string"}},
+                "x-gesso-response-cost": {"schema": {"type": "string"}, "description": "USD"},
+                "x-gesso-deployment": {"schema": {"type": "string"}},
+            },
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ImagesResponse"}}},
+        }
+    }
+    for status in statuses:
+        answers[str(status)] = {
+            "description": "An error in OpenAI's shape",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    return answers
+
+
+def _multipart(with_mask: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        **_OPENAI_FIELDS,
+        "image": {"type": "string", "format": "binary"},
+        "image[]": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    }
+    if with_mask:
+        properties["mask"] = {"type": "string", "format": "binary"}
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": properties,
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+
+
+def spec(model_names: list[str]) -> dict[str, Any]:
+    errors = (400, 401, 403, 404, 408, 413, 429, 502, 504)
+    generation = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {**_OPENAI_FIELDS, "model": {"type": "string", "enum": model_names}},
+                    "additionalProperties": True,
+                    "description": "Other fields are the model's own parameters, validated as in the SDK",
+                }
+            }
+        },
+    }
+    paths: dict[str, Any] = {}
+    for prefix in ("", "/v1"):
+        paths[f"{prefix}/images/generations"] = {
+            "post": {"summary": "Generate images", "requestBody": generation, "responses": _answers(*errors)}
+        }
+        paths[f"{prefix}/images/edits"] = {
+            "post": {"summary": "Edit an image", "requestBody": _multipart(True), "responses": _answers(*errors)}
+        }
+        paths[f"{prefix}/images/variations"] = {
+            "post": {
+                "summary": "Variations of an image",
+                "requestBody": _multipart(False),
+                "responses": _answers(*errors),
+            }
+        }
+        paths[f"{prefix}/models"] = {
+            "get": {
+                "summary": "The configured model names",
+                "responses": {"200": {"description": "OpenAI's list", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"object": {"const": "list"}, "data": {"type": "array"}}}}}},
+                    "401": {"description": "No or a wrong key", "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/Error"}}}}},
+            }
+        }  # fmt: skip
+    for path, summary in (("/health/liveliness", "Alive"), ("/health/readiness", "Ready (no paid call)"),
+                          ("/metrics", "Prometheus metrics"), ("/openapi.json", "This document")):  # fmt: skip
+        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": summary}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "gesso proxy", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {"ImagesResponse": _IMAGES, "Error": _ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

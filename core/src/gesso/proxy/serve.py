@@ -1,0 +1,113 @@
+"""``gesso serve``: load and check the config, start the emulators if asked, and run the app on uvicorn.
+
+Without ``general_settings.master_key`` the proxy serves without auth only on a loopback address; any other
+bind refuses to start unless ``--allow-unauthenticated`` is given (and then warns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+ENV_CONFIG = "GESSO_PROXY_CONFIG"
+ENV_OVERRIDES = "GESSO_PROXY_OVERRIDES"
+
+
+def add_command(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible proxy (a litellm config works as it is)")
+    serve.add_argument("--config", required=True, help="the config file (litellm's config.yaml format)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=4000, help="port (default 4000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--emulator", action="store_true", help="start the providers' emulators and point every "
+                       "deployment at them")  # fmt: skip
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address without a master key (anyone who can reach it spends)",
+    )
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(handler=run)
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: F401
+        import yaml  # noqa: F401
+    except ImportError:
+        print("gesso: error: the proxy needs its extra: pip install 'gesso-core[proxy]'", file=sys.stderr)
+        return 2
+    from gesso.proxy import config as proxy_config
+
+    try:
+        config = proxy_config.load(args.config)
+        proxy_config.check(config)
+    except proxy_config.ConfigError as exc:
+        print(f"gesso: error: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    for warning in config.warnings:
+        print(f"gesso: warning: {warning}", file=sys.stderr)
+    if config.master_key is None and not loopback(args.host):
+        if not args.allow_unauthenticated:
+            print(f"gesso: error: {args.host} is not a loopback address and the config has no "
+                  "general_settings.master_key: set one, or pass --allow-unauthenticated", file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"gesso: warning: serving {args.host} without a master key: anyone who reaches it spends",
+              file=sys.stderr)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        overrides = emulators(config, stack) if args.emulator else {}
+        _serve(args, config, overrides)
+    return 0
+
+
+def emulators(config: Any, stack: contextlib.ExitStack) -> dict[str, dict[str, Any]]:
+    """Each deployment's provider emulator, running while the proxy does; the options that point it there."""
+    from gesso import plugins
+
+    registry = plugins.get_registry()
+    overrides = {}
+    for deployment in config.deployments:
+        params = dict(deployment.params)
+        overrides[deployment.id] = dict(stack.enter_context(registry.emulate(params.pop("model"), params)))
+    return overrides
+
+
+def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]]) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
+                               "access_log": False, "timeout_graceful_shutdown": 5}  # fmt: skip
+    print(f"gesso: serving {len(config.model_names)} model names on http://{args.host}:{args.port}", file=sys.stderr)
+    if args.workers > 1:
+        os.environ[ENV_CONFIG] = os.path.abspath(args.config)
+        os.environ[ENV_OVERRIDES] = json.dumps(overrides)
+        uvicorn.run("gesso.proxy.serve:factory", factory=True, workers=args.workers, **options)
+        return
+    from gesso.proxy.app import build_app
+
+    uvicorn.run(build_app(config, overrides), **options)
+
+
+def factory() -> Any:
+    """The app of one worker process (``--workers``): the config from the environment the parent set."""
+    from gesso.proxy import config as proxy_config
+    from gesso.proxy.app import build_app
+
+    config = proxy_config.load(os.environ[ENV_CONFIG])
+    return build_app(config, json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))

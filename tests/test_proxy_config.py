@@ -1,0 +1,312 @@
+"""The proxy's config (litellm's ``config.yaml``) and ``gesso serve`` run as a real subprocess: the seed's two
+curl commands from litellm's docs, verbatim, and the bind rules. The app itself is in ``test_proxy.py``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from gesso.proxy import config as proxy_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "examples" / "litellm-seed.yaml"
+NOVA = "bedrock/amazon.nova-canvas-v1:0"
+
+#: litellm's "AWS Bedrock - Image Generation" page, proxy tab, step 3 ("Test it!"): the two commands as
+#: written there; only the port differs (4000 there, a free one here).
+SEED_CURLS = {
+    "text to image": """curl -L -X POST 'http://0.0.0.0:4000/v1/images/generations' \\
+-H 'Content-Type: application/json' \\
+-H 'Authorization: Bearer $LITELLM_VIRTUAL_KEY' \\
+-d '{
+    "model": "amazon.nova-canvas-v1:0",
+    "prompt": "A cute baby sea otter"
+}'""",
+    "color guided generation": """curl -L -X POST 'http://0.0.0.0:4000/v1/images/generations' \\
+-H 'Content-Type: application/json' \\
+-H 'Authorization: Bearer $LITELLM_VIRTUAL_KEY' \\
+-d '{
+    "model": "amazon.nova-canvas-v1:0",
+    "prompt": "A cute baby sea otter",
+    "taskType": "COLOR_GUIDED_GENERATION",
+    "colorGuidedGenerationParams":{"colors":["#FFFFFF"]}
+}'""",
+}
+
+
+def entry(**params) -> dict:
+    return {"model_name": "nova", "litellm_params": {"model": NOVA, "aws_region_name": "us-east-1", **params}}
+
+
+def config_error(data) -> str:
+    with pytest.raises(proxy_config.ConfigError) as caught:
+        proxy_config.parse(data)
+    return str(caught.value)
+
+
+# -- parsing ---------------------------------------------------------------------------------------------------
+
+
+def test_a_near_miss_names_the_field_and_what_it_meant():
+    assert config_error({"model_list": [entry(aws_region_nam="us-east-1")]}) == (
+        "model_list[0].litellm_params.aws_region_nam: unknown; did you mean aws_region_name?"
+    )
+    assert config_error({"model_list": [entry(), entry(max_retrie=2)]}) == (
+        "model_list[1].litellm_params.max_retrie: unknown; did you mean max_retries?"
+    )
+    assert config_error({"model_lst": []}) == "model_lst: unknown top-level section; did you mean model_list?"
+    assert config_error({"model_list": [{"model_name": "x", "litellm_param": {}}]}) == (
+        "model_list[0].litellm_param: unknown; did you mean litellm_params?"
+    )
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({}, "model_list: must be a non-empty list"),
+        ({"model_list": [{"model_name": "x", "litellm_params": {}}]}, "model_list[0].litellm_params.model: required"),
+        ({"model_list": [{"litellm_params": {"model": NOVA}}]}, "model_list[0].model_name: required"),
+        (
+            {"model_list": [{**entry(), "model_info": {"id": "a"}}, {**entry(), "model_info": {"id": "a"}}]},
+            "model_list[1].model_info.id: 'a' is used twice",
+        ),
+        (
+            {"model_list": [entry()], "general_settings": {"master_key": ""}},
+            "general_settings.master_key: must be a non-empty",
+        ),
+        (
+            {"model_list": [entry()], "router_settings": {"cooldown_time": -1}},
+            "router_settings.cooldown_time: must be a non-negative",
+        ),
+        (
+            {"model_list": [entry()], "general_settings": {"max_request_size_mb": "big"}},
+            "general_settings.max_request_size_mb",
+        ),
+        (
+            {"model_list": [entry(aws_secret_access_id="a", aws_access_key_id="b")]},
+            "a misspelling of aws_access_key_id, which is also given",
+        ),
+        ([1, 2], "config: must be a mapping"),
+    ],
+)
+def test_bad_configs_name_the_bad_field(data, message):
+    assert message in config_error(data)
+
+
+def test_the_documented_misspelling_is_read_with_a_warning():
+    config = proxy_config.parse({"model_list": [entry(aws_secret_access_key="my-key", aws_secret_access_id="my-id")]})
+    params = config.deployments[0].params
+    assert params["aws_access_key_id"] == "my-id" and "aws_secret_access_id" not in params
+    assert params["aws_secret_access_key"] == "my-key"
+    (warning,) = config.warnings
+    assert warning.startswith("model_list[0].litellm_params.aws_secret_access_id: read as aws_access_key_id (")
+
+
+def test_settings_gesso_does_not_use_are_warned_about_once_each():
+    config = proxy_config.parse(
+        {
+            "model_list": [entry()],
+            "litellm_settings": {"drop_params": True, "set_verbose": False, "success_callback": ["langfuse"]},
+            "router_settings": {"routing_strategy": "simple-shuffle", "cooldown_time": 12},
+            "general_settings": {"alerting": ["slack"], "max_request_size_mb": 2},
+        }
+    )
+    assert sorted(config.warnings) == [
+        "general_settings.alerting: not used by gesso (ignored)",
+        "litellm_settings.drop_params: not used by gesso (ignored)",
+        "litellm_settings.set_verbose: not used by gesso (ignored)",
+        "litellm_settings.success_callback: not used by gesso (ignored)",
+        "router_settings.routing_strategy: not used by gesso (ignored)",
+    ]
+    assert config.cooldown == 12 and config.max_request_bytes == 2 * 1024 * 1024
+
+
+def test_os_environ_values():
+    with mock.patch.dict(os.environ, {"PROXY_TEST_SECRET": "s3cret", "PROXY_TEST_MASTER": "sk-m"}):
+        config = proxy_config.parse(
+            {
+                "model_list": [entry(aws_secret_access_key="os.environ/PROXY_TEST_SECRET")],
+                "general_settings": {"master_key": "os.environ/PROXY_TEST_MASTER"},
+                "environment_variables": {"PROXY_TEST_SET_BY_CONFIG": "yes"},
+            }
+        )
+        assert config.deployments[0].params["aws_secret_access_key"] == "s3cret"
+        assert config.master_key == "sk-m"
+        assert os.environ["PROXY_TEST_SET_BY_CONFIG"] == "yes"
+    with mock.patch.dict(os.environ, clear=False):
+        os.environ.pop("PROXY_TEST_UNSET", None)
+        assert config_error({"model_list": [entry(aws_secret_access_key="os.environ/PROXY_TEST_UNSET")]}) == (
+            "model_list[0].litellm_params.aws_secret_access_key: environment variable PROXY_TEST_UNSET is not set"
+        )
+
+
+def test_check_fails_at_start_on_an_unknown_model_or_a_bad_parameter():
+    for params, expected in (
+        ({"model": "bedrock/amazon.nova-canvas-v9:0"}, "is not one of the models"),
+        ({"cfgScale": 99}, "cfgScale: must be between 1.1 and 10"),
+    ):
+        config = proxy_config.parse(
+            {"model_list": [entry(), {"model_name": "bad", "litellm_params": {"model": NOVA, **params}}]}
+        )
+        with pytest.raises(proxy_config.ConfigError) as caught:
+            proxy_config.check(config)
+        assert str(caught.value).startswith("model_list[1] (bad): ") and expected in str(caught.value)
+
+
+def test_load_reads_yaml_and_names_the_file_on_errors(tmp_path):
+    seed = proxy_config.load(SEED)
+    assert seed.model_names == ["amazon.nova-canvas-v1:0"] and seed.master_key is None
+    assert len(seed.warnings) == 1 and "aws_secret_access_id" in seed.warnings[0]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_list: [\n")
+    with pytest.raises(proxy_config.ConfigError, match=r"bad\.yaml: not valid YAML"):
+        proxy_config.load(bad)
+    with pytest.raises(proxy_config.ConfigError, match="cannot read the config"):
+        proxy_config.load(tmp_path / "missing.yaml")
+
+
+# -- gesso serve, as a subprocess --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("GESSO_PLUGINS",)}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(name, None)
+    return env
+
+
+def serve(*args: str, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gesso", "serve", *args], stdout=out, stderr=subprocess.STDOUT, env=environment()
+        )
+
+
+def wait_until_serving(process: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        assert process.poll() is None, f"gesso serve exited {process.returncode}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"gesso serve did not start:\n{log.read_text()}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gesso", "serve", *args], capture_output=True, text=True, timeout=60, env=environment()
+    )
+
+
+@pytest.fixture(scope="module")
+def seed_server(tmp_path_factory):
+    """``gesso serve --config examples/litellm-seed.yaml --emulator --port PORT``, as the seed is."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("seed") / "serve.log"
+    process = serve("--config", str(SEED), "--emulator", "--port", str(port), log=log)
+    try:
+        wait_until_serving(process, port, log)
+        yield port, log
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_the_seeds_curl_commands_work_verbatim(seed_server):
+    port, log = seed_server
+    for name, command in SEED_CURLS.items():
+        out = subprocess.run(
+            ["bash", "-c", command.replace(":4000/", f":{port}/")], capture_output=True, text=True, timeout=60,
+            env=environment(),
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        answer = json.loads(out.stdout)
+        assert "error" not in answer, (name, answer)
+        assert isinstance(answer["created"], int) and len(answer["data"]) == 1, name
+        assert base64.b64decode(answer["data"][0]["b64_json"]).startswith(b"\x89PNG"), name
+    metrics = subprocess.run(
+        ["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+    assert 'gesso_requests_total{route="generations",model_name="amazon.nova-canvas-v1:0",status="200"} 2' in metrics
+    text = log.read_text()
+    assert "aws_secret_access_id: read as aws_access_key_id" in text
+    assert "Traceback" not in text and "b64" not in text.lower()  # no base64 (nor its key) in a log line
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_bad_config_with_the_fields_path(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: nova\n    litellm_params:\n      model: bedrock/amazon.nova-canvas-v1:0\n"
+        "      aws_region_nam: us-east-1\n"
+    )
+    out = run_serve("--config", str(config), "--port", str(free_port()))
+    assert out.returncode == 2
+    assert f"gesso: error: {config}: model_list[0].litellm_params.aws_region_nam: unknown; did you mean " \
+           "aws_region_name?" in out.stderr  # fmt: skip
+    config.write_text(
+        "model_list:\n  - model_name: nova\n    litellm_params:\n      model: bedrock/amazon.nova-canvas-v9:0\n"
+    )
+    out = run_serve("--config", str(config), "--port", str(free_port()))
+    assert out.returncode == 2 and "model_list[0] (nova): Model 'amazon.nova-canvas-v9:0'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_serve_on_a_public_address_needs_a_master_key_or_the_flag(tmp_path):
+    out = run_serve("--config", str(SEED), "--host", "0.0.0.0", "--port", str(free_port()))
+    assert out.returncode == 2
+    assert "0.0.0.0 is not a loopback address and the config has no general_settings.master_key" in out.stderr
+    assert "--allow-unauthenticated" in out.stderr
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(SEED.read_text() + "general_settings:\n  master_key: sk-proxy-test\n")
+    processes = []
+    try:
+        for config, flags in ((SEED, ["--allow-unauthenticated"]), (keyed, [])):
+            port = free_port()
+            log = tmp_path / f"serve-{port}.log"
+            process = serve(
+                "--config", str(config), "--host", "0.0.0.0", "--port", str(port), "--emulator", *flags, log=log
+            )
+            processes.append((process, port, log))
+        for process, port, log in processes:
+            wait_until_serving(process, port, log)
+            status = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/v1/models"],
+                capture_output=True, text=True, timeout=20, check=True,
+            ).stdout  # fmt: skip
+            keyed_run = "sk-proxy-test" in Path(process.args[process.args.index("--config") + 1]).read_text()
+            assert status == ("401" if keyed_run else "200")
+            warned = re.search(r"gesso: warning: serving 0\.0\.0\.0 without a master key", log.read_text())
+            assert bool(warned) is not keyed_run
+    finally:
+        for process, _, _ in processes:
+            stop(process)
