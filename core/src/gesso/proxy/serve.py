@@ -87,6 +87,18 @@ def emulators(config: Any, stack: contextlib.ExitStack) -> dict[str, dict[str, A
     return overrides
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections in the proxy process: thousands of calls in flight hold many
+    objects, and Python's default thresholds run a full collection over all of them every few thousand
+    allocations. Measured by bench/proxy.py: about 20% more requests/s, and 0.25 s less on a 2,000-call
+    burst. What startup loaded (plugins, schemas) is frozen out of every collection."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]]) -> None:
     import uvicorn
 
@@ -101,7 +113,9 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
         return
     from gesso.proxy.app import build_app
 
-    uvicorn.run(build_app(config, overrides), **options)
+    app = build_app(config, overrides)
+    tune_gc()
+    uvicorn.run(app, **options)
 
 
 def factory() -> Any:
@@ -110,4 +124,6 @@ def factory() -> Any:
     from gesso.proxy.app import build_app
 
     config = proxy_config.load(os.environ[ENV_CONFIG])
-    return build_app(config, json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
+    app = build_app(config, json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
+    tune_gc()
+    return app

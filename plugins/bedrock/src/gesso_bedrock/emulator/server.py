@@ -24,6 +24,8 @@ logger = logging.getLogger("gesso.emulator")
 
 MAX_BODY = 25_000_000
 MAX_HEAD = 64 * 1024
+#: pending connections the kernel queues (asyncio.start_server would reset a given socket's to 100)
+BACKLOG = 4096
 _REASONS = {
     200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     408: "Request Timeout", 413: "Payload Too Large", 424: "Failed Dependency", 429: "Too Many Requests",
@@ -36,7 +38,7 @@ class Server:
 
     def __init__(self, emulator: Emulator, host: str, port: int, *, tls: tuple[str, str] | None, workers: int) -> None:
         self.emulator = emulator
-        self.socket = socket.create_server((host, port), backlog=4096, reuse_port=False)
+        self.socket = socket.create_server((host, port), backlog=BACKLOG, reuse_port=False)
         self.port = self.socket.getsockname()[1]
         self.context: ssl.SSLContext | None = None
         if tls:
@@ -74,7 +76,9 @@ class Server:
     async def _serve(self, ready: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        server = await asyncio.start_server(self._connection, sock=self.socket, ssl=self.context, limit=MAX_HEAD)
+        server = await asyncio.start_server(
+            self._connection, sock=self.socket, ssl=self.context, limit=MAX_HEAD, backlog=BACKLOG
+        )
         ready.set()
         async with server:
             await self._stopped.wait()
