@@ -1,7 +1,14 @@
-"""Shared fixtures: a fresh plugin manager per test, no ambient AWS configuration, and the emulator
-on loopback with signature verification on (so every call proves boto3 really signed it)."""
+"""Shared fixtures: a fresh plugin manager per test, no ambient AWS configuration, the emulator
+on loopback with signature verification on (so every call proves boto3 really signed it), and a fresh database
+on SQLite and on PostgreSQL for the proxy's store."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -65,3 +72,45 @@ def bedrock(emulator):
         aws_secret_access_key=EMULATOR_SECRET_KEY,
         config=Config(retries={"total_max_attempts": 1}),
     )
+
+
+POSTGRES_URL_ENV = "GESSO_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A URL of an empty database, once per backend: ``sqlite:///<tmp_path>/gesso.db``, and a fresh database
+    created for this test on the PostgreSQL server at $GESSO_TEST_POSTGRES_URL
+    (``postgresql://user@host:port/<unique name>``, dropped afterwards). ``.ci/postgres.sh start`` prints such a
+    server's URL. Without it the PostgreSQL case is skipped, except under CI=true, where it fails."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gesso.db'}"
+        return
+    server = os.environ.get(POSTGRES_URL_ENV)
+    if not server:
+        reason = (
+            f"{POSTGRES_URL_ENV} is not set (start a server: export {POSTGRES_URL_ENV}=$(bash .ci/postgres.sh start))"
+        )
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {reason}", pytrace=False)
+        pytest.skip(reason)
+    import asyncpg
+
+    parts = urlsplit(server)
+    scheme = parts.scheme.split("+")[0]  # asyncpg takes postgresql://, not postgresql+asyncpg://
+    admin = urlunsplit((scheme, parts.netloc, "/postgres", parts.query, ""))
+    name = f"gesso_test_{uuid.uuid4().hex[:16]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f"CREATE DATABASE {name}"))
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    finally:
+        # FORCE (PostgreSQL 13+): connections a failed test left open must not keep the database alive
+        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -121,6 +121,29 @@ async def aimage_variation(model: str, image: Any, **kwargs: Any) -> ImageRespon
     return await _arun(_prepare(model, prompt, kwargs, operation="variation", images=image))
 
 
+def quote(
+    model: str,
+    prompt: str | None = None,
+    *,
+    operation: str = "generate",
+    image: Any = None,
+    mask: Any = None,
+    **kwargs: Any,
+) -> float | None:
+    """The price in USD of a call before it is made (``None`` when the model has no price): the call is
+    checked and prepared exactly as :func:`image_generation` (or ``operation`` ``"edit"``/``"variation"``)
+    would, then priced as if every image asked for came back. Nothing is sent."""
+    call = _prepare(model, prompt, kwargs, operation=operation, images=image, mask=mask)
+    size = call.prepared.size
+    asked = ImageResponse(
+        data=[ImageData(b64_json="") for _ in range(call.prepared.requested)],
+        model=call.request.model_name,
+        size=str(size) if size is not None else None,
+    )
+    cost = call.hooks.gesso_calculate_cost(request=call.request, prepared=call.prepared, response=asked)
+    return None if cost is None else round(float(cost), 6)
+
+
 def _run(call: _Call) -> ImageResponse:
     bodies = call.prepared.bodies
     if len(bodies) == 1:

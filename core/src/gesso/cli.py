@@ -88,9 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print details as JSON")
     for name, handler in (("generate", _generate), ("plugins", _plugins), ("models", _models)):
         sub.choices[name].set_defaults(handler=handler)
-    from gesso.proxy import serve
+    from gesso.proxy import admin, serve
 
     serve.add_command(sub)
+    admin.add_commands(sub)
     from gesso import plugins
 
     plugins.get_plugin_manager().hook.gesso_register_commands(subcommands=sub)

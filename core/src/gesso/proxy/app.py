@@ -9,21 +9,25 @@ Routes (each with and without ``/v1``): ``POST /images/generations`` (JSON), ``P
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gesso import api, errors, plugins
+from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.metrics import Metrics
 from gesso.proxy.router import Router
@@ -44,10 +48,55 @@ OPERATIONS = {
 class ProxyError(errors.GessoError):
     """An error of the proxy's own (a bad body, a missing key), in the same OpenAI shape."""
 
-    def __init__(self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message, param=param, code=code)
         self.status_code = status
         self.type = type
+        self.headers = dict(headers or {})
+
+
+@attrs.frozen
+class Caller:
+    """Who sent a request: the admin (master key, or anyone when there is none) or a virtual key."""
+
+    admin: bool = False
+    key: store.Key | None = None
+
+
+def _presented_key(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "bearer" and given.strip():
+        return given.strip()
+    return (request.headers.get("x-api-key") or request.headers.get("api-key") or "").strip()
+
+
+def _spend_row(
+    request_id: str, route: str, model_name: str, caller: Caller | None, served: Any, status: int,
+    failure: str | None, seconds: float, user: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The request's spend-log row: never an image, never a secret."""
+    key = caller.key if caller is not None else None
+    response, deployment = served if served is not None else (None, None)
+    return {
+        "request_id": request_id,
+        "token_hash": key.token_hash if key is not None else None,
+        "key_alias": key.key_alias if key is not None else None,
+        "route": route,
+        "model_name": model_name,
+        "deployment": deployment.id if deployment is not None else None,
+        "model_id": deployment.model if deployment is not None else None,
+        "images": len(response.data) if response is not None else 0,
+        "cost": (response.cost or 0.0) if response is not None else 0.0,
+        "latency_ms": round(seconds * 1000, 3),
+        "status": "success" if status == 200 else "cancelled" if status == 499 else "failure",
+        "status_code": status,
+        "error_type": failure,
+        "user": user if isinstance(user, str) else None,
+    }
 
 
 class ClientGone(Exception):
@@ -70,23 +119,59 @@ class Proxy:
                 {*(provider.options if provider is not None else ()), "timeout", "model"}
             )
         self.started = time.time()
+        self.store = store.Store(config.database_url) if config.database_url else None
 
     # -- auth -------------------------------------------------------------------------------------------
 
-    def authorize(self, request: Request) -> None:
-        key = self.config.master_key
-        if key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            given = request.headers.get("x-api-key") or request.headers.get("api-key") or ""
-            if not given:
-                raise ProxyError(
-                    401, "Missing API key: send Authorization: Bearer <key>", type="auth_error", code="missing_key"
-                )
-        if not hmac.compare_digest(given.strip().encode(), key.encode()):
-            raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
+    async def authenticate(self, request: Request) -> Caller:
+        """Who is calling: the admin (the master key), a virtual key, or (without a master key, which only a
+        loopback bind allows) anyone."""
+        given = _presented_key(request)
+        master = self.config.master_key
+        if master is not None and given and hmac.compare_digest(given.encode(), master.encode()):
+            return Caller(admin=True)
+        if given and self.store is not None:
+            key = await self.store.get_key(store.hash_key(given))
+            if key is not None:
+                if key.expires is not None and key.expires <= store.now():
+                    raise ProxyError(401, f"This key expired at {key.expires.isoformat()}", type="auth_error",
+                                     code="expired_key")  # fmt: skip
+                return Caller(key=key)
+        if master is None:
+            return Caller(admin=True)  # no master key: served on loopback only, to anyone who reaches it
+        if not given:
+            raise ProxyError(401, "Missing API key: send Authorization: Bearer <key>", type="auth_error",
+                             code="missing_key")  # fmt: skip
+        raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
+
+    async def admit(self, caller: Caller, model_name: str, quote: float | None) -> store.Reservation | None:
+        """A virtual key's model list, rate limit and budget, checked before anything is sent; the budget
+        is reserved (``quote``, the call's price) and settled when the request's spend row is written."""
+        key = caller.key
+        if key is None or self.store is None:
+            return None
+        if key.models and model_name not in key.models:
+            raise ProxyError(403, f"This key may not use model {model_name!r}; it may use: {', '.join(key.models)}",
+                             type="permission_error", param="model", code="key_model_access_denied")  # fmt: skip
+        wait = await self.store.count_request(key)
+        if wait is not None:
+            raise ProxyError(
+                429, f"Rate limit exceeded for this key: {key.rpm_limit} requests per minute", type="rate_limit_error",
+                code="rpm_limit", headers={"retry-after": str(math.ceil(wait))},
+            )  # fmt: skip
+        try:
+            return await self.store.reserve(key, quote or 0.0)
+        except store.BudgetExceeded as exc:
+            now = exc.key or key
+            reset = (
+                f"; it resets at {now.budget_reset_at.isoformat()}" if now.budget_reset_at else "; it does not reset"
+            )
+            raise ProxyError(
+                429, f"Budget exceeded for key {now.key_alias or now.key_name}: spent {now.spend:.4f} of "
+                f"{now.max_budget:.4f} USD ({now.reserved:.4f} held by calls in flight), this call costs "
+                f"{exc.amount:.4f}{reset}", type="budget_exceeded", code="budget_exceeded",
+                headers={"x-should-retry": "false"},
+            ) from None  # fmt: skip
 
     # -- one image request --------------------------------------------------------------------------------
 
@@ -96,9 +181,15 @@ class Proxy:
         route = {"generate": "generations", "edit": "edits", "variation": "variations"}[operation]
         model_name = "-"
         status = 500
+        caller: Caller | None = None
+        reservation: store.Reservation | None = None
+        served: tuple[Any, Deployment] | None = None
+        failure: str | None = None
+        prompt: Any = None
+        user: Any = None
         self.metrics.in_flight += 1
         try:
-            self.authorize(request)
+            caller = await self.authenticate(request)
             if operation == "generate":
                 fields = await self._json(request)
                 images: list[bytes] = []
@@ -116,15 +207,12 @@ class Proxy:
                     code="model_not_found",
                 )  # fmt: skip
             prompt = fields.pop("prompt", None)
+            user = fields.get("user")
+            quote = self._quote(model_name, operation, prompt, images, mask, fields) if caller.key else None
+            reservation = await self.admit(caller, model_name, quote)
 
             async def send(deployment: Deployment, overrides: dict[str, Any]) -> Any:
-                locked = sorted(k for k in fields if k in self.locked[deployment.id])
-                if locked:
-                    raise ProxyError(
-                        400, f"{', '.join(locked)}: set by the proxy's deployment; a client cannot change it",
-                        type="invalid_request_error", param=locked[0], code="not_allowed",
-                    )  # fmt: skip
-                kwargs = {**deployment.params, **self.overrides.get(deployment.id, {}), **fields, **overrides}
+                kwargs = self._kwargs(deployment, fields, overrides)
                 model = kwargs.pop("model")
                 try:
                     return await _call(operation, model, prompt, images, mask, kwargs)
@@ -135,7 +223,8 @@ class Proxy:
                         model=exc.model,
                     ) from exc
 
-            response, deployment = await self._until_disconnect(request, self.router.call(model_name, send))
+            served = await self._until_disconnect(request, self.router.call(model_name, send))
+            response, deployment = served
             status = 200
             self.metrics.paid(model_name, len(response.data), response.cost)
             logger.info(
@@ -150,30 +239,70 @@ class Proxy:
             return _json_response(response.to_dict(), 200, headers)
         except errors.GessoError as error:
             status = error.status_code
+            failure = error.type
             self.metrics.error(error.type)
             logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, model_name, status, error.type)
             return _error_response(error, request_id)
         except ClientGone:  # answered with nothing (uvicorn drops sends to a gone client), so no error is logged
-            status = 499
+            status, failure = 499, "client_disconnected"
             self.metrics.error("client_disconnected")
             logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
                         model_name)  # fmt: skip
             return Response(status_code=499)
         except asyncio.CancelledError:
-            status = 499
+            status, failure = 499, "client_disconnected"
             self.metrics.error("client_disconnected")
             logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
                         model_name)  # fmt: skip
             raise
         except Exception:
+            failure = "internal_error"
             self.metrics.error("internal_error")
             logger.exception("request %s %s failed", request_id, route)
             error = ProxyError(500, "Internal error in the proxy", type="internal_error")
             return _error_response(error, request_id)
         finally:
             self.metrics.in_flight -= 1
-            self.metrics.observe(route, model_name if isinstance(model_name, str) else "-", status,
-                                 time.perf_counter() - started)  # fmt: skip
+            seconds = time.perf_counter() - started
+            name = model_name if isinstance(model_name, str) else "-"
+            self.metrics.observe(route, name, status, seconds)
+            if self.store is not None:
+                row = _spend_row(request_id, route, name, caller, served, status, failure, seconds, user)
+                if self.config.store_prompts and isinstance(prompt, str):
+                    row["prompt"] = prompt
+                try:
+                    await self.store.finish(row, reservation)  # shielded: written (and settled) even if cancelled
+                except Exception:  # the answer stands (the images are paid for); the loss is loud
+                    self.metrics.error("spend_log_failed")
+                    logger.exception("request %s: its spend-log row could not be written", request_id)
+
+    def _kwargs(
+        self, deployment: Deployment, fields: Mapping[str, Any], overrides: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        locked = sorted(k for k in fields if k in self.locked[deployment.id])
+        if locked:
+            raise ProxyError(
+                400, f"{', '.join(locked)}: set by the proxy's deployment; a client cannot change it",
+                type="invalid_request_error", param=locked[0], code="not_allowed",
+            )  # fmt: skip
+        return {**deployment.params, **self.overrides.get(deployment.id, {}), **fields, **overrides}
+
+    def _quote(
+        self, model_name: str, operation: str, prompt: Any, images: list[bytes], mask: Any, fields: Mapping[str, Any]
+    ) -> float | None:
+        """The most the call can cost on any of its deployments (checked as the call will be: bad input is
+        refused here, before a budget is touched)."""
+        prices = []
+        for deployment in self.router.groups[model_name]:
+            kwargs = self._kwargs(deployment, fields, {})
+            model = kwargs.pop("model")
+            prices.append(
+                api.quote(model, prompt, operation=operation, image=images or None, mask=mask, **kwargs)
+                if operation != "generate"
+                else api.quote(model, prompt, **kwargs)
+            )
+        known = [p for p in prices if p is not None]
+        return max(known) if known else None
 
     async def _until_disconnect(self, request: Request, call: Any) -> Any:
         """Run ``call``; if the client disconnects first, cancel it (its HTTP request and retries with it)."""
@@ -265,7 +394,7 @@ class Proxy:
 
     async def models(self, request: Request) -> Response:
         try:
-            self.authorize(request)
+            await self.authenticate(request)
         except errors.GessoError as error:
             return _error_response(error, uuid.uuid4().hex)
         created = int(self.started)
@@ -340,7 +469,7 @@ def _json_response(content: Any, status: int, headers: dict[str, str]) -> Respon
 
 
 def _error_response(error: errors.GessoError, request_id: str) -> Response:
-    headers = {"x-request-id": request_id}
+    headers = {"x-request-id": request_id, **getattr(error, "headers", {})}
     if isinstance(error, errors.RateLimitError):
         if error.code == "quota_exceeded":
             headers["x-should-retry"] = "false"
@@ -370,7 +499,23 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
         Route("/metrics", proxy.metrics_text, methods=["GET"]),
         Route("/openapi.json", proxy.openapi, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+    from gesso.proxy import keys
+
+    routes += keys.routes(proxy)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if proxy.store is not None:
+            released = await proxy.store.release_stale()  # held by a replica that died mid-call
+            if released:
+                logger.warning("released %d budget reservations no replica settled", released)
+        try:
+            yield
+        finally:
+            if proxy.store is not None:
+                await proxy.store.close()
+
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=lifespan)
     app.state.proxy = proxy
     return app
 

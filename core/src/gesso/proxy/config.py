@@ -26,6 +26,8 @@ ROUTER_SETTINGS = {"cooldown_time": "seconds a failing deployment rests before i
 GENERAL_SETTINGS = {
     "master_key": "the admin key; with it, every request needs Authorization: Bearer <key>",
     "max_request_size_mb": "the largest request body taken (default 50 MB)",
+    "database_url": "sqlite:///path or postgresql://...; default: gesso.db beside the config",
+    "store_prompts": "keep each request's prompt in its spend-log row (default false)",
 }
 DEFAULT_COOLDOWN = 5.0
 DEFAULT_MAX_MB = 50.0
@@ -57,6 +59,8 @@ class ProxyConfig:
     max_request_bytes: int = int(DEFAULT_MAX_MB * 1024 * 1024)
     general: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     warnings: tuple[str, ...] = ()
+    database_url: str | None = attrs.field(default=None, repr=False)
+    store_prompts: bool = False
 
     @property
     def model_names(self) -> list[str]:
@@ -75,7 +79,10 @@ def load(path: str | Path) -> ProxyConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse(data if data is not None else {}, where=str(path))
+    config = parse(data if data is not None else {}, where=str(path))
+    if config.database_url is None:  # the embedded default: a SQLite file beside the config
+        config = attrs.evolve(config, database_url=f"sqlite:///{Path(path).resolve().with_name('gesso.db')}")
+    return config
 
 
 def parse(data: Any, *, where: str = "config") -> ProxyConfig:
@@ -94,7 +101,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
     general = _section(data, "general_settings")
     router = _section(data, "router_settings")
     for key in general:
-        if key not in GENERAL_SETTINGS and key != "database_url":
+        if key not in GENERAL_SETTINGS:
             warnings.append(f"general_settings.{key}: not used by gesso (ignored)")
     for key in _section(data, "litellm_settings"):
         warnings.append(f"litellm_settings.{key}: not used by gesso (ignored)")
@@ -107,6 +114,14 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
     cooldown = _number(router.get("cooldown_time", DEFAULT_COOLDOWN), "router_settings.cooldown_time")
     max_mb = _number(general.get("max_request_size_mb", DEFAULT_MAX_MB), "general_settings.max_request_size_mb")
     deployments = _deployments(data.get("model_list"), warnings)
+    database_url = _env(general.get("database_url"), "general_settings.database_url")
+    if database_url is not None and not (
+        isinstance(database_url, str) and database_url.startswith(("sqlite:///", "postgresql://", "postgres://"))
+    ):
+        raise ConfigError("general_settings.database_url: must be sqlite:///PATH or postgresql://USER@HOST/DB")
+    store_prompts = general.get("store_prompts", False)
+    if not isinstance(store_prompts, bool):
+        raise ConfigError("general_settings.store_prompts: must be true or false")
     return ProxyConfig(
         deployments=tuple(deployments),
         master_key=master,
@@ -114,6 +129,8 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         max_request_bytes=int(max_mb * 1024 * 1024),
         general=general,
         warnings=tuple(warnings),
+        database_url=database_url,
+        store_prompts=store_prompts,
     )
 
 

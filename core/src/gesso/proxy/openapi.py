@@ -144,6 +144,7 @@ def spec(model_names: list[str]) -> dict[str, Any]:
     for path, summary in (("/health/liveliness", "Alive"), ("/health/readiness", "Ready (no paid call)"),
                           ("/metrics", "Prometheus metrics"), ("/openapi.json", "This document")):  # fmt: skip
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": summary}}}}
+    paths.update(_key_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "gesso proxy", "version": __version__},
@@ -153,3 +154,55 @@ def spec(model_names: list[str]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+_KEY_FIELDS = {
+    "key_alias": {"type": "string"},
+    "models": {"type": "array", "items": {"type": "string"}},
+    "max_budget": {"type": "number", "minimum": 0},
+    "budget_duration": {"type": "string", "examples": ["30d"]},
+    "duration": {"type": "string", "examples": ["30d"]},
+    "rpm_limit": {"type": "integer", "minimum": 0},
+    "metadata": {"type": "object"},
+}
+
+
+def _key_paths() -> dict[str, Any]:
+    """The key and spend API (master key; /key/info also for a key's own info)."""
+
+    def json_body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+        schema = {"type": "object", "properties": properties, "additionalProperties": False}
+        if required:
+            schema["required"] = list(required)
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    def answers() -> dict[str, Any]:
+        found: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}}}
+        for status in (400, 401, 403, 404):
+            found[str(status)] = {
+                "description": "An error in OpenAI's shape",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        return found
+
+    def query(*names: str) -> list[dict[str, Any]]:
+        return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names]
+
+    keyed = {"key": {"type": "string"}}
+    return {
+        "/key/generate": {"post": {"summary": "Make a virtual key (shown once)", "responses": answers(),
+                                   "requestBody": json_body({**keyed, **_KEY_FIELDS})}},
+        "/key/info": {"get": {"summary": "A key's settings and spend", "parameters": query("key"),
+                              "responses": answers()}},
+        "/key/update": {"post": {"summary": "Change a key", "responses": answers(),
+                                 "requestBody": json_body({**keyed, **_KEY_FIELDS}, ("key",))}},
+        "/key/delete": {"post": {"summary": "Delete keys", "responses": answers(), "requestBody": json_body(
+            {"keys": {"type": "array", "items": {"type": "string"}},
+             "key_aliases": {"type": "array", "items": {"type": "string"}}})}},
+        "/key/list": {"get": {"summary": "Every key", "responses": answers(),
+                              "parameters": query("page", "size", "key_alias", "return_full_object")}},
+        "/spend/logs": {"get": {"summary": "Spend-log rows", "responses": answers(),
+                                "parameters": query("api_key", "model", "start_date", "end_date", "limit")}},
+        "/spend/report": {"get": {"summary": "Totals by day, key and model", "responses": answers(),
+                                  "parameters": query("start_date", "end_date")}},
+    }  # fmt: skip

@@ -62,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for warning in config.warnings:
         print(f"gesso: warning: {warning}", file=sys.stderr)
+    if config.database_url:
+        try:
+            from gesso.proxy import store
+
+            store.upgrade(config.database_url)
+        except Exception as exc:  # the database is unreachable, or its schema is not one gesso knows
+            print(f"gesso: error: general_settings.database_url: cannot prepare the database: {exc}", file=sys.stderr)
+            return 2
     if config.master_key is None and not loopback(args.host):
         if not args.allow_unauthenticated:
             print(f"gesso: error: {args.host} is not a loopback address and the config has no "

@@ -1,0 +1,43 @@
+"""Alembic's environment for the proxy's database: async drivers, and on PostgreSQL an advisory lock so
+replicas starting together migrate one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from alembic import context
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from gesso.proxy.store import async_url, metadata
+
+#: any constant: the advisory lock every gesso replica takes while it migrates
+LOCK_ID = 4_702_170_311
+
+
+def _migrate(connection: sa.Connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run(url: str) -> None:
+    engine = create_async_engine(async_url(url))
+    postgres = engine.dialect.name == "postgresql"
+    try:
+        async with engine.connect() as conn:
+            if postgres:
+                await conn.execute(sa.text(f"SELECT pg_advisory_lock({LOCK_ID})"))
+                await conn.commit()
+            try:
+                await conn.run_sync(_migrate)
+                await conn.commit()
+            finally:
+                if postgres:
+                    await conn.execute(sa.text(f"SELECT pg_advisory_unlock({LOCK_ID})"))
+                    await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+asyncio.run(_run(context.config.get_main_option("sqlalchemy.url")))

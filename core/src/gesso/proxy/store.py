@@ -1,0 +1,510 @@
+"""The proxy's data: virtual keys, budgets and spend logs, on SQLite (one machine) or PostgreSQL (replicas).
+
+SQLAlchemy 2 Core on async drivers (aiosqlite, asyncpg): no call blocks the event loop. The schema is
+Alembic's (:mod:`gesso.proxy.migrations`), applied at start or by ``gesso db upgrade``.
+
+Budgets hold across replicas and under concurrency because a call's cost is known before it is sent:
+:meth:`Store.reserve` adds it to the key's ``reserved`` in one conditional ``UPDATE`` that succeeds only while
+``spend + reserved + cost <= max_budget`` (a row lock on PostgreSQL, the write lock on SQLite), and records the
+reservation. :meth:`Store.finish` writes the request's spend-log row and, in the same transaction, settles the
+reservation (the actual cost moves to ``spend``; filtered outputs are never charged). Rows are committed in
+groups (every request waiting for its group's commit before its answer is sent), so a finished request's row
+is never lost and a busy proxy commits once for many requests. Reservations a crashed replica left behind are
+released after :data:`STALE_RESERVATION` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import re
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+keys = sa.Table(
+    "gesso_keys",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("key_name", sa.String(32), nullable=False),
+    sa.Column("key_alias", sa.String(256), unique=True),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("max_budget", sa.Float),
+    sa.Column("budget_duration", sa.String(16)),
+    sa.Column("budget_reset_at", sa.DateTime(timezone=True)),
+    sa.Column("spend", sa.Float, nullable=False, default=0.0),
+    sa.Column("reserved", sa.Float, nullable=False, default=0.0),
+    sa.Column("expires", sa.DateTime(timezone=True)),
+    sa.Column("rpm_limit", sa.Integer),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+reservations = sa.Table(
+    "gesso_reservations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("amount", sa.Float, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+rate_windows = sa.Table(
+    "gesso_rate_windows",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("window", sa.BigInteger, primary_key=True),  # minutes since the epoch
+    sa.Column("count", sa.Integer, nullable=False),
+)
+spend_logs = sa.Table(
+    "gesso_spend_logs",
+    metadata,
+    sa.Column("request_id", sa.String(32), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("token_hash", sa.String(64), index=True),
+    sa.Column("key_alias", sa.String(256)),
+    sa.Column("route", sa.String(32), nullable=False),
+    sa.Column("model_name", sa.String(256), index=True),
+    sa.Column("deployment", sa.String(256)),
+    sa.Column("model_id", sa.String(2048)),
+    sa.Column("images", sa.Integer, nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # success, failure, cancelled
+    sa.Column("status_code", sa.Integer, nullable=False),
+    sa.Column("error_type", sa.String(64)),
+    sa.Column("user", sa.String(256)),
+    sa.Column("prompt", sa.Text),
+)
+
+_EMPTY_LOG = {column.name: None for column in spend_logs.columns}
+#: Seconds after which a reservation nobody settled (its replica died) is released.
+STALE_RESERVATION = 3600.0
+_DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
+_WORDS = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "30d"}
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def parse_duration(text: Any, field: str) -> datetime.timedelta:
+    """litellm's durations: ``30s``, ``30m``, ``30h``, ``30d``, ``2w``, ``1mo`` (30 days); ``hourly``..."""
+    value = _WORDS.get(text, text) if isinstance(text, str) else text
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{field}: must be a duration such as 30s, 30m, 30h, 30d, 2w or 1mo (got {text!r})")
+    return datetime.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """``sk-`` and 192 random bits (litellm's keys have 128)."""
+    return "sk-" + secrets.token_urlsafe(24)
+
+
+def async_url(url: str) -> str:
+    """A plain ``sqlite:///path`` or ``postgresql://...`` URL with its async driver."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+@attrs.frozen
+class Key:
+    token_hash: str
+    key_name: str
+    key_alias: str | None
+    models: tuple[str, ...]
+    max_budget: float | None
+    budget_duration: str | None
+    budget_reset_at: datetime.datetime | None
+    spend: float
+    reserved: float
+    expires: datetime.datetime | None
+    rpm_limit: int | None
+    metadata: Mapping[str, Any]
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Key:
+        data = dict(row._mapping)
+        data["models"] = tuple(data["models"] or ())
+        for name in ("budget_reset_at", "expires", "created_at", "updated_at"):
+            data[name] = _aware(data[name])
+        return cls(**data)
+
+    def info(self) -> dict[str, Any]:
+        """The key's public fields (never its hash's preimage)."""
+        return {
+            "token": self.token_hash,
+            "key_name": self.key_name,
+            "key_alias": self.key_alias,
+            "models": list(self.models),
+            "max_budget": self.max_budget,
+            "budget_duration": self.budget_duration,
+            "budget_reset_at": _iso(self.budget_reset_at),
+            "spend": round(self.spend, 6),
+            "expires": _iso(self.expires),
+            "rpm_limit": self.rpm_limit,
+            "metadata": dict(self.metadata),
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "status": "expired" if self.expires is not None and self.expires <= now() else "active",
+        }
+
+
+def _aware(value: Any) -> Any:
+    if isinstance(value, datetime.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.timezone.utc)  # SQLite gives naive datetimes back
+    return value
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, key: Key | None, amount: float) -> None:
+        super().__init__("budget exceeded")
+        self.key, self.amount = key, amount
+
+
+@attrs.frozen
+class Reservation:
+    id: str
+    token_hash: str
+    amount: float
+
+
+class Store:
+    """One database, shared by every replica that points at it."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+        options: dict[str, Any] = {}
+        if self.sqlite:
+            options["connect_args"] = {"timeout": 30}
+        else:
+            options.update(pool_size=10, max_overflow=20)
+        self.engine = create_async_engine(async_url(url), **options)
+        if self.sqlite:
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._pending: list[tuple[dict[str, Any], Reservation | None, float, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        await self.engine.dispose()
+
+    # -- keys ---------------------------------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        *,
+        key: str | None = None,
+        key_alias: str | None = None,
+        models: Sequence[str] = (),
+        max_budget: float | None = None,
+        budget_duration: str | None = None,
+        duration: str | None = None,
+        rpm_limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> tuple[str, Key]:
+        """A new key: its plaintext (shown once) and its stored row."""
+        plaintext = key or new_key()
+        moment = now()
+        row = {
+            "token_hash": hash_key(plaintext),
+            "key_name": f"sk-...{plaintext[-4:]}",
+            "key_alias": key_alias,
+            "models": list(models),
+            "max_budget": max_budget,
+            "budget_duration": budget_duration,
+            "budget_reset_at": moment + parse_duration(budget_duration, "budget_duration") if budget_duration else None,
+            "spend": 0.0,
+            "reserved": 0.0,
+            "expires": moment + parse_duration(duration, "duration") if duration else None,
+            "rpm_limit": rpm_limit,
+            "metadata": dict(metadata or {}),
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(keys.insert().values(**row))
+        return plaintext, Key.from_row(_Row(row))
+
+    async def get_key(self, token_hash: str) -> Key | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(keys.select().where(keys.c.token_hash == token_hash))).first()
+        return Key.from_row(row) if row is not None else None
+
+    async def find_key(self, given: str) -> Key | None:
+        """A key by its plaintext, its hash or its alias."""
+        for token_hash in (hash_key(given), given):
+            found = await self.get_key(token_hash)
+            if found is not None:
+                return found
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(keys.select().where(keys.c.key_alias == given))).first()
+        return Key.from_row(row) if row is not None else None
+
+    async def list_keys(self, *, key_alias: str | None = None, page: int = 1, size: int = 10) -> tuple[list[Key], int]:
+        query = keys.select()
+        count = sa.select(sa.func.count()).select_from(keys)
+        if key_alias is not None:
+            query, count = query.where(keys.c.key_alias == key_alias), count.where(keys.c.key_alias == key_alias)
+        query = query.order_by(keys.c.created_at, keys.c.token_hash).offset((page - 1) * size).limit(size)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            total = (await conn.execute(count)).scalar_one()
+        return [Key.from_row(r) for r in rows], total
+
+    async def update_key(self, token_hash: str, changes: Mapping[str, Any]) -> Key | None:
+        values = dict(changes)
+        moment = now()
+        if "duration" in values:
+            duration = values.pop("duration")
+            values["expires"] = moment + parse_duration(duration, "duration") if duration else None
+        if "budget_duration" in values:
+            duration = values["budget_duration"]
+            values["budget_reset_at"] = moment + parse_duration(duration, "budget_duration") if duration else None
+        if "models" in values:
+            values["models"] = list(values["models"] or [])
+        values["updated_at"] = moment
+        async with self.engine.begin() as conn:
+            done = await conn.execute(keys.update().where(keys.c.token_hash == token_hash).values(**values))
+        return await self.get_key(token_hash) if done.rowcount else None
+
+    async def delete_keys(self, token_hashes: Sequence[str]) -> int:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(keys.delete().where(keys.c.token_hash.in_(list(token_hashes))))
+            await conn.execute(reservations.delete().where(reservations.c.token_hash.in_(list(token_hashes))))
+        return done.rowcount
+
+    # -- limits and budgets -------------------------------------------------------------------------------
+
+    async def count_request(self, key: Key) -> float | None:
+        """Count one request in the key's current minute; the seconds until the next minute when it is over
+        ``rpm_limit`` (a fixed one-minute window, shared by every replica), else ``None``."""
+        if key.rpm_limit is None:
+            return None
+        moment = now().timestamp()
+        window = int(moment // 60)
+        insert = _insert(self.sqlite, rate_windows).values(token_hash=key.token_hash, window=window, count=1)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[rate_windows.c.token_hash, rate_windows.c.window],
+            set_={"count": rate_windows.c.count + 1},
+        ).returning(rate_windows.c.count)
+        async with self.engine.begin() as conn:
+            count = (await conn.execute(upsert)).scalar_one()
+            if count == 1:  # the first request of a minute sweeps the key's old windows
+                await conn.execute(
+                    rate_windows.delete().where(
+                        rate_windows.c.token_hash == key.token_hash, rate_windows.c.window < window
+                    )
+                )
+        if count > key.rpm_limit:
+            return max(1.0, (window + 1) * 60 - moment)
+        return None
+
+    async def reserve(self, key: Key, amount: float) -> Reservation:
+        """Hold ``amount`` of the key's budget for one call, atomically; raise :class:`BudgetExceeded`."""
+        moment = now()
+        reservation = Reservation(uuid.uuid4().hex, key.token_hash, amount)
+        async with self.engine.begin() as conn:
+            if key.budget_duration and key.budget_reset_at is not None and key.budget_reset_at <= moment:
+                next_reset = moment + parse_duration(key.budget_duration, "budget_duration")
+                await conn.execute(
+                    keys.update()
+                    .where(keys.c.token_hash == key.token_hash, keys.c.budget_reset_at <= moment)
+                    .values(spend=0.0, budget_reset_at=next_reset)
+                )  # another replica may have reset it already: then this changes nothing
+            held = keys.update().where(keys.c.token_hash == key.token_hash)
+            if key.max_budget is not None:
+                held = held.where(keys.c.spend + keys.c.reserved + amount <= key.max_budget + 1e-9)
+            done = await conn.execute(held.values(reserved=keys.c.reserved + amount))
+            if not done.rowcount:
+                raise BudgetExceeded(await self._key_in(conn, key.token_hash), amount)
+            await conn.execute(
+                reservations.insert().values(
+                    id=reservation.id, token_hash=key.token_hash, amount=amount, created_at=moment
+                )
+            )
+        return reservation
+
+    async def _key_in(self, conn: Any, token_hash: str) -> Key | None:
+        row = (await conn.execute(keys.select().where(keys.c.token_hash == token_hash))).first()
+        return Key.from_row(row) if row is not None else None
+
+    async def release_stale(self, older_than: float = STALE_RESERVATION) -> int:
+        """Release the reservations no replica settled within ``older_than`` seconds (it died)."""
+        cutoff = now() - datetime.timedelta(seconds=older_than)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(reservations.select().where(reservations.c.created_at < cutoff))).all()
+            for row in rows:
+                await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
+        return len(rows)
+
+    async def _settle(self, conn: Any, reservation: Reservation, actual: float) -> None:
+        gone = await conn.execute(reservations.delete().where(reservations.c.id == reservation.id))
+        if gone.rowcount:  # settled once, even if a stale sweep raced it
+            await conn.execute(
+                keys.update()
+                .where(keys.c.token_hash == reservation.token_hash)
+                .values(reserved=keys.c.reserved - reservation.amount, spend=keys.c.spend + actual)
+            )
+
+    # -- spend logs ---------------------------------------------------------------------------------------
+
+    async def finish(self, row: Mapping[str, Any], reservation: Reservation | None = None) -> None:
+        """Write one request's spend-log row and settle its reservation with the row's cost; returns once
+        committed (grouped with whatever other requests finished meanwhile)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = {**_EMPTY_LOG, "created_at": now(), **row}  # every column, so a group inserts as one statement
+        self._pending.append((entry, reservation, float(entry.get("cost") or 0.0), future))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.ensure_future(self._flush())
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
+                    for _, reservation, cost, _ in batch:
+                        if reservation is not None:
+                            await self._settle(conn, reservation, cost)
+            except BaseException as exc:  # every waiter hears of it
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for *_, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def spend_logs(
+        self,
+        *,
+        token_hash: str | None = None,
+        model_name: str | None = None,
+        start: datetime.datetime | None = None,
+        end: datetime.datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        query = spend_logs.select().order_by(spend_logs.c.created_at.desc()).limit(limit)
+        for column, value in ((spend_logs.c.token_hash, token_hash), (spend_logs.c.model_name, model_name)):
+            if value is not None:
+                query = query.where(column == value)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(_between(query, start, end))).all()
+        found = []
+        for row in rows:
+            data = dict(row._mapping)
+            data["created_at"] = _iso(_aware(data["created_at"]))
+            found.append(data)
+        return found
+
+    async def spend_report(
+        self, *, start: datetime.datetime | None = None, end: datetime.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Totals by day, key and model name."""
+        created = spend_logs.c.created_at
+        day = sa.func.date(created) if self.sqlite else sa.func.to_char(created, "YYYY-MM-DD")
+        query = (
+            sa.select(
+                day.label("day"),
+                spend_logs.c.token_hash,
+                spend_logs.c.key_alias,
+                spend_logs.c.model_name,
+                sa.func.count().label("requests"),
+                sa.func.sum(spend_logs.c.images).label("images"),
+                sa.func.sum(spend_logs.c.cost).label("cost"),
+            )
+            .group_by(day, spend_logs.c.token_hash, spend_logs.c.key_alias, spend_logs.c.model_name)
+            .order_by(day, spend_logs.c.model_name)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(_between(query, start, end))).all()
+        return [
+            {
+                "day": str(r.day),
+                "token": r.token_hash,
+                "key_alias": r.key_alias,
+                "model_name": r.model_name,
+                "requests": r.requests,
+                "images": int(r.images or 0),
+                "cost": round(float(r.cost or 0.0), 6),
+            }
+            for r in rows
+        ]
+
+
+def _between(query: Any, start: datetime.datetime | None, end: datetime.datetime | None) -> Any:
+    """``query`` limited to spend rows created in [start, end)."""
+    if start is not None:
+        query = query.where(spend_logs.c.created_at >= start)
+    if end is not None:
+        query = query.where(spend_logs.c.created_at < end)
+    return query
+
+
+class _Row:
+    """A dict that looks like a result row (``._mapping``), for :meth:`Key.from_row`."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._mapping = data
+
+
+def _insert(sqlite: bool, table: sa.Table) -> Any:
+    if sqlite:
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    return insert(table)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps committed rows across a process crash
+    cursor.execute("PRAGMA busy_timeout=30000")  # replicas on one file wait their turn to write
+    cursor.close()
+
+
+def upgrade(url: str) -> None:
+    """Apply the schema migrations (Alembic) to the database at ``url``; call it outside an event loop."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password replaced, for messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
