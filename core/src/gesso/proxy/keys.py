@@ -95,7 +95,7 @@ class KeyApi:
                 key = await self._find(given)
                 if not caller.admin and (caller.key is None or key.token_hash != caller.key.token_hash):
                     raise _error(403, "A virtual key may only read its own info", type="permission_error")
-            return {"key": given or key.token_hash, "info": key.info()}
+            return {"key": key.token_hash, "info": key.info()}  # never the plaintext, even if given
 
         return await self._handle(request, run, admin=False)
 
@@ -112,15 +112,16 @@ class KeyApi:
             updated = await self.proxy.store.update_key(key.token_hash, values)
             if updated is None:
                 raise _error(404, f"No key {given!r}", type="not_found_error", param="key")
-            return {"key": given, **updated.info()}
+            return {"key": updated.token_hash, **updated.info()}
 
         return await self._handle(request, run)
 
     async def delete(self, request: Request) -> Response:
         async def run(request: Request, caller: Any) -> Any:
             body = await _body(request, ("keys", "key_aliases"))
-            names = [*(body.get("keys") or []), *(body.get("key_aliases") or [])]
-            if not names or not all(isinstance(n, str) for n in names):
+            groups = [body.get("keys") or [], body.get("key_aliases") or []]
+            names = [n for group in groups if isinstance(group, list) for n in group]
+            if not names or not all(isinstance(g, list) for g in groups) or not all(isinstance(n, str) for n in names):
                 raise _error(400, "keys or key_aliases: a list of keys (plaintext, hash) or aliases", param="keys")
             found = [await self._find(name) for name in names]
             await self.proxy.store.delete_keys([k.token_hash for k in found])
@@ -197,6 +198,10 @@ async def _body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
         raise _error(400, f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _error(400, "The body must be a JSON object")
+    try:  # JSON may escape a lone surrogate ("\ud800"): text no key, alias or database can hold
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise _error(400, "The body has text that is not valid Unicode (a lone surrogate escape)") from None
     unknown = sorted(k for k in body if k not in allowed)
     if unknown:
         raise _error(400, f"{', '.join(unknown)}: not taken here (fields: {', '.join(allowed)})", param=unknown[0])

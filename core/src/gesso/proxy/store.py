@@ -87,6 +87,9 @@ spend_logs = sa.Table(
 _EMPTY_LOG = {column.name: None for column in spend_logs.columns}
 #: Seconds after which a reservation nobody settled (its replica died) is released.
 STALE_RESERVATION = 3600.0
+#: Tries of a spend-log group's transaction that PostgreSQL aborts as a deadlock or serialization failure.
+FLUSH_ATTEMPTS = 5
+_TRANSIENT = ("40P01", "40001")
 _DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
 _WORDS = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "30d"}
@@ -360,7 +363,7 @@ class Store:
         cutoff = now() - datetime.timedelta(seconds=older_than)
         async with self.engine.begin() as conn:
             rows = (await conn.execute(reservations.select().where(reservations.c.created_at < cutoff))).all()
-            for row in rows:
+            for row in sorted(rows, key=lambda row: (row.token_hash, row.id)):  # the keys' lock order: see _flush
                 await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
         return len(rows)
 
@@ -388,12 +391,21 @@ class Store:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            # keys are settled in one order (by hash) in every group: two replicas' groups touching the same keys
+            # would otherwise lock them in opposite orders and deadlock, and PostgreSQL would abort one of them
+            settle = sorted(((r, cost) for _, r, cost, _ in batch if r is not None), key=lambda s: s[0].token_hash)
             try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
-                    for _, reservation, cost, _ in batch:
-                        if reservation is not None:
-                            await self._settle(conn, reservation, cost)
+                for attempt in range(1, FLUSH_ATTEMPTS + 1):
+                    try:
+                        async with self.engine.begin() as conn:
+                            await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
+                            for reservation, cost in settle:
+                                await self._settle(conn, reservation, cost)
+                        break
+                    except sa.exc.DBAPIError as exc:  # rolled back: a deadlock or serialization failure is retried
+                        if attempt == FLUSH_ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
+                            raise
+                        await asyncio.sleep(0.01 * attempt)
             except BaseException as exc:  # every waiter hears of it
                 for *_, future in batch:
                     if not future.done():
@@ -432,7 +444,8 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Totals by day, key and model name."""
         created = spend_logs.c.created_at
-        day = sa.func.date(created) if self.sqlite else sa.func.to_char(created, "YYYY-MM-DD")
+        # UTC days (SQLite stores UTC; PostgreSQL would otherwise render in its session's time zone)
+        day = sa.func.date(created) if self.sqlite else sa.func.to_char(sa.func.timezone("UTC", created), "YYYY-MM-DD")
         query = (
             sa.select(
                 day.label("day"),

@@ -1,0 +1,341 @@
+"""Virtual keys, budgets and spend logs through the real proxy (uvicorn on a thread, the ``openai`` client and
+urllib), on SQLite and PostgreSQL: the key API, the refusals (401, 403, 429 rpm and budget), one spend row per
+request whatever happens, the spend endpoints, and ``gesso keys`` / ``gesso db upgrade``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import openai
+import pytest
+import uvicorn
+
+from gesso.proxy import config as proxy_config
+from gesso.proxy import store
+from gesso.proxy.app import build_app
+from gesso_bedrock.emulator import BLOCK_SOME
+from helpers import picture
+
+NOVA = "bedrock/amazon.nova-canvas-v1:0"
+MASTER = "sk-keys-test-master-key"
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{100,}")  # a hash is 64 hex characters; an image is far longer
+
+
+class Served:
+    def __init__(self, url: str, database_url: str) -> None:
+        self.url, self.database_url = url, database_url
+
+    def call(self, method: str, path: str, key: str | None = MASTER, body=None) -> tuple[int, dict, object]:
+        """The status, headers (lower-cased) and JSON of one request."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if key is not None:
+            request.add_header("Authorization", f"Bearer {key}")
+        try:
+            with urllib.request.urlopen(request, timeout=20) as answer:
+                return answer.status, {k.lower(): v for k, v in answer.headers.items()}, json.load(answer)
+        except urllib.error.HTTPError as exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.load(exc)
+
+    def generate_key(self, **fields) -> dict:
+        status, _, made = self.call("POST", "/key/generate", body=fields)
+        assert status == 200, made
+        return made
+
+    def client(self, key: str, max_retries: int = 0) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=max_retries, timeout=20)
+
+    def logs(self, query: str = "") -> list[dict]:
+        status, _, rows = self.call("GET", f"/spend/logs?limit=10000{query}")
+        assert status == 200, rows
+        return rows
+
+    def store_call(self, scenario):
+        """``scenario(Store)`` on the proxy's database, from the test (as another replica would)."""
+
+        async def main():
+            s = store.Store(self.database_url)
+            try:
+                return await scenario(s)
+            finally:
+                await s.close()
+
+        return asyncio.run(main())
+
+
+@contextlib.contextmanager
+def serving(database_url: str, aws: dict, **general):
+    config = proxy_config.parse({
+        "model_list": [
+            {"model_name": name, "litellm_params": {"model": NOVA, **aws, "max_retries": 0},
+             "model_info": {"id": f"{name}-a"}} for name in ("nova", "canvas")
+        ],
+        "general_settings": {"master_key": MASTER, "database_url": database_url, **general},
+    })  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="keys-proxy", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the proxy did not start"
+        time.sleep(0.005)
+    try:
+        yield Served(f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", database_url)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(autouse=True)
+def no_http_proxy(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def proxy(database_url, aws):
+    store.upgrade(database_url)
+    with serving(database_url, aws) as served:
+        yield served
+
+
+def wait_for(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# -- the key API ------------------------------------------------------------------------------------------------
+
+
+def test_the_key_api(proxy):
+    made = proxy.generate_key(key_alias="team-a", models=["nova"], max_budget=1.0, budget_duration="30d",
+                              duration="1h", rpm_limit=100, metadata={"team": "a"})  # fmt: skip
+    plaintext, token = made["key"], made["token"]
+    assert plaintext.startswith("sk-") and token == store.hash_key(plaintext)
+    assert (made["key_alias"], made["models"], made["max_budget"], made["rpm_limit"]) == ("team-a", ["nova"], 1.0, 100)
+    assert made["metadata"] == {"team": "a"} and made["spend"] == 0 and made["status"] == "active"
+    expires = datetime.datetime.fromisoformat(made["expires"]) - datetime.datetime.now(datetime.timezone.utc)
+    assert 3500 < expires.total_seconds() <= 3600
+    for given in (plaintext, token, "team-a"):  # the admin names it any way; the plaintext never comes back
+        status, _, answer = proxy.call("GET", "/key/info?" + urllib.parse.urlencode({"key": given}))
+        assert status == 200 and answer["info"]["token"] == token and answer["key"] == token
+        assert plaintext not in json.dumps(answer) and plaintext[3:] not in json.dumps(answer)
+    status, _, own = proxy.call("GET", "/key/info", key=plaintext)  # a key reads its own info
+    assert status == 200 and own["info"]["key_alias"] == "team-a" and plaintext not in json.dumps(own)
+
+    other = proxy.generate_key(key_alias="team-b")
+    status, _, answer = proxy.call("GET", f"/key/info?key={other['token']}", key=plaintext)
+    assert status == 403 and answer["error"]["type"] == "permission_error"
+    for key in (plaintext, None, "sk-wrong"):  # only the master key manages keys
+        status, _, answer = proxy.call("POST", "/key/generate", key=key, body={})
+        assert status == 401 and answer["error"]["type"] == "auth_error", key
+    status, _, answer = proxy.call("POST", "/key/generate", body={"max_budgt": 1, "models": ["nova"]})
+    assert status == 400 and answer["error"]["param"] == "max_budgt" and "max_budgt" in answer["error"]["message"]
+    for body, param in (({"budget_duration": "soon"}, "budget_duration"), ({"key_alias": "team-a"}, "key_alias"),
+                        ({"max_budget": -1}, "max_budget"), ({"models": "nova"}, "models")):  # fmt: skip
+        status, _, answer = proxy.call("POST", "/key/generate", body=body)
+        assert status == 400 and answer["error"]["param"] == param, body
+
+    status, _, listed = proxy.call("GET", "/key/list")
+    assert status == 200 and sorted(listed["keys"]) == sorted([token, other["token"]]) and listed["total_count"] == 2
+    status, _, listed = proxy.call("GET", "/key/list?return_full_object=true&key_alias=team-a")
+    assert [k["token"] for k in listed["keys"]] == [token] and plaintext not in json.dumps(listed)
+
+    status, _, updated = proxy.call("POST", "/key/update", body={"key": "team-a", "max_budget": 2.5})
+    assert status == 200 and updated["max_budget"] == 2.5 and updated["models"] == ["nova"]
+    assert updated["rpm_limit"] == 100 and updated["metadata"] == {"team": "a"} and plaintext not in json.dumps(updated)
+    status, _, answer = proxy.call("POST", "/key/update", body={"key": "team-a", "spend": 0})
+    assert status == 400 and answer["error"]["param"] == "spend"
+
+    status, _, answer = proxy.call("POST", "/key/delete", body={"key_aliases": ["team-a"]})
+    assert status == 200 and answer == {"deleted_keys": ["team-a"]}
+    assert proxy.call("GET", f"/key/info?key={token}")[0] == 404
+    with pytest.raises(openai.AuthenticationError):
+        proxy.client(plaintext).images.generate(model="nova", prompt="x")
+
+
+def test_refusals(proxy, emulator):
+    limited = proxy.generate_key(models=["nova"])["key"]
+    assert proxy.client(limited).images.generate(model="nova", prompt="x").data
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        proxy.client(limited).images.generate(model="canvas", prompt="x")
+    assert caught.value.status_code == 403 and caught.value.body["code"] == "key_model_access_denied"
+
+    with pytest.raises(openai.AuthenticationError) as caught:
+        proxy.client("sk-not-a-key-of-this-proxy").images.generate(model="nova", prompt="x")
+    assert caught.value.body["code"] == "invalid_api_key"
+    status, _, answer = proxy.call("POST", "/v1/images/generations", key=None, body={"model": "nova", "prompt": "x"})
+    assert status == 401 and answer["error"]["code"] == "missing_key"
+
+    expiring = proxy.generate_key(duration="1h")
+    assert proxy.client(expiring["key"]).images.generate(model="nova", prompt="x").data
+    past = store.now() - datetime.timedelta(seconds=1)
+    proxy.store_call(lambda s: s.update_key(expiring["token"], {"expires": past}))
+    with pytest.raises(openai.AuthenticationError) as caught:
+        proxy.client(expiring["key"]).images.generate(model="nova", prompt="x")
+    assert caught.value.body["code"] == "expired_key" and "expired" in caught.value.body["message"]
+
+    rpm = proxy.generate_key(rpm_limit=1)["key"]
+    for _ in range(3):  # three calls within a second: two of them share a minute, whatever the clock says
+        try:
+            proxy.client(rpm).images.generate(model="nova", prompt="x")
+        except openai.RateLimitError as exc:
+            assert exc.body["code"] == "rpm_limit" and "1 requests per minute" in exc.body["message"]
+            assert 1 <= int(exc.response.headers["retry-after"]) <= 60
+            break
+    else:
+        pytest.fail("the rpm limit was never hit")
+
+    budget = proxy.generate_key(key_alias="one-image", max_budget=0.04, budget_duration="1d")
+    client = proxy.client(budget["key"], max_retries=3)
+    assert client.images.generate(model="nova", prompt="x").data
+    reached = len(emulator.requests)
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="nova", prompt="x")
+    assert time.monotonic() - started < 0.5  # no backoff: not retried
+    error, headers = caught.value.body, caught.value.response.headers
+    assert caught.value.status_code == 429 and error["type"] == error["code"] == "budget_exceeded"
+    assert headers["x-should-retry"] == "false" and "retry-after" not in headers
+    reset = proxy.call("GET", "/key/info?key=one-image")[2]["info"]["budget_reset_at"]
+    assert f"resets at {reset}" in error["message"] and "spent 0.0400 of 0.0400 USD" in error["message"]
+    assert len(emulator.requests) == reached  # the refusal sent nothing...
+    assert [r["status_code"] for r in proxy.logs(f"&api_key={budget['token']}")] == [429, 200]  # ...once
+
+
+# -- spend logs -------------------------------------------------------------------------------------------------
+
+
+def send_and_hang_up(port: int, key: str, after: float) -> None:
+    body = json.dumps({"model": "canvas", "prompt": "x"}).encode()
+    head = (f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head.encode() + body)
+        time.sleep(after)
+
+
+def test_one_spend_row_per_request_whatever_happens(proxy, emulator):
+    made = proxy.generate_key(key_alias="spender", max_budget=0.2)
+    client = proxy.client(made["key"])
+    raw = client.images.with_raw_response.generate(model="nova", prompt="a lighthouse")  # success: 0.04
+    assert raw.status_code == 200 and float(raw.headers["x-gesso-response-cost"]) == pytest.approx(0.04)
+    filtered = client.images.generate(model="nova", prompt=f"a cat {BLOCK_SOME}", n=4)  # 0.16 held, 0.08 paid
+    assert len(filtered.data) == 2
+    edited = client.images.edit(model="canvas", image=("a.png", picture(512, 512), "image/png"), prompt="a door")
+    assert len(edited.data) == 1  # 0.04: spent 0.16 of 0.2
+    emulator.inject("error", count=1)
+    with pytest.raises(openai.InternalServerError):  # a provider error: its hold released
+        client.images.generate(model="nova", prompt="x")
+    with pytest.raises(openai.BadRequestError):  # refused before any budget is touched
+        client.images.generate(model="nova", prompt="x", extra_body={"cfgScale": 99})
+    emulator.inject("latency", seconds=1, count=1)
+    send_and_hang_up(int(proxy.url.rsplit(":", 1)[1]), made["key"], after=0.3)  # the client goes away
+    with pytest.raises(openai.RateLimitError):  # 0.16 + 0.08 > 0.2
+        client.images.generate(model="nova", prompt="x", n=2)
+    with pytest.raises(openai.AuthenticationError):  # no key: a row too, with no key on it
+        proxy.client("sk-wrong-key-entirely").images.generate(model="nova", prompt="x")
+
+    wait_for(lambda: len(proxy.logs()) == 8, 5)
+    rows = proxy.logs(f"&api_key={made['key']}")
+    assert [(r["status"], r["status_code"], r["images"]) for r in reversed(rows)] == [
+        ("success", 200, 1), ("success", 200, 2), ("success", 200, 1), ("failure", 502, 0),
+        ("failure", 400, 0), ("cancelled", 499, 0), ("failure", 429, 0),
+    ]  # fmt: skip
+    assert [r["error_type"] for r in reversed(rows)][3:] == [
+        "api_error",
+        "invalid_request_error",
+        "client_disconnected",
+        "budget_exceeded",
+    ]
+    assert {r["token_hash"] for r in rows} == {made["token"]} and {r["key_alias"] for r in rows} == {"spender"}
+    assert rows[-1]["deployment"] == "nova-a" and rows[-1]["model_id"] == NOVA and rows[-1]["latency_ms"] > 0
+    assert sum(r["cost"] for r in rows) == pytest.approx(0.16)
+    info = proxy.call("GET", "/key/info?key=spender")[2]["info"]
+    assert info["spend"] == pytest.approx(0.16)
+    assert proxy.store_call(lambda s: s.get_key(made["token"])).reserved == pytest.approx(0.0, abs=1e-9)
+
+    async def every_row(s):
+        async with s.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(store.spend_logs.select())).all()]
+
+    everything = proxy.store_call(every_row)
+    assert len(everything) == 8
+    for row in everything:
+        for column, value in row.items():
+            assert not BASE64_RUN.search(str(value)), (column, str(value)[:80])
+        assert row["prompt"] is None  # store_prompts is off
+
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    assert [r["model_name"] for r in proxy.logs("&model=canvas")] == ["canvas", "canvas"]
+    assert len(proxy.logs(f"&start_date={today}&end_date={today}")) == 8
+    assert proxy.logs(f"&end_date={today - datetime.timedelta(days=1)}") == []
+    assert proxy.logs(f"&start_date={today + datetime.timedelta(days=1)}") == []
+    assert proxy.call("GET", "/spend/logs?start_date=yesterday")[0] == 400
+    assert proxy.call("GET", "/spend/logs", key=made["key"])[0] == 401
+    status, _, report = proxy.call("GET", f"/spend/report?start_date={today}")
+    assert status == 200 and report["total"] == {"requests": 8, "images": 4, "cost": pytest.approx(0.16)}
+    mine = {r["model_name"]: r for r in report["rows"] if r["key_alias"] == "spender"}
+    assert (mine["nova"]["requests"], mine["nova"]["images"], mine["nova"]["cost"]) == (5, 3, pytest.approx(0.12))
+    assert (mine["canvas"]["requests"], mine["canvas"]["images"], mine["canvas"]["day"]) == (2, 1, str(today))
+
+
+def test_prompts_are_stored_only_with_store_prompts(database_url, aws):
+    store.upgrade(database_url)
+    for store_prompts in (False, True):
+        with serving(database_url, aws, store_prompts=store_prompts) as served:
+            served.client(MASTER).images.generate(model="nova", prompt=f"a lighthouse, stored={store_prompts}")
+    with serving(database_url, aws) as served:
+        prompts = [r["prompt"] for r in reversed(served.logs())]
+    assert prompts == [None, "a lighthouse, stored=True"]
+
+
+# -- the command line -------------------------------------------------------------------------------------------
+
+
+def gesso(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gesso", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+@pytest.mark.slow  # starts subprocesses
+def test_gesso_db_upgrade_and_gesso_keys(database_url, aws):
+    upgraded = gesso("db", "upgrade", "--database-url", database_url)
+    assert upgraded.returncode == 0 and "newest schema" in upgraded.stdout, upgraded.stderr
+    with serving(database_url, aws) as served:
+        env = {"GESSO_MASTER_KEY": MASTER, "GESSO_PROXY_URL": served.url}
+        made = gesso("keys", "generate", "--alias", "cli", "--models", "nova,canvas", "--max-budget", "1.5",
+                     "--budget-duration", "30d", "--rpm-limit", "10", "--metadata", '{"team": "cli"}', env=env)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        key = json.loads(made.stdout)
+        assert key["key"].startswith("sk-") and key["models"] == ["nova", "canvas"] and key["max_budget"] == 1.5
+        assert served.client(key["key"]).images.generate(model="canvas", prompt="x").data
+        listed = gesso("keys", "list", env=env)
+        assert listed.returncode == 0 and [k["key_alias"] for k in json.loads(listed.stdout)["keys"]] == ["cli"]
+        info = gesso("keys", "info", "cli", env=env)
+        assert info.returncode == 0 and key["key"] not in info.stdout
+        assert json.loads(info.stdout)["info"]["spend"] == pytest.approx(0.04)
+        deleted = gesso("keys", "delete", "cli", env=env)
+        assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"deleted_keys": ["cli"]}
+        gone = gesso("keys", "info", "cli", env=env)
+        assert gone.returncode == 1 and "404" in gone.stderr
+        refused = gesso("keys", "list", env={**env, "GESSO_MASTER_KEY": "sk-not-the-master"})
+        assert refused.returncode == 1 and "401" in refused.stderr
