@@ -554,16 +554,28 @@ def main() -> int:
                          for name, (port, pid) in big_sides.items()}  # fmt: skip
         set_latency(emulator_url, 0)
         report["emulator_stats"] = control(emulator_url, "GET", "/_gesso/stats")
+        report["spend_report"] = spend_report(gesso_port)
     report["seconds"] = time.monotonic() - started
     report["other_load"] = OTHER.report()
     report["args"] = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
     report["litellm_note"] = litellm_note
 
     print_table(report, args)
+    total = report["spend_report"]["total"]
+    print(f"gesso's /spend/report after the run (SQLite beside the config): {json.dumps(total)}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def spend_report(port: int) -> dict:
+    """gesso's own account of the run: its spend rows' totals (every request the benchmark sent wrote one)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/spend/report", headers={"Authorization": f"Bearer {MASTER_KEY}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.load(answer)
 
 
 def print_table(report: dict, args: argparse.Namespace) -> None:

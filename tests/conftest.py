@@ -114,3 +114,18 @@ def database_url(request, tmp_path) -> Iterator[str]:
     finally:
         # FORCE (PostgreSQL 13+): connections a failed test left open must not keep the database alive
         asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="module")
+def sts():
+    """moto's STS on loopback: it hands an assumed role a fresh secret key and session token."""
+    from helpers import moto_server
+
+    yield from moto_server()
+
+
+@pytest.fixture
+def open_emulator():
+    """An emulator that accepts any well-formed signature (STS issues keys it cannot know)."""
+    with Emulator(port=0) as emu:
+        yield emu

@@ -10,23 +10,9 @@ import pytest
 import gesso
 from gesso.errors import AuthenticationError, InvalidRequestError
 from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
-from helpers import moto_server
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/gesso-image-role"
-
-
-@pytest.fixture(scope="module")
-def sts():
-    """moto's STS on loopback."""
-    yield from moto_server()
-
-
-@pytest.fixture
-def open_emulator():
-    """An emulator that accepts any well-formed signature (STS issues keys it cannot know)."""
-    with Emulator(port=0) as emu:
-        yield emu
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -27,7 +26,7 @@ from gesso.proxy import config as proxy_config
 from gesso.proxy import store
 from gesso.proxy.app import build_app
 from gesso_bedrock.emulator import BLOCK_SOME
-from helpers import picture
+from helpers import picture, uvicorn_running
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 MASTER = "sk-keys-test-master-key"
@@ -86,20 +85,9 @@ def serving(database_url: str, aws: dict, **general):
         ],
         "general_settings": {"master_key": MASTER, "database_url": database_url, **general},
     })  # fmt: skip
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="keys-proxy", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the proxy did not start"
-        time.sleep(0.005)
-    try:
-        yield Served(f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}", database_url)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    served = uvicorn.Config(build_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    for port in uvicorn_running(served):
+        yield Served(f"http://127.0.0.1:{port}", database_url)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import json
 import logging
 import socket
 import subprocess
-import threading
 import time
 
 import openai
@@ -26,7 +25,7 @@ from gesso.proxy import config as proxy_config
 from gesso.proxy.app import build_app
 from gesso_bedrock import transport
 from gesso_bedrock.emulator import BLOCK_INPUT, EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
-from helpers import picture
+from helpers import picture, uvicorn_running
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 MASTER_KEY = "sk-proxy-test-master"
@@ -64,20 +63,9 @@ def serving(config: proxy_config.ProxyConfig, overrides=None):
     """The app of ``config`` on uvicorn, on a free loopback port, until the block ends."""
     app = build_app(config, overrides)
     # log_config=None: uvicorn's loggers propagate, so a test can see what it logs (caplog)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, name="proxy-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the proxy did not start"
-        time.sleep(0.005)
-    try:
-        yield Served(app, server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, lifespan="off")
+    for port in uvicorn_running(config):
+        yield Served(app, port)
 
 
 def aws(emulator: Emulator) -> dict:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import datetime
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,8 +26,10 @@ import attrs
 from gesso import operations, options, output, params, plugins, redact
 from gesso.errors import (
     ContentFilteredError,
+    GessoError,
     InvalidRequestError,
     ModelLifecycleWarning,
+    PluginHookError,
     ProviderError,
     Violation,
 )
@@ -57,6 +61,7 @@ class _Call:
     prepared: PreparedRequest
     hooks: Any  # the stage hooks, routed to the plugins that own the model
     plan: output.Output = output.NONE  # the images' format and store
+    deadline: float | None = None  # seconds one gesso_invoke may run (Provider.deadline); None: unlimited
 
 
 def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
@@ -132,7 +137,11 @@ def quote(
 ) -> float | None:
     """The price in USD of a call before it is made (``None`` when the model has no price): the call is
     checked and prepared exactly as :func:`image_generation` (or ``operation`` ``"edit"``/``"variation"``)
-    would, then priced as if every image asked for came back. Nothing is sent."""
+    would, then priced as if every image asked for came back. Nothing is sent. For a generation, ``image`` and
+    ``mask`` are the model's own parameters of those names, as in :func:`image_generation`."""
+    if operation == "generate":  # as image_generation takes them: a family's own parameters of those names
+        kwargs.update({k: v for k, v in (("image", image), ("mask", mask)) if v is not None})
+        image = mask = None
     call = _prepare(model, prompt, kwargs, operation=operation, images=image, mask=mask)
     size = call.prepared.size
     asked = ImageResponse(
@@ -235,7 +244,7 @@ def _prepare(
         )
     if request.user:
         logger.debug("gesso call for user %s to %s", request.user, model_name)
-    return _Call(request, prepared, hooks, plan)
+    return _Call(request, prepared, hooks, plan, provider.deadline(target))
 
 
 def _check_operation(registry: Registry, model: Model, model_name: str, operation: str, mask: Any) -> None:
@@ -260,8 +269,11 @@ _lifecycle_warned: set[str] = set()
 
 
 def _warn_lifecycle(model: Model, provider: Provider, registry: Registry) -> None:
-    """Once per process and model: say that it is Legacy or retired, when, and what to use instead."""
+    """Once per process and model: say that it is Legacy or retired, when, and what to use instead
+    (``GESSO_NO_LIFECYCLE_WARNINGS=1`` silences it)."""
     _lifecycle_warned.add(model.id)
+    if os.environ.get("GESSO_NO_LIFECYCLE_WARNINGS", "").strip() not in ("", "0"):
+        return
     life = model.lifecycle
     when = life.end_of_life
     where = provider.lifecycle_status(model)
@@ -289,17 +301,66 @@ async def _ainvoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
     pending = call.hooks.gesso_ainvoke(request=call.request, invocation=invocation)
     if pending is None:  # the provider has no async transport: its sync one, on a thread
         return await asyncio.get_running_loop().run_in_executor(_async_executor(), _invoke, call, body)
-    return await pending
+    try:
+        if call.deadline is None:
+            return await pending
+        if sys.version_info >= (3, 11):  # asyncio.wait_for can lose a cancellation before 3.12 (see the proxy)
+            async with asyncio.timeout(call.deadline):
+                return await pending
+        return await asyncio.wait_for(pending, call.deadline)  # pragma: no cover - Python 3.10
+    except GessoError:
+        raise
+    except (TimeoutError, asyncio.TimeoutError) as exc:  # the deadline: the hook's coroutines were cancelled
+        cancelled = exc.__cause__ or exc.__context__
+        raise _hung(call, "gesso_ainvoke", cancelled.__traceback__ if cancelled else None) from None
+    except Exception as exc:  # a wrapper's awaitable (the hooks' own are guarded)
+        raise plugins.hook_failed("gesso_ainvoke", exc) from exc
 
 
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
     invocation = _invocation(call, body)
-    raw = call.hooks.gesso_invoke(request=call.request, invocation=invocation)
+    if call.deadline is None or call.hooks.own_invoke:  # the provider's own transport bounds its calls
+        raw = call.hooks.gesso_invoke(request=call.request, invocation=invocation)
+    else:
+        raw = _within_deadline(call, lambda: call.hooks.gesso_invoke(request=call.request, invocation=invocation))
     if raw is None:
         raise ProviderError(
             f"No installed plugin sends requests to provider {invocation.provider!r}", model=call.request.model_name
         )
     return raw
+
+
+def _within_deadline(call: _Call, invoke: Any) -> Any:
+    """``invoke()`` on a thread of its own, waited for at most the call's deadline from when it starts: a hook
+    that hangs fails the call (its thread is abandoned) rather than blocking the caller for ever."""
+    started = threading.Event()
+    thread: list[int] = []
+
+    def run() -> Any:
+        thread.append(threading.get_ident())
+        started.set()
+        return invoke()
+
+    future = _executor("hooks").submit(contextvars.copy_context().run, run)
+    assert call.deadline is not None
+    if not started.wait(call.deadline) and future.cancel():
+        raise PluginHookError(
+            f"gesso_invoke could not start within {call.deadline:g} s: every hook thread is held by a call that "
+            "hangs", plugin=None, hook="gesso_invoke", model=call.request.model_name,
+        )  # fmt: skip
+    try:
+        return future.result(timeout=call.deadline)
+    except concurrent.futures.TimeoutError:
+        raise _hung(call, "gesso_invoke", sys._current_frames().get(thread[0]) if thread else None) from None
+
+
+def _hung(call: _Call, hook: str, where: Any) -> PluginHookError:
+    plugin = plugins.culprit(hook, where)
+    who = f"The gesso plugin {plugin!r}" if plugin else "A gesso plugin"
+    return PluginHookError(
+        f"{who} hangs in {hook}: the call did not return within its deadline of {call.deadline:g} s (its timeouts "
+        "and retries) and was abandoned", plugin=plugin, hook=hook, model=call.request.model_name,
+    )  # fmt: skip
 
 
 def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:

@@ -222,6 +222,19 @@ class PluginConflictError(PluginError):
         )
 
 
+class PluginHookError(ProviderError):
+    """A plugin's hook failed the call (502): it raised an exception that is no :class:`GessoError`, answered
+    with the wrong type, or was still running past the call's deadline. ``plugin`` names the plugin (its
+    distribution, or the name it was registered under; ``None`` when it cannot be told) and ``hook`` the hook."""
+
+    default_code = "plugin_failed"
+
+    def __init__(self, message: str, *, plugin: str | None, hook: str, model: str | None = None) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        super().__init__(message, model=model)
+
+
 class ModelLifecycleWarning(UserWarning):
     """Warned once per process and model when a Legacy or end-of-life model is used."""
 
@@ -241,6 +254,7 @@ __all__ = [
     "PermissionDeniedError",
     "PluginConflictError",
     "PluginError",
+    "PluginHookError",
     "ProviderError",
     "RateLimitError",
     "RequestTimeoutError",

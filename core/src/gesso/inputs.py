@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import pathlib
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,8 +36,25 @@ class ImageInput:
     info: ImageInfo
 
 
+#: ``http://``, ``https://``, ``file://``, ``s3://``...: no image is ever fetched from a URL a caller gives (a
+#: server running gesso would otherwise fetch whatever its callers name: server-side request forgery)
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}://")
+
+
+def _url(scheme: str) -> str:
+    return (
+        f"is a URL ({scheme}//...); gesso never fetches images from URLs: give the image itself (bytes, a "
+        "pathlib.Path, base64 text or a data: URL)"
+    )
+
+
 def load(value: Any, where: str) -> tuple[ImageInput | None, list[Violation]]:
-    """Turn a caller's image value into an :class:`ImageInput`, or say why it cannot be one."""
+    """Turn a caller's image value into an :class:`ImageInput`, or say why it cannot be one. A URL is refused,
+    never fetched."""
+    if isinstance(value, (str, bytes, bytearray)):
+        found = _URL_RE.match(value if isinstance(value, str) else bytes(value[:20]).decode("latin-1"))
+        if found:
+            return None, [Violation(where, _url(found.group()[:-2]))]
     if isinstance(value, pathlib.PurePath):
         try:
             data = pathlib.Path(value).read_bytes()

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from gesso.errors import Violation
-from gesso.inputs import load
+from gesso.inputs import MAX_DECODED_PIXELS, load
 
 BLACK, WHITE = "black", "white"
 
@@ -74,6 +74,9 @@ def family_mask(mask: Any, *, edit: str, where: str = "mask") -> tuple[FamilyMas
     loaded, problems = load(mask, where)
     if loaded is None:
         return None, problems
+    width, height = loaded.info.width, loaded.info.height
+    if width * height > MAX_DECODED_PIXELS:  # from its header, before decoding: a small file can declare a huge image
+        return None, [Violation(where, f"is too large to check: {width}x{height} pixels (at most 4096x4096)")]
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - families that take masks install Pillow

@@ -13,26 +13,35 @@ Stage hooks are routed: a call's ``gesso_transform_request``, ``gesso_parse_resp
 ``gesso_calculate_cost`` reach the plugin that registered its model and no other model-registering
 plugin, and ``gesso_invoke`` reaches its provider's plugin and no other provider's. Plugins that register
 neither (wrappers that record, replay or time calls) see every call.
+
+A stage hook that fails is reported by the plugin's name, never as a bare traceback: an implementation that
+raises an exception that is no :class:`~gesso.errors.GessoError`, or returns the wrong type, fails the call with
+a :class:`~gesso.errors.PluginHookError` naming its plugin (:func:`culprit` finds the plugin of a hook that hangs
+or whose wrapper raises).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import inspect
 import logging
+import math
 import os
 import re
 import threading
+import types
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import pluggy
 
-from gesso import hookspecs
-from gesso.errors import PluginConflictError
+from gesso import hookspecs, redact
+from gesso.errors import GessoError, PluginConflictError, PluginHookError
 from gesso.provider import Provider
 from gesso.registry import Registry
-from gesso.types import Model
+from gesso.types import Model, ParsedResponse, PreparedRequest, RawResponse
 
 logger = logging.getLogger("gesso.plugins")
 
@@ -119,6 +128,11 @@ class _State:
         except Exception as exc:
             self._record_failure(info, f"registration failed: {type(exc).__name__}: {exc}")
             return
+        for caller in self.manager.get_hookcallers(plugin) or []:
+            if caller.name in STAGES:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        _guard(impl, caller.name)
         info.plugin = plugin
         self.plugins.append(info)
         self.registry = None
@@ -192,7 +206,11 @@ class _State:
                 if i.plugin is not None
                 and ((i.families and i is not owner) or (i.providers and i is not provider and i is not owner))
             ]
-            relay = _Relay({stage: self.manager.subset_hook_caller(stage, others) for stage in STAGES})
+            relay = _Relay({stage: _caught(stage, self.manager.subset_hook_caller(stage, others)) for stage in STAGES})
+            # a call sent only by provider plugins (which bound their own calls with timeouts) needs no watchdog
+            # thread; one that a family or third-party plugin takes part in gets one (its hook may hang)
+            invokers = {impl.plugin for impl in self.manager.subset_hook_caller("gesso_invoke", others).get_hookimpls()}
+            relay.own_invoke = invokers <= {i.plugin for i in self.plugins if i.builtin and i.plugin is not None}
             self._routes[key] = relay
         return relay
 
@@ -200,8 +218,134 @@ class _State:
 class _Relay:
     """Attribute access to routed hook callers: ``relay.gesso_invoke(...)``."""
 
+    own_invoke = False  # only the provider's own plugin sends the call
+
     def __init__(self, callers: dict[str, Any]) -> None:
         self.__dict__.update(callers)
+
+
+#: what each stage hook may answer besides ``None`` (gesso_ainvoke: an awaitable of a RawResponse)
+_ANSWERS: dict[str, Any] = {
+    "gesso_transform_request": PreparedRequest,
+    "gesso_invoke": RawResponse,
+    "gesso_ainvoke": RawResponse,
+    "gesso_parse_response": ParsedResponse,
+    "gesso_calculate_cost": (int, float),
+}
+
+
+def _guard(impl: pluggy.HookImpl, hook: str) -> None:
+    """Make one stage hook implementation fail as a :class:`PluginHookError` naming its plugin when it raises
+    something that is no GessoError or answers with the wrong type. Wrappers are left as they are (what they
+    raise is named by :func:`culprit`); pluggy calls ``impl.function``, so the guard replaces it, once."""
+    function = impl.function
+    if impl.wrapper or impl.hookwrapper or hasattr(function, "__gesso_guarded__"):
+        return
+    plugin = impl.plugin_name
+
+    def failed(what: str) -> PluginHookError:
+        return PluginHookError(f"The gesso plugin {plugin!r} failed in {hook}: {what}", plugin=plugin, hook=hook)
+
+    def raised(exc: Exception) -> PluginHookError:
+        return failed(f"it raised {type(exc).__name__}: {redact.redact(str(exc))[:300]}")
+
+    def check(result: Any) -> Any:
+        expected = _ANSWERS[hook]
+        if hook == "gesso_calculate_cost":
+            if isinstance(result, bool) or not isinstance(result, expected) or not math.isfinite(result) or result < 0:
+                raise failed(f"it answered {_shown(result)}, not a cost in USD (a number, 0 or more)")
+        elif not isinstance(result, expected):
+            raise failed(f"it answered {_shown(result)}, not a {expected.__module__}.{expected.__name__}")
+        return result
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = function(*args, **kwargs)
+        except GessoError:
+            raise
+        except Exception as exc:
+            raise raised(exc) from exc
+        if result is None:
+            return None
+        if hook == "gesso_ainvoke":
+            if not inspect.isawaitable(result):
+                raise failed(f"it answered {_shown(result)}, not an awaitable (write the hook as async def)")
+            return _awaited(result, plugin, raised, check)
+        return check(result)
+
+    guarded.__wrapped__ = function  # type: ignore[attr-defined]
+    guarded.__gesso_guarded__ = True  # type: ignore[attr-defined]
+    impl.function = guarded  # type: ignore[misc]
+
+
+async def _awaited(pending: Any, plugin: str, raised: Any, check: Any) -> Any:
+    """A guarded ``gesso_ainvoke``'s awaitable (its frame names ``plugin``, for :func:`culprit`)."""
+    try:
+        result = await pending
+    except GessoError:
+        raise
+    except Exception as exc:
+        raise raised(exc) from exc
+    return check(result)
+
+
+def _caught(hook: str, caller: Any) -> Any:
+    """``caller`` (a routed hook), whose exceptions that are no GessoError (a wrapper's: the others are guarded)
+    become a :class:`PluginHookError` naming the plugin that raised."""
+
+    def call(**kwargs: Any) -> Any:
+        try:
+            return caller(**kwargs)
+        except GessoError:
+            raise
+        except Exception as exc:
+            raise hook_failed(hook, exc) from exc
+
+    call.get_hookimpls = caller.get_hookimpls  # type: ignore[attr-defined]
+    return call
+
+
+def hook_failed(hook: str, exc: BaseException) -> PluginHookError:
+    """The error for ``exc``, raised by an implementation of ``hook`` (found in its traceback)."""
+    plugin = culprit(hook, exc.__traceback__)
+    who = f"The gesso plugin {plugin!r}" if plugin else "A gesso plugin"
+    what = f"{type(exc).__name__}: {redact.redact(str(exc))[:300]}"
+    return PluginHookError(f"{who} failed in {hook}: it raised {what}", plugin=plugin, hook=hook)
+
+
+def _shown(value: Any) -> str:
+    return f"a {type(value).__name__} ({redact.redact(repr(value))[:80]})"
+
+
+def _code(function: Any) -> types.CodeType | None:
+    function = getattr(function, "__wrapped__", function)
+    return getattr(getattr(function, "__func__", function), "__code__", None)
+
+
+def culprit(hook: str, where: types.TracebackType | types.FrameType | None) -> str | None:
+    """The plugin whose implementation of ``hook`` is innermost in a traceback (what raised) or in a running
+    thread's frames (what hangs); ``None`` when no implementation of it is there."""
+    impls = getattr(get_plugin_manager().hook, hook).get_hookimpls()
+    owners = {_code(impl.function): impl.plugin_name for impl in impls}
+    for frame in _innermost_first(where):
+        if frame.f_code in owners:
+            return owners[frame.f_code]
+        if frame.f_code is _awaited.__code__:  # the awaitable a guarded gesso_ainvoke answered
+            return frame.f_locals.get("plugin")
+    return None
+
+
+def _innermost_first(where: types.TracebackType | types.FrameType | None) -> Iterator[types.FrameType]:
+    if isinstance(where, types.TracebackType):
+        frames = []
+        while where is not None:
+            frames.append(where.tb_frame)
+            where = where.tb_next
+        yield from reversed(frames)
+        return
+    while where is not None:
+        yield where
+        where = where.f_back
 
 
 _lock = threading.RLock()

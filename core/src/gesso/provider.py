@@ -101,6 +101,12 @@ class Provider:
         """Checks of the model and options together, once each is valid on its own (raise
         :class:`~gesso.errors.InvalidRequestError`)."""
 
+    def deadline(self, target: Any) -> float | None:
+        """The most seconds one ``gesso_invoke`` of ``target`` takes when every plugin behaves: its timeouts,
+        retries and the waits between them. gesso abandons a call still running after it and fails it with a
+        :class:`~gesso.errors.PluginHookError` naming the plugin that hangs. ``None`` (the default): no limit."""
+        return None
+
     def usable_ids(self, model: Model) -> tuple[str, ...]:
         """The ids a caller can use for ``model`` (listed by ``gesso models`` and in errors)."""
         return model.ids

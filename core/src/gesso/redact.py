@@ -8,7 +8,10 @@ any handler or filter sees it. Records are only made for enabled levels, so this
 logging is off.
 
 What is redacted: every secret gesso was given (:func:`remember`), credential header values
-(``Authorization``, session tokens), ``user:password@`` in URLs, and base64 runs longer than 64 characters.
+(``Authorization``, session tokens), credential fields by name wherever a library logs them (STS's XML
+``<SecretAccessKey>``, the instance and container metadata's JSON ``"Token"``, ``aws_secret_access_key=...``:
+values gesso was never given, such as the keys an assumed role gets), ``user:password@`` in URLs, and base64
+runs longer than 64 characters.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ _HEADER_RE = re.compile(
     r"(?i)((?:authorization|x-[a-z-]*security-token)['\"]?\s*[:=]\s*b?['\"]?)(?:bearer\s+)?[^'\",}\s]+"
 )
 _USERINFO_RE = re.compile(r"(?<=://)[^/@\s'\"]*@")
+#: provider libraries log a token service's answers (an assumed role's secret key and session token) at DEBUG
+_XML_FIELD_RE = re.compile(r"(?i)(<(?:SecretAccessKey|SecretKey|SessionToken)>)[^<]*")
+#: "SecretAccessKey": "...", aws_session_token=..., "Token": "..." (quoted only), as JSON, Python reprs or kwargs
+_FIELD_RE = re.compile(
+    r"""(?i)((?<![\w-])['"]?(?:aws_)?(?:secret_?access_?key|secret_?key|session_?token)['"]?\s*[:=]\s*b?['"]?"""
+    r"""|['"]token['"]\s*:\s*b?['"])(?!b['"])[^'",}\s<)]+"""
+)
 
 _secrets: dict[str, None] = {}
 _lock = threading.Lock()
@@ -54,6 +64,8 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "<redacted>")
     text = _HEADER_RE.sub(r"\1<redacted>", text)
+    text = _XML_FIELD_RE.sub(r"\1<redacted>", text)
+    text = _FIELD_RE.sub(r"\1<redacted>", text)
     text = _USERINFO_RE.sub("***@", text)
     return _BASE64_RE.sub(lambda m: f"<{len(m.group())} base64 chars>", text)
 

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import math
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -38,6 +39,8 @@ logger = logging.getLogger("gesso.proxy")
 OPENAI_FIELDS = ("n", "size", "quality", "response_format", "style", "user")
 #: form fields that stay text (everything else in a multipart form is read as JSON when it parses as JSON)
 TEXT_FIELDS = frozenset(("model", "prompt", "size", "quality", "response_format", "style", "user"))
+#: seconds a request body may take to arrive, once its headers have: 50 MB (the default size limit) at 0.5 MB/s
+BODY_TIMEOUT = 100.0
 OPERATIONS = {
     "generate": api.aimage_generation,
     "edit": api.aimage_edit,
@@ -119,6 +122,8 @@ class Proxy:
                 {*(provider.options if provider is not None else ()), "timeout", "model"}
             )
         self.started = time.time()
+        #: seconds a request body may take to arrive (its head's deadline is the HTTP protocol's: gesso.proxy.guard)
+        self.body_timeout = BODY_TIMEOUT
         self.store = store.Store(config.database_url) if config.database_url else None
 
     # -- auth -------------------------------------------------------------------------------------------
@@ -333,19 +338,34 @@ class Proxy:
                 raise ProxyError(400, "Content-Length must be a number", type="invalid_request_error")
             if int(declared) > limit:
                 raise _too_large(limit)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        from starlette.requests import ClientDisconnect
+
+        async def read() -> bytes:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:  # a stalled or trickling client is not waited for
+            if sys.version_info >= (3, 11):  # (asyncio.wait_for can lose a cancellation before 3.12)
+                async with asyncio.timeout(self.body_timeout):
+                    return await read()
+            return await asyncio.wait_for(read(), self.body_timeout)  # pragma: no cover - Python 3.10
+        except (TimeoutError, asyncio.TimeoutError):
+            raise ProxyError(408, f"The request body did not arrive within {self.body_timeout:g} s",
+                             type="invalid_request_error", code="request_timeout",
+                             headers={"connection": "close"}) from None  # fmt: skip
+        except ClientDisconnect:  # gone before its body arrived: nothing to answer, and not the proxy's fault
+            raise ClientGone from None
 
     async def _json(self, request: Request) -> dict[str, Any]:
         body = await self._body(request)
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (RecursionError: nested too deep)
             raise ProxyError(400, f"The body is not valid JSON: {exc}", type="invalid_request_error",
                              code="invalid_json") from None  # fmt: skip
         if not isinstance(data, dict):
@@ -452,7 +472,7 @@ def _form_value(value: str) -> Any:
     if text[:1] in "{[-0123456789" or text in ("true", "false", "null"):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return value
     return value
 

@@ -194,7 +194,7 @@ async def _body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
     raw = await request.body()
     try:
         body = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deep)
         raise _error(400, f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _error(400, "The body must be a JSON object")

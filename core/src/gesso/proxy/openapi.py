@@ -183,6 +183,10 @@ def _key_paths() -> dict[str, Any]:
                 "description": "An error in OpenAI's shape",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
+        found["501"] = {
+            "description": "This proxy has no database (general_settings.database_url), so no keys",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
         return found
 
     def query(*names: str) -> list[dict[str, Any]]:

@@ -110,9 +110,13 @@ def tune_gc() -> None:
 def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]]) -> None:
     import uvicorn
 
+    from gesso.proxy.guard import GuardedHttpToolsProtocol
+
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # the protocol: uvicorn's httptools one with a size limit and a deadline for each request's headers
     options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
-                               "access_log": False, "timeout_graceful_shutdown": 5}  # fmt: skip
+                               "access_log": False, "timeout_graceful_shutdown": 5,
+                               "http": GuardedHttpToolsProtocol}  # fmt: skip
     print(f"gesso: serving {len(config.model_names)} model names on http://{args.host}:{args.port}", file=sys.stderr)
     if args.workers > 1:
         os.environ[ENV_CONFIG] = os.path.abspath(args.config)

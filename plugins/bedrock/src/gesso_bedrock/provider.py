@@ -167,6 +167,11 @@ class Bedrock(Provider):
     def habit(self, key: str) -> str | None:
         return options.habit(key)
 
+    def deadline(self, target: Any) -> float | None:
+        from gesso_bedrock import transport
+
+        return transport.deadline(target)
+
     def secrets(self, opts: Mapping[str, Any]) -> Iterable[str | None]:
         return [opts.get(name) for name in options.SECRET_OPTIONS]
 

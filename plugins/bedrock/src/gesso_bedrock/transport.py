@@ -164,6 +164,18 @@ def _retryable(error: errors.GessoError) -> bool:
     return False
 
 
+def deadline(target: Target) -> float:
+    """The most seconds one call of ``target`` takes when nothing hangs: each attempt's connect and read timeouts
+    and the longest waits between them (within the retry budget), and one attempt more for resolving credentials
+    and waiting for a connection slot. gesso's core abandons an invoke hook still running after it."""
+    read = target.timeout or DEFAULT_READ_TIMEOUT
+    attempt = read + (target.connect_timeout or min(read, DEFAULT_CONNECT_TIMEOUT))
+    retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
+    budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
+    waits = sum(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(n, 32)) for n in range(retries))
+    return (retries + 2) * attempt + min(waits, budget)
+
+
 def backoff(attempt: int) -> float:
     """Full jitter: a uniform wait in [0, min(cap, base * 2**(attempt-1))] seconds."""
     return _random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt - 1, 32)))

@@ -1,7 +1,8 @@
 """The emulator's HTTP/1.1 server, on asyncio: it holds thousands of open requests with injected latency on
 one thread (a latency is an ``asyncio.sleep``, not a blocked thread), and runs each model's emulation on a
 bounded thread pool (emulations are synchronous, and a test's may block on purpose). Keep-alive
-connections, ``Content-Length`` bodies (up to InvokeModel's 25,000,000 bytes), optional TLS.
+connections (idle ones are kept), ``Content-Length`` bodies (up to InvokeModel's 25,000,000 bytes), a request
+that stalls once begun answered 408 after ``READ_TIMEOUT`` seconds, optional TLS.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import socket
 import ssl
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,8 @@ logger = logging.getLogger("gesso.emulator")
 
 MAX_BODY = 25_000_000
 MAX_HEAD = 64 * 1024
+#: seconds the rest of a request's headers, and then its body, may take to arrive once it has begun
+READ_TIMEOUT = 30.0
 #: pending connections the kernel queues (asyncio.start_server would reset a given socket's to 100)
 BACKLOG = 4096
 _REASONS = {
@@ -109,11 +113,15 @@ class Server:
     async def _request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Answer one request; whether the connection stays open for another."""
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            first = await reader.readexactly(1)  # an idle keep-alive connection waits here, for as long as it likes
+            head = first + await _within(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
         except asyncio.IncompleteReadError:
             return False
         except asyncio.LimitOverrunError:
             await self._refuse(writer, 431, "The request headers are too large.")
+            return False
+        except asyncio.TimeoutError:  # a request begun must arrive: a stalled or trickling client is let go
+            await self._refuse(writer, 408, f"The request headers did not arrive within {READ_TIMEOUT:g} s.")
             return False
         line, *fields = head.decode("latin-1").split("\r\n")
         parts = line.split(" ")
@@ -136,7 +144,11 @@ class Server:
         if length > MAX_BODY:
             await self._refuse(writer, 413, f"The request body may be at most {MAX_BODY} bytes.")
             return False
-        body = await reader.readexactly(length) if length else b""
+        try:
+            body = await _within(reader.readexactly(length), READ_TIMEOUT) if length else b""
+        except asyncio.TimeoutError:
+            await self._refuse(writer, 408, f"The request body did not arrive within {READ_TIMEOUT:g} s.")
+            return False
         status, out, payload = await self.emulator.handle_async(method, target, headers, body, pool=self.pool)
         keep = version == "HTTP/1.1" and (headers.get("Connection") or "").lower() != "close"
         await self._write(writer, status, out, payload, keep=keep)
@@ -158,6 +170,14 @@ class Server:
         lines += [f"Content-Length: {len(payload)}", f"Connection: {'keep-alive' if keep else 'close'}", "", ""]
         writer.write("\r\n".join(lines).encode("latin-1") + payload)
         await writer.drain()
+
+
+async def _within(reading: Any, seconds: float) -> Any:
+    """``reading`` awaited for at most ``seconds`` (``asyncio.timeout`` where there is one: no task per read)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await reading
+    return await asyncio.wait_for(reading, seconds)  # pragma: no cover - Python 3.10
 
 
 def address(server: Server) -> tuple[Any, int]:
