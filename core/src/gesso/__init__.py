@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         image_generation,
         image_variation,
     )
+    from gesso.bulk import batch
     from gesso.hookspecs import hookimpl
     from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin
     from gesso.provider import Provider
@@ -40,6 +41,7 @@ _LAZY = {
     "aimage_edit": "gesso.api",
     "image_variation": "gesso.api",
     "aimage_variation": "gesso.api",
+    "batch": "gesso.bulk",
     "hookimpl": "gesso.hookspecs",
     "register_plugin": "gesso.plugins",
     "unregister_plugin": "gesso.plugins",
