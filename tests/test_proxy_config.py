@@ -163,6 +163,17 @@ def test_check_fails_at_start_on_an_unknown_model_or_a_bad_parameter():
         assert str(caught.value).startswith("model_list[1] (bad): ") and expected in str(caught.value)
 
 
+def test_check_leaves_to_the_request_what_it_brings_itself():
+    """A model that needs an input image (an upscale) or takes no prompt (remove background) is served: the
+    check asks of the deployment only what the deployment sets."""
+    services = ("us.stability.stable-creative-upscale-v1:0", "us.stability.stable-image-remove-background-v1:0")
+    config = proxy_config.parse(
+        {"model_list": [{"model_name": name, "litellm_params": {"model": f"bedrock/{name}", "aws_region_name": "us-east-1"}}
+                        for name in services]}
+    )  # fmt: skip
+    proxy_config.check(config)
+
+
 def test_load_reads_yaml_and_names_the_file_on_errors(tmp_path):
     seed = proxy_config.load(SEED)
     assert seed.model_names == ["amazon.nova-canvas-v1:0"] and seed.master_key is None

@@ -195,17 +195,27 @@ def _params(raw: Mapping[str, Any], at: str, registry: Any, warnings: list[str])
 
 def check(config: ProxyConfig) -> None:
     """Prepare (never send) a call of every deployment, so a bad model, option or parameter fails at start
-    with its path rather than on the first request."""
+    with its path rather than on the first request. What each request brings itself (a prompt, an input
+    image) is not asked of the deployment: a model that takes no prompt is checked without one, and a field
+    reported only as required is left to the request."""
     from gesso import api
-    from gesso.errors import GessoError
+    from gesso.errors import GessoError, InvalidRequestError
 
     for index, deployment in enumerate(config.deployments):
-        params = dict(deployment.params)
-        model = params.pop("model")
-        try:
-            api._prepare(model, "config check", params)
-        except GessoError as exc:
-            raise ConfigError(f"model_list[{index}] ({deployment.model_name}): {exc}") from None
+        for prompt in ("config check", None):
+            params = dict(deployment.params)
+            model = params.pop("model")
+            try:
+                api._prepare(model, prompt, params)
+            except InvalidRequestError as exc:
+                left = [v for v in exc.violations if v.message != "is required"]
+                if prompt is not None and any(v.path == "prompt" for v in left):
+                    continue  # a model that takes no prompt: check it without one
+                if left:
+                    raise ConfigError(f"model_list[{index}] ({deployment.model_name}): {exc}") from None
+            except GessoError as exc:
+                raise ConfigError(f"model_list[{index}] ({deployment.model_name}): {exc}") from None
+            break
 
 
 def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
