@@ -39,8 +39,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +47,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from gesso_bench import Conn, Gone, free_port, image_request, pin, stop, wait_listening
 
 HERE = Path(__file__).resolve().parent
 LITELLM_VENV = HERE / ".venv-litellm"
@@ -61,45 +61,9 @@ PROMPT = "A cute baby sea otter"
 PROXY_CPU, EMULATOR_CPU, LOADGEN_CPU = 0, 1, 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pin(cpu: int) -> None:
-    """Keep a process (and the threads it starts) on one core, where the OS allows it."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {cpu})
-
-
 def raise_fd_limit(need: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, need)), hard))
-
-
-def wait_port(port: int, proc: subprocess.Popen, seconds: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode} before listening\n{tail}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port} within {seconds:g} s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -108,7 +72,7 @@ def process(cmd: list[str], port: int, cpu: int, what: str, log: Path, env: dict
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: pin(cpu),
                                 start_new_session=True)  # fmt: skip
     try:
-        wait_port(port, proc, start_s, what, log)
+        wait_listening(port, proc, what, log, start_s)
         yield proc
     finally:
         stop(proc)
@@ -192,63 +156,18 @@ class Failure(Exception):
     pass
 
 
-class Conn:
-    """One keep-alive HTTP/1.1 connection: send a prepared request, read the answer (Content-Length or chunked)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int) -> Conn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-        return cls(reader, writer)
-
-    async def send(self, request: bytes) -> tuple[int, bytes]:
-        self.writer.write(request)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length, chunked = None, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
-        if chunked:
-            parts = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                parts.append(await self.reader.readexactly(size + 2))
-            body = b"".join(p[:-2] for p in parts)
-        else:
-            body = await self.reader.readexactly(length or 0)
-        return status, body
-
-    def close(self) -> None:
-        self.writer.close()
+def request_for(port: int, size: str) -> bytes:
+    return image_request(port, MASTER_KEY, {"model": MODEL_NAME, "prompt": PROMPT, "size": size, "n": 1})
 
 
-def image_request(port: int, size: str) -> bytes:
-    body = json.dumps({"model": MODEL_NAME, "prompt": PROMPT, "size": size, "n": 1}).encode()
-    return (
-        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {MASTER_KEY}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def check(status: int, body: bytes) -> None:
+def check(status: int, headers: dict[str, str], body: bytes) -> None:
     if status != 200 or b'"b64_json"' not in body:
         raise Failure(f"HTTP {status}: {body[:200]!r}")
 
 
 async def throughput_round(port: int, size: str, clients: int, duration: float) -> dict:
     """``clients`` connections, each sending back to back for ``duration`` s (connections opened first)."""
-    request = image_request(port, size)
+    request = request_for(port, size)
     conns = await asyncio.gather(*(Conn.open(port) for _ in range(clients)))
     latencies: list[float] = []
     failures: list[str] = []
@@ -260,7 +179,7 @@ async def throughput_round(port: int, size: str, clients: int, duration: float) 
             start = clock()
             try:
                 check(*await conn.send(request))
-            except (Failure, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (Failure, Gone) as exc:
                 failures.append(f"{type(exc).__name__}: {exc}"[:200])
                 return
             latencies.append(clock() - start)
@@ -277,7 +196,7 @@ async def throughput_round(port: int, size: str, clients: int, duration: float) 
 
 async def burst(port: int, size: str, calls: int, rss_pid: int | None = None) -> dict:
     """``calls`` requests at once, each on its own fresh connection (the connect is inside the wall)."""
-    request = image_request(port, size)
+    request = request_for(port, size)
     failures: list[str] = []
     ok = 0
 
@@ -290,7 +209,7 @@ async def burst(port: int, size: str, calls: int, rss_pid: int | None = None) ->
                 ok += 1
             finally:
                 conn.close()
-        except (Failure, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        except (Failure, Gone) as exc:
             failures.append(f"{type(exc).__name__}: {exc}"[:200])
 
     sampler = RssSampler(rss_pid) if rss_pid else None
@@ -452,14 +371,14 @@ def first_call(port: int, emulator_url: str, what: str) -> None:
     """One request through the proxy, and proof that it reached the emulator (which checked its signature)."""
     before = emulator_requests(emulator_url)
 
-    async def go() -> tuple[int, bytes]:
+    async def go() -> tuple[int, dict[str, str], bytes]:
         conn = await Conn.open(port)
         try:
-            return await conn.send(image_request(port, "320x320"))
+            return await conn.send(request_for(port, "320x320"))
         finally:
             conn.close()
 
-    status, body = asyncio.run(go())
+    status, _, body = asyncio.run(go())
     if status != 200 or b'"b64_json"' not in body:
         raise RuntimeError(f"{what}'s first call answered HTTP {status}: {body[:300]!r}")
     if emulator_requests(emulator_url) <= before:
@@ -533,7 +452,7 @@ def main() -> int:
                 )
                 try:
                     first_call(litellm_port, emulator_url, "litellm")
-                except (RuntimeError, OSError, asyncio.IncompleteReadError) as exc:
+                except (RuntimeError, Gone) as exc:
                     stop(litellm)  # off core 0 before gesso is timed
                     raise RuntimeError(str(exc)) from None
                 sides["litellm"] = (litellm_port, litellm.pid)

@@ -22,7 +22,6 @@ import concurrent.futures
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,25 +29,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from gesso_bench import free_port, pin, wait_listening
+
 MODEL = "bedrock/amazon.nova-canvas-v1:0"
 MODEL_ID = "amazon.nova-canvas-v1:0"
 KEY, SECRET = "BENCHKEY", "bench-secret"
 PROMPT = "A cute baby sea otter"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 CLIENT_CPU, EMULATOR_CPU = 0, 1
-
-
-def pin(cpu: int) -> None:
-    """Keep a process on one core (where the OS allows it), so client and emulator do not compete."""
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
-        os.sched_setaffinity(0, {cpu})
 
 
 @contextmanager
@@ -64,15 +53,8 @@ def emulator(*args: str):
     )
     try:
         proc.stdout.readline()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield url
+        wait_listening(port, proc, "the emulator", seconds=20)
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -41,16 +41,16 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
+
+from gesso_bench import Conn, Gone, free_port, image_request, stop, throwaway_postgres, wait_listening
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 PRICE = 0.04  # Nova Canvas, standard quality, up to 1024x1024
@@ -81,12 +81,6 @@ class Settings:
 # -- processes ----------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float | None:
     """The resident set size of a process, in MB (Linux /proc), or None once it is gone."""
     try:
@@ -114,30 +108,6 @@ def http(method: str, url: str, body: Any = None, key: str | None = None, timeou
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-def wait_listening(port: int, proc: subprocess.Popen, log: Path, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{log.stem} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{log.stem} did not listen on {port} within {seconds:g} s") from None
-            time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @dataclasses.dataclass
@@ -202,53 +172,6 @@ def write_config(path: Path, emulator_url: str, master: str, database_url: str) 
 
 
 # -- the load -----------------------------------------------------------------------------------------------------
-
-
-class Gone(Exception):
-    """The connection failed before a whole answer came back."""
-
-
-class Conn:
-    """One keep-alive HTTP/1.1 connection (answers with Content-Length, as uvicorn sends them)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.used = time.monotonic()
-
-    @classmethod
-    async def open(cls, port: int) -> Conn:
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
-        except OSError as exc:
-            raise Gone(f"connect: {exc}") from exc
-        return cls(reader, writer)
-
-    async def send(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
-        try:
-            self.writer.write(request)
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            status_line, *lines = head.decode("latin-1").split("\r\n")
-            headers = {}
-            for line in lines:
-                name, _, value = line.partition(":")
-                if name:
-                    headers[name.strip().lower()] = value.strip()
-            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            raise Gone(f"{type(exc).__name__}: {exc}") from exc
-        self.used = time.monotonic()
-        return int(status_line.split(" ", 2)[1]), headers, body
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def image_request(port: int, key: str, prompt: str, size: str) -> bytes:
-    body = json.dumps({"model": "nova", "prompt": prompt, "size": size}).encode()
-    return (
-        f"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
 
 
 def well_formed(status: int, headers: dict[str, str], body: bytes) -> str | None:
@@ -350,7 +273,10 @@ async def load(settings: Settings, replicas: list[Replica], callers: list[tuple[
                     if conn is None:
                         conn = conns[replica.port] = await Conn.open(replica.port)
                     status, headers, body = await asyncio.wait_for(
-                        conn.send(image_request(replica.port, key, prompt, settings.size)), 60
+                        conn.send(
+                            image_request(replica.port, key, {"model": "nova", "prompt": prompt, "size": settings.size})
+                        ),
+                        60,
                     )
                 except (Gone, asyncio.TimeoutError) as exc:
                     conns.pop(replica.port, None)
@@ -416,26 +342,8 @@ def fresh_database(url: str | None):
     server = os.environ.get("GESSO_TEST_POSTGRES_URL")
     if not server:
         raise SystemExit("soak: give --database-url, or set GESSO_TEST_POSTGRES_URL (bash .ci/postgres.sh start)")
-    from urllib.parse import urlsplit, urlunsplit
-
-    import asyncpg
-
-    parts = urlsplit(server)
-    admin = urlunsplit((parts.scheme.split("+")[0], parts.netloc, "/postgres", parts.query, ""))
-    name = f"gesso_soak_{uuid.uuid4().hex[:12]}"
-
-    async def sql(statement: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(sql(f"CREATE DATABASE {name}"))
-    try:
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    finally:
-        asyncio.run(sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with throwaway_postgres(server, "gesso_soak") as url:
+        yield url
 
 
 async def read_store(url: str, hashes: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -462,7 +370,7 @@ def run(settings: Settings) -> dict[str, Any]:
         @stack.callback
         def _stop_all() -> None:
             for proc in procs:
-                stop(proc)
+                stop(proc, wait=15)
 
         def start(name: str, args: list[str]) -> tuple[subprocess.Popen, Path, int]:
             port = free_port()
@@ -471,7 +379,7 @@ def run(settings: Settings) -> dict[str, Any]:
                 proc = subprocess.Popen([sys.executable, "-m", "gesso", *args, "--port", str(port)], stdout=out,
                                         stderr=subprocess.STDOUT, env=_env())  # fmt: skip
             procs.append(proc)
-            wait_listening(port, proc, log)
+            wait_listening(port, proc, log.stem, log)
             return proc, log, port
 
         faults = fault_specs(settings)
@@ -515,7 +423,7 @@ def run(settings: Settings) -> dict[str, Any]:
         _, emulator_stats = http("GET", emulator_url + "/_gesso/stats")
         for replica in replicas:
             if not replica.killed:
-                stop(replica.proc)
+                stop(replica.proc, wait=15)
         rows, keys = asyncio.run(read_store(database_url, hashes))
         return summarize(settings, tally, replicas, rows, keys, budgets, hashes, fired, emulator_stats, wall, faults)
 

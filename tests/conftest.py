@@ -4,11 +4,8 @@ on SQLite and on PostgreSQL for the proxy's store."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -94,26 +91,10 @@ def database_url(request, tmp_path) -> Iterator[str]:
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(f"CI must run the PostgreSQL tests: {reason}", pytrace=False)
         pytest.skip(reason)
-    import asyncpg
+    from helpers import bench_module
 
-    parts = urlsplit(server)
-    scheme = parts.scheme.split("+")[0]  # asyncpg takes postgresql://, not postgresql+asyncpg://
-    admin = urlunsplit((scheme, parts.netloc, "/postgres", parts.query, ""))
-    name = f"gesso_test_{uuid.uuid4().hex[:16]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f"CREATE DATABASE {name}"))
-    try:
-        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-    finally:
-        # FORCE (PostgreSQL 13+): connections a failed test left open must not keep the database alive
-        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with bench_module("gesso_bench").throwaway_postgres(server, "gesso_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

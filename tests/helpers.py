@@ -91,3 +91,15 @@ def uvicorn_running(config):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def bench_module(name: str):
+    """A module of ``bench/`` (its scripts import their shared ``gesso_bench`` as a sibling)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    return importlib.import_module(name)

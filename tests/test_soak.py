@@ -5,27 +5,15 @@ timing out 1%, and replica 0 SIGKILLed at 40% of the run (a replacement joins). 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SOAK = Path(__file__).resolve().parents[1] / "bench" / "soak.py"
-
-
-def load_soak():
-    spec = importlib.util.spec_from_file_location("gesso_bench_soak", SOAK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from helpers import bench_module
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_soak_with_faults_and_a_replica_killed(database_url, tmp_path):
-    soak = load_soak()
+    soak = bench_module("soak")
     settings = soak.Settings(requests=1500, clients=64, seconds=90, database_url=database_url, workdir=tmp_path)
     result = soak.run(settings)
     print("\n" + soak.render(result))
