@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from gesso import operations, options, output, params, plugins, redact
+from gesso.aio import within
 from gesso.errors import (
     ContentFilteredError,
     GessoError,
@@ -302,12 +303,7 @@ async def _ainvoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
     if pending is None:  # the provider has no async transport: its sync one, on a thread
         return await asyncio.get_running_loop().run_in_executor(_async_executor(), _invoke, call, body)
     try:
-        if call.deadline is None:
-            return await pending
-        if sys.version_info >= (3, 11):  # asyncio.wait_for can lose a cancellation before 3.12 (see the proxy)
-            async with asyncio.timeout(call.deadline):
-                return await pending
-        return await asyncio.wait_for(pending, call.deadline)  # pragma: no cover - Python 3.10
+        return await (pending if call.deadline is None else within(pending, call.deadline))
     except GessoError:
         raise
     except (TimeoutError, asyncio.TimeoutError) as exc:  # the deadline: the hook's coroutines were cancelled

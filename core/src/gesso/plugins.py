@@ -209,7 +209,7 @@ class _State:
             relay = _Relay({stage: _caught(stage, self.manager.subset_hook_caller(stage, others)) for stage in STAGES})
             # a call sent only by provider plugins (which bound their own calls with timeouts) needs no watchdog
             # thread; one that a family or third-party plugin takes part in gets one (its hook may hang)
-            invokers = {impl.plugin for impl in self.manager.subset_hook_caller("gesso_invoke", others).get_hookimpls()}
+            invokers = {impl.plugin for impl in relay.gesso_invoke.get_hookimpls()}
             relay.own_invoke = invokers <= {i.plugin for i in self.plugins if i.builtin and i.plugin is not None}
             self._routes[key] = relay
         return relay

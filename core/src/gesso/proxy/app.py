@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import math
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -28,6 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gesso import api, errors, plugins
+from gesso.aio import within
 from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.metrics import Metrics
@@ -350,10 +350,7 @@ class Proxy:
             return b"".join(chunks)
 
         try:  # a stalled or trickling client is not waited for
-            if sys.version_info >= (3, 11):  # (asyncio.wait_for can lose a cancellation before 3.12)
-                async with asyncio.timeout(self.body_timeout):
-                    return await read()
-            return await asyncio.wait_for(read(), self.body_timeout)  # pragma: no cover - Python 3.10
+            return await within(read(), self.body_timeout)
         except (TimeoutError, asyncio.TimeoutError):
             raise ProxyError(408, f"The request body did not arrive within {self.body_timeout:g} s",
                              type="invalid_request_error", code="request_timeout",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,7 @@ class KeyApi:
     async def _handle(self, request: Request, handler: Any, *, admin: bool = True) -> Response:
         from gesso.proxy.app import _error_response, _json_response
 
-        request_id = __import__("uuid").uuid4().hex
+        request_id = uuid.uuid4().hex
         try:
             if self.proxy.store is None:
                 raise _error(501, "This proxy has no database (general_settings.database_url)", type="api_error")

@@ -145,7 +145,8 @@ class Key:
 
     @classmethod
     def from_row(cls, row: Any) -> Key:
-        data = dict(row._mapping)
+        """A key from a result row, or from a mapping of its columns."""
+        data = dict(getattr(row, "_mapping", row))
         data["models"] = tuple(data["models"] or ())
         for name in ("budget_reset_at", "expires", "created_at", "updated_at"):
             data[name] = _aware(data[name])
@@ -253,7 +254,7 @@ class Store:
         }
         async with self.engine.begin() as conn:
             await conn.execute(keys.insert().values(**row))
-        return plaintext, Key.from_row(_Row(row))
+        return plaintext, Key.from_row(row)
 
     async def get_key(self, token_hash: str) -> Key | None:
         async with self.engine.connect() as conn:
@@ -482,13 +483,6 @@ def _between(query: Any, start: datetime.datetime | None, end: datetime.datetime
     if end is not None:
         query = query.where(spend_logs.c.created_at < end)
     return query
-
-
-class _Row:
-    """A dict that looks like a result row (``._mapping``), for :meth:`Key.from_row`."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._mapping = data
 
 
 def _insert(sqlite: bool, table: sa.Table) -> Any:

@@ -17,10 +17,11 @@ import base64
 import select
 import socket
 import ssl
-import sys
 import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from gesso.aio import within
 
 MAX_HEAD = 64 * 1024
 _READ = 256 * 1024
@@ -277,7 +278,7 @@ class Origin:
                     break
             reused = protocol is not None
             if protocol is None:
-                protocol = await _within(self._aopen(), connect_timeout)
+                protocol = await within(self._aopen(), connect_timeout)
             try:
                 reply = await protocol.exchange(head + body, read_timeout)
             except (WireError, ConnectionError) as exc:
@@ -313,16 +314,6 @@ class Origin:
                 raise
             protocol.transport = transport
         return protocol
-
-
-async def _within(opening: Any, seconds: float) -> Any:
-    """``opening`` awaited for at most ``seconds``. On Python 3.11+ with ``asyncio.timeout``: there
-    ``asyncio.wait_for`` can lose a cancellation that arrives just as the connection completes (the proxy
-    cancels a call whose client went away)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await opening
-    return await asyncio.wait_for(opening, seconds)  # pragma: no cover - Python 3.10
 
 
 class _Protocol(asyncio.Protocol):

@@ -13,10 +13,10 @@ import json
 import logging
 import socket
 import ssl
-import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from gesso.aio import within
 from gesso_bedrock.emulator.call import Headers
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class Server:
         """Answer one request; whether the connection stays open for another."""
         try:
             first = await reader.readexactly(1)  # an idle keep-alive connection waits here, for as long as it likes
-            head = first + await _within(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            head = first + await within(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
         except asyncio.IncompleteReadError:
             return False
         except asyncio.LimitOverrunError:
@@ -145,7 +145,7 @@ class Server:
             await self._refuse(writer, 413, f"The request body may be at most {MAX_BODY} bytes.")
             return False
         try:
-            body = await _within(reader.readexactly(length), READ_TIMEOUT) if length else b""
+            body = await within(reader.readexactly(length), READ_TIMEOUT) if length else b""
         except asyncio.TimeoutError:
             await self._refuse(writer, 408, f"The request body did not arrive within {READ_TIMEOUT:g} s.")
             return False
@@ -170,14 +170,6 @@ class Server:
         lines += [f"Content-Length: {len(payload)}", f"Connection: {'keep-alive' if keep else 'close'}", "", ""]
         writer.write("\r\n".join(lines).encode("latin-1") + payload)
         await writer.drain()
-
-
-async def _within(reading: Any, seconds: float) -> Any:
-    """``reading`` awaited for at most ``seconds`` (``asyncio.timeout`` where there is one: no task per read)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await reading
-    return await asyncio.wait_for(reading, seconds)  # pragma: no cover - Python 3.10
 
 
 def address(server: Server) -> tuple[Any, int]:
