@@ -103,3 +103,32 @@ def bench_module(name: str):
     if bench not in sys.path:
         sys.path.insert(0, bench)
     return importlib.import_module(name)
+
+
+def multipart(fields) -> tuple[bytes, str]:
+    """A multipart/form-data body of ``fields`` (a mapping, or pairs to repeat a name): bytes as PNG files, text as
+    fields (a lone surrogate written as its UTF-8 bytes, as a careless client would); and its content type."""
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items() if hasattr(fields, "items") else fields:
+        if isinstance(value, bytes):
+            head = f'Content-Disposition: form-data; name="{name}"; filename="{name}.png"\r\nContent-Type: image/png'
+        else:
+            head, value = f'Content-Disposition: form-data; name="{name}"', value.encode("utf-8", "surrogatepass")
+        parts.append(f"--{boundary}\r\n{head}\r\n\r\n".encode("utf-8", "surrogatepass") + value + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def proxy_environment(stack, secrets: dict[str, str]):
+    """A ``pytest.MonkeyPatch`` on ``stack`` (an ``ExitStack``) with ``secrets`` in the environment and no HTTP
+    proxy variables, so clients reach loopback directly."""
+    import pytest
+
+    patch = stack.enter_context(pytest.MonkeyPatch.context())
+    for name, value in secrets.items():
+        patch.setenv(name, value)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        patch.delenv(name, raising=False)
+    return patch

@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http.client
 import io
 import json
 import logging
+import re
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import openai
 import pytest
 import uvicorn
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from gesso.proxy import config as proxy_config
+from gesso.proxy import metrics as proxy_metrics
+from gesso.proxy import store
 from gesso.proxy.app import build_app
 from gesso_bedrock import transport
 from gesso_bedrock.emulator import BLOCK_INPUT, EMULATOR_ACCESS_KEY, EMULATOR_SECRET_KEY, Emulator
@@ -55,15 +61,23 @@ class Served:
         return int(status_line.split()[1]), headers, body
 
     def metrics(self) -> str:
-        return self.curl(f"{self.url}/metrics")[2]
+        """``GET /metrics``: its text, which prometheus_client's parser reads."""
+        return scraped(self.curl(f"{self.url}/metrics")[2])
+
+
+def scraped(text: str) -> str:
+    """``text``, once prometheus_client's parser has read all of it (it raises on anything malformed)."""
+    list(text_string_to_metric_families(text))
+    return text
 
 
 @contextlib.contextmanager
-def serving(config: proxy_config.ProxyConfig, overrides=None):
-    """The app of ``config`` on uvicorn, on a free loopback port, until the block ends."""
+def serving(config: proxy_config.ProxyConfig, overrides=None, lifespan: str = "off"):
+    """The app of ``config`` on uvicorn, on a free loopback port, until the block ends (``lifespan="on"``
+    opens and closes its database)."""
     app = build_app(config, overrides)
     # log_config=None: uvicorn's loggers propagate, so a test can see what it logs (caplog)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, lifespan="off")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", log_config=None, lifespan=lifespan)
     for port in uvicorn_running(config):
         yield Served(app, port)
 
@@ -490,17 +504,139 @@ def test_metrics_are_prometheus_text(proxy):
     status, headers, text = proxy.curl(f"{proxy.url}/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert "# TYPE gesso_requests_total counter" in text
-    assert 'gesso_requests_total{route="generations",model_name="nova",status="200"} ' in text
-    assert 'gesso_requests_total{route="generations",model_name="unknown",status="404"} ' in text
+    assert 'gesso_requests_total{model_name="nova",route="generations",status="200"} ' in text
+    assert 'gesso_requests_total{model_name="-",route="generations",status="404"} ' in text
     assert "# TYPE gesso_request_duration_seconds histogram" in text
-    assert 'gesso_request_duration_seconds_bucket{route="generations",le="+Inf"} ' in text
+    assert 'gesso_request_duration_seconds_bucket{le="+Inf",route="generations"} ' in text
     assert 'gesso_request_duration_seconds_count{route="generations"} ' in text
     assert 'gesso_images_total{model_name="nova"} ' in text and 'gesso_cost_usd_total{model_name="nova"} ' in text
     assert 'gesso_errors_total{type="invalid_request_error"} ' in text
-    assert "gesso_requests_in_flight 0\n" in text
+    assert "gesso_requests_in_flight 0.0\n" in text
     for line in text.splitlines():  # every sample line is "name{labels} number"
         if not line.startswith("#"):
             float(line.rsplit(" ", 1)[1])
+
+
+def requests_series(text: str) -> dict[tuple[str, str, str], float]:
+    """``gesso_requests_total``'s series, by (route, model_name, status), as prometheus_client's parser reads them."""
+    return {
+        (sample.labels["route"], sample.labels["model_name"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gesso_requests_total"
+    }
+
+
+def post_json(connection: http.client.HTTPConnection, body: bytes) -> tuple[int, bytes]:
+    """POST ``body`` (raw bytes: JSON the openai client would never send) to /v1/images/generations."""
+    connection.request("POST", "/v1/images/generations", body, {"Content-Type": "application/json"})
+    answer = connection.getresponse()
+    return answer.status, answer.read()
+
+
+def test_a_lone_surrogate_model_name_leaves_metrics_readable(proxy):
+    """``"\\ud800"`` is valid JSON for a string no UTF-8 can hold: recorded as ``-``, it never reaches the
+    exposition, and every later scrape answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=20)
+    try:
+        status, body = post_json(connection, b'{"model": "\\ud800", "prompt": "x"}')
+        form = (
+            '--b\r\nContent-Disposition: form-data; name="model"\r\n\r\n\xed\xa0\x80\r\n'  # UTF-8'd U+D800
+            '--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\nx\r\n--b--\r\n'
+        )
+        connection.request("POST", "/v1/images/variations", form.encode("latin-1"),
+                           {"Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+        form_status = connection.getresponse().status
+    finally:
+        connection.close()
+    assert status in (400, 404) and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert 400 <= form_status < 500
+    for _ in range(2):
+        scrape_status, headers, text = proxy.curl(f"{proxy.url}/metrics")
+        assert scrape_status == 200 and headers["content-type"] == proxy_metrics.CONTENT_TYPE
+        scraped(text)
+    assert requests_series(text)[("generations", "-", str(status))] >= 1
+    assert "\\ud800" not in text and "\ufffd" not in text
+
+
+def test_invented_model_names_add_no_series(proxy):
+    """150 model names no config serves, and one of 1 MB: recorded as ``-``, they add at most one series (the
+    ``-`` one for their status), and the exposition stays small."""
+    before = requests_series(proxy.metrics())
+    names = [f"invented-{i}" for i in range(150)] + ["m" * (1024 * 1024)]
+    statuses = set()
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
+    try:
+        for name in names:
+            status, body = post_json(connection, json.dumps({"model": name, "prompt": "x"}).encode())
+            statuses.add(status)
+            assert json.loads(body)["error"]["param"] == "model"
+    finally:
+        connection.close()
+    assert statuses <= {400, 404}
+    text = proxy.metrics()
+    after = requests_series(text)
+    assert {model_name for _, model_name, _ in after} <= {"nova", "slow", "-"}
+    assert len(after) - len(before) <= len(statuses)
+    unserved = [key for key in after if key[1] == "-"]
+    assert sum(after[key] - before.get(key, 0) for key in unserved) == len(names)
+    assert len(text) < 20_000 and "invented-" not in text
+
+
+def test_the_metrics_label_sets_cover_what_the_proxy_answers():
+    """Every error type and HTTP status the proxy answers with is a label value of its own, not ``other``: the
+    error classes' and the proxy's literal ones (app.py, keys.py) are all in metrics' fixed sets."""
+    from gesso import errors
+
+    classes, stack = [], [errors.GessoError]
+    while stack:
+        cls = stack.pop()
+        classes.append(cls)
+        stack += cls.__subclasses__()
+    ours = [cls for cls in classes if cls.__module__ == "gesso.errors"]
+    proxy_dir = Path(__file__).resolve().parent.parent / "core" / "src" / "gesso" / "proxy"
+    source = "".join((proxy_dir / name).read_text() for name in ("app.py", "keys.py"))
+    types = {cls.type for cls in ours} | set(re.findall(r'type="(\w+)"', source))
+    types |= set(re.findall(r'metrics\.error\("(\w+)"\)', source))
+    assert types <= proxy_metrics.ERROR_TYPES, types - proxy_metrics.ERROR_TYPES
+    statuses = {cls.status_code for cls in ours} | {
+        int(s) for s in re.findall(r"(?:ProxyError|_error)\(\s*(\d{3})", source)
+    }
+    assert statuses <= proxy_metrics.STATUSES, statuses - proxy_metrics.STATUSES
+    assert {"client_disconnected", "spend_log_failed", "internal_error"} <= types  # the regexes found something
+
+
+def test_metrics_require_auth_takes_the_master_key_only(emulators, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'gesso.db'}"
+    store.upgrade(database_url)
+    general = {"master_key": MASTER_KEY, "database_url": database_url, "metrics_require_auth": True}
+    config = proxy_config.parse(
+        {"model_list": [deployment("nova", emulators[0], "nova-a")], "general_settings": general}
+    )
+    with serving(config, lifespan="on") as keyed:
+        url = f"{keyed.url}/metrics"
+        status, _, body = keyed.curl("-X", "POST", f"{keyed.url}/key/generate", "-H", f"Authorization: Bearer {MASTER_KEY}",
+                                     "-H", "Content-Type: application/json", "-d", "{}")  # fmt: skip
+        assert status == 200, body
+        virtual = json.loads(body)["key"]
+        for headers, code in (((), "missing_key"), (("-H", "Authorization: Bearer sk-wrong"), "invalid_api_key"),
+                              (("-H", f"Authorization: Bearer {virtual}"), "not_admin")):  # fmt: skip
+            status, answer_headers, body = keyed.curl(*headers, url)
+            error = json.loads(body)
+            assert status == 401 and set(error) == {"error"}, body
+            assert set(error["error"]) == {"message", "type", "param", "code"}
+            assert error["error"]["type"] == "auth_error" and error["error"]["code"] == code
+            assert answer_headers["x-request-id"] and "gesso_" not in body
+        status, headers, text = keyed.curl("-H", f"Authorization: Bearer {MASTER_KEY}", url)
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert "# TYPE gesso_requests_total counter" in scraped(text)
+    # without it, /metrics is open (as litellm's is), master key or not
+    open_config = proxy_config.parse(
+        {"model_list": [deployment("nova", emulators[0], "nova-a")], "general_settings": {"master_key": MASTER_KEY}}
+    )
+    with serving(open_config) as served:
+        status, _, text = served.curl(f"{served.url}/metrics")
+        assert status == 200 and "# TYPE gesso_requests_in_flight gauge" in scraped(text)
 
 
 def test_openapi_document(proxy):
@@ -571,7 +707,7 @@ def test_client_disconnect_cancels_the_call(hung, emulator, caplog):
         assert wait_for(lambda: router.in_flight["nova-a"] == 0 and metrics.in_flight == 0, 0.5) < 0.5
     text = proxy.metrics()
     assert 'gesso_errors_total{type="client_disconnected"} 1' in text
-    assert 'gesso_requests_total{route="generations",model_name="nova",status="499"} 1' in text
+    assert 'gesso_requests_total{model_name="nova",route="generations",status="499"} 1' in text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "a disconnect is no server error"
     assert any("the client went away" in r.getMessage() for r in caplog.records)
 

@@ -131,6 +131,78 @@ def test_settings_gesso_does_not_use_are_warned_about_once_each():
     assert config.cooldown == 12 and config.max_request_bytes == 2 * 1024 * 1024
 
 
+@pytest.mark.parametrize(
+    "key, meant",
+    [
+        ("master_kye", "master_key"),
+        ("Master_Key", "master_key"),
+        ("master-key", "master_key"),
+        ("MASTER_KEY", "master_key"),
+        ("masterkey", "master_key"),
+        ("master_keys", "master_key"),
+        ("database_ulr", "database_url"),
+        ("Database-URL", "database_url"),
+        ("metrics_requires_auth", "metrics_require_auth"),
+        ("metrics-require-auth", "metrics_require_auth"),
+    ],
+)
+def test_a_near_miss_of_a_setting_that_guards_access_refuses_to_start(key, meant):
+    """Ignored with a warning, ``master_kye`` would serve without the key its author set: it is an error."""
+    data = {"model_list": [entry()], "general_settings": {key: "sqlite:///x.db" if "url" in meant.lower() else True}}
+    assert config_error(data) == f"general_settings.{key}: unknown; did you mean {meant}?"
+
+
+def test_other_unknown_general_settings_warn_with_a_suggestion():
+    config = proxy_config.parse(
+        {
+            "model_list": [entry()],
+            "general_settings": {"store_promts": True, "max_request_size_md": 2, "banana": 1},
+        }
+    )
+    assert sorted(config.warnings) == [
+        "general_settings.banana: not used by gesso (ignored)",
+        "general_settings.max_request_size_md: not used by gesso (ignored); did you mean max_request_size_mb?",
+        "general_settings.store_promts: not used by gesso (ignored); did you mean store_prompts?",
+    ]
+    assert config.store_prompts is False and config.max_request_bytes == 50 * 1024 * 1024
+
+
+def test_litellms_own_general_settings_are_warnings_even_where_they_resemble_a_guard():
+    """Every general_settings key litellm has (``dangerously_permit_weak_or_unset_master_key``, ``database_type``,
+    ``database_args``...) and longer names that merely contain a guard's (``master_key_rotation``) start, with one
+    warning each and no suggestion."""
+    theirs = sorted(proxy_config.LITELLM_GENERAL_SETTINGS - set(proxy_config.GENERAL_SETTINGS))
+    resembling = ["master_key_rotation", "litellm_master_key", "database_url_replica"]
+    general = {key: None for key in theirs + resembling}
+    config = proxy_config.parse({"model_list": [entry()], "general_settings": {**general, "master_key": "sk-m"}})
+    assert sorted(config.warnings) == sorted(f"general_settings.{key}: not used by gesso (ignored)" for key in general)
+    assert {"dangerously_permit_weak_or_unset_master_key", "database_type", "database_args"} <= set(theirs)
+
+
+def test_metrics_require_auth():
+    def parse(general, litellm=None):
+        return proxy_config.parse(
+            {"model_list": [entry()], "general_settings": general, "litellm_settings": litellm or {}}
+        )
+
+    assert parse({}).metrics_require_auth is False  # open by default, as in litellm
+    assert parse({"master_key": "sk-m", "metrics_require_auth": True}).metrics_require_auth is True
+    assert parse({"master_key": "sk-m", "metrics_require_auth": False}).metrics_require_auth is False
+    # litellm's own switch (litellm_settings.require_auth_for_metrics_endpoint) is read too, not ignored
+    config = parse({"master_key": "sk-m"}, {"require_auth_for_metrics_endpoint": True})
+    assert config.metrics_require_auth is True and config.warnings == ()
+    assert "must be true or false" in config_error(
+        {"model_list": [entry()], "general_settings": {"master_key": "sk-m", "metrics_require_auth": "yes"}}
+    )
+    # without a master key every caller is the admin: /metrics would stay open, so the config is refused
+    for general, litellm, at in (
+        ({"metrics_require_auth": True}, {}, "general_settings.metrics_require_auth"),
+        ({}, {"require_auth_for_metrics_endpoint": True}, "litellm_settings.require_auth_for_metrics_endpoint"),
+    ):
+        message = config_error({"model_list": [entry()], "general_settings": general, "litellm_settings": litellm})
+        assert message == f"{at}: needs general_settings.master_key, the key /metrics then asks for"
+
+
 def test_os_environ_values():
     with mock.patch.dict(os.environ, {"PROXY_TEST_SECRET": "s3cret", "PROXY_TEST_MASTER": "sk-m"}):
         config = proxy_config.parse(
@@ -266,7 +338,7 @@ def test_the_seeds_curl_commands_work_verbatim(seed_server):
     metrics = subprocess.run(
         ["curl", "-s", f"http://127.0.0.1:{port}/metrics"], capture_output=True, text=True, timeout=20, check=True
     ).stdout
-    assert 'gesso_requests_total{route="generations",model_name="amazon.nova-canvas-v1:0",status="200"} 2' in metrics
+    assert 'gesso_requests_total{model_name="amazon.nova-canvas-v1:0",route="generations",status="200"} 2' in metrics
     text = log.read_text()
     assert "aws_secret_access_id: read as aws_access_key_id" in text
     assert "Traceback" not in text and "b64_json" not in text  # no response body in a log line
@@ -290,6 +362,15 @@ def test_serve_refuses_a_bad_config_with_the_fields_path(tmp_path):
     out = run_serve("--config", str(config), "--port", str(free_port()))
     assert out.returncode == 2 and "model_list[0] (nova): Model 'amazon.nova-canvas-v9:0'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_near_miss_of_the_master_key(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(SEED.read_text() + "general_settings:\n  master_kye: sk-proxy-test\n")
+    out = run_serve("--config", str(config), "--port", str(free_port()))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"gesso: error: {config}: general_settings.master_kye: unknown; did you mean master_key?" in out.stderr
 
 
 @pytest.mark.slow

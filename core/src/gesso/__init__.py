@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         image_generation,
         image_variation,
     )
+    from gesso.boundary import Untrusted
     from gesso.bulk import batch
     from gesso.hookspecs import hookimpl
     from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin
@@ -50,6 +51,7 @@ _LAZY = {
     "ImageData": "gesso.types",
     "Model": "gesso.types",
     "Provider": "gesso.provider",
+    "Untrusted": "gesso.boundary",
 }
 
 

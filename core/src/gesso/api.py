@@ -25,6 +25,7 @@ import attrs
 
 from gesso import operations, options, output, params, plugins, redact
 from gesso.aio import within
+from gesso.boundary import Untrusted, refused, text_problems
 from gesso.errors import (
     ContentFilteredError,
     GessoError,
@@ -65,7 +66,9 @@ class _Call:
     deadline: float | None = None  # seconds one gesso_invoke may run (Provider.deadline); None: unlimited
 
 
-def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
+def image_generation(
+    model: str, prompt: str | None = None, *, untrusted: Untrusted | None = None, **kwargs: Any
+) -> ImageResponse:
     """Generate images; returns an :class:`~gesso.types.ImageResponse`.
 
     ``model`` is ``"<provider>/<model id>"`` (``"acme/painter-v1"``); a string with no known provider
@@ -83,48 +86,61 @@ def image_generation(model: str, prompt: str | None = None, **kwargs: Any) -> Im
 
     Every other kwarg is a parameter of the model, flat (``cfgScale=7``) or nested as the provider spells it
     (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
+
+    ``untrusted`` (a :class:`gesso.boundary.Untrusted`) carries what arrived in a request from someone else
+    (a web form, a proxy's caller): only OpenAI's fields and the model's own parameters are taken from it,
+    never an option, and ``os.environ/`` in it is only text. Its fields override ``kwargs`` of the same name.
     """
-    return _run(_prepare(model, prompt, kwargs))
+    return _run(_prepare(model, prompt, kwargs, untrusted=untrusted))
 
 
-async def aimage_generation(model: str, prompt: str | None = None, **kwargs: Any) -> ImageResponse:
+async def aimage_generation(
+    model: str, prompt: str | None = None, *, untrusted: Untrusted | None = None, **kwargs: Any
+) -> ImageResponse:
     """The async form of :func:`image_generation`, with the same arguments.
 
     Provider calls are natively async when the provider implements ``gesso_ainvoke`` (no thread per call;
     cancelling the task aborts them); otherwise they run on a bounded thread pool.
     """
-    return await _arun(_prepare(model, prompt, kwargs))
+    return await _arun(_prepare(model, prompt, kwargs, untrusted=untrusted))
 
 
-def image_edit(model: str, image: Any, prompt: str | None = None, mask: Any = None, **kwargs: Any) -> ImageResponse:
+def image_edit(
+    model: str, image: Any, prompt: str | None = None, mask: Any = None, *, untrusted: Untrusted | None = None,
+    **kwargs: Any,
+) -> ImageResponse:  # fmt: skip
     """Edit an image, as OpenAI's ``images.edit``: ``image`` is one image or a list (bytes, a ``Path``, a file
     object, base64 text or a ``data:`` URL); ``mask`` marks the area to edit in OpenAI's convention (an RGBA
     PNG whose fully transparent pixels are edited) or is already black and white in the family's own. Every
     other kwarg is as in :func:`image_generation`. The model's family maps the edit to its own task (the
     README's table); a model that cannot do it is an ``InvalidRequestError`` naming the installed models
     that can."""
-    return _run(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask))
+    return _run(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask, untrusted=untrusted))
 
 
 async def aimage_edit(
-    model: str, image: Any, prompt: str | None = None, mask: Any = None, **kwargs: Any
-) -> ImageResponse:
+    model: str, image: Any, prompt: str | None = None, mask: Any = None, *, untrusted: Untrusted | None = None,
+    **kwargs: Any,
+) -> ImageResponse:  # fmt: skip
     """The async form of :func:`image_edit`, with the same arguments."""
-    return await _arun(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask))
+    call = _prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask, untrusted=untrusted)
+    return await _arun(call)
 
 
-def image_variation(model: str, image: Any, **kwargs: Any) -> ImageResponse:
+def image_variation(model: str, image: Any, *, untrusted: Untrusted | None = None, **kwargs: Any) -> ImageResponse:
     """Variations of an image (or of several, where the model takes several), as OpenAI's
     ``images.create_variation``; kwargs as in :func:`image_generation` (``prompt`` may guide the variation
     where the model takes one)."""
     prompt = kwargs.pop("prompt", None)
-    return _run(_prepare(model, prompt, kwargs, operation="variation", images=image))
+    return _run(_prepare(model, prompt, kwargs, operation="variation", images=image, untrusted=untrusted))
 
 
-async def aimage_variation(model: str, image: Any, **kwargs: Any) -> ImageResponse:
+async def aimage_variation(
+    model: str, image: Any, *, untrusted: Untrusted | None = None, **kwargs: Any
+) -> ImageResponse:
     """The async form of :func:`image_variation`, with the same arguments."""
     prompt = kwargs.pop("prompt", None)
-    return await _arun(_prepare(model, prompt, kwargs, operation="variation", images=image))
+    return await _arun(_prepare(model, prompt, kwargs, operation="variation", images=image, untrusted=untrusted))
 
 
 def quote(
@@ -134,6 +150,7 @@ def quote(
     operation: str = "generate",
     image: Any = None,
     mask: Any = None,
+    untrusted: Untrusted | None = None,
     **kwargs: Any,
 ) -> float | None:
     """The price in USD of a call before it is made (``None`` when the model has no price): the call is
@@ -143,7 +160,7 @@ def quote(
     if operation == "generate":  # as image_generation takes them: a family's own parameters of those names
         kwargs.update({k: v for k, v in (("image", image), ("mask", mask)) if v is not None})
         image = mask = None
-    call = _prepare(model, prompt, kwargs, operation=operation, images=image, mask=mask)
+    call = _prepare(model, prompt, kwargs, operation=operation, images=image, mask=mask, untrusted=untrusted)
     size = call.prepared.size
     asked = ImageResponse(
         data=[ImageData(b64_json="") for _ in range(call.prepared.requested)],
@@ -179,11 +196,20 @@ def _prepare(
     operation: str = "generate",
     images: Any = None,
     mask: Any = None,
+    untrusted: Untrusted | None = None,
 ) -> _Call:
     registry = plugins.get_registry()
     opts, problems = options.split(kwargs, registry.split_provider(model_string))
     provider, resolved = registry.resolve(model_string, opts)
     model, model_name = resolved.model, resolved.model_name
+    if untrusted is not None:  # the request's own fields: data (never the environment), and only what is allowed
+        found = refused(untrusted, model, provider)
+        if found:
+            raise InvalidRequestError(found, model=model_name, code="not_allowed")
+        problems += text_problems(untrusted)
+        call_options = {*options.OPENAI_KWARGS, *options.OUTPUT_KWARGS, *provider.options}
+        for key, value in untrusted.fields.items():
+            (opts if key in call_options else kwargs)[key] = value
     if operation != "generate":
         _check_operation(registry, model, model_name, operation, mask)
         images, mask = operations.inputs(images, mask, problems)

@@ -27,6 +27,9 @@ OPENAI_STRINGS = frozenset(("quality", "style", "user"))
 #: parameter when its body has one, and only otherwise gesso's (``output.plan`` takes it then).
 OUTPUT_KWARGS = ("output_compression", "image_store", "image_url_expiry")
 ENV_PREFIX = "os.environ/"
+#: the call options a proxy deployment may let its callers set (``model_info.caller_params``), besides its
+#: provider's :attr:`~gesso.provider.Provider.grantable`
+GRANTABLE = ("timeout", "image_url_expiry")
 
 #: Upper bounds: a day for any wait, and images per call (each family has its own, lower limit; this one
 #: stops absurd values before any family builds bodies).
@@ -51,6 +54,8 @@ def split(kwargs: dict[str, Any], provider: Provider | None) -> tuple[dict[str, 
     problems: list[Violation] = []
     names = {*OPENAI_KWARGS, *OUTPUT_KWARGS, *(provider.options if provider is not None else ())}
     opts = {key: from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in names]}
+    if "output_format" in kwargs:  # the model's own parameter or gesso's (gesso.output.plan): a kwarg all the same
+        kwargs["output_format"] = from_env("output_format", kwargs["output_format"], problems)
     for key in [k for k in kwargs if isinstance(k, str)]:
         advice = HABITS.get(key) or (provider.habit(key) if provider is not None else None)
         if advice:

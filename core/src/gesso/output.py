@@ -68,7 +68,7 @@ def plan(
     if own:
         wanted = kwargs.get("output_format")
     else:
-        wanted = options.from_env("output_format", kwargs.pop("output_format", None), problems)
+        wanted = kwargs.pop("output_format", None)
         if wanted is not None and wanted not in FORMATS:
             allowed = ", ".join(FORMATS)
             problems.append(Violation("output_format", f"must be one of: {allowed} (got {short(wanted)})"))

@@ -57,7 +57,9 @@ class Provider:
     messages; ``options`` lists the call kwargs it takes; ``habits`` maps other SDKs' kwarg names to what
     to write instead; ``loggers`` are the loggers of its libraries, whose records gesso redacts;
     ``config_misspellings`` maps option names other tools' documentation misspells to the option meant (the
-    proxy's config reads them so, with a warning).
+    proxy's config reads them so, with a warning); ``grantable`` names the options a proxy deployment may let
+    its callers set (``model_info.caller_params``: timeouts, retries...), never credentials, endpoints or what
+    is invoked.
     """
 
     name: ClassVar[str] = ""
@@ -68,6 +70,7 @@ class Provider:
     habits: ClassVar[Mapping[str, str]] = {}
     loggers: ClassVar[tuple[str, ...]] = ()
     config_misspellings: ClassVar[Mapping[str, str]] = {}
+    grantable: ClassVar[tuple[str, ...]] = ()
 
     def resolve(self, name: str, registry: Registry, options: Mapping[str, Any]) -> Resolved:
         """The model a model string names (``name`` is the string without ``<provider>/``); raise

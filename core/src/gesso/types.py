@@ -86,6 +86,10 @@ class Model:
     ``edit_mask`` (an edit with a ``mask``) and ``variation`` (:func:`gesso.image_variation`). ``emulator``
     answers this model's calls in its provider's emulator;
     ``timeout`` is the model's default read timeout in seconds (a call's ``timeout`` overrides it).
+    ``request_options`` names what the family takes besides its schema's properties that a request may carry
+    (Titan's ``snap_size``): with the schema's names and OpenAI's fields they are what a proxy's callers may
+    send (:mod:`gesso.boundary`); anything else a family takes outside its schema (a cost cap such as
+    Stability's ``max_fanout``) only a program or a proxy deployment can set.
     ``distribution`` is filled in by gesso with the distribution that registered the model.
     """
 
@@ -101,6 +105,7 @@ class Model:
     lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
     emulator: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
     timeout: float | None = None
+    request_options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     distribution: str | None = None
 
     @property

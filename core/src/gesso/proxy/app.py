@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gesso import api, errors, plugins
+from gesso import api, errors, redact
 from gesso.aio import within
+from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.metrics import Metrics
@@ -35,10 +36,11 @@ from gesso.proxy.router import Router
 
 logger = logging.getLogger("gesso.proxy")
 
-#: OpenAI's fields, which a client may send besides the model's own parameters
-OPENAI_FIELDS = ("n", "size", "quality", "response_format", "style", "user")
 #: form fields that stay text (everything else in a multipart form is read as JSON when it parses as JSON)
 TEXT_FIELDS = frozenset(("model", "prompt", "size", "quality", "response_format", "style", "user"))
+#: tries of a request's spend-log row, and the seconds before the first retry (doubled after each)
+SPEND_ATTEMPTS = 3
+SPEND_RETRY_DELAY = 0.1
 #: seconds a request body may take to arrive, once its headers have: 50 MB (the default size limit) at 0.5 MB/s
 BODY_TIMEOUT = 100.0
 OPERATIONS = {
@@ -70,6 +72,13 @@ class Caller:
 
 
 def _presented_key(request: Request) -> str:
+    """The key a request presents, where litellm looks: ``x-litellm-api-key`` first (the key, or ``Bearer <key>``;
+    it wins over ``Authorization``, which may then carry another service's token), then ``Authorization: Bearer
+    <key>``, then ``x-api-key`` or ``api-key``."""
+    litellm_header = request.headers.get("x-litellm-api-key", "").strip()
+    if litellm_header:
+        scheme, _, given = litellm_header.partition(" ")
+        return given.strip() if scheme.lower() == "bearer" and given.strip() else litellm_header
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() == "bearer" and given.strip():
@@ -89,7 +98,7 @@ def _spend_row(
         "token_hash": key.token_hash if key is not None else None,
         "key_alias": key.key_alias if key is not None else None,
         "route": route,
-        "model_name": model_name,
+        "model_name": _column_text(model_name, "model_name"),
         "deployment": deployment.id if deployment is not None else None,
         "model_id": deployment.model if deployment is not None else None,
         "images": len(response.data) if response is not None else 0,
@@ -98,8 +107,14 @@ def _spend_row(
         "status": "success" if status == 200 else "cancelled" if status == 499 else "failure",
         "status_code": status,
         "error_type": failure,
-        "user": user if isinstance(user, str) else None,
+        "user": _column_text(user, "user") if isinstance(user, str) else None,
     }
+
+
+def _column_text(text: str, column: str) -> str:
+    """Caller text as a spend-log column can always hold it: valid Unicode, within the column's length."""
+    limit = store.spend_logs.c[column].type.length
+    return printable(text, limit - 40) if not is_text(text) or len(text) > limit else text
 
 
 class ClientGone(Exception):
@@ -113,14 +128,7 @@ class Proxy:
         self.config = config
         self.overrides = {key: dict(value) for key, value in (overrides or {}).items()}
         self.router = Router(config.deployments, config.cooldown)
-        self.metrics = Metrics()
-        registry = plugins.get_registry()
-        self.locked: dict[str, frozenset[str]] = {}
-        for deployment in config.deployments:
-            provider = registry.split_provider(deployment.model)
-            self.locked[deployment.id] = frozenset(
-                {*(provider.options if provider is not None else ()), "timeout", "model"}
-            )
+        self.metrics = Metrics(config.model_names)
         self.started = time.time()
         #: seconds a request body may take to arrive (its head's deadline is the HTTP protocol's: gesso.proxy.guard)
         self.body_timeout = BODY_TIMEOUT
@@ -138,6 +146,10 @@ class Proxy:
         if given and self.store is not None:
             key = await self.store.get_key(store.hash_key(given))
             if key is not None:
+                if key.blocked:  # read from the database on every request: refused on every replica at once
+                    raise ProxyError(401, f"This key ({key.key_alias or key.key_name}) is blocked; the master key "
+                                     "can unblock it (POST /key/unblock)", type="auth_error",
+                                     code="key_blocked")  # fmt: skip
                 if key.expires is not None and key.expires <= store.now():
                     raise ProxyError(401, f"This key expired at {key.expires.isoformat()}", type="auth_error",
                                      code="expired_key")  # fmt: skip
@@ -145,8 +157,8 @@ class Proxy:
         if master is None:
             return Caller(admin=True)  # no master key: served on loopback only, to anyone who reaches it
         if not given:
-            raise ProxyError(401, "Missing API key: send Authorization: Bearer <key>", type="auth_error",
-                             code="missing_key")  # fmt: skip
+            raise ProxyError(401, "Missing API key: send Authorization: Bearer <key> (or x-litellm-api-key: <key>)",
+                             type="auth_error", code="missing_key")  # fmt: skip
         raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
 
     async def admit(self, caller: Caller, model_name: str, quote: float | None) -> store.Reservation | None:
@@ -201,26 +213,22 @@ class Proxy:
                 mask = None
             else:
                 fields, images, mask = await self._form(request)
-            model_name = fields.pop("model", None)
-            if not isinstance(model_name, str) or not model_name:
-                raise ProxyError(400, "model: required, one of: " + ", ".join(self.config.model_names),
-                                 type="invalid_request_error", param="model", code="missing_model")  # fmt: skip
-            if model_name not in self.router.groups:
-                raise ProxyError(
-                    404, f"Model {model_name!r} is not served here; configured models: "
-                    f"{', '.join(self.config.model_names)}", type="invalid_request_error", param="model",
-                    code="model_not_found",
-                )  # fmt: skip
+            given = fields.pop("model", None)
+            model_name = given if isinstance(given, str) else "-"  # as asked, for the log and the spend row
+            model_name = self._model_name(given, caller)
             prompt = fields.pop("prompt", None)
             user = fields.get("user")
+            _check_text(prompt, "prompt")
+            _check_text(user, "user")
             quote = self._quote(model_name, operation, prompt, images, mask, fields) if caller.key else None
             reservation = await self.admit(caller, model_name, quote)
 
             async def send(deployment: Deployment, overrides: dict[str, Any]) -> Any:
-                kwargs = self._kwargs(deployment, fields, overrides)
+                kwargs = self._trusted(deployment, overrides)
                 model = kwargs.pop("model")
+                untrusted = Untrusted(fields, granted=deployment.caller_params)
                 try:
-                    return await _call(operation, model, prompt, images, mask, kwargs)
+                    return await _call(operation, model, prompt, images, mask, untrusted, kwargs)
                 except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
                     # the deployment's own credentials were refused: the caller's key is fine, so not a 401/403
                     raise errors.ProviderError(
@@ -234,7 +242,7 @@ class Proxy:
             self.metrics.paid(model_name, len(response.data), response.cost)
             logger.info(
                 "request %s %s model_name=%s deployment=%s images=%d cost=%s latency=%.3fs", request_id, route,
-                model_name, deployment.id, len(response.data), response.cost, time.perf_counter() - started,
+                printable(model_name), deployment.id, len(response.data), response.cost, time.perf_counter() - started,
             )  # fmt: skip
             headers = {
                 "x-request-id": request_id,
@@ -246,19 +254,20 @@ class Proxy:
             status = error.status_code
             failure = error.type
             self.metrics.error(error.type)
-            logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, model_name, status, error.type)
+            logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, printable(model_name), status,
+                        error.type)  # fmt: skip
             return _error_response(error, request_id)
         except ClientGone:  # answered with nothing (uvicorn drops sends to a gone client), so no error is logged
             status, failure = 499, "client_disconnected"
             self.metrics.error("client_disconnected")
             logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
-                        model_name)  # fmt: skip
+                        printable(model_name))  # fmt: skip
             return Response(status_code=499)
         except asyncio.CancelledError:
             status, failure = 499, "client_disconnected"
             self.metrics.error("client_disconnected")
             logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
-                        model_name)  # fmt: skip
+                        printable(model_name))  # fmt: skip
             raise
         except Exception:
             failure = "internal_error"
@@ -269,28 +278,58 @@ class Proxy:
         finally:
             self.metrics.in_flight -= 1
             seconds = time.perf_counter() - started
-            name = model_name if isinstance(model_name, str) else "-"
-            self.metrics.observe(route, name, status, seconds)
+            self.metrics.observe(route, model_name, status, seconds)
             if self.store is not None:
-                row = _spend_row(request_id, route, name, caller, served, status, failure, seconds, user)
+                row = _spend_row(request_id, route, model_name, caller, served, status, failure, seconds, user)
                 if self.config.store_prompts and isinstance(prompt, str):
-                    row["prompt"] = prompt
-                try:
-                    await self.store.finish(row, reservation)  # shielded: written (and settled) even if cancelled
-                except Exception:  # the answer stands (the images are paid for); the loss is loud
-                    self.metrics.error("spend_log_failed")
-                    logger.exception("request %s: its spend-log row could not be written", request_id)
+                    row["prompt"] = prompt if is_text(prompt) else printable(prompt, len(prompt) * 12)
+                await self._record(row, reservation, request_id, paid=served is not None)
 
-    def _kwargs(
-        self, deployment: Deployment, fields: Mapping[str, Any], overrides: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        locked = sorted(k for k in fields if k in self.locked[deployment.id])
-        if locked:
+    async def _record(self, row: dict[str, Any], reservation: store.Reservation | None, request_id: str, *,
+                      paid: bool) -> None:  # fmt: skip
+        """Write the request's spend-log row (and settle its reservation), trying again after a failure: a
+        database that is briefly unavailable must not lose the row of a paid call."""
+        assert self.store is not None
+        for attempt in range(1, SPEND_ATTEMPTS + 1):
+            try:
+                await self.store.finish(row, reservation)  # shielded: written (and settled) even if cancelled
+                return
+            except Exception:
+                if attempt == SPEND_ATTEMPTS:  # the answer stands (a paid call's images are returned); loudly
+                    self.metrics.error("spend_log_failed")
+                    what = "its images were paid for and are returned" if paid else "nothing was paid"
+                    logger.exception("request %s: its spend-log row could not be written (%s)", request_id, what)
+                    return
+                await asyncio.sleep(SPEND_RETRY_DELAY * attempt)
+
+    def _model_name(self, given: Any, caller: Caller) -> str:
+        """The configured model name the request asks for; a 400 when it names none, a 404 (listing the
+        models the caller may use) when it names one not served."""
+        if not isinstance(given, str) or not given:
+            raise ProxyError(400, "model: required, one of: " + ", ".join(self._usable(caller)),
+                             type="invalid_request_error", param="model", code="missing_model")  # fmt: skip
+        if not is_text(given):
+            raise ProxyError(400, "model: is not valid Unicode text", type="invalid_request_error", param="model",
+                             code="invalid_text")  # fmt: skip
+        if given not in self.router.groups:
             raise ProxyError(
-                400, f"{', '.join(locked)}: set by the proxy's deployment; a client cannot change it",
-                type="invalid_request_error", param=locked[0], code="not_allowed",
+                404, f"Model {printable(given)!r} is not served here; configured models: "
+                f"{', '.join(self._usable(caller)) or 'none for this key'}", type="invalid_request_error",
+                param="model", code="model_not_found",
             )  # fmt: skip
-        return {**deployment.params, **self.overrides.get(deployment.id, {}), **fields, **overrides}
+        return given
+
+    def _usable(self, caller: Caller) -> list[str]:
+        """The configured model names ``caller`` may use (a virtual key may be limited to some)."""
+        names = self.config.model_names
+        if caller.key is not None and caller.key.models:
+            return [name for name in names if name in caller.key.models]
+        return names
+
+    def _trusted(self, deployment: Deployment, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The deployment's own kwargs (its config, the emulator's options and the router's for this attempt):
+        configuration, where a request's fields never go (they travel as :class:`Untrusted`)."""
+        return {**deployment.params, **self.overrides.get(deployment.id, {}), **overrides}
 
     def _quote(
         self, model_name: str, operation: str, prompt: Any, images: list[bytes], mask: Any, fields: Mapping[str, Any]
@@ -299,13 +338,14 @@ class Proxy:
         refused here, before a budget is touched)."""
         prices = []
         for deployment in self.router.groups[model_name]:
-            kwargs = self._kwargs(deployment, fields, {})
+            kwargs = self._trusted(deployment, {})
             model = kwargs.pop("model")
-            prices.append(
-                api.quote(model, prompt, operation=operation, image=images or None, mask=mask, **kwargs)
-                if operation != "generate"
-                else api.quote(model, prompt, **kwargs)
-            )
+            untrusted = Untrusted(fields, granted=deployment.caller_params)
+            if operation == "generate":
+                prices.append(api.quote(model, prompt, untrusted=untrusted, **kwargs))
+            else:
+                inputs = {"image": images or None, "mask": mask}
+                prices.append(api.quote(model, prompt, operation=operation, untrusted=untrusted, **inputs, **kwargs))
         known = [p for p in prices if p is not None]
         return max(known) if known else None
 
@@ -411,12 +451,12 @@ class Proxy:
 
     async def models(self, request: Request) -> Response:
         try:
-            await self.authenticate(request)
+            caller = await self.authenticate(request)
         except errors.GessoError as error:
             return _error_response(error, uuid.uuid4().hex)
         created = int(self.started)
         data = [{"id": name, "object": "model", "created": created, "owned_by": "gesso"}
-                for name in self.config.model_names]  # fmt: skip
+                for name in self._usable(caller)]  # fmt: skip
         return JSONResponse({"object": "list", "data": data})
 
     async def liveliness(self, request: Request) -> Response:
@@ -427,7 +467,14 @@ class Proxy:
                              "deployments": len(self.config.deployments)})  # fmt: skip
 
     async def metrics_text(self, request: Request) -> Response:
-        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
+        if self.config.metrics_require_auth:  # general_settings.metrics_require_auth: the master key only
+            try:
+                if not (await self.authenticate(request)).admin:
+                    raise ProxyError(401, "Only the master key can read /metrics (general_settings."
+                                     "metrics_require_auth)", type="auth_error", code="not_admin")  # fmt: skip
+            except errors.GessoError as error:
+                return _error_response(error, uuid.uuid4().hex)
+        return PlainTextResponse(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def openapi(self, request: Request) -> Response:
         from gesso.proxy.openapi import spec
@@ -435,15 +482,25 @@ class Proxy:
         return JSONResponse(spec(self.config.model_names))
 
 
-async def _call(operation: str, model: str, prompt: Any, images: list[bytes], mask: Any, kwargs: dict[str, Any]) -> Any:
+async def _call(
+    operation: str, model: str, prompt: Any, images: list[bytes], mask: Any, untrusted: Untrusted,
+    kwargs: dict[str, Any],
+) -> Any:  # fmt: skip
     call = OPERATIONS[operation]
     if operation == "generate":
-        return await call(model, prompt, **kwargs)
+        return await call(model, prompt, untrusted=untrusted, **kwargs)
     if operation == "edit":
-        return await call(model, images or None, prompt, mask=mask, **kwargs)
+        return await call(model, images or None, prompt, mask=mask, untrusted=untrusted, **kwargs)
     if prompt is not None:
         kwargs["prompt"] = prompt
-    return await call(model, images or None, **kwargs)
+    return await call(model, images or None, untrusted=untrusted, **kwargs)
+
+
+def _check_text(value: Any, name: str) -> None:
+    """A 400 when ``value`` (caller text) is not valid Unicode: refused before anything is reserved or sent."""
+    if isinstance(value, str) and not is_text(value):
+        raise ProxyError(400, f"{name}: is not valid Unicode text (a lone surrogate)", type="invalid_request_error",
+                         param=name, code="invalid_text")  # fmt: skip
 
 
 async def _disconnected(request: Request) -> None:
@@ -492,7 +549,10 @@ def _error_response(error: errors.GessoError, request_id: str) -> Response:
             headers["x-should-retry"] = "false"
         else:
             headers["retry-after"] = "1"
-    return _json_response(error.to_dict(), error.status_code, headers)
+    body = error.to_dict()
+    # never a secret in an answer: a value the proxy read from its environment or config is named, not shown
+    body["error"]["message"] = redact.redact(body["error"]["message"])
+    return _json_response(body, error.status_code, headers)
 
 
 def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Starlette:

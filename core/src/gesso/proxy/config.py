@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from gesso import options as call_options
+from gesso import redact
 
 ENV_PREFIX = call_options.ENV_PREFIX
 
@@ -28,7 +29,45 @@ GENERAL_SETTINGS = {
     "max_request_size_mb": "the largest request body taken (default 50 MB)",
     "database_url": "sqlite:///path or postgresql://...; default: gesso.db beside the config",
     "store_prompts": "keep each request's prompt in its spend-log row (default false)",
+    "metrics_require_auth": "GET /metrics needs the master key (default false: open, as in litellm)",
 }
+#: general_settings that guard access: a key a small edit from one of these (``master_kye``, ``Master-Key``) is
+#: an error, not a warning, since ignoring it would leave open what its author meant to close
+GUARDS = ("master_key", "database_url", "metrics_require_auth")
+#: litellm's own general_settings (its proxy/_types.py ConfigGeneralSettings, and the keys its proxy_server.py
+#: reads): warned about as unused, never taken for a misspelling of gesso's
+LITELLM_GENERAL_SETTINGS = frozenset(
+    (
+        "alert_to_webhook_url", "alert_types", "alerting", "alerting_args", "alerting_threshold",
+        "allow_cli_sso_verification_uri_complete", "allow_public_health_readiness_details",
+        "allow_requests_on_db_unavailable", "allowed_routes", "apply_user_budget_to_team_keys",
+        "background_health_check_model_groups", "background_health_checks", "cancel_on_disconnect",
+        "completion_model", "control_plane_url", "coordination_redis", "custom_auth",
+        "dangerously_permit_weak_or_unset_master_key",
+        "database_args", "database_connect_timeout", "database_connection_pool_limit", "database_connection_timeout",
+        "database_disable_prepared_statements", "database_extra_connection_params", "database_socket_timeout",
+        "database_type", "database_url", "disable_auto_add_proxy_admin_to_teams", "disable_budget_reservation",
+        "disable_custom_api_keys", "disable_reset_budget", "disable_spend_logs", "enable_drain_endpoint",
+        "enable_public_model_hub", "forward_client_headers_to_llm_api", "global_max_parallel_requests",
+        "health_check_concurrency", "health_check_details", "health_check_interval",
+        "health_check_skip_disabled_background_models", "image_generation_model", "infer_model_from_keys",
+        "key_management_system", "litellm_key_header_name", "master_key", "max_batch_file_size_mb",
+        "max_parallel_requests", "max_request_size_mb", "max_response_size_mb",
+        "maximum_autorouter_session_retention_period", "maximum_health_check_retention_period",
+        "maximum_spend_logs_cleanup_batch_size", "maximum_spend_logs_cleanup_batch_timeout",
+        "maximum_spend_logs_cleanup_max_batches", "maximum_spend_logs_cleanup_run_budget",
+        "maximum_spend_logs_retention_period", "mcp_internal_ip_ranges", "mcp_required_fields",
+        "mcp_trusted_proxy_ranges", "mcp_xff_num_trusted_hops", "model_list_healthy_only", "otel",
+        "pass_through_endpoints", "pass_through_request_timeout", "plugins", "provider_url_destination_allowed_hosts",
+        "proxy_batch_write_at", "proxy_config_reload_interval_seconds", "reject_clientside_metadata_tags",
+        "scheduled_job_stagger", "self_serve_budget_policy", "store_model_in_db", "store_prompts_in_spend_logs",
+        "supported_db_objects", "trusted_proxy_ranges", "ui_access_mode", "use_azure_key_vault", "use_google_kms",
+        "use_spend_logs_partitioning", "user_api_key_cache_ttl", "user_header_mappings", "user_header_name",
+        "user_mcp_management_mode", "user_url_allowed_hosts", "user_url_validation",
+    )
+)  # fmt: skip
+#: litellm's switch for auth on /metrics (``litellm_settings``): read as ``general_settings.metrics_require_auth``
+LITELLM_METRICS_AUTH = "require_auth_for_metrics_endpoint"
 DEFAULT_COOLDOWN = 5.0
 DEFAULT_MAX_MB = 50.0
 
@@ -45,6 +84,9 @@ class Deployment:
     id: str
     params: Mapping[str, Any] = attrs.field(repr=False)  # SDK kwargs, ``model`` included
     info: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    #: options the deployer lets callers set (``model_info.caller_params``), besides OpenAI's fields and the
+    #: model's own parameters (gesso.boundary)
+    caller_params: frozenset[str] = frozenset()
 
     @property
     def model(self) -> str:
@@ -61,6 +103,7 @@ class ProxyConfig:
     warnings: tuple[str, ...] = ()
     database_url: str | None = attrs.field(default=None, repr=False)
     store_prompts: bool = False
+    metrics_require_auth: bool = False
 
     @property
     def model_names(self) -> list[str]:
@@ -100,17 +143,26 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         os.environ.setdefault(str(name), str(_env(value, f"environment_variables.{name}")))
     general = _section(data, "general_settings")
     router = _section(data, "router_settings")
+    litellm = _section(data, "litellm_settings")
     for key in general:
-        if key not in GENERAL_SETTINGS:
-            warnings.append(f"general_settings.{key}: not used by gesso (ignored)")
-    for key in _section(data, "litellm_settings"):
-        warnings.append(f"litellm_settings.{key}: not used by gesso (ignored)")
+        if key in GENERAL_SETTINGS:
+            continue
+        guarded = _near(key, GUARDS)
+        if guarded is not None and key not in LITELLM_GENERAL_SETTINGS:
+            raise ConfigError(f"general_settings.{key}: unknown; did you mean {guarded}?")
+        meant = _near(key, GENERAL_SETTINGS) if key not in LITELLM_GENERAL_SETTINGS else None
+        hint = f"; did you mean {meant}?" if meant is not None else ""
+        warnings.append(f"general_settings.{key}: not used by gesso (ignored){hint}")
+    for key in litellm:
+        if key != LITELLM_METRICS_AUTH:
+            warnings.append(f"litellm_settings.{key}: not used by gesso (ignored)")
     for key in router:
         if key not in ROUTER_SETTINGS:
             warnings.append(f"router_settings.{key}: not used by gesso (ignored)")
     master = _env(general.get("master_key"), "general_settings.master_key")
     if master is not None and (not isinstance(master, str) or not master):
         raise ConfigError("general_settings.master_key: must be a non-empty string")
+    redact.remember([master])  # written in the file or read from the environment, it is never shown
     cooldown = _number(router.get("cooldown_time", DEFAULT_COOLDOWN), "router_settings.cooldown_time")
     max_mb = _number(general.get("max_request_size_mb", DEFAULT_MAX_MB), "general_settings.max_request_size_mb")
     deployments = _deployments(data.get("model_list"), warnings)
@@ -122,6 +174,15 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
     store_prompts = general.get("store_prompts", False)
     if not isinstance(store_prompts, bool):
         raise ConfigError("general_settings.store_prompts: must be true or false")
+    metrics_require_auth = False
+    for at, section, name in (("general_settings", general, "metrics_require_auth"),
+                              ("litellm_settings", litellm, LITELLM_METRICS_AUTH)):  # fmt: skip
+        value = section.get(name, False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{at}.{name}: must be true or false")
+        if value and master is None:  # without a master key every caller is the admin: /metrics would stay open
+            raise ConfigError(f"{at}.{name}: needs general_settings.master_key, the key /metrics then asks for")
+        metrics_require_auth = metrics_require_auth or value
     return ProxyConfig(
         deployments=tuple(deployments),
         master_key=master,
@@ -131,6 +192,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         warnings=tuple(warnings),
         database_url=database_url,
         store_prompts=store_prompts,
+        metrics_require_auth=metrics_require_auth,
     )
 
 
@@ -166,8 +228,31 @@ def _deployments(entries: Any, warnings: list[str]) -> list[Deployment]:
         if ident in ids:
             raise ConfigError(f"{at}.model_info.id: {ident!r} is used twice")
         ids.add(ident)
-        found.append(Deployment(model_name=name.strip(), id=ident, params=params, info=dict(info)))
+        granted = _caller_params(info.get("caller_params"), f"{at}.model_info.caller_params", raw["model"], registry)
+        found.append(
+            Deployment(model_name=name.strip(), id=ident, params=params, info=dict(info), caller_params=granted)
+        )
     return found
+
+
+def _caller_params(value: Any, at: str, model: str, registry: Any) -> frozenset[str]:
+    """The options a deployment lets its callers set: what the core and the provider call grantable (timeouts,
+    retries...) and a family's own names outside its schema (a cost cap); never credentials, endpoints, the
+    model invoked or where images are written, which are the deployment's configuration."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{at}: must be a list of option names")
+    provider = registry.split_provider(model)
+    grantable = {*call_options.GRANTABLE, *(provider.grantable if provider is not None else ())}
+    options = {*call_options.OPENAI_KWARGS, *call_options.OUTPUT_KWARGS, *(provider.options if provider else ())}
+    for name in value:
+        if name in options and name not in grantable:
+            raise ConfigError(
+                f"{at}: {name} is the deployment's configuration and cannot be left to callers (options that "
+                f"can: {', '.join(sorted(grantable))}, and a family's own names outside its schema)"
+            )
+    return frozenset(value)
 
 
 def _params(raw: Mapping[str, Any], at: str, registry: Any, warnings: list[str]) -> dict[str, Any]:
@@ -226,10 +311,13 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _env(value: Any, where: str) -> Any:
+    """``value``, or the environment variable an ``os.environ/NAME`` value names: a value from the environment
+    is taken for a secret, never shown in a log line or an answer (only the field is named)."""
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX) :]
         if name not in os.environ:
             raise ConfigError(f"{where}: environment variable {name} is not set")
+        redact.remember([os.environ[name]])
         return os.environ[name]
     return value
 
@@ -238,6 +326,30 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ConfigError(f"{where}: must be a non-negative number (got {value!r})")
     return float(value)
+
+
+def _near(key: Any, names: Any) -> str | None:
+    """The name in ``names`` that ``key`` misspells: at most two edits apart (an insertion, deletion, substitution
+    or swap of neighbours each) once case, ``-`` and spaces are set aside, so ``Master-Key`` and ``master_kye``
+    both mean ``master_key``."""
+    given = "_".join(str(key).strip().lower().replace("-", " ").split())
+    found = [(_distance(given, name), name) for name in names if abs(len(given) - len(name)) <= 2]
+    best = min(found, default=None, key=lambda pair: pair[0])
+    return best[1] if best is not None and best[0] <= 2 else None
+
+
+def _distance(a: str, b: str) -> int:
+    """The Damerau-Levenshtein distance of ``a`` and ``b`` (optimal string alignment)."""
+    before: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        current = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, previous = previous, current
+    return previous[-1]
 
 
 def _guess(key: Any, known: Any) -> str:

@@ -1,83 +1,120 @@
-"""The proxy's Prometheus metrics, kept in plain dicts (one event loop writes them) and rendered as the text
-exposition format on ``GET /metrics``."""
+"""The proxy's Prometheus metrics: prometheus_client's counters, histogram and gauge in a registry of each proxy's
+own (never the process-wide one), rendered by prometheus_client on ``GET /metrics``.
+
+Every label value comes from a fixed set, so what a caller sends can neither add a series nor break the
+exposition: a model name the config does not serve is recorded as ``-``, a status the proxy does not answer
+and an error type it does not know as ``other``.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: the media type of :meth:`Metrics.render`'s text (prometheus_client's text exposition format)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: the image routes, as ``observe`` names them
+ROUTES = ("generations", "edits", "variations")
+#: the HTTP statuses the proxy answers (499: the client went away); any other is recorded as ``other``
+STATUSES = frozenset(
+    (200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 431, 499, 500, 501, 502, 503, 504)
+)  # fmt: skip
+#: the error types the proxy reports: gesso.errors' classes, the proxy's own (app.py, keys.py) and the failures
+#: it counts without answering them (a client gone, a spend-log row lost); any other is recorded as ``other``
+ERROR_TYPES = frozenset(
+    (
+        "invalid_request_error", "authentication_error", "permission_error", "rate_limit_error", "timeout_error",
+        "api_error", "auth_error", "not_found_error", "budget_exceeded", "internal_error", "client_disconnected",
+        "spend_log_failed",
+    )
+)  # fmt: skip
+UNKNOWN_MODEL = "-"
+OTHER = "other"
 
 
-def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    if not pairs:
-        return ""
-    inner = ",".join(f'{name}="{_escape(value)}"' for name, value in pairs)
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _text(value: object) -> bool:
+    """``value`` is a string that can be written as UTF-8 (a lone surrogate cannot)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.requests: dict[tuple[tuple[str, str], ...], int] = defaultdict(int)
-        self.errors: dict[tuple[tuple[str, str], ...], int] = defaultdict(int)
-        self.images: dict[tuple[tuple[str, str], ...], int] = defaultdict(int)
-        self.cost: dict[tuple[tuple[str, str], ...], float] = defaultdict(float)
-        self.latency_counts: dict[str, list[int]] = {}
-        self.latency_sums: dict[str, float] = defaultdict(float)
+    """One proxy's metrics; ``model_names`` (the configured ones) and ``routes`` are the label values taken."""
+
+    content_type = CONTENT_TYPE
+
+    def __init__(self, model_names: Iterable[str] = (), routes: Iterable[str] = ROUTES) -> None:
+        self.model_names = frozenset(name for name in model_names if _text(name))
+        self.routes = frozenset(route for route in routes if _text(route))
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "gesso_requests", "Requests answered, by route, model_name and HTTP status.",
+            ("route", "model_name", "status"), registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "gesso_request_duration_seconds", "Time to answer a request.", ("route",), buckets=BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.images = Counter("gesso_images", "Images returned.", ("model_name",), registry=self.registry)
+        self.cost = Counter("gesso_cost_usd", "Cost of the images returned, USD.", ("model_name",),
+                            registry=self.registry)  # fmt: skip
+        self.errors = Counter("gesso_errors", "Error answers, by error type.", ("type",), registry=self.registry)
+        #: requests being answered now (the app counts them with ``+= 1`` and ``-= 1``); the gauge reads it
         self.in_flight = 0
+        gauge = Gauge("gesso_requests_in_flight", "Requests being answered now.", registry=self.registry)
+        gauge.set_function(lambda: self.in_flight)
+
+    # -- bounded label values ---------------------------------------------------------------------------------
+
+    def _model(self, model_name: object) -> str:
+        return model_name if isinstance(model_name, str) and model_name in self.model_names else UNKNOWN_MODEL
+
+    def _route(self, route: object) -> str:
+        return route if isinstance(route, str) and route in self.routes else OTHER
+
+    # -- what the app records ---------------------------------------------------------------------------------
 
     def observe(self, route: str, model_name: str, status: int, seconds: float) -> None:
-        self.requests[(("route", route), ("model_name", model_name), ("status", str(status)))] += 1
-        counts = self.latency_counts.setdefault(route, [0] * (len(BUCKETS) + 1))
-        for index, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                counts[index] += 1
-                break
-        else:
-            counts[-1] += 1
-        self.latency_sums[route] += seconds
+        route = self._route(route)
+        code = str(status) if type(status) is int and status in STATUSES else OTHER
+        self.requests.labels(route, self._model(model_name), code).inc()
+        self.latency.labels(route).observe(seconds)
 
     def error(self, kind: str) -> None:
-        self.errors[(("type", kind),)] += 1
+        self.errors.labels(kind if isinstance(kind, str) and kind in ERROR_TYPES else OTHER).inc()
 
     def paid(self, model_name: str, images: int, cost: float | None) -> None:
-        self.images[(("model_name", model_name),)] += images
-        if cost:
-            self.cost[(("model_name", model_name),)] += cost
+        name = self._model(model_name)
+        if images > 0:
+            self.images.labels(name).inc(images)
+        if cost and math.isfinite(cost) and cost > 0:
+            self.cost.labels(name).inc(cost)
 
     def render(self) -> str:
-        lines = [
-            "# HELP gesso_requests_total Requests answered, by route, model_name and HTTP status.",
-            "# TYPE gesso_requests_total counter",
-        ]
-        lines += [f"gesso_requests_total{_labels(k)} {v}" for k, v in sorted(self.requests.items())]
-        lines += [
-            "# HELP gesso_request_duration_seconds Time to answer a request.",
-            "# TYPE gesso_request_duration_seconds histogram",
-        ]
-        for route, counts in sorted(self.latency_counts.items()):
-            running = 0
-            for bound, count in zip((*BUCKETS, float("inf")), counts):
-                running += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f'gesso_request_duration_seconds_bucket{{route="{route}",le="{le}"}} {running}')
-            lines.append(f'gesso_request_duration_seconds_sum{{route="{route}"}} {self.latency_sums[route]:.6f}')
-            lines.append(f'gesso_request_duration_seconds_count{{route="{route}"}} {running}')
-        lines += ["# HELP gesso_images_total Images returned.", "# TYPE gesso_images_total counter"]
-        lines += [f"gesso_images_total{_labels(k)} {v}" for k, v in sorted(self.images.items())]
-        lines += [
-            "# HELP gesso_cost_usd_total Cost of the images returned, USD.",
-            "# TYPE gesso_cost_usd_total counter",
-        ]
-        lines += [f"gesso_cost_usd_total{_labels(k)} {v:.6f}" for k, v in sorted(self.cost.items())]
-        lines += ["# HELP gesso_errors_total Error answers, by error type.", "# TYPE gesso_errors_total counter"]
-        lines += [f"gesso_errors_total{_labels(k)} {v}" for k, v in sorted(self.errors.items())]
-        lines += [
-            "# HELP gesso_requests_in_flight Requests being answered now.",
-            "# TYPE gesso_requests_in_flight gauge",
-            f"gesso_requests_in_flight {self.in_flight}",
-        ]
-        return "\n".join(lines) + "\n"
+        """The text exposition format (:data:`CONTENT_TYPE`), by prometheus_client."""
+        return generate_latest(_WithoutCreated(self.registry)).decode("utf-8")
+
+
+class _WithoutCreated:
+    """The registry without the ``_created`` samples prometheus_client adds to counters and histograms (the
+    time each series began: a second series per series, which the proxy never exposed). Filtered here, for
+    this registry only: ``prometheus_client.disable_created_metrics()`` would switch them off for every
+    registry in the process, other libraries' included."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            kept.samples = [s for s in metric.samples if s.name != metric.name + "_created"]
+            yield kept

@@ -28,6 +28,8 @@ OPTIONS = (
 )  # fmt: skip
 _NON_STRING = ("ssl_verify", "connect_timeout", "max_retries", "retry_budget", "guardrailVersion", "extra_headers")
 STRING_OPTIONS = frozenset(k for k in OPTIONS if k not in _NON_STRING)
+#: what a proxy deployment may let its callers set: how long and how often to try, and the guardrail
+GRANTABLE = ("connect_timeout", "max_retries", "retry_budget", "guardrailIdentifier", "guardrailVersion", "trace")
 SECRET_OPTIONS = ("aws_secret_access_key", "aws_session_token", "aws_external_id", "aws_web_identity_token", "api_key")
 
 #: Names other SDKs use, and what to write in gesso instead.

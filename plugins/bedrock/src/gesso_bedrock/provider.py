@@ -56,6 +56,7 @@ class Bedrock(Provider):
     name = "bedrock"
     title = "Bedrock"
     default = True  # every model before providers were plugins was a Bedrock model
+    grantable = options.GRANTABLE  # (before the class's own ``options`` shadows the module)
     options = options.OPTIONS
     cli_options = (
         CliOption("--model-id", "model_id", "invoke target: an inference-profile or provisioned-model ARN or id"),

@@ -109,7 +109,7 @@ def registrations() -> list[Model]:
         Model(
             id=model_id, family=SDXL, name=name, aliases=aliases, param_schema=schema("sdxl.json"), prices=prices,
             capabilities={"text_to_image", "image_to_image", "inpainting", *SDXL_EDITS.get(model_id, ())},
-            lifecycle=lifecycle, emulator=_emulate,
+            lifecycle=lifecycle, emulator=_emulate, request_options=("negative_prompt",),
         )
         for model_id, (name, aliases, lifecycle, prices) in SDXL_MODELS.items()
     ]  # fmt: skip
