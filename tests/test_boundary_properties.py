@@ -34,11 +34,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import POSTGRES_URL_ENV
 from gesso.proxy import config as proxy_config
 from gesso.proxy import store
 from gesso.proxy.app import build_app
 from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, Emulator
-from helpers import multipart, picture, proxy_environment, uvicorn_running
+from helpers import bench_module, multipart, picture, proxy_environment, uvicorn_running
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("BOUNDARY_EXAMPLES", "20000" if LONG else "150"))
@@ -200,11 +201,27 @@ class Target:
             self.request_ids.append(headers["x-request-id"])
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request, tmp_path_factory):
+    """The database URL the proxy under test keeps its keys and spend rows in (as conftest's ``database_url``,
+    once for the module)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('boundary-db') / 'gesso.db'}"
+        return
+    server = os.environ.get(POSTGRES_URL_ENV)
+    if not server:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {POSTGRES_URL_ENV} is not set", pytrace=False)
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set (export {POSTGRES_URL_ENV}=$(bash .ci/postgres.sh start))")
+    with bench_module("gesso_bench").throwaway_postgres(server, "gesso_test") as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
-def target(tmp_path_factory):
+def target(tmp_path_factory, backend):
     root = tmp_path_factory.mktemp("boundary-properties")
     image_store = root / "store"
-    database_url = f"sqlite:///{root / 'gesso.db'}"
+    database_url = backend
     lines = Lines()
     watched = [logging.getLogger(name) for name in ("gesso", "uvicorn")]
     with contextlib.ExitStack() as stack:

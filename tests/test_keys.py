@@ -5,8 +5,10 @@ request whatever happens, the spend endpoints, and ``gesso keys`` / ``gesso db u
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import re
@@ -23,7 +25,7 @@ import pytest
 import uvicorn
 
 from gesso.proxy import config as proxy_config
-from gesso.proxy import store
+from gesso.proxy import keys, store
 from gesso.proxy.app import build_app
 from gesso_bedrock.emulator import BLOCK_SOME
 from helpers import picture, uvicorn_running
@@ -37,13 +39,18 @@ class Served:
     def __init__(self, url: str, database_url: str) -> None:
         self.url, self.database_url = url, database_url
 
-    def call(self, method: str, path: str, key: str | None = MASTER, body=None) -> tuple[int, dict, object]:
-        """The status, headers (lower-cased) and JSON of one request."""
-        data = json.dumps(body).encode() if body is not None else None
+    def call(
+        self, method: str, path: str, key: str | None = MASTER, body=None, *, raw: bytes | None = None,
+        headers: dict | None = None,
+    ) -> tuple[int, dict, object]:  # fmt: skip
+        """The status, headers (lower-cased) and JSON of one request (``raw``: the body as sent, not JSON-encoded)."""
+        data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
         if key is not None:
             request.add_header("Authorization", f"Bearer {key}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=20) as answer:
                 return answer.status, {k.lower(): v for k, v in answer.headers.items()}, json.load(answer)
@@ -209,6 +216,198 @@ def test_refusals(proxy, emulator):
     assert [r["status_code"] for r in proxy.logs(f"&api_key={budget['token']}")] == [429, 200]  # ...once
 
 
+# -- blocking, the litellm key header, out-of-range input -------------------------------------------------------
+
+
+def test_a_key_blocked_on_one_replica_is_refused_on_the_other_at_once(database_url, aws, emulator):
+    store.upgrade(database_url)
+    with serving(database_url, aws) as a, serving(database_url, aws) as b:  # two proxies, one database
+        made = a.generate_key(key_alias="blockable")
+        assert made["blocked"] is False
+        assert b.client(made["key"]).images.generate(model="nova", prompt="x").data
+        status, _, blocked = a.call("POST", "/key/block", body={"key": "blockable"})
+        assert status == 200 and blocked["blocked"] is True and blocked["token"] == made["token"]
+        assert made["key"] not in json.dumps(blocked)
+        reached = len(emulator.requests)
+        for replica in (b, a):
+            with pytest.raises(openai.AuthenticationError) as caught:
+                replica.client(made["key"]).images.generate(model="nova", prompt="x")
+            error = caught.value.body
+            assert caught.value.status_code == 401 and (error["type"], error["code"]) == ("auth_error", "key_blocked")
+            assert "blocked" in error["message"]
+        assert len(emulator.requests) == reached  # nothing was sent
+        status, _, answer = b.call("GET", "/key/info", key=made["key"])  # refused everywhere, its own info too
+        assert status == 401 and answer["error"]["code"] == "key_blocked"
+        assert b.call("GET", "/key/info?key=blockable")[2]["info"]["blocked"] is True
+
+        status, _, unblocked = b.call("POST", "/key/unblock", body={"key": made["token"]})  # by its hash
+        assert status == 200 and unblocked["blocked"] is False
+        assert a.client(made["key"]).images.generate(model="nova", prompt="x").data
+        status, _, again = a.call("POST", "/key/block", body={"key": made["key"]})  # by its plaintext
+        assert status == 200 and again["blocked"] is True
+        with pytest.raises(openai.AuthenticationError):
+            b.client(made["key"]).images.generate(model="nova", prompt="x")
+
+
+def test_blocked_is_a_key_field_and_only_the_master_key_blocks(proxy, emulator):
+    made = proxy.generate_key(key_alias="held", blocked=True)  # made blocked: refused from its first request
+    assert made["blocked"] is True
+    with pytest.raises(openai.AuthenticationError) as caught:
+        proxy.client(made["key"]).images.generate(model="nova", prompt="x")
+    assert caught.value.body["code"] == "key_blocked"
+    other = proxy.generate_key()
+    assert other["blocked"] is False
+    for key in (other["key"], None, "sk-wrong"):  # only the master key blocks or unblocks
+        for path in ("/key/block", "/key/unblock"):
+            status, _, answer = proxy.call("POST", path, key=key, body={"key": "held"})
+            assert status == 401 and answer["error"]["type"] == "auth_error", (path, key)
+    for body, expected in (({}, 400), ({"key": 3}, 400), ({"key": "nobody"}, 404), ({"key": "held", "x": 1}, 400)):
+        status, _, answer = proxy.call("POST", "/key/block", body=body)
+        assert status == expected and answer["error"]["param"] in ("key", "x"), body
+
+    for blocked, expected in ((False, False), (True, True), (None, False)):  # null clears it
+        status, _, updated = proxy.call("POST", "/key/update", body={"key": "held", "blocked": blocked})
+        assert status == 200 and updated["blocked"] is expected and updated["key_alias"] == "held"
+    assert proxy.client(made["key"]).images.generate(model="nova", prompt="x").data
+    status, _, listed = proxy.call("GET", "/key/list?return_full_object=true&key_alias=held")
+    assert [k["blocked"] for k in listed["keys"]] == [False]
+    for path, body in (("/key/generate", {"blocked": "yes"}), ("/key/update", {"key": "held", "blocked": 1})):
+        status, _, answer = proxy.call("POST", path, body=body)
+        assert status == 400 and answer["error"]["param"] == "blocked" and "true or false" in answer["error"]["message"]
+
+
+def test_the_x_litellm_api_key_header_is_read_before_authorization(proxy, emulator):
+    made = proxy.generate_key(key_alias="header")
+
+    def client(api_key: str, header: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=api_key, max_retries=0, timeout=20,
+                             default_headers={"x-litellm-api-key": header})  # fmt: skip
+
+    for header in (made["key"], f"Bearer {made['key']}", f"bearer {made['key']}"):  # the key, bare or as a bearer
+        assert client("another-service-token", header).images.generate(model="nova", prompt="x").data, header
+    with pytest.raises(openai.AuthenticationError) as caught:  # it wins over a good Authorization
+        client(made["key"], "sk-not-a-key-of-this-proxy").images.generate(model="nova", prompt="x")
+    assert caught.value.body["code"] == "invalid_api_key"
+    assert [r["status_code"] for r in proxy.logs("&api_key=header")] == [200, 200, 200]
+
+    status, _, listed = proxy.call("GET", "/key/list", key=None, headers={"x-litellm-api-key": MASTER})  # the admin
+    assert status == 200 and listed["keys"] == [made["token"]]
+    status, _, _ = proxy.call("GET", "/key/list", key=made["key"], headers={"x-litellm-api-key": f"Bearer {MASTER}"})
+    assert status == 200
+    status, _, answer = proxy.call("GET", "/key/list", key=MASTER, headers={"x-litellm-api-key": made["key"]})
+    assert status == 401 and answer["error"]["type"] == "auth_error"  # the virtual key it names is no admin
+    proxy.call("POST", "/key/block", body={"key": "header"})
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client("another-service-token", made["key"]).images.generate(model="nova", prompt="x")
+    assert caught.value.body["code"] == "key_blocked"
+
+
+def nested(depth: int) -> dict:
+    """An object ``depth`` levels deep."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+OUT_OF_RANGE = [  # (the body as sent, the field, what the message says)
+    ('{"duration": "99999999999d"}', "duration", "at most 100 years"),
+    ('{"duration": "36501d"}', "duration", "at most 100 years"),
+    ('{"duration": "30d\\n"}', "duration", "30d"),
+    ('{"budget_duration": "99999999999d"}', "budget_duration", "at most 100 years"),
+    ('{"budget_duration": "0000000000000001d"}', "budget_duration", "30d"),
+    (json.dumps({"rpm_limit": 10**20}), "rpm_limit", "from 0 to 2147483647"),
+    (json.dumps({"rpm_limit": 2**31}), "rpm_limit", "from 0 to 2147483647"),
+    ('{"max_budget": 1e400}', "max_budget", "from 0 to 1000000000"),
+    (json.dumps({"max_budget": 10**400}), "max_budget", "from 0 to 1000000000"),
+    ('{"max_budget": 1e10}', "max_budget", "from 0 to 1000000000"),
+    (json.dumps({"metadata": nested(33)}), "metadata", "at most 32 levels"),
+    (json.dumps({"metadata": {"notes": "x" * 70_000}}), "metadata", "at most 65536 bytes"),
+    ('{"metadata": {"x": 1e400}}', "metadata", "finite"),
+    ('{"max_budget": NaN}', None, "not valid JSON"),
+    ('{"metadata": {"x": Infinity}}', None, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("route", ["/key/generate", "/key/update"])
+def test_out_of_range_key_fields_are_400s_naming_the_field(proxy, route):
+    proxy.generate_key(key_alias="target", rpm_limit=5)
+    for text, param, says in OUT_OF_RANGE:
+        body = text if route == "/key/generate" else '{"key": "target", ' + text[1:]
+        status, _, answer = proxy.call("POST", route, raw=body.encode())
+        assert status == 400, (body[:80], answer)
+        assert answer["error"]["param"] == param and says in answer["error"]["message"], (body[:80], answer)
+        if param is not None:
+            assert answer["error"]["message"].startswith(f"{param}: ")
+    assert proxy.call("GET", "/key/info?key=target")[2]["info"]["rpm_limit"] == 5  # nothing was changed
+
+    limits = {"duration": "36500d", "budget_duration": "36500d", "rpm_limit": 2**31 - 1, "max_budget": 1e9,
+              "metadata": {"deep": nested(31), "notes": "x" * 60_000}}  # fmt: skip
+    named = {"key": "target"} if route == "/key/update" else {}
+    status, _, made = proxy.call("POST", route, body={**named, **limits})
+    assert status == 200, made
+    assert (made["rpm_limit"], made["max_budget"], made["metadata"]) == (2**31 - 1, 1e9, limits["metadata"])
+    century = datetime.datetime.fromisoformat(made["expires"]) - datetime.datetime.now(datetime.timezone.utc)
+    assert 36_499 < century.total_seconds() / 86_400 <= 36_500
+    assert proxy.call("GET", f"/key/info?key={made['token']}")[2]["info"]["budget_reset_at"] == made["budget_reset_at"]
+
+
+def test_chosen_keys_and_queries_out_of_range_are_400s(proxy):
+    chosen = "sk-chosen-by-the-admin-0001"
+    assert proxy.generate_key(key=chosen)["key"] == chosen
+    for key, says in ((chosen, "exists already"), (MASTER, "master key"), ("sk-has a space in it", "visible ASCII"),
+                      ("sk-" + "x" * 254, "16 to 256"), ("sk-short", "16 to 256")):  # fmt: skip
+        status, _, answer = proxy.call("POST", "/key/generate", body={"key": key})
+        assert status == 400 and answer["error"]["param"] == "key" and says in answer["error"]["message"], key
+    assert proxy.generate_key(key="sk-" + "x" * 253)["key_name"] == "sk-...xxxx"
+
+    for path, param in (("/key/list?page=99999999999999999999", "page"), ("/key/list?page=%C2%B2", "page"),
+                        ("/key/list?size=0", "size"), ("/spend/logs?limit=" + "9" * 5000, "limit")):  # fmt: skip
+        status, _, answer = proxy.call("GET", path)
+        assert status == 400 and answer["error"]["param"] == param, path[:60]
+        assert "from 1 to 1000000000" in answer["error"]["message"]
+    for path in ("/spend/logs?end_date=9999-12-31", "/spend/logs?start_date=0001-01-01", "/spend/logs?model=%00",
+                 "/spend/report?end_date=9999-12-31", "/key/list?key_alias=%00"):  # fmt: skip
+        assert proxy.call("GET", path)[0] == 200, path  # the newest date, and text no row holds (a NUL)
+    assert proxy.call("GET", "/key/info?key=%00")[0] == 404
+    assert proxy.call("POST", "/key/update", body={"key": "\x00", "rpm_limit": 1})[0] == 404
+    assert proxy.call("POST", "/key/block", body={"key": "a\x00"})[0] == 404
+
+    port = int(proxy.url.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    connection.putrequest("POST", "/key/generate")
+    connection.putheader("Authorization", f"Bearer {MASTER}")
+    connection.putheader("Content-Length", str(keys.MAX_BODY + 1))
+    connection.endheaders()  # the head only: the answer comes before any of the body
+    answer = connection.getresponse()
+    assert answer.status == 413 and json.load(answer)["error"]["code"] == "request_too_large"
+    connection.close()
+
+
+def test_a_key_or_alias_taken_in_a_race_is_a_400(proxy, monkeypatch):
+    chosen = "sk-chosen-by-the-admin-0002"
+    proxy.generate_key(key=chosen, key_alias="first")
+    second = proxy.generate_key(key_alias="second")
+
+    async def unchecked(self, value):  # as if another request wrote its row between the check and the insert
+        return None
+
+    monkeypatch.setattr(keys.KeyApi, "_unique_key", unchecked)
+    monkeypatch.setattr(keys.KeyApi, "_unique_alias", unchecked)
+    for path, body, param in (("/key/generate", {"key": chosen}, "key"),
+                              ("/key/generate", {"key_alias": "first"}, "key_alias"),
+                              ("/key/update", {"key": second["token"], "key_alias": "first"}, "key_alias")):  # fmt: skip
+        status, _, answer = proxy.call("POST", path, body=body)
+        says = {"key": "exists already", "key_alias": "is taken"}[param]
+        assert status == 400 and answer["error"]["param"] == param and says in answer["error"]["message"], answer
+    monkeypatch.undo()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # and a real race
+        answers = list(pool.map(lambda _: proxy.call("POST", "/key/generate", body={"key_alias": "raced"}), range(8)))
+    assert sorted(status for status, _, _ in answers) == [200] + [400] * 7
+    assert all(answer["error"]["param"] == "key_alias" for status, _, answer in answers if status == 400)
+
+
 # -- spend logs -------------------------------------------------------------------------------------------------
 
 
@@ -321,6 +520,13 @@ def test_gesso_db_upgrade_and_gesso_keys(database_url, aws):
         info = gesso("keys", "info", "cli", env=env)
         assert info.returncode == 0 and key["key"] not in info.stdout
         assert json.loads(info.stdout)["info"]["spend"] == pytest.approx(0.04)
+        blocked = gesso("keys", "block", "cli", env=env)
+        assert blocked.returncode == 0 and json.loads(blocked.stdout)["blocked"] is True, blocked.stderr
+        with pytest.raises(openai.AuthenticationError):
+            served.client(key["key"]).images.generate(model="canvas", prompt="x")
+        unblocked = gesso("keys", "unblock", key["token"], env=env)
+        assert unblocked.returncode == 0 and json.loads(unblocked.stdout)["blocked"] is False, unblocked.stderr
+        assert served.client(key["key"]).images.generate(model="canvas", prompt="x").data
         deleted = gesso("keys", "delete", "cli", env=env)
         assert deleted.returncode == 0 and json.loads(deleted.stdout) == {"deleted_keys": ["cli"]}
         gone = gesso("keys", "info", "cli", env=env)

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import datetime
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -112,6 +113,43 @@ def test_update_changes_only_the_fields_given(url):
         assert 3590 < reset_in < 3610
         assert updated.max_budget == 2.0 and updated.rpm_limit == 5 and updated.key_alias == "team"
         assert await s.update_key("0" * 64, {"max_budget": 1.0}) is None
+
+    run(url, scenario)
+
+
+def test_blocked_is_stored_set_and_cleared(url):
+    async def scenario(s):
+        _, key = await s.create_key(key_alias="open")
+        assert key.blocked is False and key.info()["blocked"] is False
+        _, held = await s.create_key(key_alias="held", blocked=True)
+        assert held.blocked is True and (await s.find_key("held")).info()["blocked"] is True
+        assert (await s.update_key(key.token_hash, {"blocked": True})).blocked is True
+        assert (await s.update_key(key.token_hash, {"max_budget": 1.0})).blocked is True  # kept when not given
+        assert (await s.update_key(key.token_hash, {"blocked": None})).blocked is False  # null clears it
+        assert [k.blocked for k in (await s.list_keys())[0]] == [False, True]
+
+    run(url, scenario)
+
+
+def test_durations_are_litellm_s_up_to_100_years():
+    assert store.parse_duration("30d", "duration") == datetime.timedelta(days=30)
+    assert store.parse_duration("monthly", "budget_duration") == datetime.timedelta(days=30)
+    assert store.parse_duration("36500d", "duration") == store.MAX_DURATION
+    assert store.parse_duration("5214w", "duration") == datetime.timedelta(weeks=5214)
+    for text in ("36501d", "5215w", "1217mo", "876001h", "99999999999d", "999999999999s"):
+        with pytest.raises(ValueError, match="duration: at most 100 years"):
+            store.parse_duration(text, "duration")
+    for text in ("0d", "30d\n", "\u0661d", "0000000000000001d", "1y", "", 30, None, "-1"):
+        with pytest.raises(ValueError, match="budget_duration: must be a duration"):
+            store.parse_duration(text, "budget_duration")
+
+
+def test_nul_in_a_name_finds_nothing(url):  # PostgreSQL cannot hold a NUL in text, and would fail the query
+    async def scenario(s):
+        await s.create_key(key_alias="a")
+        assert await s.find_key("a\x00") is None
+        assert await s.list_keys(key_alias="\x00") == ([], 0)
+        assert await s.spend_logs(model_name="\x00") == [] and await s.spend_logs(token_hash="\x00") == []
 
     run(url, scenario)
 
@@ -322,6 +360,51 @@ def test_spend_logs_filter_by_key_model_and_dates_and_the_report_totals_by_utc_d
     run(url, scenario)
 
 
+def test_migration_0002_adds_blocked_false_to_the_keys_already_there(database_url):
+    from alembic import command
+    from alembic.config import Config
+
+    store.upgrade(database_url, "0001")
+    # the columns of 0001 (the table as it was): a row written before the migration
+    before = sa.Table("gesso_keys", sa.MetaData(), *(sa.Column(c.name, c.type, primary_key=c.primary_key)
+                                                     for c in store.keys.columns if c.name != "blocked"))  # fmt: skip
+    moment = store.now()
+    old = {"token_hash": "a" * 64, "key_name": "sk-...aaaa", "key_alias": "old", "models": [], "spend": 0.0,
+           "reserved": 0.0, "metadata": {}, "created_at": moment, "updated_at": moment}  # fmt: skip
+
+    async def write(s):
+        async with s.engine.begin() as conn:
+            await conn.execute(before.insert().values(**old))
+
+    run(database_url, write)
+    store.upgrade(database_url)
+
+    async def scenario(s):
+        key = await s.find_key("old")
+        assert key is not None and key.blocked is False and key.info()["blocked"] is False
+        _, new = await s.create_key(key_alias="new")
+        assert new.blocked is False
+        async with s.engine.begin() as conn:  # NOT NULL, with false as the server's default
+            await conn.execute(before.insert().values(**{**old, "token_hash": "b" * 64, "key_alias": "older"}))
+        assert (await s.find_key("older")).blocked is False
+        await s.update_key(key.token_hash, {"blocked": True})
+
+    run(database_url, scenario)
+    config = Config()
+    config.set_main_option("script_location", str(Path(store.__file__).with_name("migrations")))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.downgrade(config, "0001")  # and back: the rows stay, without the column
+
+    async def downgraded(s):
+        async with s.engine.connect() as conn:
+            rows = (await conn.execute(before.select().order_by(before.c.key_alias))).all()
+        return [r.key_alias for r in rows]
+
+    assert run(database_url, downgraded) == ["new", "old", "older"]
+    store.upgrade(database_url)
+    assert run(database_url, lambda s: s.find_key("old")).blocked is False
+
+
 def test_migrations_are_idempotent(url):
     run(url, lambda s: s.create_key(key_alias="survivor"))
     store.upgrade(url)  # the fixture applied them once already
@@ -329,7 +412,7 @@ def test_migrations_are_idempotent(url):
     async def scenario(s):
         async with s.engine.connect() as conn:
             versions = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalars().all()
-        assert versions == ["0001"]
+        assert versions == ["0002"]
         assert await s.find_key("survivor") is not None
 
     run(url, scenario)

@@ -393,3 +393,54 @@ def test_no_environment_value_reaches_an_answer_a_log_line_a_spend_row_or_a_metr
     assert not leaks(rows, values, ""), "an environment value reached a spend row"
     status, metrics = proxy.send("/metrics")
     assert status == 200 and not leaks(metrics, values, "")
+
+
+def test_an_error_about_a_value_from_the_environment_names_the_field_not_the_value(proxy, monkeypatch):
+    """A deployment's parameter read from the environment that contradicts the caller's: the answer says which
+    field, and never shows the value (it could be anything the operator keeps in the environment)."""
+    monkeypatch.setenv("GESSO_TB_NEGATIVE", "an-operator-value-" + uuid.uuid4().hex)
+    aws = {"aws_bedrock_runtime_endpoint": proxy.emulator.url, "aws_access_key_id": "x", "aws_secret_access_key": "y",
+           "aws_region_name": "us-east-1"}  # fmt: skip
+    entry = {
+        "model_name": "nova",
+        "litellm_params": {"model": NOVA, **aws, "negativeText": "os.environ/GESSO_TB_NEGATIVE"},
+    }
+    config = proxy_config.parse({"model_list": [entry]})
+    proxy_config.check(config)
+    served = uvicorn.Config(build_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    for port in uvicorn_running(served):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.images.generate(model="nova", prompt="x", extra_body={"textToImageParams": {"negativeText": "dogs"}})
+        message = caught.value.body["message"]
+        assert "negativeText" in message and "dogs" in message
+        assert os.environ["GESSO_TB_NEGATIVE"] not in message and "<redacted>" in message
+
+
+def test_spend_rows_hold_any_text_on_both_databases(database_url, emulator, aws, monkeypatch):
+    """A NUL (which PostgreSQL's text cannot hold), a lone surrogate, a line break or 10,000 characters in what a
+    request carried: every request still gets its one spend row, and a paid one its cost."""
+    monkeypatch.setenv("GESSO_NO_LIFECYCLE_WARNINGS", "1")
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    master = "sk-rows-master-" + uuid.uuid4().hex
+    config = proxy_config.parse({
+        "model_list": [{"model_name": "nova", "litellm_params": {"model": NOVA, **aws}}],
+        "general_settings": {"master_key": master, "database_url": database_url, "store_prompts": True},
+    })  # fmt: skip
+    store.upgrade(database_url)
+    served = uvicorn.Config(build_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    for port in uvicorn_running(served):
+        proxy = Proxy(f"http://127.0.0.1:{port}", database_url, emulator, [], Path("."))
+        proxy.key = master
+        cases = [
+            ({"user": "a\x00b"}, 200), ({"prompt": "an otter\x00"}, 200), ({"user": "x\ny"}, 200),
+            ({"user": "u" * 10_000}, 200), ({"model": "nova\x00"}, 404), ({"model": "m" * 10_000}, 404),
+            ({"user": "\ud800"}, 400), ({"prompt": "\udfff"}, 400),
+        ]  # fmt: skip
+        for fields, status in cases:
+            assert proxy.generate(**fields)[0] == status, fields
+        rows = proxy.rows()
+        assert len(rows) == len(cases)
+        assert sorted(r["status_code"] for r in rows) == sorted(status for _, status in cases)
+        assert sum(r["cost"] for r in rows) == pytest.approx(0.04 * 4)

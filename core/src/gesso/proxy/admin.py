@@ -1,5 +1,5 @@
-"""The admin's commands: ``gesso keys generate|list|info|delete`` against a running proxy (its key API, with
-the master key), and ``gesso db upgrade`` (the proxy's schema migrations, without starting it)."""
+"""The admin's commands: ``gesso keys generate|list|info|delete|block|unblock`` against a running proxy (its key
+API, with the master key), and ``gesso db upgrade`` (the proxy's schema migrations, without starting it)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def add_commands(sub: Any) -> None:
     info.add_argument("key", help="the key, its hash or its alias")
     delete = actions.add_parser("delete", help="delete keys")
     delete.add_argument("keys", nargs="+", help="keys, hashes or aliases")
+    for action, what in (
+        ("block", "refuse a key (401 key_blocked) until it is unblocked"),
+        ("unblock", "let a blocked key in again"),
+    ):
+        blocking = actions.add_parser(action, help=what)
+        blocking.add_argument("key", help="the key, its hash or its alias")
     keys.set_defaults(handler=_keys)
 
     db = sub.add_parser("db", help="the proxy's database")
@@ -58,6 +64,8 @@ def _keys(args: argparse.Namespace) -> int:
         answer = _call(args.url, "GET", "/key/list?return_full_object=true&size=100", master)
     elif args.action == "info":
         answer = _call(args.url, "GET", "/key/info?" + urllib.parse.urlencode({"key": args.key}), master)
+    elif args.action in ("block", "unblock"):
+        answer = _call(args.url, "POST", f"/key/{args.action}", master, {"key": args.key})
     else:
         answer = _call(args.url, "POST", "/key/delete", master, {"keys": args.keys})
     if isinstance(answer, int):

@@ -114,7 +114,8 @@ def _spend_row(
 def _column_text(text: str, column: str) -> str:
     """Caller text as a spend-log column can always hold it: valid Unicode, within the column's length."""
     limit = store.spend_logs.c[column].type.length
-    return printable(text, limit - 40) if not is_text(text) or len(text) > limit else text
+    unfit = not is_text(text) or len(text) > limit or "\x00" in text  # (PostgreSQL's text holds no NUL)
+    return printable(text, limit - 40) if unfit else text
 
 
 class ClientGone(Exception):
@@ -282,7 +283,8 @@ class Proxy:
             if self.store is not None:
                 row = _spend_row(request_id, route, model_name, caller, served, status, failure, seconds, user)
                 if self.config.store_prompts and isinstance(prompt, str):
-                    row["prompt"] = prompt if is_text(prompt) else printable(prompt, len(prompt) * 12)
+                    fits = is_text(prompt) and "\x00" not in prompt
+                    row["prompt"] = prompt if fits else printable(prompt, len(prompt) * 12)
                 await self._record(row, reservation, request_id, paid=served is not None)
 
     async def _record(self, row: dict[str, Any], reservation: store.Reservation | None, request_id: str, *,

@@ -1,33 +1,53 @@
 """Virtual keys and spend, litellm's API shape: ``POST /key/generate``, ``GET /key/info``, ``POST /key/update``,
-``POST /key/delete``, ``GET /key/list``, ``GET /spend/logs`` and ``GET /spend/report``.
+``POST /key/delete``, ``POST /key/block``, ``POST /key/unblock``, ``GET /key/list``, ``GET /spend/logs`` and
+``GET /spend/report``.
 
 The master key may do everything; a virtual key may only read its own ``/key/info``. A key's plaintext is
 shown once, by ``/key/generate``; everywhere else a key is named by its plaintext, its hash (``token``) or
-its alias. Fields gesso does not take are refused by name, never dropped.
+its alias. Fields gesso does not take are refused by name, never dropped; a value out of range is a 400
+naming the field and the range, never a database error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import functools
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gesso import errors
+from gesso.aio import within
 from gesso.proxy import store
 
 if TYPE_CHECKING:
     from gesso.proxy.app import Proxy
 
 #: the fields /key/generate and /key/update take
-FIELDS = ("key", "key_alias", "models", "max_budget", "budget_duration", "duration", "rpm_limit", "metadata")
+FIELDS = (
+    "key", "key_alias", "models", "max_budget", "budget_duration", "duration", "rpm_limit", "metadata", "blocked",
+)  # fmt: skip
 UPDATABLE = tuple(f for f in FIELDS if f != "key")
+#: the largest body the key API reads (a key's fields; metadata is at most MAX_METADATA_BYTES of it)
+MAX_BODY = 1024 * 1024
+#: the largest ``max_budget``, in USD: a float still counts spend to 1e-7 USD there
+MAX_BUDGET = 1e9
+#: ``metadata``: at most this many bytes as JSON (UTF-8), nested at most this deep (the object itself is 1)
+MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_DEPTH = 32
+#: the largest ``page`` of /key/list (and of any positive whole number a query takes)
+MAX_QUERY_INT = 10**9
+#: a chosen key: ``sk-`` and visible ASCII (what an HTTP header carries unchanged), 16 to 256 characters
+CHOSEN_KEY = re.compile(r"sk-[\x21-\x7e]{13,253}")
 
 
 def routes(proxy: Proxy) -> list[Route]:
@@ -37,16 +57,20 @@ def routes(proxy: Proxy) -> list[Route]:
         Route("/key/info", api.info, methods=["GET"]),
         Route("/key/update", api.update, methods=["POST"]),
         Route("/key/delete", api.delete, methods=["POST"]),
+        Route("/key/block", functools.partial(api.block, blocked=True), methods=["POST"]),
+        Route("/key/unblock", functools.partial(api.block, blocked=False), methods=["POST"]),
         Route("/key/list", api.list, methods=["GET"]),
         Route("/spend/logs", api.spend_logs, methods=["GET"]),
         Route("/spend/report", api.spend_report, methods=["GET"]),
     ]
 
 
-def _error(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None) -> Exception:
+def _error(
+    status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> Exception:
     from gesso.proxy.app import ProxyError
 
-    return ProxyError(status, message, type=type, param=param)
+    return ProxyError(status, message, type=type, param=param, code=code)
 
 
 class KeyApi:
@@ -74,13 +98,22 @@ class KeyApi:
 
     async def generate(self, request: Request) -> Response:
         async def run(request: Request, caller: Any) -> Any:
-            body = await _body(request, FIELDS)
+            body = await _body(request, FIELDS, self.proxy.body_timeout)
             values = _checked(body)
             given = values.pop("key", None)
-            if given is not None and (not isinstance(given, str) or not given.startswith("sk-") or len(given) < 16):
-                raise _error(400, "key: a chosen key must start with sk- and be at least 16 characters", param="key")
+            if given is not None and (not isinstance(given, str) or not CHOSEN_KEY.fullmatch(given)):
+                raise _error(400, "key: a chosen key must start with sk- and be 16 to 256 characters of visible "
+                             "ASCII (no spaces)", param="key")  # fmt: skip
+            if given is not None and given == self.proxy.config.master_key:
+                raise _error(400, "key: that is the master key; choose another", param="key")
+            await self._unique_key(given)
             await self._unique_alias(values.get("key_alias"))
-            plaintext, key = await self.proxy.store.create_key(key=given, **values)
+            try:
+                plaintext, key = await self.proxy.store.create_key(key=given, **values)
+            except sa.exc.IntegrityError:  # another request took the key or the alias since the checks above
+                if given is not None and await self.proxy.store.get_key(store.hash_key(given)) is not None:
+                    raise _key_taken() from None
+                raise _alias_taken(values.get("key_alias")) from None
             return {"key": plaintext, **key.info()}
 
         return await self._handle(request, run)
@@ -102,7 +135,7 @@ class KeyApi:
 
     async def update(self, request: Request) -> Response:
         async def run(request: Request, caller: Any) -> Any:
-            body = await _body(request, ("key", *UPDATABLE))
+            body = await _body(request, ("key", *UPDATABLE), self.proxy.body_timeout)
             given = body.pop("key", None)
             if not isinstance(given, str):
                 raise _error(400, "key: required (the key, its hash or its alias)", param="key")
@@ -110,7 +143,10 @@ class KeyApi:
             values = _checked(body)
             if values.get("key_alias") not in (None, key.key_alias):
                 await self._unique_alias(values["key_alias"])
-            updated = await self.proxy.store.update_key(key.token_hash, values)
+            try:
+                updated = await self.proxy.store.update_key(key.token_hash, values)
+            except sa.exc.IntegrityError:  # another request took the alias since the check above
+                raise _alias_taken(values.get("key_alias")) from None
             if updated is None:
                 raise _error(404, f"No key {given!r}", type="not_found_error", param="key")
             return {"key": updated.token_hash, **updated.info()}
@@ -119,7 +155,7 @@ class KeyApi:
 
     async def delete(self, request: Request) -> Response:
         async def run(request: Request, caller: Any) -> Any:
-            body = await _body(request, ("keys", "key_aliases"))
+            body = await _body(request, ("keys", "key_aliases"), self.proxy.body_timeout)
             groups = [body.get("keys") or [], body.get("key_aliases") or []]
             names = [n for group in groups if isinstance(group, list) for n in group]
             if not names or not all(isinstance(g, list) for g in groups) or not all(isinstance(n, str) for n in names):
@@ -127,6 +163,23 @@ class KeyApi:
             found = [await self._find(name) for name in names]
             await self.proxy.store.delete_keys([k.token_hash for k in found])
             return {"deleted_keys": names}
+
+        return await self._handle(request, run)
+
+    async def block(self, request: Request, *, blocked: bool) -> Response:
+        """``POST /key/block`` / ``/key/unblock``: a blocked key is refused (401, ``key_blocked``) on its next
+        request, on every replica (each request reads its key from the database)."""
+
+        async def run(request: Request, caller: Any) -> Any:
+            body = await _body(request, ("key",), self.proxy.body_timeout)
+            given = body.get("key")
+            if not isinstance(given, str) or not given:
+                raise _error(400, "key: required (the key, its hash or its alias)", param="key")
+            key = await self._find(given)
+            updated = await self.proxy.store.update_key(key.token_hash, {"blocked": blocked})
+            if updated is None:  # deleted meanwhile
+                raise _error(404, f"No key {given!r}", type="not_found_error", param="key")
+            return {"key": updated.token_hash, **updated.info()}
 
         return await self._handle(request, run)
 
@@ -186,15 +239,56 @@ class KeyApi:
             raise _error(404, "No such key (give the key, its hash or its alias)", type="not_found_error", param="key")
         return key
 
+    async def _unique_key(self, given: str | None) -> None:
+        if given is not None and await self.proxy.store.get_key(store.hash_key(given)) is not None:
+            raise _key_taken()
+
     async def _unique_alias(self, alias: Any) -> None:
         if alias is not None and await self.proxy.store.find_key(alias) is not None:
-            raise _error(400, f"key_alias: {alias!r} is taken; aliases are unique", param="key_alias")
+            raise _alias_taken(alias)
 
 
-async def _body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    raw = await request.body()
+def _key_taken() -> Exception:
+    return _error(400, "key: a key with this value exists already; choose another (or leave key out)", param="key")
+
+
+def _alias_taken(alias: Any) -> Exception:
+    return _error(400, f"key_alias: {alias!r} is taken; aliases are unique", param="key_alias")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+async def _read(request: Request, timeout: float) -> bytes:
+    """The body, at most :data:`MAX_BODY` bytes (else a 413), within ``timeout`` seconds (else a 408)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and (len(declared.lstrip("0")) > 9 or int(declared) > MAX_BODY):
+        raise _too_large()
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise _too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     try:
-        body = json.loads(raw) if raw.strip() else {}
+        return await within(read(), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise _error(408, f"The body did not arrive within {timeout:g} s", code="request_timeout") from None
+
+
+def _too_large() -> Exception:
+    return _error(413, f"The body is larger than the key API takes ({MAX_BODY} bytes)", code="request_too_large")
+
+
+async def _body(request: Request, allowed: tuple[str, ...], timeout: float) -> dict[str, Any]:
+    raw = await _read(request, timeout)
+    try:  # NaN and Infinity are not JSON (and no database's JSON column takes them)
+        body = json.loads(raw, parse_constant=_not_json) if raw.strip() else {}
     except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deep)
         raise _error(400, f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -210,16 +304,18 @@ async def _body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _checked(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The key fields, each checked (a bad one is a 400 naming it)."""
+    """The key fields, each checked (a bad one is a 400 naming it and what it takes)."""
     values = dict(body)
     models = values.get("models")
     if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
         raise _error(400, "models: a list of model names ([] for all)", param="models")
     budget = values.get("max_budget")
-    if budget is not None and (
-        isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0
-    ):
-        raise _error(400, f"max_budget: a number of USD, 0 or more (got {budget!r})", param="max_budget")
+    if budget is not None:
+        number = _float(budget)
+        if number is None or not 0 <= number <= MAX_BUDGET:
+            raise _error(400, f"max_budget: a number of USD from 0 to {MAX_BUDGET:.0f} (got {_shown(budget)})",
+                         param="max_budget")  # fmt: skip
+        values["max_budget"] = number
     for name in ("budget_duration", "duration"):
         if values.get(name) is not None:
             try:
@@ -227,21 +323,64 @@ def _checked(body: Mapping[str, Any]) -> dict[str, Any]:
             except ValueError as exc:
                 raise _error(400, str(exc), param=name) from None
     rpm = values.get("rpm_limit")
-    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or rpm < 0):
-        raise _error(400, f"rpm_limit: a whole number, 0 or more (got {rpm!r})", param="rpm_limit")
+    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or not 0 <= rpm <= store.MAX_INT):
+        raise _error(400, f"rpm_limit: a whole number from 0 to {store.MAX_INT} (got {_shown(rpm)})",
+                     param="rpm_limit")  # fmt: skip
     alias = values.get("key_alias")
     if alias is not None and (not isinstance(alias, str) or not alias or len(alias) > 256 or not alias.isprintable()):
         raise _error(400, "key_alias: printable text of 1 to 256 characters", param="key_alias")
-    if values.get("metadata") is not None and not isinstance(values["metadata"], dict):
-        raise _error(400, "metadata: a JSON object", param="metadata")
+    if values.get("metadata") is not None:
+        _check_metadata(values["metadata"])
+    if values.get("blocked") is not None and not isinstance(values["blocked"], bool):
+        raise _error(400, f"blocked: true or false (got {_shown(values['blocked'])})", param="blocked")
+    if "blocked" in values and values["blocked"] is None:
+        values["blocked"] = False  # null clears it, as litellm's update does
     if "models" in values and values["models"] is None:
         values["models"] = []
     return values
 
 
+def _float(value: Any) -> float | None:
+    """A JSON number as a finite float, else ``None`` (booleans, text, and integers too big for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_metadata(metadata: Any) -> None:
+    if not isinstance(metadata, dict):
+        raise _error(400, "metadata: a JSON object", param="metadata")
+    level, depth = [metadata], 1
+    while level:  # breadth-first, so no recursion
+        if depth > MAX_METADATA_DEPTH:
+            raise _error(400, f"metadata: nested at most {MAX_METADATA_DEPTH} levels deep", param="metadata")
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, (dict, list))
+        ]
+        depth += 1
+    try:
+        size = len(json.dumps(metadata, ensure_ascii=False, allow_nan=False).encode())
+    except ValueError:  # a number too large for a float (1e400 reads as infinity)
+        raise _error(400, "metadata: numbers must be finite (1e400 is not)", param="metadata") from None
+    if size > MAX_METADATA_BYTES:
+        raise _error(400, f"metadata: at most {MAX_METADATA_BYTES} bytes as JSON (got {size})", param="metadata")
+
+
 def _positive_int(text: str, name: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise _error(400, f"{name}: a whole number, 1 or more (got {text!r})", param=name)
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 10 or not 1 <= int(text) <= MAX_QUERY_INT:
+        raise _error(400, f"{name}: a whole number from 1 to {MAX_QUERY_INT} (got {_shown(text)})", param=name)
     return int(text)
 
 
@@ -258,5 +397,7 @@ def _dates(query: Mapping[str, str]) -> tuple[datetime.datetime | None, datetime
         except ValueError:
             raise _error(400, f"{name}: a date, YYYY-MM-DD (got {text!r})", param=name) from None
         moment = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.timezone.utc)
-        found.append(moment + datetime.timedelta(days=1) if name == "end_date" else moment)
+        if name == "end_date":  # the day after it; after 9999-12-31 there is none, so no bound
+            moment = moment + datetime.timedelta(days=1) if day < datetime.date.max else None
+        found.append(moment)
     return found[0], found[1]

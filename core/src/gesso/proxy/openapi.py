@@ -159,11 +159,12 @@ def spec(model_names: list[str]) -> dict[str, Any]:
 _KEY_FIELDS = {
     "key_alias": {"type": "string"},
     "models": {"type": "array", "items": {"type": "string"}},
-    "max_budget": {"type": "number", "minimum": 0},
+    "max_budget": {"type": "number", "minimum": 0, "maximum": 1e9},
     "budget_duration": {"type": "string", "examples": ["30d"]},
     "duration": {"type": "string", "examples": ["30d"]},
-    "rpm_limit": {"type": "integer", "minimum": 0},
+    "rpm_limit": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     "metadata": {"type": "object"},
+    "blocked": {"type": "boolean"},
 }
 
 
@@ -203,6 +204,10 @@ def _key_paths() -> dict[str, Any]:
         "/key/delete": {"post": {"summary": "Delete keys", "responses": answers(), "requestBody": json_body(
             {"keys": {"type": "array", "items": {"type": "string"}},
              "key_aliases": {"type": "array", "items": {"type": "string"}}})}},
+        "/key/block": {"post": {"summary": "Refuse a key (401 key_blocked) until it is unblocked",
+                                "responses": answers(), "requestBody": json_body(keyed, ("key",))}},
+        "/key/unblock": {"post": {"summary": "Let a blocked key in again", "responses": answers(),
+                                  "requestBody": json_body(keyed, ("key",))}},
         "/key/list": {"get": {"summary": "Every key", "responses": answers(),
                               "parameters": query("page", "size", "key_alias", "return_full_object")}},
         "/spend/logs": {"get": {"summary": "Spend-log rows", "responses": answers(),

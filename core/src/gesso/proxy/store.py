@@ -47,6 +47,7 @@ keys = sa.Table(
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("blocked", sa.Boolean, nullable=False, default=False, server_default=sa.false()),  # migration 0002
 )
 reservations = sa.Table(
     "gesso_reservations",
@@ -90,9 +91,14 @@ STALE_RESERVATION = 3600.0
 #: Tries of a spend-log group's transaction that PostgreSQL aborts as a deadlock or serialization failure.
 FLUSH_ATTEMPTS = 5
 _TRANSIENT = ("40P01", "40001")
-_DURATION = re.compile(r"^(\d+)(s|m|h|d|w|mo)$")
+_DURATION = re.compile(r"(\d{1,12})(s|m|h|d|w|mo)", re.ASCII)  # (at most 16 characters: budget_duration's column)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
 _WORDS = {"hourly": "1h", "daily": "1d", "weekly": "7d", "monthly": "30d"}
+#: The longest ``duration`` or ``budget_duration``: 100 years of 365 days (an expiry or a reset must be a date
+#: every database and Python can hold; a longer one means "never", which is ``null``).
+MAX_DURATION = datetime.timedelta(days=36_500)
+#: The largest value of an ``Integer`` column (``rpm_limit``): PostgreSQL's 4-byte integer.
+MAX_INT = 2**31 - 1
 
 
 def now() -> datetime.datetime:
@@ -102,10 +108,14 @@ def now() -> datetime.datetime:
 def parse_duration(text: Any, field: str) -> datetime.timedelta:
     """litellm's durations: ``30s``, ``30m``, ``30h``, ``30d``, ``2w``, ``1mo`` (30 days); ``hourly``..."""
     value = _WORDS.get(text, text) if isinstance(text, str) else text
-    match = _DURATION.match(value) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{field}: must be a duration such as 30s, 30m, 30h, 30d, 2w or 1mo (got {text!r})")
-    return datetime.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        shown = repr(text) if len(repr(text)) <= 40 else repr(text)[:37] + "..."
+        raise ValueError(f"{field}: must be a duration such as 30s, 30m, 30h, 30d, 2w or 1mo (got {shown})")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{field}: at most 100 years (36500d; null for none), got {text!r}")
+    return datetime.timedelta(seconds=seconds)
 
 
 def hash_key(key: str) -> str:
@@ -142,6 +152,7 @@ class Key:
     metadata: Mapping[str, Any]
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    blocked: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> Key:
@@ -150,6 +161,7 @@ class Key:
         data["models"] = tuple(data["models"] or ())
         for name in ("budget_reset_at", "expires", "created_at", "updated_at"):
             data[name] = _aware(data[name])
+        data["blocked"] = bool(data.get("blocked"))
         return cls(**data)
 
     def info(self) -> dict[str, Any]:
@@ -165,6 +177,7 @@ class Key:
             "spend": round(self.spend, 6),
             "expires": _iso(self.expires),
             "rpm_limit": self.rpm_limit,
+            "blocked": self.blocked,
             "metadata": dict(self.metadata),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
@@ -232,6 +245,7 @@ class Store:
         duration: str | None = None,
         rpm_limit: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        blocked: bool = False,
     ) -> tuple[str, Key]:
         """A new key: its plaintext (shown once) and its stored row."""
         plaintext = key or new_key()
@@ -251,6 +265,7 @@ class Store:
             "metadata": dict(metadata or {}),
             "created_at": moment,
             "updated_at": moment,
+            "blocked": bool(blocked),
         }
         async with self.engine.begin() as conn:
             await conn.execute(keys.insert().values(**row))
@@ -263,6 +278,8 @@ class Store:
 
     async def find_key(self, given: str) -> Key | None:
         """A key by its plaintext, its hash or its alias."""
+        if "\x00" in given:  # no alias holds one (PostgreSQL text cannot), and the query would fail
+            return None
         for token_hash in (hash_key(given), given):
             found = await self.get_key(token_hash)
             if found is not None:
@@ -275,6 +292,8 @@ class Store:
         query = keys.select()
         count = sa.select(sa.func.count()).select_from(keys)
         if key_alias is not None:
+            if "\x00" in key_alias:  # no alias holds one (PostgreSQL text cannot)
+                return [], 0
             query, count = query.where(keys.c.key_alias == key_alias), count.where(keys.c.key_alias == key_alias)
         query = query.order_by(keys.c.created_at, keys.c.token_hash).offset((page - 1) * size).limit(size)
         async with self.engine.connect() as conn:
@@ -293,6 +312,8 @@ class Store:
             values["budget_reset_at"] = moment + parse_duration(duration, "budget_duration") if duration else None
         if "models" in values:
             values["models"] = list(values["models"] or [])
+        if "blocked" in values:
+            values["blocked"] = bool(values["blocked"])  # null: not blocked
         values["updated_at"] = moment
         async with self.engine.begin() as conn:
             done = await conn.execute(keys.update().where(keys.c.token_hash == token_hash).values(**values))
@@ -362,13 +383,15 @@ class Store:
     async def release_stale(self, older_than: float = STALE_RESERVATION) -> int:
         """Release the reservations no replica settled within ``older_than`` seconds (it died)."""
         cutoff = now() - datetime.timedelta(seconds=older_than)
+        released = 0
         async with self.engine.begin() as conn:
             rows = (await conn.execute(reservations.select().where(reservations.c.created_at < cutoff))).all()
             for row in sorted(rows, key=lambda row: (row.token_hash, row.id)):  # the keys' lock order: see _flush
-                await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
-        return len(rows)
+                # (another replica's sweep may have read the same rows: only the one that deletes a row counts it)
+                released += await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
+        return released
 
-    async def _settle(self, conn: Any, reservation: Reservation, actual: float) -> None:
+    async def _settle(self, conn: Any, reservation: Reservation, actual: float) -> bool:
         gone = await conn.execute(reservations.delete().where(reservations.c.id == reservation.id))
         if gone.rowcount:  # settled once, even if a stale sweep raced it
             await conn.execute(
@@ -376,6 +399,7 @@ class Store:
                 .where(keys.c.token_hash == reservation.token_hash)
                 .values(reserved=keys.c.reserved - reservation.amount, spend=keys.c.spend + actual)
             )
+        return bool(gone.rowcount)
 
     # -- spend logs ---------------------------------------------------------------------------------------
 
@@ -392,31 +416,46 @@ class Store:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            # keys are settled in one order (by hash) in every group: two replicas' groups touching the same keys
-            # would otherwise lock them in opposite orders and deadlock, and PostgreSQL would abort one of them
-            settle = sorted(((r, cost) for _, r, cost, _ in batch if r is not None), key=lambda s: s[0].token_hash)
             try:
-                for attempt in range(1, FLUSH_ATTEMPTS + 1):
+                await self._write(batch)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # cancelled or exiting: every waiter hears of it
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(RuntimeError(str(exc) or type(exc).__name__))
+                    raise
+                # one row the database refuses must not cost the others theirs: each is written on its own
+                for entry in batch if len(batch) > 1 else ():
                     try:
-                        async with self.engine.begin() as conn:
-                            await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
-                            for reservation, cost in settle:
-                                await self._settle(conn, reservation, cost)
-                        break
-                    except sa.exc.DBAPIError as exc:  # rolled back: a deadlock or serialization failure is retried
-                        if attempt == FLUSH_ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
-                            raise
-                        await asyncio.sleep(0.01 * attempt)
-            except BaseException as exc:  # every waiter hears of it
+                        await self._write([entry])
+                    except Exception as alone:
+                        entry[3].set_exception(alone)
+                    else:
+                        entry[3].set_result(None)
                 for *_, future in batch:
                     if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
-                if not isinstance(exc, Exception):
-                    raise
+                        future.set_exception(exc)
                 continue
             for *_, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def _write(self, batch: list[tuple[dict[str, Any], Reservation | None, float, asyncio.Future[None]]]) -> None:
+        """Insert ``batch``'s rows and settle their reservations in one transaction, retrying a transient abort."""
+        # keys are settled in one order (by hash) in every group: two replicas' groups touching the same keys
+        # would otherwise lock them in opposite orders and deadlock, and PostgreSQL would abort one of them
+        settle = sorted(((r, cost) for _, r, cost, _ in batch if r is not None), key=lambda s: s[0].token_hash)
+        for attempt in range(1, FLUSH_ATTEMPTS + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
+                    for reservation, cost in settle:
+                        await self._settle(conn, reservation, cost)
+                return
+            except sa.exc.DBAPIError as exc:  # rolled back: a deadlock or serialization failure is retried
+                if attempt == FLUSH_ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
+                    raise
+                await asyncio.sleep(0.01 * attempt)
 
     async def spend_logs(
         self,
@@ -430,6 +469,8 @@ class Store:
         query = spend_logs.select().order_by(spend_logs.c.created_at.desc()).limit(limit)
         for column, value in ((spend_logs.c.token_hash, token_hash), (spend_logs.c.model_name, model_name)):
             if value is not None:
+                if "\x00" in value:  # no row holds one (PostgreSQL text cannot)
+                    return []
                 query = query.where(column == value)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(_between(query, start, end))).all()
@@ -501,15 +542,16 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def upgrade(url: str) -> None:
-    """Apply the schema migrations (Alembic) to the database at ``url``; call it outside an event loop."""
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the schema migrations (Alembic) to the database at ``url``, up to ``revision`` (the newest schema
+    by default); call it outside an event loop."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def redacted(url: str) -> str:
