@@ -240,6 +240,7 @@ def target(tmp_path_factory, backend):
             ],
             "general_settings": {"master_key": f"os.environ/{MASTER_ENV}", "database_url": database_url},
         })  # fmt: skip
+        proxy_config.check(config)  # as gesso serve does: every deployment, the one with a store among them
         store.upgrade(database_url)
         for logger in watched:
             logger.addHandler(lines)

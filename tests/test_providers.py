@@ -146,7 +146,7 @@ GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "aio.py", "api.py", "
            "proxy/__init__.py", "proxy/admin.py", "proxy/app.py", "proxy/config.py", "proxy/guard.py", "proxy/keys.py",
            "proxy/metrics.py", "proxy/openapi.py", "proxy/router.py", "proxy/serve.py", "proxy/store.py",
            "proxy/migrations/__init__.py", "proxy/migrations/env.py", "proxy/migrations/versions/__init__.py",
-           "proxy/migrations/versions/0001_keys_budgets_spend.py", "proxy/migrations/versions/0002_key_blocked.py"]  # fmt: skip
+           "proxy/migrations/versions/0001_keys_budgets_spend.py", "proxy/migrations/versions/0003_budget_leases.py", "proxy/ledger.py", "proxy/migrations/versions/0002_key_blocked.py"]  # fmt: skip
 FORBIDDEN = re.compile(r"(?i)\b(aws|bedrock|boto3?|botocore|arn:|sigv4|inference[ -]profile|amazon)\b")
 
 

@@ -10,6 +10,7 @@ field of every route shows no environment value in any answer, log line, spend r
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -215,7 +216,16 @@ def test_an_unknown_field_is_not_allowed_naming_the_allowed_ones(proxy):
 
 
 def test_a_lone_surrogate_is_refused_before_anything_is_reserved_or_sent(proxy):
-    before = len(proxy.rows())
+    token = proxy.key_info()["token"]
+
+    async def reserved():
+        s = store.Store(proxy.database_url)
+        try:
+            return (await s.get_key(token)).reserved
+        finally:
+            await s.close()
+
+    before, held = len(proxy.rows()), asyncio.run(reserved())
     for field in ("user", "prompt", "negativeText"):
         status, answer = proxy.generate(**{field: "\ud800"})
         assert status == 400 and answer["error"]["param"] == field, answer
@@ -226,15 +236,7 @@ def test_a_lone_surrogate_is_refused_before_anything_is_reserved_or_sent(proxy):
     assert len(rows) == before + 4 and all(r["status_code"] == 400 and r["cost"] == 0 for r in rows[:4])
     info = proxy.key_info()
     assert info["spend"] == pytest.approx(sum(r["cost"] for r in rows if r["token_hash"] == info["token"]))
-
-    async def reserved():
-        s = store.Store(proxy.database_url)
-        try:
-            return (await s.get_key(info["token"])).reserved
-        finally:
-            await s.close()
-
-    assert asyncio.run(reserved()) == pytest.approx(0.0)
+    assert asyncio.run(reserved()) <= held + 1e-12  # nothing more held (an idle lease may have been given back)
 
 
 def test_every_paid_call_has_its_spend_row_whatever_text_it_carried(proxy):
@@ -444,3 +446,69 @@ def test_spend_rows_hold_any_text_on_both_databases(database_url, emulator, aws,
         assert len(rows) == len(cases)
         assert sorted(r["status_code"] for r in rows) == sorted(status for _, status in cases)
         assert sum(r["cost"] for r in rows) == pytest.approx(0.04 * 4)
+
+
+# -- what a red-team review of the boundary found ---------------------------------------------------------------
+
+
+def test_a_user_cannot_forge_a_debug_line_nor_a_model_name_a_field(proxy):
+    forged = "alice\nINFO gesso.proxy: request 0001 generations model_name=nova deployment=nova-a images=5 cost=0.0"
+    assert proxy.generate(user=forged)[0] == 200
+    assert not [line for line in proxy.records if line.startswith("INFO gesso.proxy: request 0001")]
+    status, _ = proxy.generate(model="nova deployment=nova-a images=5 cost=99.0")
+    assert status == 404
+    lines = [line for line in proxy.records if "cost=99.0" in line and line.startswith("INFO gesso.proxy:")]
+    assert lines and all('model_name="nova deployment=nova-a images=5 cost=99.0"' in line for line in lines)
+
+
+def test_a_key_limited_to_some_models_learns_nothing_of_the_others_parameters(proxy):
+    status, text = proxy.send("/key/generate", body={"models": ["nova"]}, key=proxy.master)
+    assert status == 200, text
+    limited = json.loads(text)["key"]
+    for fields in ({"bogus": 1}, {"size": "1x1"}, {}):
+        status, text = proxy.send("/v1/images/generations", body={"model": "titan", "prompt": "x", **fields},
+                                  key=limited)  # fmt: skip
+        error = json.loads(text)["error"]
+        assert status == 403 and error["code"] == "key_model_access_denied", text
+        assert "titan-image-generator" not in error["message"]
+
+
+def test_a_deployments_image_store_serves_url_requests_and_the_rest_get_inline_images(proxy, tmp_path):
+    aws = {"aws_bedrock_runtime_endpoint": proxy.emulator.url, "aws_access_key_id": "x", "aws_secret_access_key": "y",
+           "aws_region_name": "us-east-1", "image_store": f"file://{tmp_path / 'store'}"}  # fmt: skip
+    config = proxy_config.parse({"model_list": [{"model_name": "nova", "litellm_params": {"model": NOVA, **aws}}]})
+    proxy_config.check(config)  # starts: the store is for the requests that ask for url images
+    served = uvicorn.Config(build_app(config), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    for port in uvicorn_running(served):
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        assert client.images.generate(model="nova", prompt="x").data[0].b64_json
+        assert client.images.generate(model="nova", prompt="x", response_format="b64_json").data[0].b64_json
+        url = client.images.generate(model="nova", prompt="x", response_format="url").data[0].url
+        assert url.startswith(f"file://{tmp_path / 'store'}/") and len(list((tmp_path / "store").iterdir())) == 1
+
+
+def test_an_edit_image_may_come_as_base64_text(proxy):
+    data, content_type = multipart(
+        {"model": "nova", "prompt": "a hat", "image": base64.b64encode(picture(512, 512)).decode()}
+    )
+    status, text = proxy.send("/v1/images/edits", data=data, content_type=content_type)
+    assert status == 200, text
+
+
+def test_the_sdk_refuses_to_grant_configuration_and_takes_only_json_data(aws, tmp_path):
+    import gesso
+    from gesso.errors import InvalidRequestError
+
+    for name, value in (("aws_region_name", "us-west-2"), ("image_store", f"file://{tmp_path}"),
+                        ("aws_bedrock_runtime_endpoint", "http://127.0.0.1:1")):  # fmt: skip
+        with pytest.raises(InvalidRequestError) as caught:
+            gesso.image_generation(NOVA, "x", untrusted=gesso.Untrusted({name: value}, granted={name}), **aws)
+        assert caught.value.param == name and "cannot be granted" in str(caught.value)
+    granted = gesso.Untrusted({"max_retries": 1}, granted={"max_retries"})
+    assert gesso.image_generation(NOVA, "x", untrusted=granted, **aws).data
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(picture(512, 512))
+    with pytest.raises(InvalidRequestError) as caught:
+        gesso.image_generation(NOVA, "x", untrusted=gesso.Untrusted({"conditionImage": secret}), **aws)
+    assert "must be JSON data (got PosixPath)" in str(caught.value)
+    assert not list(tmp_path.glob("*.png"))[1:]  # nothing written

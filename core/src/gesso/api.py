@@ -25,7 +25,7 @@ import attrs
 
 from gesso import operations, options, output, params, plugins, redact
 from gesso.aio import within
-from gesso.boundary import Untrusted, refused, text_problems
+from gesso.boundary import Untrusted, printable, refused, text_problems
 from gesso.errors import (
     ContentFilteredError,
     GessoError,
@@ -270,7 +270,7 @@ def _prepare(
             model=model_name,
         )
     if request.user:
-        logger.debug("gesso call for user %s to %s", request.user, model_name)
+        logger.debug("gesso call for user %s to %s", printable(request.user), model_name)
     return _Call(request, prepared, hooks, plan, provider.deadline(target))
 
 

@@ -48,24 +48,50 @@ class Untrusted:
 
 def refused(untrusted: Untrusted, model: Model, provider: Provider | None) -> list[Violation]:
     """A violation for each name in ``untrusted`` a caller may not send to ``model``."""
+    from gesso.options import GRANTABLE
+
     allowed = allowed_names(model)
     options = set(_call_options(provider))
+    grantable = {*GRANTABLE, *(provider.grantable if provider is not None else ())}
     problems: list[Violation] = []
     for name in untrusted.fields:
         if not isinstance(name, str) or not is_text(name):
             problems.append(Violation(printable(name), "a field name must be valid Unicode text"))
+        elif name in untrusted.granted and name in options and name not in grantable:
+            problems.append(
+                Violation(
+                    name,
+                    "cannot be granted to a request: it is configuration (credentials, "
+                    f"endpoints, where images go); grantable: {', '.join(sorted(grantable))}",
+                )
+            )
         elif name not in allowed and name not in untrusted.granted:
             problems.append(_not_allowed(name, model, allowed, options))
     return problems
 
 
 def text_problems(untrusted: Untrusted) -> list[Violation]:
-    """A violation for each string in ``untrusted``'s values that is not valid Unicode."""
-    return [
-        Violation(path, "is not valid Unicode text (a lone surrogate)")
-        for name, value in untrusted.fields.items()
-        for path in bad_text(value, printable(name))
-    ]
+    """A violation for each string in ``untrusted``'s values that is not valid Unicode, and for each value that
+    is not JSON data (a request carries no file path, file object or bytes: gesso would read them)."""
+    found = []
+    for name, value in untrusted.fields.items():
+        found += [Violation(path, "is not valid Unicode text (a lone surrogate)") for path in bad_text(value, name)]
+        found += [Violation(path, f"must be JSON data (got {kind})") for path, kind in not_data(value, name)]
+    return found
+
+
+def not_data(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """The paths (and type names) of the values in ``value`` that JSON could not have carried."""
+    if value is None or isinstance(value, (str, bool, int, float)) or depth > MAX_DEPTH:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from not_data(item, f"{path}.{printable(key)}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from not_data(item, f"{path}[{index}]", depth + 1)
+    else:
+        yield path, type(value).__name__
 
 
 def _not_allowed(name: str, model: Model, allowed: frozenset[str], options: set[str]) -> Violation:
@@ -138,7 +164,7 @@ def bad_text(value: Any, path: str, depth: int = 0) -> Iterator[str]:
     """The paths of the strings in ``value`` (keys included) that are not valid Unicode."""
     if isinstance(value, str):
         if not is_text(value):
-            yield path
+            yield printable(path)
     elif depth > MAX_DEPTH:
         return
     elif isinstance(value, Mapping):

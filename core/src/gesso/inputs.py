@@ -256,7 +256,8 @@ def open_pixels(image: ImageInput, where: str) -> tuple[Any, list[Violation]]:
         picture = pil.open(io.BytesIO(image.data))
         picture.load()
     except Exception as exc:  # Pillow raises many types for corrupt data
-        return None, [Violation(where, f"is not a decodable {image.info.format.upper()} image ({exc})")]
+        reason = re.sub(r" <[^<>]* at 0x[0-9a-f]+>", "", str(exc))  # (Pillow names the in-memory file it read)
+        return None, [Violation(where, f"is not a decodable {image.info.format.upper()} image ({reason})")]
     return picture, []
 
 

@@ -31,6 +31,7 @@ from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
+from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
 from gesso.proxy.metrics import Metrics
 from gesso.proxy.router import Router
 
@@ -134,6 +135,7 @@ class Proxy:
         #: seconds a request body may take to arrive (its head's deadline is the HTTP protocol's: gesso.proxy.guard)
         self.body_timeout = BODY_TIMEOUT
         self.store = store.Store(config.database_url) if config.database_url else None
+        self.ledger = Ledger(self.store) if self.store is not None else None
 
     # -- auth -------------------------------------------------------------------------------------------
 
@@ -144,10 +146,10 @@ class Proxy:
         master = self.config.master_key
         if master is not None and given and hmac.compare_digest(given.encode(), master.encode()):
             return Caller(admin=True)
-        if given and self.store is not None:
-            key = await self.store.get_key(store.hash_key(given))
+        if given and self.ledger is not None:
+            key = await self._ledger(self.ledger.key(store.hash_key(given)))
             if key is not None:
-                if key.blocked:  # read from the database on every request: refused on every replica at once
+                if key.blocked:  # read at most ledger.KEY_TTL seconds ago: refused on every replica within it
                     raise ProxyError(401, f"This key ({key.key_alias or key.key_name}) is blocked; the master key "
                                      "can unblock it (POST /key/unblock)", type="auth_error",
                                      code="key_blocked")  # fmt: skip
@@ -162,23 +164,21 @@ class Proxy:
                              type="auth_error", code="missing_key")  # fmt: skip
         raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
 
-    async def admit(self, caller: Caller, model_name: str, quote: float | None) -> store.Reservation | None:
+    async def admit(self, caller: Caller, model_name: str, quote: float | None) -> Any:
         """A virtual key's model list, rate limit and budget, checked before anything is sent; the budget
         is reserved (``quote``, the call's price) and settled when the request's spend row is written."""
         key = caller.key
-        if key is None or self.store is None:
+        if key is None or self.ledger is None:
             return None
-        if key.models and model_name not in key.models:
-            raise ProxyError(403, f"This key may not use model {model_name!r}; it may use: {', '.join(key.models)}",
-                             type="permission_error", param="model", code="key_model_access_denied")  # fmt: skip
-        wait = await self.store.count_request(key)
+        self._may_use(caller, model_name)
+        wait = await self._ledger(self.ledger.count(key))
         if wait is not None:
             raise ProxyError(
                 429, f"Rate limit exceeded for this key: {key.rpm_limit} requests per minute", type="rate_limit_error",
                 code="rpm_limit", headers={"retry-after": str(math.ceil(wait))},
             )  # fmt: skip
         try:
-            return await self.store.reserve(key, quote or 0.0)
+            return await self._ledger(self.ledger.hold(key, quote or 0.0))
         except store.BudgetExceeded as exc:
             now = exc.key or key
             reset = (
@@ -186,10 +186,19 @@ class Proxy:
             )
             raise ProxyError(
                 429, f"Budget exceeded for key {now.key_alias or now.key_name}: spent {now.spend:.4f} of "
-                f"{now.max_budget:.4f} USD ({now.reserved:.4f} held by calls in flight), this call costs "
-                f"{exc.amount:.4f}{reset}", type="budget_exceeded", code="budget_exceeded",
+                f"{now.max_budget:.4f} USD ({now.reserved:.4f} held by calls in flight and replicas' leases), this "
+                f"call costs {exc.amount:.4f}{reset}", type="budget_exceeded", code="budget_exceeded",
                 headers={"x-should-retry": "false"},
             ) from None  # fmt: skip
+
+    async def _ledger(self, pending: Any) -> Any:
+        """A ledger step of admission; a database that does not answer is a 503 before anything is sent."""
+        try:
+            return await pending
+        except DatabaseUnavailable as exc:
+            raise ProxyError(503, f"The proxy's database did not answer ({exc}); nothing was sent or charged. "
+                             "Try again shortly", type="api_error", code="database_unavailable",
+                             headers={"retry-after": str(max(1, round(DB_WAIT)))}) from None  # fmt: skip
 
     # -- one image request --------------------------------------------------------------------------------
 
@@ -200,11 +209,13 @@ class Proxy:
         model_name = "-"
         status = 500
         caller: Caller | None = None
-        reservation: store.Reservation | None = None
+        reservation: Any = None  # what the call holds of its key's budget (gesso.proxy.ledger)
         served: tuple[Any, Deployment] | None = None
         failure: str | None = None
         prompt: Any = None
         user: Any = None
+        sent: list[Deployment] = []  # the deployments the call was handed to
+        price_of: Any = None  # the call's price, asked for only if it is cancelled after it was sent
         self.metrics.in_flight += 1
         try:
             caller = await self.authenticate(request)
@@ -221,11 +232,15 @@ class Proxy:
             user = fields.get("user")
             _check_text(prompt, "prompt")
             _check_text(user, "user")
+            self._may_use(caller, model_name)  # before the model's own checks: they would describe it
             quote = self._quote(model_name, operation, prompt, images, mask, fields) if caller.key else None
+            price_of = functools.partial(_given_or, quote, self._quote, model_name, operation, prompt, images, mask,
+                                         fields)  # fmt: skip
             reservation = await self.admit(caller, model_name, quote)
 
             async def send(deployment: Deployment, overrides: dict[str, Any]) -> Any:
-                kwargs = self._trusted(deployment, overrides)
+                sent.append(deployment)
+                kwargs = self._trusted(deployment, overrides, fields)
                 model = kwargs.pop("model")
                 untrusted = Untrusted(fields, granted=deployment.caller_params)
                 try:
@@ -243,7 +258,7 @@ class Proxy:
             self.metrics.paid(model_name, len(response.data), response.cost)
             logger.info(
                 "request %s %s model_name=%s deployment=%s images=%d cost=%s latency=%.3fs", request_id, route,
-                printable(model_name), deployment.id, len(response.data), response.cost, time.perf_counter() - started,
+                _field(model_name), deployment.id, len(response.data), response.cost, time.perf_counter() - started,
             )  # fmt: skip
             headers = {
                 "x-request-id": request_id,
@@ -255,20 +270,20 @@ class Proxy:
             status = error.status_code
             failure = error.type
             self.metrics.error(error.type)
-            logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, printable(model_name), status,
+            logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, _field(model_name), status,
                         error.type)  # fmt: skip
             return _error_response(error, request_id)
         except ClientGone:  # answered with nothing (uvicorn drops sends to a gone client), so no error is logged
             status, failure = 499, "client_disconnected"
             self.metrics.error("client_disconnected")
             logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
-                        printable(model_name))  # fmt: skip
+                        _field(model_name))  # fmt: skip
             return Response(status_code=499)
         except asyncio.CancelledError:
             status, failure = 499, "client_disconnected"
             self.metrics.error("client_disconnected")
             logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
-                        printable(model_name))  # fmt: skip
+                        _field(model_name))  # fmt: skip
             raise
         except Exception:
             failure = "internal_error"
@@ -282,25 +297,35 @@ class Proxy:
             self.metrics.observe(route, model_name, status, seconds)
             if self.store is not None:
                 row = _spend_row(request_id, route, model_name, caller, served, status, failure, seconds, user)
+                if status == 499 and sent and price_of is not None:
+                    # the provider had the call when the client left: it may well have charged for it, so the
+                    # call is priced as sent (a client cannot spend a provider's money by hanging up in time)
+                    row["cost"] = _cancelled_price(price_of, request_id)
                 if self.config.store_prompts and isinstance(prompt, str):
                     fits = is_text(prompt) and "\x00" not in prompt
                     row["prompt"] = prompt if fits else printable(prompt, len(prompt) * 12)
+                if self.ledger is not None and reservation is not None:
+                    self.ledger.finished(reservation, row["cost"])
                 await self._record(row, reservation, request_id, paid=served is not None)
 
-    async def _record(self, row: dict[str, Any], reservation: store.Reservation | None, request_id: str, *,
-                      paid: bool) -> None:  # fmt: skip
-        """Write the request's spend-log row (and settle its reservation), trying again after a failure: a
-        database that is briefly unavailable must not lose the row of a paid call."""
+    async def _record(self, row: dict[str, Any], reservation: Any, request_id: str, *, paid: bool) -> None:
+        """Write the request's spend-log row (and settle what it held), trying again after a failure: a database
+        that is slow or away keeps the row queued (the answer waits for it at most ``store.ROW_WAIT`` seconds),
+        and one that refuses it is tried again before the loss is logged and counted."""
         assert self.store is not None
         for attempt in range(1, SPEND_ATTEMPTS + 1):
-            try:
-                await self.store.finish(row, reservation)  # shielded: written (and settled) even if cancelled
+            try:  # shielded: written (and settled) even if cancelled
+                if not await self.store.finish(row, reservation):
+                    logger.warning("request %s: its spend-log row waits for the database (%d queued); answered",
+                                   request_id, self.store.queued)  # fmt: skip
                 return
             except Exception:
                 if attempt == SPEND_ATTEMPTS:  # the answer stands (a paid call's images are returned); loudly
                     self.metrics.error("spend_log_failed")
                     what = "its images were paid for and are returned" if paid else "nothing was paid"
                     logger.exception("request %s: its spend-log row could not be written (%s)", request_id, what)
+                    if self.ledger is not None and reservation is not None:
+                        self.ledger.settled([(reservation, row["cost"])])  # never written: no longer waited for
                     return
                 await asyncio.sleep(SPEND_RETRY_DELAY * attempt)
 
@@ -315,11 +340,17 @@ class Proxy:
                              code="invalid_text")  # fmt: skip
         if given not in self.router.groups:
             raise ProxyError(
-                404, f"Model {printable(given)!r} is not served here; configured models: "
+                404, f"Model '{printable(given)}' is not served here; configured models: "
                 f"{', '.join(self._usable(caller)) or 'none for this key'}", type="invalid_request_error",
                 param="model", code="model_not_found",
             )  # fmt: skip
         return given
+
+    def _may_use(self, caller: Caller, model_name: str) -> None:
+        key = caller.key
+        if key is not None and key.models and model_name not in key.models:
+            raise ProxyError(403, f"This key may not use model {model_name!r}; it may use: {', '.join(key.models)}",
+                             type="permission_error", param="model", code="key_model_access_denied")  # fmt: skip
 
     def _usable(self, caller: Caller) -> list[str]:
         """The configured model names ``caller`` may use (a virtual key may be limited to some)."""
@@ -328,10 +359,17 @@ class Proxy:
             return [name for name in names if name in caller.key.models]
         return names
 
-    def _trusted(self, deployment: Deployment, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    def _trusted(
+        self, deployment: Deployment, overrides: Mapping[str, Any], fields: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """The deployment's own kwargs (its config, the emulator's options and the router's for this attempt):
-        configuration, where a request's fields never go (they travel as :class:`Untrusted`)."""
-        return {**deployment.params, **self.overrides.get(deployment.id, {}), **overrides}
+        configuration, where a request's fields never go (they travel as :class:`Untrusted`). A deployment's image
+        store serves the requests that ask for ``url`` images; the others get theirs inline."""
+        kwargs = {**deployment.params, **self.overrides.get(deployment.id, {}), **overrides}
+        if fields.get("response_format", kwargs.get("response_format")) != "url":
+            kwargs.pop("image_store", None)
+            kwargs.pop("image_url_expiry", None)
+        return kwargs
 
     def _quote(
         self, model_name: str, operation: str, prompt: Any, images: list[bytes], mask: Any, fields: Mapping[str, Any]
@@ -340,7 +378,7 @@ class Proxy:
         refused here, before a budget is touched)."""
         prices = []
         for deployment in self.router.groups[model_name]:
-            kwargs = self._trusted(deployment, {})
+            kwargs = self._trusted(deployment, {}, fields)
             model = kwargs.pop("model")
             untrusted = Untrusted(fields, granted=deployment.caller_params)
             if operation == "generate":
@@ -498,6 +536,25 @@ async def _call(
     return await call(model, images or None, untrusted=untrusted, **kwargs)
 
 
+def _given_or(given: float | None, quote: Any, *args: Any) -> float | None:
+    return given if given is not None else quote(*args)
+
+
+def _cancelled_price(price_of: Any, request_id: str) -> float:
+    try:
+        return float(price_of() or 0.0)
+    except Exception:  # (it was priced before, or checked as it was sent: this does not fail, but must not raise)
+        logger.exception("request %s: its cancelled call could not be priced", request_id)
+        return 0.0
+
+
+def _field(text: str) -> str:
+    """Caller text as one field of a log line: escaped, shortened, and quoted when it holds a space, a quote or
+    an equals sign (so ``model_name=a cost=9`` cannot pass for two fields)."""
+    shown = printable(text)
+    return json.dumps(shown) if any(c in shown for c in ' ="') else shown
+
+
 def _check_text(value: Any, name: str) -> None:
     """A 400 when ``value`` (caller text) is not valid Unicode: refused before anything is reserved or sent."""
     if isinstance(value, str) and not is_text(value):
@@ -513,9 +570,9 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def _bytes(value: Any, name: str) -> bytes:
+async def _bytes(value: Any, name: str) -> bytes | str:
     if isinstance(value, str):
-        return value.encode()  # base64 or a data: URL in a text field: the SDK reads it
+        return value  # base64 or a data: URL in a text field: the SDK reads it as such
     data = await value.read()
     if not data:
         raise ProxyError(400, f"{name}: an empty file", type="invalid_request_error", param=name)
@@ -584,14 +641,17 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if proxy.store is not None:
+        if proxy.store is not None and proxy.ledger is not None:
             released = await proxy.store.release_stale()  # held by a replica that died mid-call
             if released:
                 logger.warning("released %d budget reservations no replica settled", released)
+            proxy.ledger.start()
         try:
             yield
         finally:
-            if proxy.store is not None:
+            if proxy.store is not None and proxy.ledger is not None:
+                await proxy.store.drain()  # the spend rows first: a lease is given back once its calls are settled
+                await proxy.ledger.close()
                 await proxy.store.close()
 
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=lifespan)

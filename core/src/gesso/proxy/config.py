@@ -290,6 +290,8 @@ def check(config: ProxyConfig) -> None:
         for prompt in ("config check", None):
             params = dict(deployment.params)
             model = params.pop("model")
+            if "image_store" in params:  # the store serves the requests that ask for url images
+                params.setdefault("response_format", "url")
             try:
                 api._prepare(model, prompt, params)
             except InvalidRequestError as exc:

@@ -114,6 +114,7 @@ class KeyApi:
                 if given is not None and await self.proxy.store.get_key(store.hash_key(given)) is not None:
                     raise _key_taken() from None
                 raise _alias_taken(values.get("key_alias")) from None
+            self._changed(key.token_hash)  # a lookup before it existed may be cached as "no such key"
             return {"key": plaintext, **key.info()}
 
         return await self._handle(request, run)
@@ -145,6 +146,7 @@ class KeyApi:
                 await self._unique_alias(values["key_alias"])
             try:
                 updated = await self.proxy.store.update_key(key.token_hash, values)
+                self._changed(key.token_hash)
             except sa.exc.IntegrityError:  # another request took the alias since the check above
                 raise _alias_taken(values.get("key_alias")) from None
             if updated is None:
@@ -162,6 +164,8 @@ class KeyApi:
                 raise _error(400, "keys or key_aliases: a list of keys (plaintext, hash) or aliases", param="keys")
             found = [await self._find(name) for name in names]
             await self.proxy.store.delete_keys([k.token_hash for k in found])
+            for gone in found:
+                self._changed(gone.token_hash)
             return {"deleted_keys": names}
 
         return await self._handle(request, run)
@@ -177,6 +181,7 @@ class KeyApi:
                 raise _error(400, "key: required (the key, its hash or its alias)", param="key")
             key = await self._find(given)
             updated = await self.proxy.store.update_key(key.token_hash, {"blocked": blocked})
+            self._changed(key.token_hash)
             if updated is None:  # deleted meanwhile
                 raise _error(404, f"No key {given!r}", type="not_found_error", param="key")
             return {"key": updated.token_hash, **updated.info()}
@@ -238,6 +243,11 @@ class KeyApi:
         if key is None:
             raise _error(404, "No such key (give the key, its hash or its alias)", type="not_found_error", param="key")
         return key
+
+    def _changed(self, token_hash: str) -> None:
+        """This replica changed a key: its cache forgets it at once (other replicas within ledger.KEY_TTL)."""
+        if self.proxy.ledger is not None:
+            self.proxy.ledger.forget(token_hash)
 
     async def _unique_key(self, given: str | None) -> None:
         if given is not None and await self.proxy.store.get_key(store.hash_key(given)) is not None:

@@ -18,15 +18,22 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import logging
+import math
 import re
 import secrets
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import sqlalchemy as sa
+
+from gesso.aio import within
+
+logger = logging.getLogger("gesso.proxy")
 
 metadata = sa.MetaData()
 
@@ -56,6 +63,8 @@ reservations = sa.Table(
     sa.Column("token_hash", sa.String(64), nullable=False, index=True),
     sa.Column("amount", sa.Float, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # a replica's lease on a slice of the budget (migration 0003): released by any replica once past it
+    sa.Column("expires_at", sa.DateTime(timezone=True), index=True),
 )
 rate_windows = sa.Table(
     "gesso_rate_windows",
@@ -90,6 +99,12 @@ _EMPTY_LOG = {column.name: None for column in spend_logs.columns}
 STALE_RESERVATION = 3600.0
 #: Tries of a spend-log group's transaction that PostgreSQL aborts as a deadlock or serialization failure.
 FLUSH_ATTEMPTS = 5
+#: Seconds a request waits for its spend row's commit before it is answered anyway (the row stays queued).
+ROW_WAIT = 10.0
+#: Seconds between tries of a database that does not answer: the first, and the most (doubling in between).
+RETRY_FIRST, RETRY_CAP = 0.05, 2.0
+#: Seconds ``close`` waits for the queued rows.
+CLOSE_WAIT = 30.0
 _TRANSIENT = ("40P01", "40001")
 _DURATION = re.compile(r"(\d{1,12})(s|m|h|d|w|mo)", re.ASCII)  # (at most 16 characters: budget_duration's column)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "mo": 30 * 86400}
@@ -195,6 +210,24 @@ def _iso(value: datetime.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+#: what a call held of its key's budget: a per-call reservation, a share of a lease, nothing (no budget)
+Held = Any
+_Entry = tuple[dict[str, Any], Any, float, "asyncio.Future[None]"]
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL aborting a transaction that may succeed when tried again."""
+    return isinstance(exc, sa.exc.DBAPIError) and getattr(exc.orig, "sqlstate", None) in _TRANSIENT
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database did not answer (down, unreachable, its pool or locks held past their
+    wait), rather than that it refused the statement."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError, OSError, TimeoutError)):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
+
+
 class BudgetExceeded(Exception):
     def __init__(self, key: Key | None, amount: float) -> None:
         super().__init__("budget exceeded")
@@ -206,6 +239,22 @@ class Reservation:
     id: str
     token_hash: str
     amount: float
+
+
+@attrs.frozen
+class LeaseShare:
+    """One call's share of a replica's budget lease (:mod:`gesso.proxy.ledger`): settled into the lease."""
+
+    lease_id: str
+    token_hash: str
+    amount: float
+
+
+@attrs.frozen
+class KeySpend:
+    """A call of a key without a budget: nothing held, its cost added to the key's spend."""
+
+    token_hash: str
 
 
 class Store:
@@ -224,13 +273,28 @@ class Store:
         self.engine = create_async_engine(async_url(url), **options)
         if self.sqlite:
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self._pending: list[tuple[dict[str, Any], Reservation | None, float, asyncio.Future[None]]] = []
+        self._pending: list[_Entry] = []
         self._flushing: asyncio.Task[None] | None = None
+        #: called with each committed group's (what it held, cost) pairs (the ledger keeps its leases by it)
+        self.on_settled: Callable[[list[tuple[Held, float]]], None] | None = None
+        #: since when the database has not answered a spend-row write (None: it answers)
+        self.outage_since: float | None = None
 
-    async def close(self) -> None:
-        if self._flushing is not None:
-            await asyncio.shield(self._flushing)
+    async def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Write the queued spend rows (:meth:`drain`) and close the connections."""
+        await self.drain(wait)
         await self.engine.dispose()
+
+    async def drain(self, wait: float = CLOSE_WAIT) -> None:
+        """Write the queued spend rows, for at most ``wait`` seconds (a database that stays away loses them,
+        loudly)."""
+        if self._flushing is not None and not self._flushing.done():
+            try:
+                await within(asyncio.shield(self._flushing), wait)
+            except (TimeoutError, asyncio.TimeoutError):
+                logger.error("the database did not answer for %g s at shutdown: %d spend rows are lost", wait,
+                             len(self._pending))  # fmt: skip
+                self._flushing.cancel()
 
     # -- keys ---------------------------------------------------------------------------------------------
 
@@ -351,18 +415,35 @@ class Store:
             return max(1.0, (window + 1) * 60 - moment)
         return None
 
+    async def take_requests(self, key: Key, wanted: int) -> tuple[int, float]:
+        """Count up to ``wanted`` requests at once in the key's current minute, for this replica to spend
+        locally: how many it may send (0 when the minute's ``rpm_limit`` is reached) and the seconds left in the
+        minute."""
+        assert key.rpm_limit is not None
+        moment = now().timestamp()
+        window = int(moment // 60)
+        insert = _insert(self.sqlite, rate_windows).values(token_hash=key.token_hash, window=window, count=wanted)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[rate_windows.c.token_hash, rate_windows.c.window],
+            set_={"count": rate_windows.c.count + wanted},
+        ).returning(rate_windows.c.count)
+        async with self.engine.begin() as conn:
+            count = (await conn.execute(upsert)).scalar_one()
+            if count == wanted:  # the first take of a minute sweeps the key's old windows
+                await conn.execute(
+                    rate_windows.delete().where(
+                        rate_windows.c.token_hash == key.token_hash, rate_windows.c.window < window
+                    )
+                )
+        granted = max(0, min(wanted, key.rpm_limit - (count - wanted)))
+        return granted, max(0.0, (window + 1) * 60 - moment)
+
     async def reserve(self, key: Key, amount: float) -> Reservation:
         """Hold ``amount`` of the key's budget for one call, atomically; raise :class:`BudgetExceeded`."""
         moment = now()
         reservation = Reservation(uuid.uuid4().hex, key.token_hash, amount)
         async with self.engine.begin() as conn:
-            if key.budget_duration and key.budget_reset_at is not None and key.budget_reset_at <= moment:
-                next_reset = moment + parse_duration(key.budget_duration, "budget_duration")
-                await conn.execute(
-                    keys.update()
-                    .where(keys.c.token_hash == key.token_hash, keys.c.budget_reset_at <= moment)
-                    .values(spend=0.0, budget_reset_at=next_reset)
-                )  # another replica may have reset it already: then this changes nothing
+            await self._reset_if_due(conn, key, moment)
             held = keys.update().where(keys.c.token_hash == key.token_hash)
             if key.max_budget is not None:
                 held = held.where(keys.c.spend + keys.c.reserved + amount <= key.max_budget + 1e-9)
@@ -391,6 +472,107 @@ class Store:
                 released += await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
         return released
 
+    # -- budget leases (gesso.proxy.ledger) ----------------------------------------------------------------
+
+    async def grow_lease(
+        self, key: Key, lease_id: str | None, needed: float, price: float, calls: int, share: float, ttl: float
+    ) -> tuple[str, float, bool]:
+        """Add at least ``needed`` to this replica's lease on ``key``'s budget, in one transaction, and up to
+        ``calls - 1`` more calls of ``price`` while that leaves at least ``1 - share`` of what remains to other
+        replicas. Returns the lease's id, the amount added and whether ``lease_id`` was still there (a lease past
+        its expiry may have been released by another replica: then a new one is made). Raises
+        :class:`BudgetExceeded` when ``needed`` does not fit."""
+        moment = now()
+        expires = moment + datetime.timedelta(seconds=ttl)
+        budget = float(key.max_budget or 0.0)
+        async with self.engine.begin() as conn:
+            await _lock_key(conn, key.token_hash)  # the key's row before the lease's, in every transaction
+            await self._reset_if_due(conn, key, moment)
+            granted = 0.0
+            for _ in range(4):  # another replica may take what was read as remaining: read again
+                row = (await conn.execute(
+                    sa.select(keys.c.spend, keys.c.reserved).where(keys.c.token_hash == key.token_hash)
+                )).first()  # fmt: skip
+                remaining = budget - row.spend - row.reserved if row is not None else -1.0
+                if remaining + 1e-9 < needed:
+                    raise BudgetExceeded(await self._key_in(conn, key.token_hash), price)
+                more = math.floor(max(0.0, remaining - needed) * share / price + 1e-9) if price > 0 else 0
+                amount = needed + price * min(calls - 1, more)
+                fits_too = keys.c.spend + keys.c.reserved + amount <= budget + 1e-9  # what was read still holds
+                done = await conn.execute(
+                    keys.update()
+                    .where(keys.c.token_hash == key.token_hash, fits_too)
+                    .values(reserved=keys.c.reserved + amount)
+                )
+                if done.rowcount:
+                    granted = amount
+                    break
+            else:
+                raise BudgetExceeded(await self._key_in(conn, key.token_hash), price)
+            kept = False
+            if lease_id is not None:
+                grown = await conn.execute(
+                    reservations.update()
+                    .where(reservations.c.id == lease_id)
+                    .values(amount=reservations.c.amount + granted, expires_at=expires)
+                )
+                kept = bool(grown.rowcount)
+            if not kept:
+                lease_id = uuid.uuid4().hex
+                await conn.execute(reservations.insert().values(
+                    id=lease_id, token_hash=key.token_hash, amount=granted, created_at=moment, expires_at=expires
+                ))  # fmt: skip
+        return lease_id, granted, kept
+
+    async def _reset_if_due(self, conn: Any, key: Key, moment: datetime.datetime) -> None:
+        if key.budget_duration and key.budget_reset_at is not None and key.budget_reset_at <= moment:
+            next_reset = moment + parse_duration(key.budget_duration, "budget_duration")
+            await conn.execute(
+                keys.update()
+                .where(keys.c.token_hash == key.token_hash, keys.c.budget_reset_at <= moment)
+                .values(spend=0.0, budget_reset_at=next_reset)
+            )  # another replica may have reset it already: then this changes nothing
+
+    async def renew_leases(self, lease_ids: Sequence[str], ttl: float) -> set[str]:
+        """Push the leases' expiry ``ttl`` seconds on; the ids of those still there."""
+        if not lease_ids:
+            return set()
+        expires = now() + datetime.timedelta(seconds=ttl)
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                reservations.update().where(reservations.c.id.in_(list(lease_ids))).values(expires_at=expires)
+            )
+            found = await conn.execute(sa.select(reservations.c.id).where(reservations.c.id.in_(list(lease_ids))))
+            return set(found.scalars())
+
+    async def return_lease(self, lease_id: str, token_hash: str) -> float:
+        """Give back what is left of a lease (its holder has nothing in flight under it); the amount returned."""
+        async with self.engine.begin() as conn:
+            return await self._release_lease(conn, lease_id, token_hash)
+
+    async def release_expired_leases(self) -> int:
+        """Release the leases past their expiry (their holder died, or lost the database for longer than it)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(reservations.c.id, reservations.c.token_hash).where(reservations.c.expires_at < now())
+            )).all()  # fmt: skip
+        released = 0
+        for row in sorted(rows, key=lambda row: (row.token_hash, row.id)):
+            async with self.engine.begin() as conn:  # one lease a transaction: its key locked first, as everywhere
+                released += await self._release_lease(conn, row.id, row.token_hash, expired=True) > 0
+        return released
+
+    async def _release_lease(self, conn: Any, lease_id: str, token_hash: str, *, expired: bool = False) -> float:
+        await _lock_key(conn, token_hash)
+        query = reservations.select().where(reservations.c.id == lease_id)
+        if expired:  # renewed meanwhile: its holder is alive
+            query = query.where(reservations.c.expires_at < now())
+        row = (await conn.execute(query)).first()
+        if row is None:
+            return 0.0
+        await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
+        return float(row.amount) or 1e-12  # (released, even if nothing was left in it)
+
     async def _settle(self, conn: Any, reservation: Reservation, actual: float) -> bool:
         gone = await conn.execute(reservations.delete().where(reservations.c.id == reservation.id))
         if gone.rowcount:  # settled once, even if a stale sweep raced it
@@ -403,17 +585,29 @@ class Store:
 
     # -- spend logs ---------------------------------------------------------------------------------------
 
-    async def finish(self, row: Mapping[str, Any], reservation: Reservation | None = None) -> None:
-        """Write one request's spend-log row and settle its reservation with the row's cost; returns once
-        committed (grouped with whatever other requests finished meanwhile)."""
+    async def finish(self, row: Mapping[str, Any], reservation: Held = None, *, wait: float | None = ROW_WAIT) -> bool:
+        """Write one request's spend-log row and settle what it held with the row's cost (grouped with whatever
+        other requests finished meanwhile). True once committed; False when ``wait`` seconds passed first (the
+        database is slow or away: the row stays queued and is written when it answers, never dropped). Raises
+        when the database refuses this row itself."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = {**_EMPTY_LOG, "created_at": now(), **row}  # every column, so a group inserts as one statement
         self._pending.append((entry, reservation, float(entry.get("cost") or 0.0), future))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.ensure_future(self._flush())
-        await asyncio.shield(future)
+        try:
+            await (asyncio.shield(future) if wait is None else within(asyncio.shield(future), wait))
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+        return True
+
+    @property
+    def queued(self) -> int:
+        """Spend rows waiting to be written."""
+        return len(self._pending)
 
     async def _flush(self) -> None:
+        delay = RETRY_FIRST
         while self._pending:
             batch, self._pending = self._pending, []
             try:
@@ -424,38 +618,94 @@ class Store:
                         if not future.done():
                             future.set_exception(RuntimeError(str(exc) or type(exc).__name__))
                     raise
+                if unavailable(exc):  # the database did not answer: the rows wait for it, first in line
+                    self._pending[:0] = batch
+                    if self.outage_since is None:
+                        self.outage_since = time.monotonic()
+                        what = type(exc).__name__
+                        logger.warning("the database did not answer (%s): %d spend rows wait for it", what,
+                                       len(self._pending))  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(RETRY_CAP, delay * 2)
+                    continue
                 # one row the database refuses must not cost the others theirs: each is written on its own
                 for entry in batch if len(batch) > 1 else ():
                     try:
                         await self._write([entry])
                     except Exception as alone:
-                        entry[3].set_exception(alone)
+                        if unavailable(alone):
+                            self._pending.append(entry)
+                        else:
+                            entry[3].set_exception(alone)
                     else:
-                        entry[3].set_result(None)
+                        self._settled([entry])
                 for *_, future in batch:
-                    if not future.done():
+                    if not future.done() and len(batch) == 1:
                         future.set_exception(exc)
                 continue
-            for *_, future in batch:
-                if not future.done():
-                    future.set_result(None)
+            if self.outage_since is not None:
+                logger.warning("the database answers again after %.1f s; queued spend rows written",
+                               time.monotonic() - self.outage_since)  # fmt: skip
+                self.outage_since = None
+            delay = RETRY_FIRST
+            self._settled(batch)
 
-    async def _write(self, batch: list[tuple[dict[str, Any], Reservation | None, float, asyncio.Future[None]]]) -> None:
-        """Insert ``batch``'s rows and settle their reservations in one transaction, retrying a transient abort."""
+    def _settled(self, batch: list[_Entry]) -> None:
+        for *_, future in batch:
+            if not future.done():
+                future.set_result(None)
+        if self.on_settled is not None:
+            self.on_settled([(reservation, cost) for _, reservation, cost, _ in batch])
+
+    async def _write(self, batch: list[_Entry]) -> None:
+        """Insert ``batch``'s rows and settle what they held in one transaction, retrying a transient abort:
+        per-call reservations one by one, a lease's shares and a budgetless key's spend summed (one statement or
+        two per lease or key)."""
+        steps: list[tuple[str, Any, float]] = []  # (token_hash, what, cost)
+        leased: dict[str, list[Any]] = {}
+        spent: dict[str, float] = {}
+        for _, held, cost, _ in batch:
+            if isinstance(held, Reservation):
+                steps.append((held.token_hash, held, cost))
+            elif isinstance(held, LeaseShare):
+                leased.setdefault(held.lease_id, [held.token_hash, 0.0])[1] += cost
+            elif isinstance(held, KeySpend) and cost:
+                spent[held.token_hash] = spent.get(held.token_hash, 0.0) + cost
+        steps += [(token, ("lease", lease_id), cost) for lease_id, (token, cost) in leased.items() if cost]
+        steps += [(token, ("spend", token), cost) for token, cost in spent.items()]
         # keys are settled in one order (by hash) in every group: two replicas' groups touching the same keys
         # would otherwise lock them in opposite orders and deadlock, and PostgreSQL would abort one of them
-        settle = sorted(((r, cost) for _, r, cost, _ in batch if r is not None), key=lambda s: s[0].token_hash)
+        steps.sort(key=lambda step: step[0])
         for attempt in range(1, FLUSH_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as conn:
                     await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
-                    for reservation, cost in settle:
-                        await self._settle(conn, reservation, cost)
+                    for token, what, cost in steps:
+                        if isinstance(what, Reservation):
+                            await self._settle(conn, what, cost)
+                        elif what[0] == "lease":
+                            await self._settle_lease(conn, what[1], token, cost)
+                        else:
+                            await conn.execute(
+                                keys.update().where(keys.c.token_hash == token).values(spend=keys.c.spend + cost)
+                            )
                 return
             except sa.exc.DBAPIError as exc:  # rolled back: a deadlock or serialization failure is retried
-                if attempt == FLUSH_ATTEMPTS or getattr(exc.orig, "sqlstate", None) not in _TRANSIENT:
+                if attempt == FLUSH_ATTEMPTS or not transient(exc):
                     raise
                 await asyncio.sleep(0.01 * attempt)
+
+    async def _settle_lease(self, conn: Any, lease_id: str, token: str, cost: float) -> None:
+        """Move ``cost`` from a lease to its key's spend; if the lease is gone (released past its expiry), its
+        budget was given back already, so only the spend is added."""
+        await _lock_key(conn, token)  # the key's row before the lease's, in every transaction: no deadlock
+        kept = await conn.execute(
+            reservations.update().where(reservations.c.id == lease_id).values(amount=reservations.c.amount - cost)
+        )
+        values = {"spend": keys.c.spend + cost}
+        if kept.rowcount:
+            values["reserved"] = keys.c.reserved - cost
+        await conn.execute(keys.update().where(keys.c.token_hash == token).values(**values))
 
     async def spend_logs(
         self,
@@ -515,6 +765,12 @@ class Store:
             }
             for r in rows
         ]
+
+
+async def _lock_key(conn: Any, token_hash: str) -> None:
+    """Lock a key's row for the transaction (PostgreSQL; SQLite's one writer needs no row lock): every
+    transaction that touches a lease locks its key first, so two never wait for each other in a cycle."""
+    await conn.execute(sa.select(keys.c.token_hash).where(keys.c.token_hash == token_hash).with_for_update())
 
 
 def _between(query: Any, start: datetime.datetime | None, end: datetime.datetime | None) -> Any:
