@@ -103,13 +103,14 @@ async def open_loop(port: int, key: str, rate: float, seconds: float, size: str,
     request = image_request(port, key, {"model": MODEL_NAME, "prompt": "A cute baby sea otter", "size": size})
     idle: list[Conn] = []
     results: list[tuple[float, float, int]] = []  # (due, latency, status); status 0: the connection failed
+    failures: dict[str, int] = {}  # why, for status 0
     opened = 0
 
     async def one(due: float) -> None:
         nonlocal opened
         status = 0
-        for _ in range(2):  # an idle connection the server closed meanwhile is replaced once, as clients do
-            conn = idle.pop() if idle else None
+        for attempt in range(2):  # an idle connection the server closed meanwhile is replaced by a new one
+            conn = idle.pop() if idle and attempt == 0 else None
             reused = conn is not None
             try:
                 if conn is None:
@@ -118,10 +119,12 @@ async def open_loop(port: int, key: str, rate: float, seconds: float, size: str,
                 status, _, _ = await asyncio.wait_for(conn.send(request), max(0.1, due + timeout - time.monotonic()))
                 idle.append(conn)
                 break
-            except (Gone, asyncio.TimeoutError, TimeoutError):
+            except (Gone, asyncio.TimeoutError, TimeoutError) as exc:
                 if conn is not None:
                     conn.close()
                 if not reused:
+                    why = str(exc).split(":")[0] if isinstance(exc, Gone) else "timeout"
+                    failures[why] = failures.get(why, 0) + 1
                     break
         results.append((due, time.monotonic() - due, status))
 
@@ -148,8 +151,10 @@ async def open_loop(port: int, key: str, rate: float, seconds: float, size: str,
     middle = [(due + latency) for due, latency, status in results if status == 200]
     lo, hi = first + seconds * 0.1, first + seconds * 0.9
     steady = sum(1 for done in middle if lo <= done < hi) / (hi - lo)
+    settled = sorted(latency for due, latency, _ in results if due >= first + seconds * 0.1)
     return {
-        "offered_rps": rate, "seconds": seconds, "requests": total, "succeeded": len(ok),
+        "p99_after_first_tenth_s": round(pct(settled, 99), 3),
+        "offered_rps": rate, "seconds": seconds, "requests": total, "succeeded": len(ok), "failures": failures,
         "success": len(ok) / total if total else 0.0, "statuses": statuses,
         "steady_rps": round(steady, 1), "wall_s": round(ended - start, 2), "connections": opened,
         "p50_s": round(pct(latencies, 50), 3), "p99_s": round(pct(latencies, 99), 3),

@@ -46,6 +46,14 @@ def call(url: str, method: str, path: str, key: str | None = MASTER, body=None) 
         return exc.code, dict(exc.headers.items()), json.load(exc)
 
 
+class Replicas(list):
+    """The replicas' URLs, and their processes (``processes``)."""
+
+    def __init__(self, urls: list[str], processes: list[subprocess.Popen]) -> None:
+        super().__init__(urls)
+        self.processes = processes
+
+
 @pytest.fixture
 def replicas(database_url, aws, tmp_path, monkeypatch):
     """Two ``gesso serve`` processes on ``database_url``, started together (they migrate under an advisory
@@ -78,7 +86,7 @@ def replicas(database_url, aws, tmp_path, monkeypatch):
                         break
                 except OSError:
                     time.sleep(0.05)
-        yield urls
+        yield Replicas(urls, processes)
     finally:
         for process in processes:
             process.terminate()

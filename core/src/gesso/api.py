@@ -157,10 +157,35 @@ def quote(
     checked and prepared exactly as :func:`image_generation` (or ``operation`` ``"edit"``/``"variation"``)
     would, then priced as if every image asked for came back. Nothing is sent. For a generation, ``image`` and
     ``mask`` are the model's own parameters of those names, as in :func:`image_generation`."""
+    return price(prepare(model, prompt, operation=operation, image=image, mask=mask, untrusted=untrusted, **kwargs))
+
+
+def prepare(
+    model: str,
+    prompt: str | None = None,
+    *,
+    operation: str = "generate",
+    image: Any = None,
+    mask: Any = None,
+    untrusted: Untrusted | None = None,
+    **kwargs: Any,
+) -> _Call:
+    """A call checked and prepared as :func:`image_generation` (``operation`` ``"edit"``/``"variation"``: as
+    :func:`image_edit`/:func:`image_variation`) would, not sent: :func:`price` it, then :func:`asend` it (once
+    or several times), so a service that prices a call before sending it prepares it once."""
     if operation == "generate":  # as image_generation takes them: a family's own parameters of those names
         kwargs.update({k: v for k, v in (("image", image), ("mask", mask)) if v is not None})
         image = mask = None
-    call = _prepare(model, prompt, kwargs, operation=operation, images=image, mask=mask, untrusted=untrusted)
+    return _prepare(model, prompt, kwargs, operation=operation, images=image, mask=mask, untrusted=untrusted)
+
+
+async def asend(call: _Call) -> ImageResponse:
+    """Send a call :func:`prepare` made (async)."""
+    return await _arun(call)
+
+
+def price(call: _Call) -> float | None:
+    """The price in USD of a prepared call if every image asked for comes back (``None``: the model has none)."""
     size = call.prepared.size
     asked = ImageResponse(
         data=[ImageData(b64_json="") for _ in range(call.prepared.requested)],

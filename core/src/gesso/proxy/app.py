@@ -44,11 +44,6 @@ SPEND_ATTEMPTS = 3
 SPEND_RETRY_DELAY = 0.1
 #: seconds a request body may take to arrive, once its headers have: 50 MB (the default size limit) at 0.5 MB/s
 BODY_TIMEOUT = 100.0
-OPERATIONS = {
-    "generate": api.aimage_generation,
-    "edit": api.aimage_edit,
-    "variation": api.aimage_variation,
-}
 
 
 class ProxyError(errors.GessoError):
@@ -215,6 +210,7 @@ class Proxy:
         prompt: Any = None
         user: Any = None
         sent: list[Deployment] = []  # the deployments the call was handed to
+        away = False  # refused because the database did not answer
         price_of: Any = None  # the call's price, asked for only if it is cancelled after it was sent
         self.metrics.in_flight += 1
         try:
@@ -233,18 +229,22 @@ class Proxy:
             _check_text(prompt, "prompt")
             _check_text(user, "user")
             self._may_use(caller, model_name)  # before the model's own checks: they would describe it
-            quote = self._quote(model_name, operation, prompt, images, mask, fields) if caller.key else None
+            prepared: dict[str, Any] = {}  # deployment id -> the call prepared (and priced) for it
+            if caller.key is not None:
+                quote, prepared = self._quote(model_name, operation, prompt, images, mask, fields)
+            else:
+                quote = None
             price_of = functools.partial(_given_or, quote, self._quote, model_name, operation, prompt, images, mask,
                                          fields)  # fmt: skip
             reservation = await self.admit(caller, model_name, quote)
 
             async def send(deployment: Deployment, overrides: dict[str, Any]) -> Any:
                 sent.append(deployment)
-                kwargs = self._trusted(deployment, overrides, fields)
-                model = kwargs.pop("model")
-                untrusted = Untrusted(fields, granted=deployment.caller_params)
-                try:
-                    return await _call(operation, model, prompt, images, mask, untrusted, kwargs)
+                try:  # prepared once: the call priced for the budget is the one sent (unless the router changed it)
+                    call = prepared.get(deployment.id) if not overrides else None
+                    if call is None:
+                        call = self._prepare(deployment, overrides, operation, prompt, images, mask, fields)
+                    return await api.asend(call)
                 except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
                     # the deployment's own credentials were refused: the caller's key is fine, so not a 401/403
                     raise errors.ProviderError(
@@ -269,6 +269,7 @@ class Proxy:
         except errors.GessoError as error:
             status = error.status_code
             failure = error.type
+            away = error.code == "database_unavailable"
             self.metrics.error(error.type)
             logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, _field(model_name), status,
                         error.type)  # fmt: skip
@@ -306,16 +307,19 @@ class Proxy:
                     row["prompt"] = prompt if fits else printable(prompt, len(prompt) * 12)
                 if self.ledger is not None and reservation is not None:
                     self.ledger.finished(reservation, row["cost"])
-                await self._record(row, reservation, request_id, paid=served is not None)
+                await self._record(row, reservation, request_id, paid=served is not None, wait=not away)
 
-    async def _record(self, row: dict[str, Any], reservation: Any, request_id: str, *, paid: bool) -> None:
+    async def _record(
+        self, row: dict[str, Any], reservation: Any, request_id: str, *, paid: bool, wait: bool = True
+    ) -> None:
         """Write the request's spend-log row (and settle what it held), trying again after a failure: a database
         that is slow or away keeps the row queued (the answer waits for it at most ``store.ROW_WAIT`` seconds),
         and one that refuses it is tried again before the loss is logged and counted."""
         assert self.store is not None
         for attempt in range(1, SPEND_ATTEMPTS + 1):
             try:  # shielded: written (and settled) even if cancelled
-                if not await self.store.finish(row, reservation):
+                # (a refusal because the database is away is answered at once: its row waits for the database)
+                if not await self.store.finish(row, reservation, **({} if wait else {"wait": 0.0})) and wait:
                     logger.warning("request %s: its spend-log row waits for the database (%d queued); answered",
                                    request_id, self.store.queued)  # fmt: skip
                 return
@@ -373,21 +377,27 @@ class Proxy:
 
     def _quote(
         self, model_name: str, operation: str, prompt: Any, images: list[bytes], mask: Any, fields: Mapping[str, Any]
-    ) -> float | None:
-        """The most the call can cost on any of its deployments (checked as the call will be: bad input is
-        refused here, before a budget is touched)."""
-        prices = []
+    ) -> tuple[float | None, dict[str, Any]]:
+        """The most the call can cost on any of its deployments, and the call prepared for each (checked as it
+        will be sent: bad input is refused here, before a budget is touched)."""
+        prices, prepared = [], {}
         for deployment in self.router.groups[model_name]:
-            kwargs = self._trusted(deployment, {}, fields)
-            model = kwargs.pop("model")
-            untrusted = Untrusted(fields, granted=deployment.caller_params)
-            if operation == "generate":
-                prices.append(api.quote(model, prompt, untrusted=untrusted, **kwargs))
-            else:
-                inputs = {"image": images or None, "mask": mask}
-                prices.append(api.quote(model, prompt, operation=operation, untrusted=untrusted, **inputs, **kwargs))
+            call = self._prepare(deployment, {}, operation, prompt, images, mask, fields)
+            prepared[deployment.id] = call
+            prices.append(api.price(call))
         known = [p for p in prices if p is not None]
-        return max(known) if known else None
+        return (max(known) if known else None), prepared
+
+    def _prepare(
+        self, deployment: Deployment, overrides: Mapping[str, Any], operation: str, prompt: Any,
+        images: list[bytes], mask: Any, fields: Mapping[str, Any],
+    ) -> Any:  # fmt: skip
+        """The call for ``deployment``: its configuration as kwargs, the request's fields as :class:`Untrusted`."""
+        kwargs = self._trusted(deployment, overrides, fields)
+        model = kwargs.pop("model")
+        untrusted = Untrusted(fields, granted=deployment.caller_params)
+        inputs = {"image": images or None, "mask": mask} if operation != "generate" else {}
+        return api.prepare(model, prompt, operation=operation, untrusted=untrusted, **inputs, **kwargs)
 
     async def _until_disconnect(self, request: Request, call: Any) -> Any:
         """Run ``call``; if the client disconnects first, cancel it (its HTTP request and retries with it)."""
@@ -522,22 +532,8 @@ class Proxy:
         return JSONResponse(spec(self.config.model_names))
 
 
-async def _call(
-    operation: str, model: str, prompt: Any, images: list[bytes], mask: Any, untrusted: Untrusted,
-    kwargs: dict[str, Any],
-) -> Any:  # fmt: skip
-    call = OPERATIONS[operation]
-    if operation == "generate":
-        return await call(model, prompt, untrusted=untrusted, **kwargs)
-    if operation == "edit":
-        return await call(model, images or None, prompt, mask=mask, untrusted=untrusted, **kwargs)
-    if prompt is not None:
-        kwargs["prompt"] = prompt
-    return await call(model, images or None, untrusted=untrusted, **kwargs)
-
-
 def _given_or(given: float | None, quote: Any, *args: Any) -> float | None:
-    return given if given is not None else quote(*args)
+    return given if given is not None else quote(*args)[0]
 
 
 def _cancelled_price(price_of: Any, request_id: str) -> float:

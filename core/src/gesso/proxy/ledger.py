@@ -25,13 +25,13 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import attrs
 
-from gesso.aio import within
 from gesso.proxy import store
 
 logger = logging.getLogger("gesso.proxy")
@@ -39,8 +39,9 @@ T = TypeVar("T")
 
 #: seconds a key read from the database is used before it is read again
 KEY_TTL = 0.5
-#: seconds a lease lives past its last renewal; a live replica renews its leases every third of that
-LEASE_TTL = 15.0
+#: seconds a lease lives past its last renewal; a live replica renews its leases every third of that (and, every
+#: third of it, releases the leases of replicas that stopped). ``GESSO_LEASE_TTL`` sets it (the tests shorten it).
+LEASE_TTL = float(os.environ.get("GESSO_LEASE_TTL", "15"))
 #: the most calls one lease reservation takes; and the seconds a lease may sit unused before it is given back
 LEASE_CALLS = 16
 LEASE_IDLE = 2.0
@@ -134,12 +135,13 @@ class Ledger:
         if counts.window == window and counts.left > 0:
             counts.left -= 1
             return None
-        async with self._lock(f"rpm:{key.token_hash}"):
+        deadline = time.monotonic() + DB_WAIT
+        async with self._within(f"rpm:{key.token_hash}", deadline):
             if counts.window == window and counts.left > 0:
                 counts.left -= 1
                 return None
             block = max(1, min(50, key.rpm_limit // 20))
-            granted, wait = await self._database(self.store.take_requests(key, block))
+            granted, wait = await self._database(self.store.take_requests(key, block), deadline)
             counts.window, counts.left = window, granted
             if granted < 1:
                 return max(1.0, wait)
@@ -155,10 +157,11 @@ class Ledger:
             return store.KeySpend(key.token_hash)
         lease = self._lease_for(key.token_hash, price)
         if lease is None:
-            async with self._lock(key.token_hash):
+            deadline = time.monotonic() + DB_WAIT
+            async with self._within(key.token_hash, deadline):
                 lease = self._lease_for(key.token_hash, price)
                 if lease is None:
-                    lease = await self._grow(key, price)
+                    lease = await self._grow(key, price, deadline)
         lease.held += price
         lease.used = time.monotonic()
         return store.LeaseShare(lease.id, key.token_hash, price)
@@ -169,7 +172,7 @@ class Ledger:
             return lease
         return None
 
-    async def _grow(self, key: store.Key, price: float) -> Lease:
+    async def _grow(self, key: store.Key, price: float, deadline: float) -> Lease:
         current = self.leases.get(key.token_hash)
         reuse = current is not None and current.usable(time.monotonic())
         held_id = current.id if reuse and current is not None else None
@@ -178,7 +181,8 @@ class Ledger:
         for attempt in range(1, 4):
             try:
                 lease_id, granted, kept = await self._database(
-                    self.store.grow_lease(key, held_id, max(needed, 0.0), price, LEASE_CALLS, LEASE_SHARE, LEASE_TTL)
+                    self.store.grow_lease(key, held_id, max(needed, 0.0), price, LEASE_CALLS, LEASE_SHARE, LEASE_TTL),
+                    deadline,
                 )
                 break
             except Exception as exc:  # PostgreSQL aborting a transaction (a serialization failure) is tried again
@@ -285,17 +289,42 @@ class Ledger:
             lock = self.locks[name] = asyncio.Lock()
         return lock
 
-    async def _database(self, pending: Awaitable[T]) -> T:
-        """``pending`` (a database call made before a request is admitted), or :class:`DatabaseUnavailable` when
-        the database does not answer within :data:`DB_WAIT` seconds."""
+    @contextlib.asynccontextmanager
+    async def _within(self, name: str, deadline: float) -> Any:
+        """The lock ``name``, if it comes before ``deadline`` (a request waiting behind another that waits for
+        the database is bounded too), else :class:`DatabaseUnavailable`."""
+        lock = self._lock(name)
         try:
-            return await within(pending, DB_WAIT)
+            await asyncio.wait_for(lock.acquire(), max(0.0, deadline - time.monotonic()))
         except (TimeoutError, asyncio.TimeoutError):
             raise DatabaseUnavailable(f"no answer within {DB_WAIT:g} s") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    async def _database(self, pending: Awaitable[T], deadline: float | None = None) -> T:
+        """``pending`` (a database call made before a request is admitted), or :class:`DatabaseUnavailable` when
+        the database does not answer by ``deadline`` (default: :data:`DB_WAIT` seconds from now). A call given up
+        on is left to finish (not cancelled halfway through a driver's work): a key it reads is dropped, a lease
+        it takes is released at its expiry, counts it takes are left unused."""
+        task = asyncio.ensure_future(pending)
+        limit = DB_WAIT if deadline is None else max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if not done:
+            task.add_done_callback(_abandoned)
+            raise DatabaseUnavailable(f"no answer within {DB_WAIT:g} s")
+        try:
+            return task.result()
         except Exception as exc:
             if store.unavailable(exc):
                 raise DatabaseUnavailable(f"{type(exc).__name__}") from exc
             raise
+
+
+def _abandoned(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("a database call given up on failed later: %r", task.exception())
 
 
 def retry_after(seconds: float) -> str:

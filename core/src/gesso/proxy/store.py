@@ -585,11 +585,12 @@ class Store:
 
     # -- spend logs ---------------------------------------------------------------------------------------
 
-    async def finish(self, row: Mapping[str, Any], reservation: Held = None, *, wait: float | None = ROW_WAIT) -> bool:
+    async def finish(self, row: Mapping[str, Any], reservation: Held = None, *, wait: float | None = -1.0) -> bool:
         """Write one request's spend-log row and settle what it held with the row's cost (grouped with whatever
-        other requests finished meanwhile). True once committed; False when ``wait`` seconds passed first (the
-        database is slow or away: the row stays queued and is written when it answers, never dropped). Raises
-        when the database refuses this row itself."""
+        other requests finished meanwhile). True once committed; False when ``wait`` seconds (default
+        :data:`ROW_WAIT`; ``None``: no limit) passed first (the database is slow or away: the row stays queued
+        and is written when it answers, never dropped). Raises when the database refuses this row itself."""
+        wait = ROW_WAIT if wait == -1.0 else wait
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = {**_EMPTY_LOG, "created_at": now(), **row}  # every column, so a group inserts as one statement
         self._pending.append((entry, reservation, float(entry.get("cost") or 0.0), future))
