@@ -88,6 +88,12 @@ class Rss:
         self._thread.join()
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU seconds a process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -224,14 +230,82 @@ def run_side(args: argparse.Namespace, rate: float, work: Path) -> dict:
     with side(args.database, work, args.latency, profile=args.profile) as (port, pid, virtual, _):
         key = virtual if args.key == "virtual" else MASTER_KEY
         warm(port, key, args.size)
+        cpu = cpu_seconds(pid)
         with Rss(pid) as rss:
             result = asyncio.run(open_loop(port, key, rate, args.seconds, args.size, args.timeout))
         result.update(peak_rss_mb=round(rss.peak, 1), key=args.key, database=args.database, held=held(result))
+        result["proxy_cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu) * 1000 / max(1, result["requests"]), 3)
         time.sleep(1.0)  # rows of the last answers committed
         report = call(port, "GET", "/spend/report")
         assert isinstance(report, dict)
         result["spend_rows"] = report["total"]["requests"]
     return result
+
+
+LITELLM_CONFIG = """model_list:
+  - model_name: {model}
+    litellm_params:
+      model: bedrock/amazon.nova-canvas-v1:0
+      aws_bedrock_runtime_endpoint: {emulator}
+      aws_access_key_id: GESSOEMULATORKEY
+      aws_secret_access_key: gesso-emulator-secret-key
+      aws_region_name: us-east-1
+general_settings:
+  master_key: {key}
+"""
+
+
+def litellm_side(args: argparse.Namespace, rate: float, work: Path, litellm: Path) -> dict:
+    """litellm's proxy (its master key: its virtual keys need its own PostgreSQL and Prisma) on the same test."""
+    emu_port, port = free_port(), free_port()
+    emu_cmd = [sys.executable, "-m", "gesso", "emulator", "--port", str(emu_port), "--latency", str(args.latency)]
+    with running(emu_cmd, emu_port, EMULATOR_CPU, "the emulator", work / "emu.log"):
+        config = work / "litellm.yaml"
+        config.write_text(LITELLM_CONFIG.format(model=MODEL_NAME, emulator=f"http://127.0.0.1:{emu_port}",
+                                                key=MASTER_KEY))  # fmt: skip
+        cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        with running(cmd, port, PROXY_CPU, "litellm", work / "litellm.log", env) as proc:
+            warm(port, MASTER_KEY, args.size)
+            with Rss(proc.pid) as rss:
+                result = asyncio.run(open_loop(port, MASTER_KEY, rate, args.seconds, args.size, args.timeout))
+            result.update(peak_rss_mb=round(rss.peak, 1), key="litellm master", database="-", held=held(result))
+    return result
+
+
+def compare(args: argparse.Namespace, work: Path) -> dict:
+    """The issue's table: 500 requests/s for 60 s at 1.5 s latency with the master key, a virtual key on SQLite
+    and on PostgreSQL (and litellm's proxy), then the highest rate each of gesso's sides holds."""
+    sides = [("master", "sqlite"), ("virtual", "sqlite"), ("virtual", "postgresql")]
+    report: dict = {"rate": args.rate, "seconds": args.seconds, "latency": args.latency, "sides": {}, "max": {}}
+    for key, database in sides:
+        run = argparse.Namespace(**{**vars(args), "key": key, "database": database})
+        report["sides"][f"{key}/{database}"] = run_side(run, args.rate, work)
+        print(f"  {key}/{database}: {json.dumps(report['sides'][f'{key}/{database}'])}", file=sys.stderr)
+    if args.litellm is not None:
+        report["sides"]["litellm"] = litellm_side(args, args.rate, work, args.litellm)
+        print(f"  litellm: {json.dumps(report['sides']['litellm'])}", file=sys.stderr)
+    if args.max_seconds:
+        for key, database in sides:
+            run = argparse.Namespace(**{**vars(args), "key": key, "database": database, "seconds": args.max_seconds})
+            report["max"][f"{key}/{database}"] = find_max(run, work, start=args.rate)["highest_held_rps"]
+    return report
+
+
+def print_table(report: dict) -> None:
+    import platform
+
+    sides = report["sides"]
+    machine = f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.machine()}"
+    print(f"gesso open-loop, {report['rate']:g} req/s offered for {report['seconds']:g} s, {report['latency']:g} s "
+          f"model latency; {machine}")  # fmt: skip
+    print(f"{'side':<22}{'success':>9}{'steady rps':>12}{'p50 s':>8}{'p99 s':>8}{'peak RSS MB':>13}{'rows':>8}")
+    for name, r in sides.items():
+        print(f"{name:<22}{r['success'] * 100:>8.2f}%{r['steady_rps']:>12.1f}{r['p50_s']:>8.3f}{r['p99_s']:>8.3f}"
+              f"{r['peak_rss_mb']:>13.1f}{r.get('spend_rows', '-'):>8}")  # fmt: skip
+    if report["max"]:
+        print("highest rate held (p99 <= 2 s, >= 99.9% success): " + ", ".join(
+            f"{name} {rate:g}" for name, rate in report["max"].items()))  # fmt: skip
 
 
 def main() -> int:
@@ -246,6 +320,10 @@ def main() -> int:
     parser.add_argument("--find-max", action="store_true", help="step the rate up to the highest one held")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path, help="run gesso serve under cProfile, writing the stats here")
+    parser.add_argument("--compare", action="store_true", help="the whole table (bench/proxy.py --open-loop)")
+    parser.add_argument("--litellm", type=Path, help="with --compare: litellm's proxy command, run on the same test")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="with --compare: seconds per rate tried "
+                        "for the highest rate held (0: skip)")  # fmt: skip
     args = parser.parse_args()
     pin(LOADGEN_CPU)
     import resource
@@ -257,7 +335,10 @@ def main() -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     work = Path(tempfile.mkdtemp(prefix="gesso-open-loop-"))
-    if args.find_max:
+    if args.compare:
+        results = compare(args, work)
+        print_table(results)
+    elif args.find_max:
         results = find_max(args, work)
         print(json.dumps(results, indent=2))
     else:

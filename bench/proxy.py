@@ -406,7 +406,17 @@ def main() -> int:
     parser.add_argument("--litellm-big", action="store_true", help="also run litellm through the 2,000 scenario")
     parser.add_argument("--profile", type=Path, help="run gesso's proxy under cProfile, writing the stats here")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
+    parser.add_argument("--open-loop", action="store_true", help="instead: the open-loop test (bench/openloop.py "
+                        "--compare: 500 requests/s for 60 s at 1.5 s, master and virtual keys, litellm)")  # fmt: skip
+    args, rest = parser.parse_known_args()
+    if args.open_loop:
+        import openloop
+
+        litellm_bin = None if args.no_litellm else litellm_install(args.litellm_version, Path("/tmp/litellm.log"))[0]
+        sys.argv = [sys.argv[0], "--compare", *(["--litellm", str(litellm_bin)] if litellm_bin else []), *rest]
+        return openloop.main()
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     pin(LOADGEN_CPU)
     raise_fd_limit(4 * max(args.big, args.burst) + 1024)  # children inherit it

@@ -96,6 +96,7 @@ class Ledger:
     def __init__(self, database: store.Store) -> None:
         self.store = database
         self.keys: dict[str, tuple[float, store.Key | None]] = {}
+        self.reading: dict[str, asyncio.Future[store.Key | None]] = {}
         self.leases: dict[str, Lease] = {}  # the current lease of each key (by hash)
         self.by_id: dict[str, Lease] = {}  # every lease with shares still unsettled
         self.counts: dict[str, Counts] = {}
@@ -111,18 +112,31 @@ class Ledger:
         moment = time.monotonic()
         if cached is not None and moment - cached[0] < KEY_TTL:
             return cached[1]
-        found = await self._database(self.store.get_key(token_hash))
-        if len(self.keys) > 100_000:  # guessed keys must not grow it for ever
-            self.keys.clear()
-        self.keys[token_hash] = (moment, found)
-        return found
+        reading = self.reading.get(token_hash)
+        if reading is None:  # one read of a key at a time: the requests that want it meanwhile share it
+            reading = self.reading[token_hash] = asyncio.ensure_future(self._read_key(token_hash, moment))
+        return await self._database(asyncio.shield(reading))
+
+    async def _read_key(self, token_hash: str, moment: float) -> store.Key | None:
+        try:
+            found = await self.store.get_key(token_hash)
+            if len(self.keys) > 100_000:  # guessed keys must not grow it for ever
+                self.keys.clear()
+            self.keys[token_hash] = (moment, found)
+            return found
+        finally:
+            if self.reading.get(token_hash) is asyncio.current_task():
+                del self.reading[token_hash]
 
     def forget(self, token_hash: str | None = None) -> None:
-        """Drop a cached key (every key: ``None``), after this replica changed it."""
+        """Drop a cached key (every key: ``None``), after this replica changed it (a read in flight may predate
+        the change: it is not shared from now on)."""
         if token_hash is None:
             self.keys.clear()
+            self.reading.clear()
         else:
             self.keys.pop(token_hash, None)
+            self.reading.pop(token_hash, None)
 
     # -- rate limits ------------------------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ _EMPTY_LOG = {column.name: None for column in spend_logs.columns}
 STALE_RESERVATION = 3600.0
 #: Tries of a spend-log group's transaction that PostgreSQL aborts as a deadlock or serialization failure.
 FLUSH_ATTEMPTS = 5
+#: Seconds a group of spend rows waits for more before it is written (a busy proxy writes one group for many).
+GROUP_WAIT = 0.005
 #: Seconds a request waits for its spend row's commit before it is answered anyway (the row stays queued).
 ROW_WAIT = 10.0
 #: Seconds between tries of a database that does not answer: the first, and the most (doubling in between).
@@ -610,6 +612,7 @@ class Store:
     async def _flush(self) -> None:
         delay = RETRY_FIRST
         while self._pending:
+            await asyncio.sleep(GROUP_WAIT)  # the rows of requests ending meanwhile join the group: one transaction
             batch, self._pending = self._pending, []
             try:
                 await self._write(batch)
