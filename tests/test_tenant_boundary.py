@@ -250,7 +250,9 @@ def test_every_paid_call_has_its_spend_row_whatever_text_it_carried(proxy):
 
 
 def test_a_model_name_cannot_forge_a_log_line(proxy):
-    forged = "nova\nINFO gesso.proxy: request forged-0000 generations model_name=nova deployment=nova-a images=1 cost=0.04"
+    forged = (
+        "nova\nINFO gesso.proxy: request forged-0000 generations model_name=nova deployment=nova-a images=1 cost=0.04"
+    )
     status, answer = proxy.generate(model=forged)
     assert status == 404 and answer["error"]["code"] == "model_not_found"
     assert not [line for line in proxy.records if line.startswith("INFO gesso.proxy: request forged-0000")]
@@ -452,7 +454,9 @@ def test_spend_rows_hold_any_text_on_both_databases(database_url, emulator, aws,
 
 
 def test_a_user_cannot_forge_a_debug_line_nor_a_model_name_a_field(proxy):
-    forged = "alice\nINFO gesso.proxy: request forged-0001 generations model_name=nova deployment=nova-a images=5 cost=0.0"
+    forged = (
+        "alice\nINFO gesso.proxy: request forged-0001 generations model_name=nova deployment=nova-a images=5 cost=0.0"
+    )
     assert proxy.generate(user=forged)[0] == 200
     assert not [line for line in proxy.records if line.startswith("INFO gesso.proxy: request forged-0001")]
     status, _ = proxy.generate(model="nova deployment=nova-a images=5 cost=99.0")
