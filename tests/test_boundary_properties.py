@@ -13,7 +13,7 @@ surrogates, control characters, huge values, ``os.environ/NAME`` of every variab
 - ``/metrics`` parses (``prometheus_client``'s parser) and its series stay bounded;
 - no log line holds a line break from a caller (no forged lines).
 
-CI size: ``HYPOTHESIS_PROFILE=ci`` (the default) runs ``BOUNDARY_EXAMPLES`` examples per route (150); the
+CI size: ``HYPOTHESIS_PROFILE=ci`` (the default) runs ``BOUNDARY_EXAMPLES`` examples per test (100); the
 ``long`` profile runs 20,000 (``HYPOTHESIS_PROFILE=long pytest tests/test_boundary_properties.py``).
 ``COUNTS`` holds the answers by route and status (printed at the end of the module).
 """
@@ -42,7 +42,7 @@ from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, Emulator
 from helpers import bench_module, multipart, picture, proxy_environment, uvicorn_running
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
-EXAMPLES = int(os.environ.get("BOUNDARY_EXAMPLES", "20000" if LONG else "150"))
+EXAMPLES = int(os.environ.get("BOUNDARY_EXAMPLES", "20000" if LONG else "100"))
 FUZZ = settings(
     max_examples=EXAMPLES, deadline=None, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
