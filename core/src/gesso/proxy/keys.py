@@ -172,7 +172,7 @@ class KeyApi:
 
     async def block(self, request: Request, *, blocked: bool) -> Response:
         """``POST /key/block`` / ``/key/unblock``: a blocked key is refused (401, ``key_blocked``) on its next
-        request, on every replica (each request reads its key from the database)."""
+        request: at once on this replica, within ledger.KEY_TTL on the others."""
 
         async def run(request: Request, caller: Any) -> Any:
             body = await _body(request, ("key",), self.proxy.body_timeout)
