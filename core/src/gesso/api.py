@@ -232,7 +232,7 @@ def _prepare(
         if found:
             raise InvalidRequestError(found, model=model_name, code="not_allowed")
         problems += text_problems(untrusted)
-        call_options = {*options.OPENAI_KWARGS, *options.OUTPUT_KWARGS, *provider.options}
+        call_options = options.names(provider)
         for key, value in untrusted.fields.items():
             (opts if key in call_options else kwargs)[key] = value
     if operation != "generate":

@@ -16,7 +16,7 @@ A service that forwards its users' input to gesso (the proxy, or any application
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -48,11 +48,11 @@ class Untrusted:
 
 def refused(untrusted: Untrusted, model: Model, provider: Provider | None) -> list[Violation]:
     """A violation for each name in ``untrusted`` a caller may not send to ``model``."""
-    from gesso.options import GRANTABLE
+    from gesso import options as call_options
 
     allowed = allowed_names(model)
-    options = set(_call_options(provider))
-    grantable = {*GRANTABLE, *(provider.grantable if provider is not None else ())}
+    options = call_options.names(provider)
+    grantable = call_options.grantable(provider)
     problems: list[Violation] = []
     for name in untrusted.fields:
         if not isinstance(name, str) or not is_text(name):
@@ -94,7 +94,7 @@ def not_data(value: Any, path: str, depth: int = 0) -> Iterator[tuple[str, str]]
         yield path, type(value).__name__
 
 
-def _not_allowed(name: str, model: Model, allowed: frozenset[str], options: set[str]) -> Violation:
+def _not_allowed(name: str, model: Model, allowed: frozenset[str], options: frozenset[str]) -> Violation:
     if name in options:
         return Violation(name, "set by the proxy's deployment; a client cannot change it")
     close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.75)
@@ -143,12 +143,6 @@ def schema_names(schema: Mapping[str, Any]) -> set[str]:
                 stack.append(node[word])
         stack.extend((node.get("$defs") or {}).values())
     return found
-
-
-def _call_options(provider: Provider | None) -> Iterable[str]:
-    from gesso import options
-
-    return (*options.OPENAI_KWARGS, *options.OUTPUT_KWARGS, *(provider.options if provider is not None else ()))
 
 
 def is_text(value: str) -> bool:

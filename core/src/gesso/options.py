@@ -48,12 +48,22 @@ HABITS = {
 }
 
 
+def names(provider: Provider | None) -> frozenset[str]:
+    """The call-level kwargs of a call to ``provider``'s models: OpenAI's, gesso's output options, its options."""
+    return frozenset((*OPENAI_KWARGS, *OUTPUT_KWARGS, *(provider.options if provider is not None else ())))
+
+
+def grantable(provider: Provider | None) -> frozenset[str]:
+    """The call options a service may leave to its callers (:data:`GRANTABLE` and the provider's own)."""
+    return frozenset((*GRANTABLE, *(provider.grantable if provider is not None else ())))
+
+
 def split(kwargs: dict[str, Any], provider: Provider | None) -> tuple[dict[str, Any], list[Violation]]:
     """Take the call-level kwargs out of ``kwargs`` (left holding the model's parameters), reading
     ``os.environ/NAME`` values; refuse other SDKs' names with what to write instead."""
     problems: list[Violation] = []
-    names = {*OPENAI_KWARGS, *OUTPUT_KWARGS, *(provider.options if provider is not None else ())}
-    opts = {key: from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in names]}
+    taken = names(provider)
+    opts = {key: from_env(key, kwargs.pop(key), problems) for key in [k for k in kwargs if k in taken]}
     if "output_format" in kwargs:  # the model's own parameter or gesso's (gesso.output.plan): a kwarg all the same
         kwargs["output_format"] = from_env("output_format", kwargs["output_format"], problems)
     for key in [k for k in kwargs if isinstance(k, str)]:

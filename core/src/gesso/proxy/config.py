@@ -244,8 +244,8 @@ def _caller_params(value: Any, at: str, model: str, registry: Any) -> frozenset[
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{at}: must be a list of option names")
     provider = registry.split_provider(model)
-    grantable = {*call_options.GRANTABLE, *(provider.grantable if provider is not None else ())}
-    options = {*call_options.OPENAI_KWARGS, *call_options.OUTPUT_KWARGS, *(provider.options if provider else ())}
+    grantable = call_options.grantable(provider)
+    options = call_options.names(provider)
     for name in value:
         if name in options and name not in grantable:
             raise ConfigError(
