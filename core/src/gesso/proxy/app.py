@@ -159,13 +159,13 @@ class Proxy:
                              type="auth_error", code="missing_key")  # fmt: skip
         raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
 
-    async def admit(self, caller: Caller, model_name: str, quote: float | None) -> Any:
-        """A virtual key's model list, rate limit and budget, checked before anything is sent; the budget
-        is reserved (``quote``, the call's price) and settled when the request's spend row is written."""
+    async def admit(self, caller: Caller, quote: float | None) -> Any:
+        """A virtual key's rate limit and budget (its model list was checked before the call was priced),
+        checked before anything is sent; the budget is held (``quote``, the call's price) and settled when the
+        request's spend row is written."""
         key = caller.key
         if key is None or self.ledger is None:
             return None
-        self._may_use(caller, model_name)
         wait = await self._ledger(self.ledger.count(key))
         if wait is not None:
             raise ProxyError(
@@ -236,7 +236,7 @@ class Proxy:
                 quote = None
             price_of = functools.partial(_given_or, quote, self._quote, model_name, operation, prompt, images, mask,
                                          fields)  # fmt: skip
-            reservation = await self.admit(caller, model_name, quote)
+            reservation = await self.admit(caller, quote)
 
             async def send(deployment: Deployment, overrides: dict[str, Any]) -> Any:
                 sent.append(deployment)

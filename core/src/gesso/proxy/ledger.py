@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable
@@ -241,13 +240,14 @@ class Ledger:
             self._upkeep = asyncio.ensure_future(self._run_upkeep())
 
     async def _run_upkeep(self) -> None:
-        sweep = 0.0
+        swept = 0.0
         while True:
             await asyncio.sleep(UPKEEP)
             try:
-                await self.upkeep(sweep_expired=time.monotonic() - sweep >= LEASE_TTL / 3)
-                if time.monotonic() - sweep >= LEASE_TTL / 3:
-                    sweep = time.monotonic()
+                due = time.monotonic() - swept >= LEASE_TTL / 3
+                await self.upkeep(sweep_expired=due)
+                if due:
+                    swept = time.monotonic()
             except Exception as exc:  # the database may be away: the next round tries again
                 logger.warning("budget lease upkeep failed (%s: %s); trying again", type(exc).__name__, exc)
 
@@ -339,7 +339,3 @@ class Ledger:
 def _abandoned(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.debug("a database call given up on failed later: %r", task.exception())
-
-
-def retry_after(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))

@@ -547,10 +547,10 @@ class Store:
             found = await conn.execute(sa.select(reservations.c.id).where(reservations.c.id.in_(list(lease_ids))))
             return set(found.scalars())
 
-    async def return_lease(self, lease_id: str, token_hash: str) -> float:
-        """Give back what is left of a lease (its holder has nothing in flight under it); the amount returned."""
+    async def return_lease(self, lease_id: str, token_hash: str) -> None:
+        """Give back what is left of a lease (its holder has nothing in flight under it)."""
         async with self.engine.begin() as conn:
-            return await self._release_lease(conn, lease_id, token_hash)
+            await self._release_lease(conn, lease_id, token_hash)
 
     async def release_expired_leases(self) -> int:
         """Release the leases past their expiry (their holder died, or lost the database for longer than it)."""
@@ -561,19 +561,17 @@ class Store:
         released = 0
         for row in sorted(rows, key=lambda row: (row.token_hash, row.id)):
             async with self.engine.begin() as conn:  # one lease a transaction: its key locked first, as everywhere
-                released += await self._release_lease(conn, row.id, row.token_hash, expired=True) > 0
+                released += await self._release_lease(conn, row.id, row.token_hash, expired=True)
         return released
 
-    async def _release_lease(self, conn: Any, lease_id: str, token_hash: str, *, expired: bool = False) -> float:
+    async def _release_lease(self, conn: Any, lease_id: str, token_hash: str, *, expired: bool = False) -> bool:
+        """Give a lease's amount back to its key; whether it was there to release."""
         await _lock_key(conn, token_hash)
         query = reservations.select().where(reservations.c.id == lease_id)
         if expired:  # renewed meanwhile: its holder is alive
             query = query.where(reservations.c.expires_at < now())
         row = (await conn.execute(query)).first()
-        if row is None:
-            return 0.0
-        await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
-        return float(row.amount) or 1e-12  # (released, even if nothing was left in it)
+        return row is not None and await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
 
     async def _settle(self, conn: Any, reservation: Reservation, actual: float) -> bool:
         gone = await conn.execute(reservations.delete().where(reservations.c.id == reservation.id))
