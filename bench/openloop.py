@@ -41,7 +41,9 @@ HELD_P99, HELD_SUCCESS = 2.0, 0.999
 CONCURRENCY = {"GESSO_MAX_CONCURRENCY": "4096"}
 
 
-def write_config(path: Path, emulator_url: str, database_url: str) -> None:
+def write_config(path: Path, emulator_url: str, database_url: str | None) -> None:
+    """One model name on the emulator and the master key, for gesso (with its store) or litellm (without)."""
+    store = f"  database_url: {database_url}\n" if database_url is not None else ""
     path.write_text(
         f"""model_list:
   - model_name: {MODEL_NAME}
@@ -53,8 +55,7 @@ def write_config(path: Path, emulator_url: str, database_url: str) -> None:
       aws_region_name: us-east-1
 general_settings:
   master_key: {MASTER_KEY}
-  database_url: {database_url}
-"""
+{store}"""
     )
 
 
@@ -242,27 +243,13 @@ def run_side(args: argparse.Namespace, rate: float, work: Path) -> dict:
     return result
 
 
-LITELLM_CONFIG = """model_list:
-  - model_name: {model}
-    litellm_params:
-      model: bedrock/amazon.nova-canvas-v1:0
-      aws_bedrock_runtime_endpoint: {emulator}
-      aws_access_key_id: GESSOEMULATORKEY
-      aws_secret_access_key: gesso-emulator-secret-key
-      aws_region_name: us-east-1
-general_settings:
-  master_key: {key}
-"""
-
-
 def litellm_side(args: argparse.Namespace, rate: float, work: Path, litellm: Path) -> dict:
     """litellm's proxy (its master key: its virtual keys need its own PostgreSQL and Prisma) on the same test."""
     emu_port, port = free_port(), free_port()
     emu_cmd = [sys.executable, "-m", "gesso", "emulator", "--port", str(emu_port), "--latency", str(args.latency)]
     with running(emu_cmd, emu_port, EMULATOR_CPU, "the emulator", work / "emu.log"):
         config = work / "litellm.yaml"
-        config.write_text(LITELLM_CONFIG.format(model=MODEL_NAME, emulator=f"http://127.0.0.1:{emu_port}",
-                                                key=MASTER_KEY))  # fmt: skip
+        write_config(config, f"http://127.0.0.1:{emu_port}", None)  # litellm's virtual keys need its Prisma
         cmd = [str(litellm), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         with running(cmd, port, PROXY_CPU, "litellm", work / "litellm.log", env) as proc:
