@@ -164,9 +164,9 @@ def test_cfgscale_out_of_range_names_param_range_and_model_and_sends_nothing(aws
 @pytest.mark.parametrize(
     ("kwargs", "path", "fragment"),
     [
-        ({"size": "1000x1024"}, "imageGenerationConfig.width", "multiple of 16 (got 1000) [from size]"),
-        ({"size": "304x1024"}, "imageGenerationConfig.width", "between 320 and 4096 (got 304)"),
-        ({"size": "4112x1024"}, "imageGenerationConfig.width", "between 320 and 4096 (got 4112)"),
+        ({"size": "1000x1024"}, "size", "multiple of 16 (got 1000); the nearest is 1008x1024"),
+        ({"size": "304x1024"}, "size", "between 320 and 4096 (got 304)"),
+        ({"size": "4112x1024"}, "size", "between 320 and 4096 (got 4112)"),
         ({"size": "1600x320"}, "size", "aspect ratio must be between 1:4 and 4:1"),
         ({"size": "2048x2048"}, "size", "fewer than 4,194,304 pixels"),
         ({"width": 2048, "height": 2048}, "imageGenerationConfig.width/height", "fewer than 4,194,304 pixels"),

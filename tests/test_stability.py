@@ -270,10 +270,10 @@ def test_remove_background_is_transparent(aws):
 S = "bedrock/us.stability."
 # fmt: off
 CASES = [
-    ('sdxl size', SDXL1, 'x', {'size': '128x512'}, 'size', '128x512 is not an SDXL size on Bedrock; allowed: 1024x1024'),
+    ('sdxl size', SDXL1, 'x', {'size': '128x512'}, 'size', '128x512 is not an SDXL size on Bedrock; the nearest is 640x1536 (set snap_size to true to use it). Allowed: 1024x1024'),
     ('sdxl v0 seed example', SDXL0, 'x', {'size': '128x512', 'seed': 30}, 'size', '512x512'),
     ('sdxl width/height', SDXL1, 'x', {'width': 512, 'height': 512}, 'width/height', 'not an SDXL size'),
-    ('sdxl multiple of 64', SDXL1, 'x', {'width': 1000, 'height': 1024}, 'width', 'multiple of 64'),
+    ('sdxl multiple of 64', SDXL1, 'x', {'width': 1000, 'height': 1024}, 'width/height', '1000x1024 is not an SDXL size on Bedrock; the nearest is 1024x1024'),
     ('sdxl samples', SDXL1, 'x', {'samples': 2}, 'samples', 'must be 1'),
     ('sdxl cfg', SDXL1, 'x', {'cfg_scale': 36}, 'cfg_scale', 'between 0 and 35'),
     ('sdxl steps low', SDXL1, 'x', {'steps': 9}, 'steps', 'between 10 and 50'),
@@ -336,7 +336,7 @@ CASES = [
     ('svc std side', S + 'stable-image-inpaint-v1:0', 'x', {'image': picture(60, 100)}, 'image', 'at least 64 pixels'),
     ('svc std pixels', S + 'stable-image-inpaint-v1:0', 'x', {'image': picture(3100, 3100, fmt='JPEG')}, 'image', 'at most 9,437,184 pixels'),
     ('svc grow_mask', S + 'stable-image-inpaint-v1:0', 'x', {'image': SRC, 'grow_mask': 21}, 'grow_mask', 'between 0 and 20'),
-    ('svc inpaint size', S + 'stable-image-inpaint-v1:0', 'x', {'image': SRC, 'size': '512x512'}, 'size', 'output follows the input image'),
+    ('svc inpaint size', S + 'stable-image-inpaint-v1:0', 'x', {'image': SRC, 'size': '1024x1024'}, 'size', "the output takes the input image's size, 512x512"),
     ('svc outpaint no direction', S + 'stable-outpaint-v1:0', None, {'image': SRC}, '', 'at least one of left, right, up or down'),
     ('svc outpaint zero', S + 'stable-outpaint-v1:0', None, {'image': SRC, 'left': 0}, '', 'at least one of left'),
     ('svc outpaint range', S + 'stable-outpaint-v1:0', None, {'image': SRC, 'up': 2001}, 'up', 'between 0 and 2000'),

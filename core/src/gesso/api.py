@@ -235,6 +235,7 @@ def _prepare(
         call_options = options.names(provider)
         for key, value in untrusted.fields.items():
             (opts if key in call_options else kwargs)[key] = value
+    kwargs, opts = params.as_sent(kwargs), params.as_sent(opts)  # every check sees the values as they are sent
     if operation != "generate":
         _check_operation(registry, model, model_name, operation, mask)
         images, mask = operations.inputs(images, mask, problems)
@@ -244,9 +245,10 @@ def _prepare(
         problems.append(Violation("prompt", f"must be a string (got {type(prompt).__name__})"))
     options.strings(opts, options.OPENAI_STRINGS, problems)
     options.positive("n", opts.get("n"), problems, integer=True, maximum=options.MAX_IMAGES)
+    notes = options.gpt_image(opts, model_name, problems, lambda: _able(registry, "background_removal"))
     size = None
     raw_size = opts.get("size")
-    if raw_size is not None and raw_size != "auto":
+    if raw_size is not None and raw_size != "auto":  # "auto": the model's default, as OpenAI's
         try:
             size = Size.parse(raw_size)
         except InvalidRequestError as exc:
@@ -255,7 +257,8 @@ def _prepare(
     response_format = "b64_json" if response_format is None else response_format
     if response_format not in options.RESPONSE_FORMATS:
         allowed = ", ".join(options.RESPONSE_FORMATS)
-        problems.append(Violation("response_format", f"must be one of: {allowed} (got {response_format!r})"))
+        got = params.short(response_format)
+        problems.append(Violation("response_format", f"must be one of: {allowed} (got {got})"))
     options.positive("timeout", opts.get("timeout"), problems, maximum=options.MAX_SECONDS)
     timeout = opts.get("timeout") or model.timeout
     redact.remember(provider.secrets(opts))
@@ -276,7 +279,7 @@ def _prepare(
         prompt=prompt,
         n=opts.get("n"),
         size=size,
-        quality=opts.get("quality"),
+        quality=None if opts.get("quality") == "auto" else opts.get("quality"),  # "auto": the model's default
         response_format=response_format,
         style=opts.get("style"),
         user=opts.get("user"),
@@ -285,6 +288,7 @@ def _prepare(
         operation=operation,
         images=images or (),
         mask=mask,
+        snap_size=opts.get("snap_size") is True,
     )
     hooks = plugins.route(model)
     prepared = hooks.gesso_transform_request(request=request)
@@ -294,6 +298,8 @@ def _prepare(
             f"(registered by {model.distribution})",
             model=model_name,
         )
+    if notes:
+        prepared = attrs.evolve(prepared, warnings=(*notes, *prepared.warnings))
     if request.user:
         logger.debug("gesso call for user %s to %s", printable(request.user), model_name)
     return _Call(request, prepared, hooks, plan, provider.deadline(target))
@@ -305,16 +311,21 @@ def _check_operation(registry: Registry, model: Model, model_name: str, operatio
     if needed in model.capabilities:
         return
     what = {"edit": "an image edit", "edit_mask": "an image edit with a mask", "variation": "an image variation"}
-    able = sorted(
-        {
-            registry.provider_of(m).usable_ids(m)[0] if m.provider in registry.providers else m.id
-            for m in registry.models
-            if needed in m.capabilities and m.lifecycle.status != "eol"
-        }
-    )
+    able = _able(registry, needed)
     hint = f"installed models that can: {', '.join(able)}" if able else "no installed model can"
     param = "mask" if needed == "edit_mask" else "model"
     raise InvalidRequestError(f"this model cannot do {what[needed]} ({hint})", model=model_name, param=param)
+
+
+def _able(registry: Registry, capability: str) -> list[str]:
+    """The installed models, not retired, that have ``capability``, as callers name them."""
+    return sorted(
+        {
+            registry.provider_of(m).usable_ids(m)[0] if m.provider in registry.providers else m.id
+            for m in registry.models
+            if capability in m.capabilities and m.lifecycle.status != "eol"
+        }
+    )
 
 
 _lifecycle_warned: set[str] = set()

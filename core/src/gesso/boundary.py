@@ -5,8 +5,8 @@ A service that forwards its users' input to gesso (the proxy, or any application
 
 - only an **allow-list** of names is taken: OpenAI's Images fields (:data:`OPENAI_FIELDS`), the model's own
   parameters as its JSON Schema declares them (at any depth, since gesso takes them flat or nested), the
-  names its family declares as request options (:attr:`gesso.types.Model.request_options`, e.g. Titan's
-  ``snap_size``), and whatever the service granted (``granted``). Every other name, every SDK option
+  names its family declares as request options (:attr:`gesso.types.Model.request_options`, e.g. SDXL's
+  ``negative_prompt``), and whatever the service granted (``granted``). Every other name, every SDK option
   (``image_store``, ``timeout``...) and every provider option (credentials, region, endpoint, retries...), now
   and any a plugin adds later, is refused with the code ``not_allowed``, before anything is sent;
 - ``os.environ/NAME`` is never read: it is only text (only the kwargs a program passes are configuration);
@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 #: OpenAI's Images fields a caller may send besides ``model``, ``prompt`` and the input images, on every
 #: operation (a field an operation's model cannot use is refused by the model's family, naming it)
-OPENAI_FIELDS = ("n", "size", "quality", "response_format", "style", "user", "output_format", "output_compression")
+OPENAI_FIELDS = (
+    "n", "size", "quality", "response_format", "style", "user", "output_format", "output_compression",
+    "background", "moderation", "stream", "partial_images", "input_fidelity",
+    "snap_size",  # gesso's: the nearest size the model makes rather than a refusal (gesso.sizes)
+)  # fmt: skip
 #: How deep a caller's value may nest (request bodies go four or five levels deep)
 MAX_DEPTH = 32
 

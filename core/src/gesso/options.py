@@ -20,9 +20,13 @@ if TYPE_CHECKING:
     from gesso.provider import Provider
 
 RESPONSE_FORMATS = ("b64_json", "url")
-#: OpenAI's image parameters (besides ``model`` and ``prompt``)
-OPENAI_KWARGS = ("n", "size", "quality", "response_format", "style", "user", "timeout")
-OPENAI_STRINGS = frozenset(("quality", "style", "user"))
+#: OpenAI's gpt-image fields that gesso maps itself rather than sending them (:func:`gpt_image`)
+GPT_IMAGE_KWARGS = ("background", "moderation", "stream", "partial_images", "input_fidelity")
+#: OpenAI's image parameters (besides ``model``, ``prompt``, ``output_format`` and ``output_compression``)
+OPENAI_KWARGS = ("n", "size", "quality", "response_format", "style", "user", "timeout", *GPT_IMAGE_KWARGS)
+OPENAI_STRINGS = frozenset(("quality", "style", "user", "background", "moderation", "input_fidelity"))
+#: gesso's own request fields: ``snap_size=True`` takes the nearest size the model makes (:mod:`gesso.sizes`)
+REQUEST_KWARGS = ("snap_size",)
 #: gesso's output options (:mod:`gesso.output`). ``output_format`` is not among them: it is the model's own
 #: parameter when its body has one, and only otherwise gesso's (``output.plan`` takes it then).
 OUTPUT_KWARGS = ("output_compression", "image_store", "image_url_expiry")
@@ -50,7 +54,9 @@ HABITS = {
 
 def names(provider: Provider | None) -> frozenset[str]:
     """The call-level kwargs of a call to ``provider``'s models: OpenAI's, gesso's output options, its options."""
-    return frozenset((*OPENAI_KWARGS, *OUTPUT_KWARGS, *(provider.options if provider is not None else ())))
+    return frozenset(
+        (*OPENAI_KWARGS, *REQUEST_KWARGS, *OUTPUT_KWARGS, *(provider.options if provider is not None else ()))
+    )
 
 
 def grantable(provider: Provider | None) -> frozenset[str]:
@@ -106,3 +112,52 @@ def strings(opts: Mapping[str, Any], names: Iterable[str], problems: list[Violat
         value = opts.get(key)
         if value is not None and not isinstance(value, str):
             problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
+
+
+#: OpenAI's values of its gpt-image fields (OpenAI API reference, Images, "Create image")
+BACKGROUNDS = ("auto", "opaque", "transparent")
+MODERATIONS = ("auto", "low")
+
+
+def gpt_image(opts: Mapping[str, Any], model: str, problems: list[Violation], removers: Any) -> list[str]:
+    """Check OpenAI's gpt-image fields, none of which is sent: ``background`` "auto" or "opaque" (every image
+    gesso's models make is opaque; "transparent" is refused, naming the installed models that remove a
+    background, which ``removers()`` lists), ``moderation`` (the provider's own filters apply: "low" is
+    accepted with a warning saying so), ``stream`` and ``partial_images`` (no model streams: false and 0
+    only) and ``input_fidelity`` (no model has it). Returns the warnings for the response."""
+    notes: list[str] = []
+    background = opts.get("background")
+    if background == "transparent":
+        able = removers()
+        how = (
+            f"remove the background in an edit with one of the installed models that can: {', '.join(able)}"
+            if able
+            else "no installed model removes a background"
+        )
+        problems.append(Violation("background", f"{model} makes opaque images only (auto, opaque); {how}"))
+    elif background is not None and background not in BACKGROUNDS:
+        problems.append(Violation("background", f"must be one of: {', '.join(BACKGROUNDS)} (got {short(background)})"))
+    moderation = opts.get("moderation")
+    if moderation == "low":
+        notes.append(f"moderation low was not applied: {model}'s provider filters content by its own rules")
+    elif moderation is not None and moderation not in MODERATIONS:
+        problems.append(Violation("moderation", f"must be one of: {', '.join(MODERATIONS)} (got {short(moderation)})"))
+    stream = opts.get("stream")
+    if stream is True:
+        problems.append(Violation("stream", f"{model} returns its images whole, in one response: leave stream out"))
+    elif stream is not None and stream is not False:
+        problems.append(Violation("stream", f"must be true or false (got {short(stream)})"))
+    partial = opts.get("partial_images")
+    if isinstance(partial, bool) or not (partial is None or isinstance(partial, int)) or not 0 <= (partial or 0) <= 3:
+        problems.append(Violation("partial_images", f"must be an integer from 0 to 3 (got {short(partial)})"))
+    elif partial:
+        problems.append(
+            Violation("partial_images", f"{model} cannot stream partial images: leave partial_images out, or 0")
+        )
+    if opts.get("input_fidelity") is not None:
+        problems.append(
+            Violation("input_fidelity", f"{model} has no input fidelity setting (OpenAI's gpt-image-1 edits have it)")
+        )
+    if "snap_size" in opts and not isinstance(opts["snap_size"], bool):
+        problems.append(Violation("snap_size", f"must be true or false (got {short(opts['snap_size'])})"))
+    return notes

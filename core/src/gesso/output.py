@@ -5,8 +5,9 @@
   one (Stability's): the family sends it and the model encodes the images. Otherwise gesso takes it and
   converts the images with Pillow (imported only then) once they arrive.
 - ``output_compression`` (0-100, as in OpenAI's gpt-image) is the JPEG or WebP quality gesso encodes with,
-  locally, whoever chose the format (a model's own JPEG is re-encoded at that quality). PNG is lossless:
-  a compression for it is refused, as OpenAI refuses it, rather than read as a zlib level.
+  locally, whoever chose the format (a model's own JPEG is re-encoded at that quality). Left out, it is 100,
+  OpenAI's documented default (:data:`DEFAULT_COMPRESSION`). PNG is lossless: a compression for it is refused,
+  as OpenAI refuses it, rather than read as a zlib level.
 - ``image_store`` (or ``GESSO_IMAGE_STORE``) and ``image_url_expiry``: see :mod:`gesso.store`.
 
 Everything is checked in :func:`plan`, before anything is sent.
@@ -37,6 +38,9 @@ EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 STORE_ENV = "GESSO_IMAGE_STORE"
 DEFAULT_EXPIRY = 3600  # an hour, as OpenAI's image URLs
 MAX_EXPIRY = 604_800  # seven days: the longest a presigned URL can live
+#: The JPEG/WebP quality when the caller gives no ``output_compression``: OpenAI's API reference (Images, Create
+#: image) says "output_compression ... defaults to 100" (Pillow's own default would be 75)
+DEFAULT_COMPRESSION = 100
 
 
 @attrs.frozen
@@ -154,7 +158,7 @@ def _pillow_encode(data: bytes, fmt: str, quality: int | None) -> bytes:
         elif fmt == "webp" and image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGBA" if alpha else "RGB")
         out = io.BytesIO()
-        image.save(out, format=fmt.upper(), **({} if quality is None else {"quality": quality}))
+        image.save(out, format=fmt.upper(), quality=DEFAULT_COMPRESSION if quality is None else quality)
         return out.getvalue()
 
 

@@ -101,7 +101,7 @@ def schema_violations(
     ``sources`` maps a body path to the caller's parameter that produced it (``{"imageGenerationConfig.
     numberOfImages": "n"}``) so messages name what the caller actually wrote.
     """
-    found: list[Violation] = list(_not_json(instance))
+    found: list[Violation] = list(_not_json(instance, (), schema))
     if found:  # jsonschema cannot reason about NaN, Decimal or objects, and JSON cannot carry them
         return _with_sources(found, sources)
     if is_valid(schema, instance):
@@ -116,16 +116,25 @@ def schema_violations(
 MAX_DEPTH = 32
 
 
-def _not_json(node: Any, path: tuple[Any, ...] = ()) -> Iterable[Violation]:
+#: The widest integer a body may carry: no provider reads a wider one, and wider ones are refused before any
+#: check prints them (Python will not turn an integer of over 4,300 digits into text).
+MAX_INT_BITS = 64
+
+
+def _not_json(node: Any, path: tuple[Any, ...] = (), schema: Mapping[str, Any] | None = None) -> Iterable[Violation]:
     """Values JSON cannot carry exactly: NaN and infinities, and anything but str, int, float, bool,
     None, lists and objects with string keys (a ``Decimal``, a complex number, a set, an object), and text
-    that is no Unicode (a lone surrogate, which has no UTF-8 form)."""
+    that is no Unicode (a lone surrogate, which has no UTF-8 form); and integers wider than
+    :data:`MAX_INT_BITS`, named with the range ``schema`` gives the field when it gives one."""
     if isinstance(node, str):
         if not node.isascii():
             try:
                 node.encode("utf-8")
             except UnicodeEncodeError as exc:
                 yield Violation(dotted(path), f"must be valid Unicode text (a lone surrogate at position {exc.start})")
+        return
+    if isinstance(node, int) and not isinstance(node, bool) and node.bit_length() > MAX_INT_BITS:
+        yield Violation(dotted(path), _too_wide(node, path, schema))
         return
     if isinstance(node, (bool, int)) or node is None:
         return
@@ -139,13 +148,41 @@ def _not_json(node: Any, path: tuple[Any, ...] = ()) -> Iterable[Violation]:
             if not isinstance(key, str):
                 yield Violation(dotted(path), f"has a key that is not a string ({type(key).__name__})")
             else:
-                yield from _not_json(value, (*path, key))
+                yield from _not_json(value, (*path, key), schema)
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
-            yield from _not_json(value, (*path, index))
+            yield from _not_json(value, (*path, index), schema)
     else:
         kind = type(node).__name__
         yield Violation(dotted(path), f"must be a JSON value: a string, number, boolean, list or object (got {kind})")
+
+
+def _too_wide(value: int, path: tuple[Any, ...], schema: Mapping[str, Any] | None) -> str:
+    node: Mapping[str, Any] = deref(schema, schema) if schema else {}
+    for part in path:
+        child = node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
+        node = deref(schema, child) if schema and child is not None else {}
+    if any(key in node for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
+        return f"must be {_range_text(node)} (got {short(value)})"
+    return f"must be a number of at most {MAX_INT_BITS} bits, the widest a provider reads (got {short(value)})"
+
+
+def json_loads(text: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads``, except that an integer too long for Python to read from text (over 4,300 digits) is read
+    as an integer of about its width (its sign times 2 to the power of its bits) rather than raising: no image
+    API takes one, and the body's checks then name the field (:data:`MAX_INT_BITS`), not a parser error."""
+    return json.loads(text, parse_int=_read_int, **kwargs)
+
+
+_INT_DIGITS = 4000
+_BITS_PER_DIGIT = math.log2(10)
+
+
+def _read_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits <= _INT_DIGITS:
+        return int(text)
+    return (-1 if text.startswith("-") else 1) * 2 ** int(digits * _BITS_PER_DIGIT)
 
 
 def _with_sources(found: list[Violation], sources: Mapping[str, str] | None) -> list[Violation]:
@@ -153,18 +190,28 @@ def _with_sources(found: list[Violation], sources: Mapping[str, str] | None) -> 
 
 
 def to_json(body: Any) -> bytes:
-    """The JSON bytes of a checked body. A number with no fraction is written as an integer (``1024``, not
-    ``1024.0``): JSON has one number type, but some providers' validators take ``1024.0`` for a non-integer."""
-    return json.dumps(_integral(body), separators=(",", ":"), allow_nan=False).encode()
+    """The JSON bytes of a checked body, its numbers as :func:`as_sent` writes them."""
+    return json.dumps(as_sent(body), separators=(",", ":"), allow_nan=False).encode()
 
 
-def _integral(node: Any) -> Any:
+#: The largest integer a float holds exactly (2**53): a float with no fraction up to it is sent as an integer.
+EXACT_FLOAT_INT = 2**53
+
+
+def as_sent(node: Any) -> Any:
+    """``node`` as it will be sent: a number with no fraction is an integer (``1024``, not ``1024.0``), as JSON
+    has one number type and some providers' validators take ``1024.0`` for a non-integer. Every check runs on
+    this form, so ``width=4096.0`` meets the same rules as ``width=4096``. Returns ``node`` itself when nothing
+    changes (and never copies bytes or images); a tuple becomes a list only when an item changes."""
     if isinstance(node, float):
-        return int(node) if node.is_integer() else node
+        return int(node) if node.is_integer() and abs(node) <= EXACT_FLOAT_INT else node
     if isinstance(node, Mapping):
-        return {key: _integral(value) for key, value in node.items()}
+        changed = {key: as_sent(value) for key, value in node.items()}
+        same = all(changed[key] is value for key, value in node.items())
+        return node if same else changed
     if isinstance(node, (list, tuple)):
-        return [_integral(value) for value in node]
+        items = [as_sent(value) for value in node]
+        return node if all(a is b for a, b in zip(items, node)) else items
     return node
 
 

@@ -19,6 +19,7 @@ import attrs
 import cattrs
 
 from gesso.errors import InvalidRequestError, Violation
+from gesso.params import short
 
 # --------------------------------------------------------------------------------------------------
 # Model registration
@@ -87,7 +88,7 @@ class Model:
     answers this model's calls in its provider's emulator;
     ``timeout`` is the model's default read timeout in seconds (a call's ``timeout`` overrides it).
     ``request_options`` names what the family takes besides its schema's properties that a request may carry
-    (Titan's ``snap_size``): with the schema's names and OpenAI's fields they are what a proxy's callers may
+    (SDXL's ``negative_prompt``): with the schema's names and OpenAI's fields they are what a proxy's callers may
     send (:mod:`gesso.boundary`); anything else a family takes outside its schema (a cost cap such as
     Stability's ``max_fanout``) only a program or a proxy deployment can set.
     ``distribution`` is filled in by gesso with the distribution that registered the model.
@@ -152,13 +153,17 @@ class Size:
         match = _SIZE_RE.match(value) if isinstance(value, str) else None
         if match is None:
             raise InvalidRequestError(
-                [Violation("size", f'must be "WIDTHxHEIGHT" in pixels, e.g. "1024x1024" (got {value!r})')],
+                [
+                    Violation(
+                        "size", f'must be "WIDTHxHEIGHT" in pixels, e.g. "1024x1024", or "auto" (got {short(value)})'
+                    )
+                ],
                 model=model,
             )
         width, height = int(match.group(1)), int(match.group(2))
         if not (width and height):
             raise InvalidRequestError(
-                [Violation("size", f"width and height must be at least 1 pixel (got {value!r})")], model=model
+                [Violation("size", f"width and height must be at least 1 pixel (got {short(value)})")], model=model
             )
         return cls(width, height)
 
@@ -199,6 +204,9 @@ class ImageRequest:
     #: an edit's mask as given, in OpenAI's convention (fully transparent pixels mark the area to edit) or
     #: already black and white; :func:`gesso.masks.convert` turns it into a family's convention
     mask: Any = None
+    #: the caller's ``snap_size``: a size the model cannot make exactly is replaced by the nearest it makes
+    #: (with a warning) rather than refused (:func:`gesso.sizes.fit`)
+    snap_size: bool = False
 
 
 @attrs.frozen(kw_only=True)

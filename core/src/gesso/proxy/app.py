@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gesso import api, errors, redact
+from gesso import api, errors, params, redact
 from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import store
@@ -38,7 +38,9 @@ from gesso.proxy.router import Router
 logger = logging.getLogger("gesso.proxy")
 
 #: form fields that stay text (everything else in a multipart form is read as JSON when it parses as JSON)
-TEXT_FIELDS = frozenset(("model", "prompt", "size", "quality", "response_format", "style", "user"))
+TEXT_FIELDS = frozenset(
+    ("model", "prompt", "size", "quality", "response_format", "style", "user", "background", "moderation")
+)
 #: tries of a request's spend-log row, and the seconds before the first retry (doubled after each)
 SPEND_ATTEMPTS = 3
 SPEND_RETRY_DELAY = 0.1
@@ -451,7 +453,7 @@ class Proxy:
     async def _json(self, request: Request) -> dict[str, Any]:
         body = await self._body(request)
         try:
-            data = json.loads(body)
+            data = params.json_loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (RecursionError: nested too deep)
             raise ProxyError(400, f"The body is not valid JSON: {exc}", type="invalid_request_error",
                              code="invalid_json") from None  # fmt: skip
@@ -580,7 +582,7 @@ def _form_value(value: str) -> Any:
     text = value.strip()
     if text[:1] in "{[-0123456789" or text in ("true", "false", "null"):
         try:
-            return json.loads(text)
+            return params.json_loads(text)
         except (ValueError, RecursionError):
             return value
     return value

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gesso import errors
+from gesso import errors, params
 from gesso.aio import within
 from gesso.proxy import store
 
@@ -298,7 +298,7 @@ def _too_large() -> Exception:
 async def _body(request: Request, allowed: tuple[str, ...], timeout: float) -> dict[str, Any]:
     raw = await _read(request, timeout)
     try:  # NaN and Infinity are not JSON (and no database's JSON column takes them)
-        body = json.loads(raw, parse_constant=_not_json) if raw.strip() else {}
+        body = params.json_loads(raw, parse_constant=_not_json) if raw.strip() else {}
     except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deep)
         raise _error(400, f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

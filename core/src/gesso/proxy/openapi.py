@@ -55,6 +55,13 @@ _OPENAI_FIELDS = {
     "response_format": {"type": "string", "enum": ["b64_json", "url"]},
     "style": {"type": "string"},
     "user": {"type": "string"},
+    "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
+    "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
+    "background": {"type": "string", "enum": ["auto", "opaque", "transparent"]},
+    "moderation": {"type": "string", "enum": ["auto", "low"]},
+    "stream": {"type": "boolean"},
+    "partial_images": {"type": "integer", "minimum": 0, "maximum": 3},
+    "snap_size": {"type": "boolean", "description": "gesso's: use the nearest size the model makes"},
 }
 
 

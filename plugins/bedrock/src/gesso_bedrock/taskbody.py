@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from gesso import family, inputs, operations
+from gesso import family, inputs, operations, sizes
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import inspect_b64
 from gesso.params import BodyBuilder, dotted, property_names, raise_for, short, subschema, unknown_parameter
@@ -297,21 +297,16 @@ def _openai_config(request: ImageRequest, layout: TaskLayout, task: str, builder
     """Place ``size``, ``n`` and ``quality`` in the config object, or say why they cannot go."""
     config = layout.config
     problems = []
-    if task in layout.no_config:
-        for name in ("size", "n", "quality"):
-            if getattr(request, name) is not None:
+    if task in layout.no_config:  # a size is checked against the input's by check(); n=1 is what it does
+        for name in ("n", "quality"):
+            if getattr(request, name) is not None and not (name == "n" and request.n == 1):
                 problems.append(
                     Violation(name, f"taskType {task} takes no {name}: it returns one image the size of the input")
                 )
         return problems
-    if request.size is not None:
-        if task in layout.input_sized:
-            problems.append(
-                Violation("size", f"cannot be used with taskType {task}: the output takes the input image's size")
-            )
-        else:
-            builder.set((config, "width"), request.size.width, "size")
-            builder.set((config, "height"), request.size.height, "size")
+    if request.size is not None and task not in layout.input_sized:  # input-sized: checked by check()
+        builder.set((config, "width"), request.size.width, "size")
+        builder.set((config, "height"), request.size.height, "size")
     if request.n is not None:
         builder.set((config, "numberOfImages"), request.n, "n")
     if request.quality is not None:
@@ -328,6 +323,42 @@ def _openai_config(request: ImageRequest, layout: TaskLayout, task: str, builder
         else:
             builder.set((config, "quality"), mapped, "quality")
     return problems
+
+
+def fit_size(
+    request: ImageRequest,
+    layout: TaskLayout,
+    placed: Placed,
+    *,
+    refuses: Callable[[Size], str | None],
+    near: Callable[[Size], Any],
+    what: str,
+    allowed: str = "",
+    shown: int = 1,
+) -> list[str]:
+    """gesso's size rule (:func:`gesso.sizes.fit`) on the width and height placed in the config object, from
+    ``size`` or given as they are: a size the model makes stays; with ``snap_size`` the nearest replaces it
+    (returned: the warning); otherwise a violation, and the two fields leave the body so that the schema does
+    not say the same again. Tasks whose output takes the input's size are left to :func:`check`."""
+    if placed.task in layout.input_sized or placed.task in layout.no_config:
+        return []
+    builder, config = placed.builder, layout.config
+    width, height = builder.get((config, "width")), builder.get((config, "height"))
+    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
+        return []  # the schema names a missing, mistyped or non-positive side
+    where = "size" if builder.sources.get(f"{config}.width") == "size" else f"{config}.width/height"
+    size, note, problem = sizes.fit(
+        Size(width, height), refuses=refuses, near=near, snap=request.snap_size, what=what, allowed=allowed,
+        where=where, shown=shown,
+    )  # fmt: skip
+    if problem is not None:
+        placed.problems.append(problem)
+        for side in ("width", "height"):
+            builder.body[config].pop(side)
+        return []
+    if size is not None and size != Size(width, height):
+        builder.body[config]["width"], builder.body[config]["height"] = size.width, size.height
+    return [note] if note else []
 
 
 Rules = Callable[[dict[str, Any], dict[str, tuple["inputs.ImageInput", str]], Placed], list[Violation]]
@@ -358,11 +389,25 @@ def check(
         problems=placed.problems + builder.violations,
         sources=builder.sources,
         prompt_at=f"{obj}.text",
-        rules=(lambda body, images: _named(request, rules(body, images, placed), builder.sources))
-        if rules is not None
-        else None,
+        rules=lambda body, images: [
+            *_input_size(request, layout, task, images),
+            *(_named(request, rules(body, images, placed), builder.sources) if rules is not None else ()),
+        ],
     )
     return body, images
+
+
+def _input_size(
+    request: ImageRequest, layout: TaskLayout, task: str, images: Mapping[str, tuple[inputs.ImageInput, str]]
+) -> list[Violation]:
+    """A task whose output takes its input's size takes a ``size`` equal to it (the caller's ``size="auto"`` is
+    none), never another: no silent resize."""
+    if request.size is None or (task not in layout.input_sized and task not in layout.no_config):
+        return []
+    main = images.get(layout.main_image.get(task, ""))
+    if main is None:
+        return []
+    return sizes.matches_input(request.size, Size(main[0].info.width, main[0].info.height), f"taskType {task}")
 
 
 def _named(request: ImageRequest, found: list[Violation], sources: Mapping[str, str]) -> list[Violation]:

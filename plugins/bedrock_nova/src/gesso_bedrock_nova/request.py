@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gesso import inputs
+from gesso import inputs, sizes
 from gesso.errors import Violation
-from gesso.types import ImageRequest, PreparedRequest
+from gesso.types import ImageRequest, PreparedRequest, Size
 from gesso_bedrock import taskbody
 from gesso_bedrock_nova.models import schema
 
@@ -38,6 +38,7 @@ NO_CONFIG_TASKS = frozenset({"BACKGROUND_REMOVAL"})
 MAX_PIXELS = 4_194_304
 MAX_ASPECT = 4.0
 MIN_SIDE, MAX_SIDE = 320, 4096
+STEP = 16
 #: Input images follow the output resolution rules (but not divisibility by 16); the first broken rule is said
 LIMITS = inputs.ImageLimits(
     min_side=MIN_SIDE, max_side=MAX_SIDE, max_aspect=MAX_ASPECT, pixels_below=MAX_PIXELS, first_only=True
@@ -91,32 +92,45 @@ def prepare(request: ImageRequest) -> PreparedRequest:
             placed.problems.append(Violation("maskShape", "needs maskType GARMENT or PROMPT (the mask it shapes)"))
         else:
             placed.builder.set((placed.obj, home, "maskShape"), shape, "maskShape")
+    notes = taskbody.fit_size(
+        request, LAYOUT, placed, refuses=refuses, near=near, what="a Nova Canvas size", allowed=ALLOWED, shown=3
+    )
     body, images = taskbody.check(request, LAYOUT, placed, rules=_rules)
-    return taskbody.plan(LAYOUT, placed.task, body, images)
+    return taskbody.plan(LAYOUT, placed.task, body, images, warnings=notes)
 
 
 def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:
-    return _size_rules(body, placed.builder.sources) + image_rules(images)
+    return image_rules(images)
 
 
-def _size_rules(body: Mapping, sources: Mapping[str, str]) -> list[Violation]:
-    """The resolution rules a schema cannot express: aspect ratio and total pixels."""
-    config = body.get(CONFIG) or {}
-    width, height = config.get("width"), config.get("height")
-    if not (isinstance(width, int) and isinstance(height, int)):
-        return []
-    where = "size" if sources.get(f"{CONFIG}.width") == "size" else f"{CONFIG}.width/height"
-    found = []
+#: Nova Canvas's output sizes, in words (AWS's Nova Canvas request reference: imageGenerationConfig)
+ALLOWED = (
+    f"each side a multiple of {STEP} from {MIN_SIDE} to {MAX_SIDE}, an aspect ratio between 1:4 and 4:1, and fewer "
+    f"than {MAX_PIXELS:,} pixels"
+)
+
+
+def refuses(size: Size) -> str | None:
+    """Why Nova Canvas cannot make ``size`` (``None``: it can), the first rule it breaks."""
+    width, height = size.width, size.height
+    for side in (width, height):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            return f"each side must be between {MIN_SIDE} and {MAX_SIDE} (got {side})"
+    for side in (width, height):
+        if side % STEP:
+            return f"each side must be a multiple of {STEP} (got {side})"
     ratio = max(width, height) / min(width, height)
     if ratio > MAX_ASPECT:
-        found.append(
-            Violation(where, f"aspect ratio must be between 1:4 and 4:1 (got {width}x{height}, {ratio:.2f}:1)")
-        )
-    if width * height >= MAX_PIXELS:
-        found.append(
-            Violation(where, f"must have fewer than {MAX_PIXELS:,} pixels (got {width}x{height} = {width * height:,})")
-        )
-    return found
+        return f"aspect ratio must be between 1:4 and 4:1 (got {ratio:.2f}:1)"
+    if size.pixels >= MAX_PIXELS:
+        return f"must have fewer than {MAX_PIXELS:,} pixels (got {size.pixels:,})"
+    return None
+
+
+def near(size: Size) -> list[Size]:
+    return sizes.grid(
+        size, step=STEP, min_side=MIN_SIDE, max_side=MAX_SIDE, max_aspect=MAX_ASPECT, pixels_below=MAX_PIXELS
+    )
 
 
 def image_rules(images: Mapping[str, tuple[inputs.ImageInput, str]]) -> list[Violation]:

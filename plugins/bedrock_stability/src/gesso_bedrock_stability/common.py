@@ -4,12 +4,11 @@ response, image rules."""
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from typing import Any
 
-from gesso import family, inputs, operations
+from gesso import family, inputs, operations, sizes
 from gesso.errors import ContentFilteredError, InvalidRequestError, ProviderError, Violation
 from gesso.imaging import inspect_b64
 from gesso.params import BodyBuilder, property_names, unknown_parameter
@@ -27,15 +26,44 @@ MAX_FANOUT = 10
 _SEEDS = random.SystemRandom()
 
 
-def nearest_ratio(size: Size) -> str:
-    """The one of Stability's nine aspect ratios closest to ``size``'s (compared as logarithms)."""
-    target = math.log(size.width / size.height)
+#: How far a size's aspect ratio may stray from a ratio's span and still be that ratio (rounding of sides)
+RATIO_TOLERANCE = 0.01
 
-    def distance(ratio: str) -> float:
+
+def ratio_of(size: Size) -> str | None:
+    """The one of Stability's nine aspect ratios that ``size`` has, or ``None``. A ratio spans its name and the
+    size Stability renders it at (16:9 is 1.778 by name and 1.75 as rendered, 1344x768), so OpenAI's
+    1792x1024 is 16:9."""
+    target = size.width / size.height
+    for ratio in RATIOS:
         w, h = ratio.split(":")
-        return abs(math.log(int(w) / int(h)) - target)
+        rendered = RATIO_SIZES[ratio]
+        low, high = sorted((int(w) / int(h), rendered[0] / rendered[1]))
+        if low * (1 - RATIO_TOLERANCE) <= target <= high * (1 + RATIO_TOLERANCE):
+            return ratio
+    return None
 
-    return min(RATIOS, key=distance)
+
+def aspect_ratio(request: ImageRequest, what: str) -> tuple[str | None, str | None, Violation | None]:
+    """``(aspect_ratio, note, violation)`` for the caller's ``size`` (gesso's size rule, :mod:`gesso.sizes`): a
+    size of one of the nine ratios is sent as it; another is refused naming the nearest sizes, unless
+    ``snap_size`` takes the nearest."""
+    assert request.size is not None
+    ratio = ratio_of(request.size)
+    if ratio is not None:
+        return ratio, f"size {request.size} was sent as aspect_ratio {ratio}, the nearest {what} offers", None
+    rendered = ", ".join(f"{r} ({w}x{h})" for r, (w, h) in RATIO_SIZES.items())
+    size, note, problem = sizes.fit(
+        request.size,
+        refuses=lambda size: f"its aspect ratio, {size.width / size.height:.2f}:1, is none of the nine it takes",
+        near=lambda size: [Size(*pair) for pair in RATIO_SIZES.values()],
+        snap=request.snap_size, what=f"a size {what} makes",
+        allowed=f"any size of these aspect ratios, each made at the size given: {rendered}",
+    )  # fmt: skip
+    if size is None:
+        return None, None, problem
+    ratio = ratio_of(size)
+    return ratio, f"{note} (aspect_ratio {ratio})", None
 
 
 def take_max_fanout(request: ImageRequest, what: str) -> dict[str, Any]:
@@ -61,11 +89,12 @@ def take_max_fanout(request: ImageRequest, what: str) -> dict[str, Any]:
 
 
 def place_flat(
-    request: ImageRequest, schema: Mapping[str, Any], what: str, params: Mapping[str, Any]
+    request: ImageRequest, schema: Mapping[str, Any], what: str, params: Mapping[str, Any], input_sized: bool = False
 ) -> tuple[BodyBuilder, list[Violation], list[str]]:
     """A flat body: every provider kwarg in ``params`` is a body field; the prompt goes to ``prompt``,
-    ``style`` to ``style_preset`` and ``size`` to ``aspect_ratio`` when the model has them. Returns
-    (builder, problems, notes for the response's warnings)."""
+    ``style`` to ``style_preset`` and ``size`` to ``aspect_ratio`` when the model has them (:func:`aspect_ratio`).
+    On an ``input_sized`` model (its output takes the input image's size) a ``size`` is left for
+    :func:`input_size` to check. Returns (builder, problems, notes for the response's warnings)."""
     fields = property_names(schema)
     builder = BodyBuilder()
     problems: list[Violation] = []
@@ -89,12 +118,23 @@ def place_flat(
         problems.append(Violation("quality", f"{what} has no quality setting; leave quality out"))
     if request.size is not None:
         if "aspect_ratio" in fields:
-            ratio = nearest_ratio(request.size)
-            builder.set(("aspect_ratio",), ratio, "size")
-            notes.append(f"size {request.size} was sent as aspect_ratio {ratio}, the nearest {what} offers")
-        else:
+            ratio, note, problem = aspect_ratio(request, what)
+            if problem is not None:
+                problems.append(problem)
+            else:
+                builder.set(("aspect_ratio",), ratio, "size")
+                notes.append(str(note))
+        elif not input_sized:
             problems.append(Violation("size", f"{what} takes no size: its output follows the input image"))
     return builder, problems, notes
+
+
+def input_size(request: ImageRequest, images: family.Images, what: str) -> list[Violation]:
+    """The ``size`` of an edit whose output takes its (first) input image's size: that size, or none."""
+    first = next((image for image, kind in images.values() if kind == "image"), None)
+    if first is None:
+        return []
+    return sizes.matches_input(request.size, Size(first.info.width, first.info.height), what)
 
 
 def place_edit(

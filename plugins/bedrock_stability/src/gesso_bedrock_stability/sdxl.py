@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gesso import family, inputs
+from gesso import family, inputs, sizes
 from gesso.errors import ProviderError, Violation
 from gesso.params import BodyBuilder, property_names, unknown_parameter
 from gesso.types import (
@@ -74,6 +74,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     if request.size is not None:
         builder.set(("width",), request.size.width, "size")
         builder.set(("height",), request.size.height, "size")
+    notes = _fit_size(request, builder, problems)
     # an edit (v1 only): init_image, and with a mask the masking form, white = edit
     problems += common.place_edit(request, builder, params, body_schema, what, {"mask_source": "MASK_IMAGE_WHITE"})
     body = builder.body
@@ -93,7 +94,29 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     else:
         size = Size(1024, 1024)
     n = request.n or 1
-    return PreparedRequest(bodies=common.fan_out(body, n, seed_max=SEED_MAX), size=size, requested=n)
+    return PreparedRequest(bodies=common.fan_out(body, n, seed_max=SEED_MAX), size=size, requested=n, warnings=notes)
+
+
+def _fit_size(request: ImageRequest, builder: BodyBuilder, problems: list[Violation]) -> list[str]:
+    """gesso's size rule on the width and height placed (from ``size`` or given): SDXL makes only its table's
+    sizes. A refused pair leaves the body, so that the schema does not say the same again."""
+    width, height = builder.body.get("width"), builder.body.get("height")
+    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
+        return []  # the schema (or _size_rules) names a missing, mistyped or non-positive side
+    table = allowed_sizes(request.model.id)
+    size, note, problem = sizes.fit(
+        Size(width, height),
+        refuses=lambda size: None if (size.width, size.height) in table else "",
+        near=lambda size: [Size(w, h) for w, h in table],
+        snap=request.snap_size, what="an SDXL size on Bedrock", allowed=", ".join(f"{w}x{h}" for w, h in table),
+        where="size" if builder.sources.get("width") == "size" else "width/height",
+    )  # fmt: skip
+    if problem is not None:
+        problems.append(problem)
+        del builder.body["width"], builder.body["height"]
+    elif size is not None:
+        builder.body["width"], builder.body["height"] = size.width, size.height
+    return [note] if note else []
 
 
 def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list[Violation]:

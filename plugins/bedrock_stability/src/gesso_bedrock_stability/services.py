@@ -15,6 +15,11 @@ from gesso_bedrock_stability.models import SERVICE_MODELS, service_schema
 SEED_MAX = 4294967294
 
 
+#: The services whose output is not the input image's size (upscales enlarge it, outpaint extends it); every
+#: other service returns an image the size of its input
+RESIZING = frozenset(("creative-upscale", "conservative-upscale", "fast-upscale", "outpaint"))
+
+
 def service_of(model: Model) -> str:
     return SERVICE_MODELS[model.id][0]
 
@@ -24,13 +29,15 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     body_schema = service_schema(service)
     what = f"{request.model.name} ({service})"
     params = common.take_max_fanout(request, what)
-    builder, problems, notes = common.place_flat(request, body_schema, what, params)
+    input_sized = service not in RESIZING and "aspect_ratio" not in body_schema["properties"]
+    builder, problems, notes = common.place_flat(request, body_schema, what, params, input_sized=input_sized)
     problems += common.place_edit(request, builder, params, body_schema, what)
     body = builder.body
     limits = service if service in ("creative-upscale", "fast-upscale") else "standard"
 
     def rules(body: dict, images: family.Images) -> list[Violation]:
-        return common.image_rules(images, limits) + common.edit_mask_size(request, images)
+        same = common.input_size(request, images, what) if input_sized else []
+        return same + common.image_rules(images, limits) + common.edit_mask_size(request, images)
 
     family.check(
         request, body, body_schema, what=what, problems=problems + builder.violations, sources=builder.sources,

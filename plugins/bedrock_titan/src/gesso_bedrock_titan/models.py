@@ -64,7 +64,6 @@ CAPABILITIES_V1 = {"text_to_image", "inpainting", "outpainting", "image_variatio
 def registrations() -> list[Model]:
     common = {
         "family": FAMILY, "profile_prefixes": ("us.", "eu.", "apac."), "prices": PRICES, "emulator": _emulate,
-        "request_options": ("snap_size",),  # asks for the nearest size Titan makes: a caller may send it
     }  # fmt: skip
     return [
         Model(

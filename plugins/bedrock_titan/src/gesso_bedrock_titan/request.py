@@ -54,17 +54,13 @@ LAYOUT = taskbody.TaskLayout(
 
 
 def prepare(request: ImageRequest) -> PreparedRequest:
-    params = dict(request.params)
-    snap = params.pop("snap_size", False)
-    placed = taskbody.place(request, LAYOUT, params, extra_names=("snap_size",))
-    if not isinstance(snap, bool):
-        placed.problems.append(Violation("snap_size", f"must be true or false (got {snap!r})"))
+    placed = taskbody.place(request, LAYOUT, dict(request.params))
     v1 = request.model.id == V1
     if v1:
         early = _v2_only(placed)
         if early:
             raise_for(placed.problems + early, model=request.model_name)
-    notes = _size_table(placed, snap is True)
+    notes = _size_table(request, placed)
     body, images = taskbody.check(request, LAYOUT, placed, schema=schema_v1() if v1 else schema_v2(), rules=_rules)
     return taskbody.plan(LAYOUT, placed.task, body, images, warnings=notes)
 
@@ -79,27 +75,14 @@ def _v2_only(placed: taskbody.Placed) -> list[Violation]:
     return found
 
 
-def _size_table(placed: taskbody.Placed, snap: bool) -> list[str]:
-    """Refuse a size outside Titan's table (naming the allowed and the nearest), or snap to the nearest."""
-    builder = placed.builder
-    width, height = builder.get((CONFIG, "width")), builder.get((CONFIG, "height"))
-    if not (isinstance(width, int) and isinstance(height, int)) or isinstance(width, bool) or isinstance(height, bool):
-        return []
-    if sizes.allowed(width, height) or width < 1 or height < 1:  # the schema's minimum names a size below 1
-        return []
-    near = sizes.nearest(width, height)
-    if snap:
-        builder.body[CONFIG]["width"], builder.body[CONFIG]["height"] = near.width, near.height
-        return [f"{width}x{height} is not a Titan size; snapped to the nearest, {near}"]
-    where = "size" if builder.sources.get(f"{CONFIG}.width") == "size" else f"{CONFIG}.width/height"
-    placed.problems.append(
-        Violation(
-            where,
-            f"{width}x{height} is not a Titan size; the nearest is {near} (set snap_size to true to use it). "
-            f"Allowed: {sizes.listing()}",
-        )
-    )
-    return []
+def _size_table(request: ImageRequest, placed: taskbody.Placed) -> list[str]:
+    """Titan makes only the sizes of its table (gesso's size rule: refused, or snapped with ``snap_size``)."""
+    return taskbody.fit_size(
+        request, LAYOUT, placed,
+        refuses=lambda size: None if sizes.allowed(size.width, size.height) else "",
+        near=lambda size: sizes.TABLE,
+        what="a Titan size", allowed=sizes.listing(),
+    )  # fmt: skip
 
 
 def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:

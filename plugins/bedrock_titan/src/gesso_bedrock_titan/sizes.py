@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
+from gesso import sizes
 from gesso.types import Size
 
 #: (width, height) -> price class ("512" or "1024"), as in AWS's table.
@@ -17,6 +16,8 @@ SIZES: dict[tuple[int, int], str] = {
     (1152, 640): "1024", (1173, 640): "1024",
 }  # fmt: skip
 
+TABLE = tuple(Size(w, h) for w, h in SIZES)
+
 #: Inputs of edits need not be table sizes; they are priced by area. The largest 512-class size has
 #: 589,824 pixels and the smallest 1024-class size 737,280, so this line separates the two.
 CLASS_AREA_LIMIT = 600_000
@@ -28,12 +29,7 @@ def allowed(width: int, height: int) -> bool:
 
 def nearest(width: int, height: int) -> Size:
     """The allowed size closest to (width, height): nearest in aspect ratio first, then in area."""
-
-    def distance(pair: tuple[int, int]) -> tuple[float, float]:
-        w, h = pair
-        return (abs(math.log((w / h) / (width / height))), abs(math.log((w * h) / (width * height))))
-
-    return Size(*min(SIZES, key=distance))
+    return sizes.nearest(Size(width, height), TABLE)[0]
 
 
 def price_class(size: Size) -> str:
