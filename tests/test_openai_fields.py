@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
+import openai
 import pytest
 from PIL import Image
-from test_proxy import deployment, serving
+from test_proxy import assert_error, deployment, serving
 
 import gesso
 from gesso.errors import InvalidRequestError
@@ -242,3 +244,53 @@ def test_a_body_with_a_huge_integer_is_a_400_naming_it(served):
         f"{proxy.url}/v1/images/generations", "-H", "content-type: application/json", "--data-binary", body
     )
     assert status == 400 and "Traceback" not in text and "seed" in text
+
+
+LIBRECHAT = {  # LibreChat's default gpt-image request (its OpenAI image tool), as the issue quotes it
+    "model": "gpt-image-1", "prompt": "a lighthouse at dusk", "n": 1, "background": "auto", "output_format": "png",
+    "quality": "auto", "size": "auto",
+}  # fmt: skip
+
+
+def test_librechats_default_request_is_answered(served):
+    proxy, emulator = served
+    status, _, text = proxy.curl(
+        f"{proxy.url}/v1/images/generations", "-H", "content-type: application/json", "--data-binary",
+        json.dumps(LIBRECHAT),
+    )  # fmt: skip
+    assert status == 200, text
+    answer = json.loads(text)
+    assert len(answer["data"]) == 1 and answer["output_format"] == "png" and answer["size"] == "1024x1024"
+    assert emulator.requests[-1].json()["imageGenerationConfig"] == {"numberOfImages": 1}
+
+
+def test_the_openai_sdks_gpt_image_call_is_answered(served):
+    proxy, _ = served
+    answer = proxy.client().images.generate(
+        model="gpt-image-1", prompt="x", n=1, background="opaque", moderation="auto", output_format="jpeg",
+        output_compression=90, quality="high", size="1024x1024",
+    )  # fmt: skip
+    assert answer.data[0].b64_json and answer.output_format == "jpeg"
+
+
+def test_an_edit_with_the_inputs_size_is_answered_and_another_size_is_a_400(served):
+    proxy, _ = served
+    client = proxy.client()
+    answer = client.images.edit(model="nova", image=("in.png", SRC), prompt="a red barn", size="512x384", n=1)
+    assert answer.data[0].b64_json and answer.size == "512x384"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.images.edit(
+            model="nova", image=("in.png", SRC), prompt="x", size="1024x1024", extra_body={"maskPrompt": "barn"}
+        )
+    assert_error(info.value, 400, "invalid_request_error")
+    assert "the output takes the input image's size, 512x384" in info.value.response.json()["error"]["message"]
+
+
+def test_stream_is_a_400_saying_no_model_streams(served):
+    proxy, emulator = served
+    emulator.requests.clear()
+    with pytest.raises(openai.BadRequestError) as info:
+        proxy.client().images.generate(model="nova", prompt="x", stream=True)
+    assert_error(info.value, 400, "invalid_request_error")
+    assert "leave stream out" in info.value.response.json()["error"]["message"]
+    assert not emulator.requests
