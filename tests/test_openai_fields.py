@@ -187,6 +187,14 @@ def test_an_edit_with_another_size_names_the_inputs_size(aws, emulator, model, k
     assert not emulator.requests
 
 
+def test_a_titan_edit_takes_its_inputs_size_even_one_outside_its_table(aws, emulator):
+    source = picture(1000, 700)
+    resp = gesso.image_edit(TITAN, source, "a red barn", size="1000x700", maskPrompt="barn", **aws)
+    assert resp.size == "1000x700" and "width" not in emulator.requests[-1].json().get("imageGenerationConfig", {})
+    error = refused(gesso.image_edit, model=TITAN, image=source, prompt="x", size="1000x1000", maskPrompt="barn", **aws)
+    assert "1000x1000 is not a Titan size" in str(error)
+
+
 def test_background_removal_takes_n_1_as_what_it_does(aws, emulator):
     resp = gesso.image_edit(NOVA, SRC, None, taskType="BACKGROUND_REMOVAL", n=1, size="512x384", **aws)
     assert len(resp.data) == 1

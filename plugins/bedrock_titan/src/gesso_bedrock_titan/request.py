@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import attrs
+
 from gesso import inputs
 from gesso.errors import Violation
 from gesso.params import raise_for
-from gesso.types import ImageRequest, PreparedRequest
+from gesso.types import ImageRequest, PreparedRequest, Size
 from gesso_bedrock import taskbody
 from gesso_bedrock_titan import sizes
 from gesso_bedrock_titan.models import V1, V2, V2_ONLY_FIELDS, V2_ONLY_TASKS, schema_v1, schema_v2
@@ -53,7 +55,12 @@ LAYOUT = taskbody.TaskLayout(
 )
 
 
+#: Edit tasks whose output takes the input image's size when no width and height are sent
+INPUT_SIZED_EDITS = frozenset({"INPAINTING", "OUTPAINTING"})
+
+
 def prepare(request: ImageRequest) -> PreparedRequest:
+    request = _input_sized(request)
     placed = taskbody.place(request, LAYOUT, dict(request.params))
     v1 = request.model.id == V1
     if v1:
@@ -63,6 +70,21 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     notes = _size_table(request, placed)
     body, images = taskbody.check(request, LAYOUT, placed, schema=schema_v1() if v1 else schema_v2(), rules=_rules)
     return taskbody.plan(LAYOUT, placed.task, body, images, warnings=notes)
+
+
+def _input_sized(request: ImageRequest) -> ImageRequest:
+    """An edit's ``size`` equal to its input image's is what INPAINTING and OUTPAINTING make without one: outside
+    Titan's table it is honoured by sending no width and height. A size in the table is sent, as AWS's Titan
+    templates send one; any other size meets the table."""
+    size = request.size
+    if size is None or sizes.allowed(size.width, size.height) or request.operation != "edit" or not request.images:
+        return request
+    if taskbody.operation_task(request, LAYOUT, request.params) not in INPUT_SIZED_EDITS:
+        return request
+    loaded, _ = inputs.load(request.images[0], "image")  # a bad image is named when it is placed
+    if loaded is None or Size(loaded.info.width, loaded.info.height) != size:
+        return request
+    return attrs.evolve(request, size=None)
 
 
 def _v2_only(placed: taskbody.Placed) -> list[Violation]:
