@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import warnings
 
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from test_proxy import assert_error, deployment, serving
 
@@ -302,3 +305,47 @@ def test_stream_is_a_400_saying_no_model_streams(served):
     assert_error(info.value, 400, "invalid_request_error")
     assert "leave stream out" in info.value.response.json()["error"]["message"]
     assert not emulator.requests
+
+
+# -- the same rules, whatever type a number arrives as (a property test) ----------------------------------
+
+NUMERIC = ["width", "height", "seed", "cfgScale", "numberOfImages", "cfg_scale", "steps", "n", "strength"]
+
+
+def _outcome(model: str, name: str, value, **more) -> object:
+    from gesso import api
+
+    try:
+        api.prepare(model, "x", aws_region_name="us-east-1", **{name: value}, **more)
+    except InvalidRequestError as exc:
+        return sorted((v.path, v.message) for v in exc.violations)
+    return "prepared"
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    model=st.sampled_from([NOVA, TITAN, SD35, SDXL]),
+    name=st.sampled_from(NUMERIC),
+    number=st.one_of(st.integers(-(2**40), 2**40), st.sampled_from([0, 1, 16, 320, 1000, 1024, 4096, 2**53])),
+    height=st.sampled_from([320, 512, 1000, 1024, 4096]),
+)
+def test_an_integral_float_meets_exactly_the_rules_its_integer_meets(model, name, number, height):
+    more = {"height": float(height)} if name == "width" else {}  # a whole size, as floats and as integers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        as_ints = _outcome(model, name, number, **({"height": height} if more else {}))
+        assert _outcome(model, name, float(number), **more) == as_ints
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    model=st.sampled_from([NOVA, TITAN, SD35, SDXL]),
+    name=st.sampled_from([*NUMERIC, "size", "response_format", "output_compression", "timeout", "quality"]),
+    number=st.sampled_from([10**5000, -(10**5000), 2**64, -(2**64), 2**1000]),
+)
+def test_a_huge_integer_anywhere_is_one_error_naming_its_field(model, name, number):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = _outcome(model, name, number)
+    assert outcome != "prepared"
+    assert any(path.split(".")[-1] == name or f"[from {name}]" in message for path, message in outcome), outcome
