@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from gesso import params
 from gesso.errors import GessoError
 
 MANIFEST = "manifest.jsonl"
@@ -116,7 +117,7 @@ def read_input(path: Path, *, model: str | None = None) -> list[Line]:
 
 def _line(number: int, raw: str, base: Path, default_model: str | None) -> Line:
     try:
-        obj = json.loads(raw)
+        obj = params.json_loads(raw)
     except ValueError as exc:
         return Line(number, _digest(raw), problem=f"not JSON: {exc}")
     if not isinstance(obj, dict):

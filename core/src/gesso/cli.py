@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gesso import __version__
+from gesso import __version__, params
 from gesso.errors import GessoError, InvalidRequestError
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -25,7 +25,7 @@ def _param(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     try:
-        value = json.loads(raw)
+        value = params.json_loads(raw)
     except ValueError:
         value = raw
     return key, _files(value)
