@@ -92,6 +92,7 @@ class Model:
     send (:mod:`gesso.boundary`); anything else a family takes outside its schema (a cost cap such as
     Stability's ``max_fanout``) only a program or a proxy deployment can set.
     ``distribution`` is filled in by gesso with the distribution that registered the model.
+    ``example`` marks an example or test model: it works, but is never recommended as an alternative.
     """
 
     id: str
@@ -108,6 +109,7 @@ class Model:
     timeout: float | None = None
     request_options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     distribution: str | None = None
+    example: bool = False
 
     @property
     def ids(self) -> tuple[str, ...]:
