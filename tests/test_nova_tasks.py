@@ -372,21 +372,61 @@ def test_installed_stability_models_are_the_suggested_alternatives(aws, monkeypa
     )
 
 
-def test_end_of_life_answer_names_installed_active_alternatives(aws, emulator, monkeypatch):
+class Elsewhere(gesso.Provider):
+    """A second provider: its models are not Bedrock's alternatives."""
+
+    name, title = "elsewhere", "Elsewhere"
+
+
+def _retired_nova(aws, emulator, monkeypatch, *models: gesso.Model) -> ModelRetiredError:
+    """The error of a Nova call that Bedrock answers as retired, with only Nova and ``models`` installed."""
     from gesso import plugins
 
     monkeypatch.setenv("GESSO_PLUGINS", "gesso-bedrock-nova")
     plugins.reset()
 
-    class ActiveFamily:
+    class Installed:
+        @gesso.hookimpl
+        def gesso_register_providers(self):
+            return [Elsewhere()]
+
         @gesso.hookimpl
         def gesso_register_models(self):
-            return [gesso.Model(id="test.active-v1", family="test.active", capabilities={"text_to_image"})]
+            return list(models)
 
-    gesso.register_plugin(ActiveFamily(), name="active")
+    gesso.register_plugin(Installed(), name="installed")
     emulator.inject("eol")
     with pytest.raises(ModelRetiredError) as info:
         gesso.image_generation(NOVA, "x", **aws)
-    assert info.value.status_code == 404
-    assert "reached the end of its life" in str(info.value)
-    assert str(info.value).endswith("Active alternatives installed: test.active-v1.")
+    return info.value
+
+
+TEXT_TO_IMAGE = {"text_to_image"}
+
+
+def test_end_of_life_answer_names_installed_active_alternatives(aws, emulator, monkeypatch):
+    error = _retired_nova(
+        aws, emulator, monkeypatch, gesso.Model(id="test.active-v1", family="t", capabilities=TEXT_TO_IMAGE)
+    )
+    assert error.status_code == 404
+    assert "reached the end of its life" in str(error)
+    assert str(error).endswith("Active alternatives installed: test.active-v1.")
+
+
+def test_end_of_life_answer_never_recommends_example_models_or_other_providers(aws, emulator, monkeypatch):
+    error = _retired_nova(
+        aws,
+        emulator,
+        monkeypatch,
+        gesso.Model(id="acme.painter-v1", family="test.toy", capabilities=TEXT_TO_IMAGE, example=True),
+        gesso.Model(id="test.real-v1", family="test.real", capabilities=TEXT_TO_IMAGE),
+        gesso.Model(id="test.far-v1", family="test.far", provider="elsewhere", capabilities=TEXT_TO_IMAGE),
+    )
+    assert str(error).endswith("Active alternatives installed: test.real-v1.")
+
+
+def test_example_models_alone_are_no_alternative(aws, emulator, monkeypatch):
+    toy = gesso.Model(id="acme.painter-v1", family="test.toy", capabilities=TEXT_TO_IMAGE, example=True)
+    error = _retired_nova(aws, emulator, monkeypatch, toy)
+    assert "acme.painter-v1" not in str(error)
+    assert "No active alternative is installed; for example pip install gesso-bedrock-stability" in str(error)

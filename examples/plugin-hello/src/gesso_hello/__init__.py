@@ -47,6 +47,7 @@ def gesso_register_models():
             prices={"small": 0.001, "large": 0.002},  # USD per image: up to 256x256, larger
             capabilities={"text_to_image"},
             emulator=emulate,
+            example=True,  # imaginary: never suggested in place of a retired model (a real one leaves this out)
         )
     ]
 

@@ -208,13 +208,18 @@ class Bedrock(Provider):
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def advice(self, model: Model, registry: Registry) -> str:
-        """A sentence naming active models that can stand in for ``model`` (or what to install)."""
+        """A sentence naming active models that can stand in for ``model`` (or what to install): only
+        Bedrock's own models, since it names their bare ids, and never an example model."""
         # a text-to-image model is best replaced by text-to-image models; otherwise any shared capability
         wanted = {"text_to_image"} if "text_to_image" in model.capabilities else set(model.capabilities)
         shared = [
             m.id
             for m in registry.models
-            if m.lifecycle.status == "active" and m.id != model.id and m.capabilities & wanted
+            if m.lifecycle.status == "active"
+            and not m.example
+            and m.provider == model.provider
+            and m.id != model.id
+            and m.capabilities & wanted
         ]
         if shared:
             return f"Active alternatives installed: {', '.join(sorted(shared))}."
