@@ -238,3 +238,44 @@ def test_unknown_paths_and_methods(emulator):
     response = conn.getresponse()
     assert response.status == 404
     assert response.getheader("x-amzn-ErrorType").startswith("UnknownOperationException:")
+
+
+HUGE = "1" + "0" * 5000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--latency", "-1"], "--latency: must be a number from 0 to 3600 (got '-1')"),
+        (["--latency", "nan"], "--latency: must be a number from 0 to 3600 (got 'nan')"),
+        (["--latency", "inf"], "--latency: must be a number from 0 to 3600 (got 'inf')"),
+        (["--latency", "1e400"], "--latency: must be a number from 0 to 3600 (got '1e400')"),
+        (["--port", "-5"], "--port: must be an integer from 0 to 65535 (got '-5')"),
+        (["--port", "65536"], "--port: must be an integer from 0 to 65535 (got '65536')"),
+        (["--port", HUGE], "--port: must be an integer from 0 to 65535"),
+        (["--workers", "-1"], "--workers: must be an integer, 0 or more (got '-1')"),
+        (["--fault-seed", "1.5"], "--fault-seed: must be an integer (got '1.5')"),
+        (["--fault", "latency:seconds=nan"], "--fault: seconds must be a number from 0 to 3600 (got 'nan')"),
+        (["--fault", "latency:seconds=-2"], "--fault: seconds must be a number from 0 to 3600 (got '-2')"),
+        (["--fault", "error:rate=nan"], "--fault: rate must be a number from 0 to 1 (got 'nan')"),
+        (["--fault", "error:rate=inf"], "--fault: rate must be a number from 0 to 1 (got 'inf')"),
+        (["--fault", "throttle:count=-1"], "--fault: count must be an integer, 0 or more (got '-1')"),
+        (["--fault", f"throttle:count={HUGE}"], "--fault: count must be an integer, 0 or more"),
+        (["--fault", "error:status=nan"], "--fault: status must be an integer from 400 to 599 (got 'nan')"),
+        (["--fault", f"error:status={HUGE}"], "--fault: status must be an integer from 400 to 599"),
+        (["--fault", "throttle:count"], "--fault: expected key=value in fault spec, got 'count'"),
+    ],
+)
+def test_out_of_range_emulator_options_are_usage_errors(capsys, monkeypatch, args, message):
+    import warnings
+
+    from gesso.cli import main
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # main() sets it
+    with pytest.raises(SystemExit) as exited:
+        main(["emulator", *args])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: gesso emulator") and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"gesso emulator: error: argument {message}") and len(last) < 160, last

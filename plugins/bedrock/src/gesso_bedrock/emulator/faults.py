@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from gesso.params import short
+
 #: kind -> (status, Bedrock error code, message) answered when the fault fires.
 ANSWERS: dict[str, tuple[int, str, str]] = {
     "throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
@@ -91,7 +93,35 @@ def parse_spec(spec: str) -> Fault:
     return from_dict(fields)
 
 
-_TYPES = {"count": int, "rate": float, "seconds": float, "status": int}
+#: the numeric fields: (int or float, lowest, highest)
+_NUMBERS: dict[str, tuple[type, float | None, float | None]] = {
+    "count": (int, 0, None),
+    "rate": (float, 0, 1),
+    "seconds": (float, 0, MAX_SECONDS),
+    "status": (int, 400, 599),
+}
+
+
+def number(value: Any, kind: type, low: float | None = None, high: float | None = None) -> Any:
+    """``value`` (text, or a JSON number) as an ``int`` or a finite ``float`` from ``low`` to ``high`` (either
+    may be None: no bound); a ValueError that says what was wanted, for anything else (nan, inf, 1e3 for an
+    integer, a number too large to read)."""
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        got = kind(value.strip() if isinstance(value, str) else value)
+        if kind is float and not math.isfinite(got):
+            raise ValueError
+    except (ValueError, TypeError, OverflowError):
+        got = None
+    if got is None or (low is not None and got < low) or (high is not None and got > high):
+        wanted = "an integer" if kind is int else "a number"
+        if low is not None and high is not None:
+            wanted += f" from {low} to {high}"
+        elif low is not None:
+            wanted += f", {low} or more"
+        raise ValueError(f"must be {wanted} (got {short(value, 40)})")
+    return got
 
 
 def from_dict(data: Mapping[str, Any]) -> Fault:
@@ -100,7 +130,13 @@ def from_dict(data: Mapping[str, Any]) -> Fault:
     unknown = set(data) - {"kind", "model", "count", "rate", "seconds", "status", "code", "message"}
     if unknown:
         raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
-    fields = {k: (_TYPES[k](v) if k in _TYPES and v is not None else v) for k, v in data.items()}
+    fields = dict(data)
+    for key, value in data.items():
+        if key in _NUMBERS and value is not None:
+            try:
+                fields[key] = number(value, *_NUMBERS[key])
+            except ValueError as exc:
+                raise ValueError(f"{key} {exc}") from None
     if fields.get("kind") not in KINDS:
         raise ValueError(f"fault kind must be one of: {', '.join(KINDS)} (got {fields.get('kind')!r})")
     return Fault(**fields)
