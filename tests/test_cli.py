@@ -31,8 +31,9 @@ def test_generate_on_the_emulator_writes_pngs_and_prints_paths_and_cost(tmp_path
         "--quality", "hd", "-p", "seed=7", "-p", "negativeText=blurry", "--emulator", "-o", str(tmp_path / "imgs"),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    *paths, summary = out.stdout.splitlines()
+    *paths, summary, emulated = out.stdout.splitlines()
     assert summary == "cost: $0.1200 (2 images, amazon.nova-canvas-v1:0)"
+    assert emulated == "(emulated: no Bedrock call was made)"  # the provider's title, from its plugin
     assert len(paths) == 2
     for path in paths:
         assert path.startswith(str(tmp_path / "imgs" / "a-cute-baby-sea-otter-"))

@@ -60,7 +60,7 @@ def test_third_party_family_generates_through_its_own_emulation(site, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[-1] == "cost: $0.0400 (2 images, us.acme.painter-v1)"
+    assert lines[-2:] == ["cost: $0.0400 (2 images, us.acme.painter-v1)", "(emulated: no Bedrock call was made)"]
     files = sorted(tmp_path.glob("*.png"))
     assert len(files) == 2 and all(f.read_bytes().startswith(b"\x89PNG") for f in files)
 

@@ -107,7 +107,7 @@ def test_the_walkthrough_runs_as_written(workdir):
     rows = {row["name"]: row for row in json.loads(outputs["plugins"].stdout)}
     assert rows[PLUGIN]["models"] == ["acme.painter-v1", "us.acme.painter-v1"] and rows[PLUGIN]["error"] is None
 
-    assert outputs["generate"].stdout.splitlines()[-1] == "cost: $0.0400 (2 images, acme.painter-v1)"
+    assert outputs["generate"].stdout.splitlines()[-2] == "cost: $0.0400 (2 images, acme.painter-v1)"
     pictures = sorted((workdir / "acme-out").glob("*.png"))
     assert len(pictures) == 2
     for picture in pictures:

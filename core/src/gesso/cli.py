@@ -240,6 +240,8 @@ def _generate(args: argparse.Namespace) -> int:
     count = len(response.data)
     cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
     print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
+    if args.emulator:
+        print(_emulated(args.model))
     return 0
 
 
@@ -289,6 +291,15 @@ def _emulator(model: str, kwargs: dict[str, Any]) -> Any:
     from gesso import plugins
 
     return plugins.get_registry().emulate(model, kwargs)
+
+
+def _emulated(model: str) -> str:
+    """What ``generate --emulator`` says after the cost: the provider (by its title) was not called."""
+    from gesso import plugins
+
+    provider = plugins.get_registry().split_provider(model)
+    title = (provider.title or provider.name) if provider is not None else "provider"
+    return f"(emulated: no {title} call was made)"
 
 
 def _isatty(stream: Any) -> bool:
