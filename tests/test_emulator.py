@@ -279,3 +279,80 @@ def test_out_of_range_emulator_options_are_usage_errors(capsys, monkeypatch, arg
     assert err.startswith("usage: gesso emulator") and "Traceback" not in err
     last = err.splitlines()[-1]
     assert last.startswith(f"gesso emulator: error: argument {message}") and len(last) < 160, last
+
+
+def _picture(data: bytes):
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(data))
+    picture.load()
+    return picture
+
+
+def test_the_emulators_images_are_labelled_and_say_so_in_a_text_chunk(bedrock):
+    import base64
+
+    from PIL import ImageChops
+
+    from gesso_bedrock.emulator.images import synth_png
+
+    b64 = invoke(bedrock, NOVA_ID, t2i("a lighthouse on a cliff at dusk", width=512, height=512, seed=3))["images"][0]
+    picture = _picture(base64.b64decode(b64))
+    assert picture.info["Software"] == "gesso emulator"
+    assert picture.getpixel((9, 9)) == (0, 0, 0), "the label's black box, in the top-left corner"
+    red, green, blue = picture.crop((8, 8, 160, 48)).split()
+    palest = ImageChops.darker(ImageChops.darker(red, green), blue)
+    assert sum(palest.histogram()[240:]) > 30, "white letters in it"
+    # the prompt's words are drawn under "gesso emulator", and nothing else changes
+    plain = _picture(synth_png(512, 512, "a key"))
+    worded = _picture(synth_png(512, 512, "a key", False, "a lighthouse on a cliff at dusk"))
+    changed = ImageChops.difference(plain, worded).getbbox()
+    assert changed is not None and min(changed[:2]) >= 8 and changed[2] <= 256 and changed[3] <= 64, changed
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (16, 16), (64, 64), (256, 256), (1536, 640), (320, 1600)])
+@pytest.mark.parametrize("alpha", [False, True])
+def test_labelled_images_of_every_size_are_deterministic(size, alpha):
+    from gesso_bedrock.emulator.images import synth_png
+
+    def make(prompt):  # as the emulations call it, the prompt in the key; not from the cache
+        return synth_png.__wrapped__(*size, f"model|{prompt}|7", alpha, prompt)
+
+    data = make("an otter floating in the kelp forest at sunrise, photorealistic")
+    assert data == make("an otter floating in the kelp forest at sunrise, photorealistic")
+    assert data != make("a heron")
+    picture = _picture(data)
+    assert (picture.size, picture.mode) == (size, "RGBA" if alpha else "RGB")
+    assert picture.info["Software"] == "gesso emulator"
+    if min(size) >= 16:  # the label's box, inside its margin: opaque, in the transparent quarter too
+        inside = max(1, min(size) // 64) + 1
+        assert picture.getpixel((inside, inside)) == ((0, 0, 0, 255) if alpha else (0, 0, 0))
+
+
+def test_edited_pngs_say_they_are_the_emulators_too():
+    import base64
+
+    from PIL import Image
+
+    from gesso_bedrock.emulator import edits
+
+    assert _picture(base64.b64decode(edits.png_b64(Image.new("RGB", (4, 4))))).info["Software"] == "gesso emulator"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "caption"),
+    [
+        (None, ""),
+        ("", ""),
+        ("  a  red\nfox ", "a red fox"),
+        ("one two three four five six seven", "one two three four five six..."),
+        ("x" * 50, "x" * 40 + "..."),
+        ("un café 東京", "un café ??"),
+    ],
+)
+def test_the_label_shows_the_prompts_first_words(prompt, caption):
+    from gesso_bedrock.emulator.images import caption as caption_of
+
+    assert caption_of(prompt) == caption

@@ -78,13 +78,14 @@ def _sdxl(call: EmulatedCall) -> dict:
     key = (call.model.id, *texts, body.get("steps"), body.get("cfg_scale"))
     seed = _seed(body, key, sdxl.SEED_MAX)
     init = images.get("init_image")
+    prompt = texts[0] if texts else None
     if init is not None and "mask_image" in images:
-        mask = images["mask_image"]
-        picture = edits.repaint(init, mask, (*key, seed), edit_black=body["mask_source"] == "MASK_IMAGE_BLACK")
+        edit_black = body["mask_source"] == "MASK_IMAGE_BLACK"
+        picture = edits.repaint(init, images["mask_image"], (*key, seed), edit_black=edit_black, prompt=prompt)
     elif init is not None:
-        picture = edits.variation(init, init.info.width, init.info.height, (*key, seed))
+        picture = edits.variation(init, init.info.width, init.info.height, (*key, seed), prompt)
     else:
-        picture = edits.generate(body.get("width", 1024), body.get("height", 1024), (*key, seed))
+        picture = edits.generate(body.get("width", 1024), body.get("height", 1024), (*key, seed), prompt)
     if verdict == "output" or (verdict == "some" and seed % 2 == 0):
         return {
             "result": "success",
@@ -120,12 +121,14 @@ def _v2(call: EmulatedCall) -> dict:
     body = call.body
     images = _images(call, "sd3")
     verdict = call.moderation(body.get("prompt"), body.get("negative_prompt"))
-    key = (call.model.id, body.get("prompt"), body.get("negative_prompt"), body.get("mode"))
+    prompt = body.get("prompt")
+    key = (call.model.id, prompt, body.get("negative_prompt"), body.get("mode"))
     if "image" in body:  # the schema allows it only for image-to-image: mode image-to-image, or no mode
         source = images["image"]
-        return _answer(body, key, lambda k: edits.variation(source, source.info.width, source.info.height, k), verdict)
+        size = (source.info.width, source.info.height)
+        return _answer(body, key, lambda k: edits.variation(source, *size, k, prompt), verdict)
     width, height = common.RATIO_SIZES[body.get("aspect_ratio", "1:1")]
-    return _answer(body, key, lambda k: edits.generate(width, height, k), verdict)
+    return _answer(body, key, lambda k: edits.generate(width, height, k, prompt), verdict)
 
 
 # -- Image Services -------------------------------------------------------------------------------------------
@@ -146,25 +149,28 @@ def _render_service(service: str, body: dict, images: dict, key: tuple) -> str:
 
     source = images.get("image") or images.get("init_image")
     width, height = source.info.width, source.info.height
+    prompt = body.get("prompt")
     if service.endswith("upscale"):
         factor = 4.0 if service == "fast-upscale" else min(4.0, 4096 / max(width, height))
         picture = edits.pil(source).resize((round(width * factor), round(height * factor)))
         return edits.png_b64(picture)
     if service in ("inpaint", "erase-object"):
-        return edits.repaint(source, images.get("mask"), key, edit_black=False)
+        return edits.repaint(source, images.get("mask"), key, edit_black=False, prompt=prompt)
     if service in ("search-recolor", "search-replace"):
-        return edits.repaint(source, None, key, edit_black=True)
+        return edits.repaint(source, None, key, edit_black=True, prompt=prompt)
     if service == "outpaint":
         left, right, up, down = (body.get(side, 0) for side in ("left", "right", "up", "down"))
-        canvas = edits.synthetic(width + left + right, height + up + down, key).convert("RGB")
+        canvas = edits.synthetic(width + left + right, height + up + down, key, prompt=prompt).convert("RGB")
         canvas.paste(edits.pil(source), (left, up))
         return edits.png_b64(canvas)
     if service == "remove-background":
         return edits.remove_background(source)
     if service == "style-guide":
         w, h = common.RATIO_SIZES[body.get("aspect_ratio", "1:1")]
-        return edits.variation(source, w, h, key)
+        return edits.variation(source, w, h, key, prompt)
     if service == "style-transfer":
         blend = Image.blend(edits.pil(source), edits.pil(images["style_image"]).resize((width, height)), 0.5)
         return edits.png_b64(blend)
-    return edits.generate(width, height, key)  # control-sketch, control-structure: a new image on the input's lines
+    return edits.generate(
+        width, height, key, prompt
+    )  # control-sketch, control-structure: a new image on the input's lines

@@ -105,9 +105,10 @@ class EmulatedCall:
                 found[where] = (image, kind)
         return found
 
-    def image(self, width: int, height: int, *key: Any, alpha: bool = False) -> str:
-        """A deterministic base64 PNG of the given size for the given key parts."""
-        return synth_png_b64(width, height, "|".join(map(str, (self.model.id, *key))), alpha)
+    def image(self, width: int, height: int, *key: Any, alpha: bool = False, prompt: str | None = None) -> str:
+        """A deterministic base64 PNG of the given size for the given key parts, labelled as the emulator's
+        (with the first words of ``prompt``, when given)."""
+        return synth_png_b64(width, height, "|".join(map(str, (self.model.id, *key))), alpha, prompt)
 
 
 class Headers:

@@ -1,6 +1,7 @@
 """Plausible image edits for model emulators (Pillow, imported when first used): deterministic in their
 key, and faithful in the way tests can check — an inpainting changes only the masked area, a background
-removal returns transparent pixels, a variation keeps the size asked for."""
+removal returns transparent pixels, a variation keeps the size asked for. What they paint is labelled with
+the prompt (see :mod:`gesso_bedrock.emulator.images`), and every PNG says ``Software: gesso emulator``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gesso.inputs import ImageInput
-from gesso_bedrock.emulator.images import synth_png, synth_png_b64
+from gesso_bedrock.emulator.images import SOFTWARE, synth_png, synth_png_b64
 
 
 def pil(image: ImageInput) -> Any:
@@ -20,15 +21,19 @@ def pil(image: ImageInput) -> Any:
 
 
 def png_b64(picture: Any) -> str:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", SOFTWARE)
     out = io.BytesIO()
-    picture.save(out, format="PNG")
+    picture.save(out, format="PNG", pnginfo=info)
     return base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def synthetic(width: int, height: int, key: Sequence[Any], alpha: bool = False) -> Any:
+def synthetic(width: int, height: int, key: Sequence[Any], alpha: bool = False, prompt: str | None = None) -> Any:
     from PIL import Image
 
-    return Image.open(io.BytesIO(synth_png(width, height, "|".join(map(str, key)), alpha)))
+    return Image.open(io.BytesIO(synth_png(width, height, "|".join(map(str, key)), alpha, prompt)))
 
 
 def region_mask(size: tuple[int, int]) -> Any:
@@ -42,36 +47,38 @@ def region_mask(size: tuple[int, int]) -> Any:
     return mask
 
 
-def generate(width: int, height: int, key: Sequence[Any]) -> str:
+def generate(width: int, height: int, key: Sequence[Any], prompt: str | None = None) -> str:
     # straight from the cache: no Pillow round trip (the emulator answers many of these)
-    return synth_png_b64(width, height, "|".join(map(str, key)))
+    return synth_png_b64(width, height, "|".join(map(str, key)), False, prompt)
 
 
-def color_guided(colors: Sequence[str], width: int, height: int, key: Sequence[Any]) -> str:
+def color_guided(colors: Sequence[str], width: int, height: int, key: Sequence[Any], prompt: str | None = None) -> str:
     """A gradient through the first and last of the given ``#RRGGBB`` colours."""
     from PIL import Image, ImageOps
 
     rgb = [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in colors]
     gradient = Image.linear_gradient("L").resize((width, height)).rotate(90)
     picture = ImageOps.colorize(gradient, rgb[0], rgb[-1])
-    return png_b64(Image.blend(picture, synthetic(width, height, key).convert("RGB"), 0.2))
+    return png_b64(Image.blend(picture, synthetic(width, height, key, prompt=prompt).convert("RGB"), 0.2))
 
 
-def variation(source: ImageInput, width: int, height: int, key: Sequence[Any]) -> str:
+def variation(source: ImageInput, width: int, height: int, key: Sequence[Any], prompt: str | None = None) -> str:
     from PIL import Image
 
     base = pil(source).resize((width, height))
-    return png_b64(Image.blend(base, synthetic(width, height, key).convert("RGB"), 0.35))
+    return png_b64(Image.blend(base, synthetic(width, height, key, prompt=prompt).convert("RGB"), 0.35))
 
 
-def repaint(source: ImageInput, mask: ImageInput | None, key: Sequence[Any], *, edit_black: bool) -> str:
+def repaint(
+    source: ImageInput, mask: ImageInput | None, key: Sequence[Any], *, edit_black: bool, prompt: str | None = None
+) -> str:
     """Repaint the black area of ``mask`` (inpainting) or its white area (outpainting); without a mask,
     the area a mask prompt would find. A mask of another size is resized to the image's (as Stability's
     services do; Nova and Titan refuse one before this)."""
     from PIL import Image, ImageOps
 
     picture = pil(source).convert("RGB")
-    paint = synthetic(picture.size[0], picture.size[1], key).convert("RGB")
+    paint = synthetic(picture.size[0], picture.size[1], key, prompt=prompt).convert("RGB")
     area = pil(mask).convert("L").resize(picture.size) if mask is not None else region_mask(picture.size)
     if edit_black:
         area = ImageOps.invert(area)  # composite() takes the first image where the mask is white

@@ -84,18 +84,19 @@ def emulate(call: EmulatedCall, how: TaskEmulation) -> dict[str, Any]:
 def _render(
     how: TaskEmulation, task: str, params: dict, images: dict, main: Any, width: int, height: int, key: tuple
 ) -> str:
+    prompt = params.get("text")
     if task == "TEXT_IMAGE":
-        return edits.generate(width, height, key)
+        return edits.generate(width, height, key, prompt)
     if task == "COLOR_GUIDED_GENERATION":
-        return edits.color_guided(params["colors"], width, height, key)
+        return edits.color_guided(params["colors"], width, height, key, prompt)
     if task == "IMAGE_VARIATION":
-        return edits.variation(main, width, height, key)
+        return edits.variation(main, width, height, key, prompt)
     if task == "BACKGROUND_REMOVAL":
         return edits.remove_background(main)
     if task in ("INPAINTING", "OUTPAINTING"):
         # masks: black (0,0,0) is inside; inpainting repaints it, outpainting repaints the outside
         mask = images.get(f"{how.layout.tasks[task]}.maskImage")
-        painted = edits.repaint(main, mask, key, edit_black=task == "INPAINTING")
+        painted = edits.repaint(main, mask, key, edit_black=task == "INPAINTING", prompt=prompt)
         if (width, height) == (main.info.width, main.info.height):
             return painted
         return _resized(painted, width, height)  # a size asked for (Titan takes one for edits)
