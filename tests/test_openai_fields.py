@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import urllib.request
 import warnings
 
 import openai
@@ -23,7 +24,7 @@ from test_proxy import assert_error, deployment, serving
 import gesso
 from gesso.errors import InvalidRequestError
 from gesso.proxy import config as proxy_config
-from helpers import picture
+from helpers import multipart, picture
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 TITAN = "bedrock/amazon.titan-image-generator-v2:0"
@@ -257,10 +258,53 @@ def test_a_body_with_a_huge_integer_is_a_400_naming_it(served):
     assert status == 400 and "Traceback" not in text and "seed" in text
 
 
-LIBRECHAT = {  # LibreChat's default gpt-image request (its OpenAI image tool), as the issue quotes it
+#: LibreChat's default image generation (danny-avila/LibreChat, api/app/clients/tools/structured/
+#: OpenAIImageTools.js: openai.images.generate({model, prompt, n, background, output_format, quality, size}) with
+#: its tool's defaults background "auto", n 1, quality "auto", size "auto", output_format png)
+LIBRECHAT = {
     "model": "gpt-image-1", "prompt": "a lighthouse at dusk", "n": 1, "background": "auto", "output_format": "png",
     "quality": "auto", "size": "auto",
 }  # fmt: skip
+#: Open WebUI's image generation (open-webui/open-webui, backend/open_webui/routers/images.py: {model, prompt, n,
+#: size: IMAGE_SIZE (default "512x512"), response_format: "b64_json" unless the model matches ^gpt-image})
+OPEN_WEBUI = {
+    "model": "nova",
+    "prompt": "a lighthouse at dusk",
+    "n": 1,
+    "size": "512x512",
+    "response_format": "b64_json",
+}
+
+
+def test_open_webuis_generation_is_answered(served):
+    proxy, _ = served
+    status, _, text = proxy.curl(
+        f"{proxy.url}/v1/images/generations", "-H", "content-type: application/json", "--data-binary",
+        json.dumps(OPEN_WEBUI),
+    )  # fmt: skip
+    assert status == 200, text
+    assert json.loads(text)["data"][0]["b64_json"] and json.loads(text)["size"] == "512x512"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        # LibreChat's edit: model, prompt, quality, size (its defaults "auto"), then an image[] part per image
+        [("model", "gpt-image-1"), ("prompt", "make it red"), ("quality", "auto"), ("size", "auto"), ("image[]", SRC)],
+        # Open WebUI's edit with IMAGE_EDIT_SIZE set: model, prompt, size, response_format, then image[] parts
+        [("model", "nova"), ("prompt", "make it red"), ("size", "512x384"), ("response_format", "b64_json"),
+         ("image[]", SRC)],
+    ],
+    ids=["librechat", "open-webui"],
+)  # fmt: skip
+def test_the_front_ends_edits_are_answered(served, fields):
+    proxy, _ = served
+    body, content_type = multipart(fields)
+    request = urllib.request.Request(f"{proxy.url}/v1/images/edits", data=body, headers={"content-type": content_type})
+    with urllib.request.urlopen(request, timeout=20) as response:
+        assert response.status == 200
+        answer = json.loads(response.read())
+    assert answer["data"][0]["b64_json"] and answer["size"] == "512x384"
 
 
 def test_librechats_default_request_is_answered(served):
