@@ -1,4 +1,4 @@
-"""Credentials for the Bedrock transport: one boto3 session per identity, resolved in this order.
+"""Credentials for the Bedrock transport: resolved once per identity, in this order.
 
 1. ``api_key`` (a Bedrock API key) -> bearer auth instead of SigV4.
 2. ``aws_web_identity_token`` + ``aws_role_name`` -> STS AssumeRoleWithWebIdentity.
@@ -10,12 +10,20 @@
 
 Assumed-role credentials are refreshed by botocore before they expire (15 minutes ahead), so a
 long-lived process never signs with expired credentials and one identity makes one STS call at a time.
+
+An identity is its credentials object, nothing more: botocore's sessions are shared, one per profile (and one for
+the default), and every session reads the service models and endpoint data through one loader, so a new identity
+loads no data and builds no session. A shared session resolves no credentials of its own: each identity's are
+resolved by :func:`credentials`.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from gesso import errors
@@ -24,6 +32,8 @@ from gesso_bedrock.target import AwsCredentials
 
 BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 DEFAULT_SESSION_NAME_PREFIX = "gesso"
+#: botocore sessions kept, one per profile named (each about 0.15 MB: its data is the shared loader's)
+_SESSION_CACHE_SIZE = 64
 
 
 def bearer_token(creds: AwsCredentials) -> str | None:
@@ -36,19 +46,19 @@ def bearer_token(creds: AwsCredentials) -> str | None:
 
 
 class _StaticToken:
-    """A botocore token provider that always answers one Bedrock API key."""
+    """A botocore token provider that always answers one Bedrock API key (or none)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str | None) -> None:
         from botocore.tokens import FrozenAuthToken
 
-        self._token = FrozenAuthToken(token)
+        self._token = FrozenAuthToken(token) if token else None
 
     def load_token(self, **_: Any) -> Any:
         return self._token
 
 
 class _FixedCredentials:
-    """A botocore credential provider that answers one (refreshable) credentials object."""
+    """A botocore credential provider that answers one (refreshable) credentials object (or none)."""
 
     def __init__(self, credentials: Any) -> None:
         self._credentials = credentials
@@ -57,35 +67,82 @@ class _FixedCredentials:
         return self._credentials
 
 
-def make_session(creds: AwsCredentials, *, region: str | None, ssl_verify: bool | str | None, model: str) -> Any:
-    """A boto3 session that signs as ``creds`` says (see the module docstring for the order)."""
-    import boto3
+class _Shared:
+    """One profile's botocore session and the lock it is used under (botocore's sessions are not thread-safe)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.lock = threading.RLock()
+
+
+_loader: Any = None
+_sessions: dict[str | None, _Shared] = {}
+_lock = threading.Lock()
+
+
+def new_session(profile: str | None = None, *, credentials: Any = None, token: str | None = None) -> Any:
+    """A botocore session of ``profile`` (``None``: the default chain's) that signs with ``credentials`` or
+    ``token`` (else with nothing) and shares the one loader, so it loads no service data of its own."""
     import botocore.session
 
-    token = bearer_token(creds)
-    if token:
-        core = botocore.session.Session()
-        core.register_component("token_provider", _StaticToken(token))
-        return boto3.session.Session(botocore_session=core, region_name=region)
+    global _loader
+    session = botocore.session.Session(profile=profile)
+    with _lock:
+        if _loader is None:
+            _loader = session.get_component("data_loader")
+    session.register_component("data_loader", _loader)
+    session.register_component("credential_provider", _FixedCredentials(credentials))
+    session.register_component("token_provider", _StaticToken(token))
+    return session
+
+
+@contextmanager
+def session(profile: str | None) -> Iterator[Any]:
+    """The shared botocore session of ``profile``, held for this thread while in use. A profile that is not in
+    the shared files raises botocore's ``ProfileNotFound``, and is not kept."""
+    shared = _sessions.get(profile)
+    if shared is None:
+        made = new_session(profile)
+        made.get_scoped_config()  # the profile exists
+        with _lock:
+            shared = _sessions.get(profile)
+            if shared is None:
+                if len(_sessions) >= _SESSION_CACHE_SIZE:
+                    _sessions.pop(next(iter(_sessions)))
+                shared = _sessions[profile] = _Shared(made)
+    with shared.lock:
+        yield shared.session
+
+
+def clear_sessions() -> None:
+    """Drop the shared sessions (they cache the shared files' contents), keeping the loaded service data."""
+    with _lock:
+        _sessions.clear()
+
+
+def credentials(
+    creds: AwsCredentials, *, region: str | None, client_region: str, ssl_verify: bool | str | None, model: str
+) -> Any:
+    """The botocore credentials ``creds`` sign with (see the module docstring for the order), refreshed by
+    botocore where they expire; ``None`` for bearer auth, or when the default chain finds none. ``region`` is the
+    call's (``None``: STS's is us-east-1), ``client_region`` the one its client resolved. May call STS."""
+    if bearer_token(creds):
+        return None
     if creds.role_name:
-        core = botocore.session.Session()
-        core.register_component(
-            "credential_provider", _FixedCredentials(_assumed_role(creds, region, ssl_verify, model))
-        )
-        return boto3.session.Session(botocore_session=core, region_name=region)
-    return _source_session(creds, region)
+        return _assumed_role(creds, region, ssl_verify, model)
+    return _source_credentials(creds, client_region)
 
 
-def _source_session(creds: AwsCredentials, region: str | None) -> Any:
-    import boto3
+def _source_credentials(creds: AwsCredentials, region: str | None) -> Any:
+    """What static keys, a profile or the default chain give, as boto3's session would resolve them."""
+    if creds.access_key_id or creds.secret_access_key or creds.session_token:
+        from botocore.credentials import Credentials
 
-    return boto3.session.Session(
-        aws_access_key_id=creds.access_key_id,
-        aws_secret_access_key=creds.secret_access_key,
-        aws_session_token=creds.session_token,
-        profile_name=creds.profile_name,
-        region_name=region,
-    )
+        return Credentials(creds.access_key_id, creds.secret_access_key, creds.session_token)
+    from botocore.credentials import create_credential_resolver
+
+    with session(creds.profile_name) as shared:
+        return create_credential_resolver(shared, region_name=region).load_credentials()
 
 
 def _assumed_role(creds: AwsCredentials, region: str | None, ssl_verify: bool | str | None, model: str) -> Any:
@@ -97,13 +154,7 @@ def _assumed_role(creds: AwsCredentials, region: str | None, ssl_verify: bool | 
     how = "AssumeRoleWithWebIdentity" if creds.web_identity_token else "AssumeRole"
 
     def fetch() -> dict[str, str]:
-        source = _source_session(AwsCredentials() if creds.web_identity_token else creds, region)
-        sts = source.client(
-            "sts",
-            region_name=region or "us-east-1",
-            endpoint_url=creds.sts_endpoint,
-            verify=ssl_verify,
-        )
+        sts = _sts_client(creds, region, ssl_verify)
         try:
             if creds.web_identity_token:
                 answer = sts.assume_role_with_web_identity(
@@ -130,3 +181,31 @@ def _assumed_role(creds: AwsCredentials, region: str | None, ssl_verify: bool | 
 
     method = "assume-role-with-web-identity" if creds.web_identity_token else "sts-assume-role"
     return RefreshableCredentials.create_from_metadata(metadata=fetch(), refresh_using=fetch, method=method)
+
+
+def _sts_client(creds: AwsCredentials, region: str | None, ssl_verify: bool | str | None) -> Any:
+    """An STS client that signs as the role's source identity (a web identity's call is unsigned), made for
+    each fetch on the shared session, so a refresh sees the source's current credentials."""
+    region = region or "us-east-1"
+    source = None if creds.web_identity_token else _source_credentials(creds, region)
+    frozen = source.get_frozen_credentials() if source is not None else None
+    with session(None if creds.web_identity_token else creds.profile_name) as shared:
+        return shared.create_client(
+            "sts",
+            region_name=region,
+            endpoint_url=creds.sts_endpoint,
+            verify=ssl_verify,
+            aws_access_key_id=frozen.access_key if frozen else None,
+            aws_secret_access_key=frozen.secret_key if frozen else None,
+            aws_session_token=frozen.token if frozen else None,
+        )
+
+
+def _forget_threads() -> None:
+    """In a forked child: a lock another thread of the parent held would never be released."""
+    global _lock, _sessions
+    _lock, _sessions = threading.Lock(), {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)

@@ -1,8 +1,8 @@
 """Sending ``InvokeModel`` without botocore's send path: botocore resolves the credentials, region and
-endpoint (through the cached boto3 client); gesso signs (SigV4, held equal to botocore's signer by a
-differential test) and :mod:`gesso_bedrock.wire` sends over pooled keep-alive connections. The answer is
-read and mapped here, as botocore's rest-json parser would: the error code from ``x-amzn-ErrorType``
-(else the body's ``__type``/``code``), the message from the body's ``message``.
+endpoint (the region and endpoint through the boto3 client cached per endpoint); gesso signs (SigV4, held equal
+to botocore's signer by a differential test) and :mod:`gesso_bedrock.wire` sends over pooled keep-alive
+connections. The answer is read and mapped here, as botocore's rest-json parser would: the error code from
+``x-amzn-ErrorType`` (else the body's ``__type``/``code``), the message from the body's ``message``.
 
 The async path holds no thread per call: idle connections per (origin, event loop), closed when the
 loop shuts down its async generators (as ``asyncio.run`` does), and a semaphore per loop bounding the calls
@@ -30,7 +30,8 @@ from gesso_bedrock.errors import NO_CREDENTIALS, map_error
 
 @attrs.frozen
 class Route:
-    """Where and how the calls of one client go: resolved once per client, reused by every call."""
+    """Where and how the calls of one identity go: the endpoint's part resolved once per client (and shared by
+    every identity calling there, connections and all), the credentials or token once per identity."""
 
     endpoint: str
     region: str
@@ -53,7 +54,8 @@ class BedrockHTTPError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def make_route(client: Any, session: Any, token: str | None, max_connections: int) -> Route:
+def make_route(client: Any, max_connections: int) -> Route:
+    """Where ``client``'s calls go, with no identity yet (``attrs.evolve`` it with the credentials or token)."""
     import botocore
     from botocore.utils import get_environ_proxies
 
@@ -69,8 +71,8 @@ def make_route(client: Any, session: Any, token: str | None, max_connections: in
     return Route(
         endpoint=endpoint,
         region=client.meta.region_name,
-        credentials=None if token else session.get_credentials(),
-        token=token,
+        credentials=None,
+        token=None,
         verify=verify,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
