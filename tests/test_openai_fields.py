@@ -276,14 +276,19 @@ OPEN_WEBUI = {
 }
 
 
-def test_open_webuis_generation_is_answered(served):
-    proxy, _ = served
+def _generate(proxy, body: dict) -> dict:
+    """POST ``body`` to the proxy's generations route with curl; the answer, which must be a 200."""
     status, _, text = proxy.curl(
         f"{proxy.url}/v1/images/generations", "-H", "content-type: application/json", "--data-binary",
-        json.dumps(OPEN_WEBUI),
+        json.dumps(body),
     )  # fmt: skip
     assert status == 200, text
-    assert json.loads(text)["data"][0]["b64_json"] and json.loads(text)["size"] == "512x512"
+    return json.loads(text)
+
+
+def test_open_webuis_generation_is_answered(served):
+    answer = _generate(served[0], OPEN_WEBUI)
+    assert answer["data"][0]["b64_json"] and answer["size"] == "512x512"
 
 
 @pytest.mark.parametrize(
@@ -309,12 +314,7 @@ def test_the_front_ends_edits_are_answered(served, fields):
 
 def test_librechats_default_request_is_answered(served):
     proxy, emulator = served
-    status, _, text = proxy.curl(
-        f"{proxy.url}/v1/images/generations", "-H", "content-type: application/json", "--data-binary",
-        json.dumps(LIBRECHAT),
-    )  # fmt: skip
-    assert status == 200, text
-    answer = json.loads(text)
+    answer = _generate(proxy, LIBRECHAT)
     assert len(answer["data"]) == 1 and answer["output_format"] == "png" and answer["size"] == "1024x1024"
     assert emulator.requests[-1].json()["imageGenerationConfig"] == {"numberOfImages": 1}
 

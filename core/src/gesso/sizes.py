@@ -2,8 +2,9 @@
 it makes, unless the caller set ``snap_size=True`` (then the nearest is used, and a warning and the response's
 ``size`` say so); never a silent change.
 
-A family says which sizes its model makes (:func:`fit`'s ``makes``) and offers candidates near a size
-(``near``; :func:`grid` builds them for models that take any size on a grid); :func:`nearest` orders them
+A family says why its model cannot make a size (:func:`fit`'s ``refuses``) and offers candidates near a size
+(``near``; :func:`grid` builds them for models that take any size on a grid); :func:`fit_body` applies the
+rule to a width and height placed in a body; :func:`nearest` orders them
 as a person would pick: the closest aspect ratio first, then the closest area. An edit whose output takes
 its input's size checks ``size`` with :func:`matches_input`.
 """
@@ -14,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from gesso.errors import Violation
+from gesso.params import BodyBuilder, dotted
 from gesso.types import Size
 
 #: Sides wider than this are no size any model makes; the schema's limits name them (not this rule).
@@ -63,6 +65,42 @@ def fit(
     others = f"; then {', '.join(map(str, found[1:]))}" if len(found) > 1 else ""
     message = f"{size} is not {what}{why}; the nearest is {found[0]} (set snap_size to true to use it){others}{tail}"
     return None, None, Violation(where, message)
+
+
+def fit_body(
+    builder: BodyBuilder,
+    parent: tuple[str, ...],
+    problems: list[Violation],
+    *,
+    snap: bool,
+    refuses: Callable[[Size], str | None],
+    near: Callable[[Size], Iterable[Size]],
+    what: str,
+    allowed: str = "",
+    shown: int = 1,
+) -> list[str]:
+    """:func:`fit` on the ``width`` and ``height`` placed under ``parent`` in ``builder``'s body, from ``size`` or
+    given as they are: a size the model makes stays; with ``snap`` the nearest replaces it (returned: the
+    warning); otherwise a violation goes to ``problems`` and the two fields leave the body, so that the schema
+    does not say the same again. Sides missing, mistyped or below 1 are left to the schema."""
+    node = builder.get(parent) if parent else builder.body
+    if not isinstance(node, dict):
+        return []
+    width, height = node.get("width"), node.get("height")
+    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
+        return []
+    prefix = f"{dotted(parent)}." if parent else ""
+    where = "size" if builder.sources.get(f"{prefix}width") == "size" else f"{prefix}width/height"
+    size, note, problem = fit(
+        Size(width, height), refuses=refuses, near=near, snap=snap, what=what, allowed=allowed, where=where,
+        shown=shown,
+    )  # fmt: skip
+    if problem is not None:
+        problems.append(problem)
+        del node["width"], node["height"]
+    elif size is not None:
+        node["width"], node["height"] = size.width, size.height
+    return [note] if note else []
 
 
 def grid(

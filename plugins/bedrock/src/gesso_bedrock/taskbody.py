@@ -336,29 +336,14 @@ def fit_size(
     allowed: str = "",
     shown: int = 1,
 ) -> list[str]:
-    """gesso's size rule (:func:`gesso.sizes.fit`) on the width and height placed in the config object, from
-    ``size`` or given as they are: a size the model makes stays; with ``snap_size`` the nearest replaces it
-    (returned: the warning); otherwise a violation, and the two fields leave the body so that the schema does
-    not say the same again. Tasks whose output takes the input's size are left to :func:`check`."""
+    """gesso's size rule (:func:`gesso.sizes.fit_body`) on the width and height placed in the config object.
+    Tasks whose output takes the input's size are left to :func:`check`."""
     if placed.task in layout.input_sized or placed.task in layout.no_config:
         return []
-    builder, config = placed.builder, layout.config
-    width, height = builder.get((config, "width")), builder.get((config, "height"))
-    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
-        return []  # the schema names a missing, mistyped or non-positive side
-    where = "size" if builder.sources.get(f"{config}.width") == "size" else f"{config}.width/height"
-    size, note, problem = sizes.fit(
-        Size(width, height), refuses=refuses, near=near, snap=request.snap_size, what=what, allowed=allowed,
-        where=where, shown=shown,
+    return sizes.fit_body(
+        placed.builder, (layout.config,), placed.problems, snap=request.snap_size, refuses=refuses, near=near,
+        what=what, allowed=allowed, shown=shown,
     )  # fmt: skip
-    if problem is not None:
-        placed.problems.append(problem)
-        for side in ("width", "height"):
-            builder.body[config].pop(side)
-        return []
-    if size is not None and size != Size(width, height):
-        builder.body[config]["width"], builder.body[config]["height"] = size.width, size.height
-    return [note] if note else []
 
 
 Rules = Callable[[dict[str, Any], dict[str, tuple["inputs.ImageInput", str]], Placed], list[Violation]]

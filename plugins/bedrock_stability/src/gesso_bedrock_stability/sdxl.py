@@ -99,24 +99,14 @@ def prepare(request: ImageRequest) -> PreparedRequest:
 
 def _fit_size(request: ImageRequest, builder: BodyBuilder, problems: list[Violation]) -> list[str]:
     """gesso's size rule on the width and height placed (from ``size`` or given): SDXL makes only its table's
-    sizes. A refused pair leaves the body, so that the schema does not say the same again."""
-    width, height = builder.body.get("width"), builder.body.get("height")
-    if type(width) is not int or type(height) is not int or width < 1 or height < 1:
-        return []  # the schema (or _size_rules) names a missing, mistyped or non-positive side
+    sizes (a pair missing a side is left to the schema and _size_rules)."""
     table = allowed_sizes(request.model.id)
-    size, note, problem = sizes.fit(
-        Size(width, height),
+    return sizes.fit_body(
+        builder, (), problems, snap=request.snap_size,
         refuses=lambda size: None if (size.width, size.height) in table else "",
         near=lambda size: [Size(w, h) for w, h in table],
-        snap=request.snap_size, what="an SDXL size on Bedrock", allowed=", ".join(f"{w}x{h}" for w, h in table),
-        where="size" if builder.sources.get("width") == "size" else "width/height",
+        what="an SDXL size on Bedrock", allowed=", ".join(f"{w}x{h}" for w, h in table),
     )  # fmt: skip
-    if problem is not None:
-        problems.append(problem)
-        del builder.body["width"], builder.body["height"]
-    elif size is not None:
-        builder.body["width"], builder.body["height"] = size.width, size.height
-    return [note] if note else []
 
 
 def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list[Violation]:
