@@ -83,6 +83,7 @@ FIELD_NAMES = [
     "aws_access_key_id", "aws_secret_access_key", "aws_bedrock_runtime_endpoint", "api_key", "ssl_verify",
     "extra_headers", "max_fanout", "snap_size", "cfgScale", "seed", "negativeText", "taskType",
     "imageGenerationConfig", "textToImageParams", "maskPrompt", "similarityStrength", "extra_body", "metadata",
+    "background", "moderation", "stream", "partial_images", "input_fidelity",
 ]  # fmt: skip
 CONFIGURED = st.sampled_from(["nova", "stored"])
 KEYS = st.sampled_from(["master", "virtual"])
