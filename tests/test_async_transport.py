@@ -1,4 +1,4 @@
-"""The natively async transport (issue 13): cancellation aborts the call and its retries at once, and the
+"""The natively async transport: cancellation aborts the call and its retries at once, and the
 calls hold no threads."""
 
 from __future__ import annotations

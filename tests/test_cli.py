@@ -56,7 +56,7 @@ def test_generate_with_an_application_profile_model_id(tmp_path):
         "--json",
     )
     assert out.returncode == 0, out.stderr
-    summary = json.loads(out.stdout)  # with --json, stdout is the JSON document alone (issue 10, item 10)
+    summary = json.loads(out.stdout)  # with --json, stdout is the JSON document alone
     assert summary["model"] == "amazon.nova-canvas-v1:0" and summary["cost"] == 0.04
     assert len(summary["files"]) == 1 and summary["files"][0].startswith(str(tmp_path / "otter-1-"))
 

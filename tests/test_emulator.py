@@ -67,7 +67,7 @@ def test_application_inference_profiles_resolve_through_the_configured_map(bedro
     with pytest.raises(ClientError) as info:
         invoke(bedrock, arn, t2i())
     code, message, status = error_of(info)
-    # Bedrock's own words first, then how to map the profile in the emulator (issue 10, item 13)
+    # Bedrock's own words first, then how to map the profile in the emulator
     assert (code, status) == ("ValidationException", 400)
     assert message.startswith("The provided model identifier is invalid. (gesso emulator: ")
     assert "--app-profile a1b2c3d4e5f6=MODEL_ID" in message

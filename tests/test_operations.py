@@ -1,4 +1,4 @@
-"""image_edit and image_variation (issue 14): every row of the README's tables under "Edits and
+"""image_edit and image_variation: every row of the README's tables under "Edits and
 variations" is a test here, run on the emulator, so the table and the behaviour cannot drift apart."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_every_plugin_depends_on_gesso_core(directory):
     data = pyproject(directory)
     names = [requirement_name(r) for r in data["project"]["dependencies"]]
     assert CORE in names and "gesso" not in names
-    # the families also depend on the Bedrock provider, another workspace member (issue 12)
+    # the families also depend on the Bedrock provider, another workspace member
     assert CORE in set(data["tool"]["uv"]["sources"])
     assert all(source == {"workspace": True} for source in data["tool"]["uv"]["sources"].values())
 

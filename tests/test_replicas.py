@@ -1,4 +1,4 @@
-"""The acceptance test of issue 16: two real ``gesso serve`` replicas on one PostgreSQL database and one
+"""The replicas' acceptance test: two real ``gesso serve`` replicas on one PostgreSQL database and one
 Bedrock emulator. A key made on one works on the other, and 100 concurrent requests split across both, on a
 key whose budget covers exactly 10 images, yield exactly 10 images, spend no more than the budget, reach the
 emulator exactly 10 times and leave exactly 100 spend rows. Run with ``-s`` to see the figures."""

@@ -140,7 +140,7 @@ def test_sd35_image_to_image(aws, emulator):
     assert resp.size == "512x512"
 
 
-# Issue 10 item 2, decided by https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html
+# Decided by https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-3-5-large.html
 # ("Image to image" tab): "image-to-image requires the prompt, image, and strength parameters", and AWS's example
 # body there has no mode: body=json.dumps({'prompt': 'A car made out of vegetables.', 'image': image_base64,
 # 'strength': 0.7}).
@@ -157,7 +157,7 @@ def test_sd35_image_to_image_without_mode_as_in_aws_example(aws, emulator, bedro
     assert answer["finish_reasons"] == [None] and png_info(answer["images"][0]).width == 512
 
 
-# Issue 10 item 3, decided by
+# Decided by
 # https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-diffusion-stable-ultra-text-image-request-response.html
 # "Image to image" tab: "image - (string) The Base64 image to use as the starting point for the generation.
 # Supported formats: JPEG, PNG, WebP." and "strength - (number) How much influence the image parameter has on the
@@ -423,7 +423,7 @@ def test_sdxl_and_services_suggest_names(aws):
         gesso.image_generation("bedrock/us.stability.stable-image-inpaint-v1:0", "x", image=SRC, growmask=3, **aws)
 
 
-# -- n fans out into paid calls: capped (issue 10, item 12) ------------------------------------------------
+# -- n fans out into paid calls: capped ------------------------------------------------
 
 # fmt: off
 ONE_IMAGE_FAMILIES = [

@@ -1,4 +1,4 @@
-"""gesso.image_edit on Stability (issue 14) beyond the README rows (tests/test_operations.py runs those): two
+"""gesso.image_edit on Stability beyond the README rows (tests/test_operations.py runs those): two
 sources for one field, the mask's convention and size, and what each refusal says."""
 
 from __future__ import annotations

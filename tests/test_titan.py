@@ -109,7 +109,7 @@ def test_inpainting_without_text_and_outpainting(aws, emulator):
     assert len(resp.data) == 2 and resp.size == "512x512"
 
 
-# AWS decides (issue 10, item 1): https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-titan-image.html
+# AWS decides: https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-titan-image.html
 # puts "height": int, "width": int in imageGenerationConfig of both the "Inpainting (Request)" and "Outpainting
 # (Request)" templates, and its Inpainting code example sends this body (its Outpainting example, 512x512 too):
 AWS_INPAINTING = {

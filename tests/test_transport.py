@@ -182,7 +182,7 @@ def test_import_gesso_is_light():
 
 
 def test_calls_skip_botocores_send_path(aws, emulator, monkeypatch):
-    """botocore resolves and signs; the engine sends (issue 13): the client's own invoke_model is never used."""
+    """botocore resolves and signs; the engine sends: the client's own invoke_model is never used."""
     from botocore.client import BaseClient
 
     def never(*args, **kwargs):
@@ -208,7 +208,7 @@ def test_calls_skip_botocores_send_path(aws, emulator, monkeypatch):
     ],
 )
 def test_the_engines_signature_is_botocores(monkeypatch, model_id, extra, token):
-    """gesso signs without botocore's request object (issue 13): the same request, at the same instant, gets
+    """gesso signs without botocore's request object: the same request, at the same instant, gets
     the same Authorization header as botocore's SigV4Auth gives it."""
     import datetime
     from urllib.parse import quote

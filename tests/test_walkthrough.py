@@ -51,7 +51,7 @@ def test_the_walkthrough_holds_a_complete_distribution():
     }
     pyproject = files["gesso-acme/pyproject.toml"]
     assert "[build-system]" in pyproject and re.search(r'^version = "', pyproject, re.M)
-    assert 'dependencies = ["gesso-core>=0.1.0", "gesso-bedrock>=0.1.0"]' in pyproject  # a Bedrock family (issue 12)
+    assert 'dependencies = ["gesso-core>=0.1.0", "gesso-bedrock>=0.1.0"]' in pyproject  # a Bedrock family
     for name in ("n", "size", "quality"):  # each OpenAI parameter is honoured or refused, never ignored
         assert f"request.{name}" in files["gesso-acme/src/gesso_acme/__init__.py"]
 
