@@ -30,7 +30,8 @@ def _is_integer(v: Any) -> bool:
     if kind is int:
         return True
     if kind is float:
-        return v.is_integer()
+        number: float = v
+        return number.is_integer()
     return kind is not bool and (isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
 
 
@@ -116,7 +117,7 @@ class _Compiler:
             return tests[0]
         return lambda v: any(test(v) for test in tests)
 
-    def _k_enum(self, options: list, _: Any) -> Check:
+    def _k_enum(self, options: list[Any], _: Any) -> Check:
         if not all(isinstance(o, str) for o in options):
             raise Unsupported("enum of non-strings")
         allowed = frozenset(options)
@@ -139,12 +140,12 @@ class _Compiler:
     def _k_exclusiveMaximum(self, limit: float, _: Any) -> Check:
         return lambda v: not _is_number(v) or v < limit
 
-    def _k_multipleOf(self, divisor: float, _: Any) -> Check:
+    def _k_multipleOf(self, divisor: int | float, _: Any) -> Check:
         def check(v: Any) -> bool:
             if not _is_number(v):
                 return True
             if isinstance(divisor, float):  # as jsonschema: compare the quotient with its integer part
-                quotient = v / divisor
+                quotient: float = v / divisor
                 try:
                     return int(quotient) == quotient
                 except OverflowError:
@@ -175,7 +176,7 @@ class _Compiler:
         check = self.compile(items)
         return lambda v: not isinstance(v, list) or all(check(item) for item in v)
 
-    def _k_required(self, names: list, _: Any) -> Check:
+    def _k_required(self, names: list[str], _: Any) -> Check:
         wanted = frozenset(names)
         return lambda v: not isinstance(v, dict) or wanted.issubset(v)
 
@@ -193,8 +194,8 @@ class _Compiler:
                         return False
                 return True
             for name, value in v.items():
-                sub = compiled.get(name)
-                if sub is not None and not sub(value):
+                found = compiled.get(name)
+                if found is not None and not found(value):
                     return False
             return True
 
@@ -209,7 +210,7 @@ class _Compiler:
         check = self.compile(extra)
         return lambda v: not isinstance(v, dict) or all(check(val) for key, val in v.items() if key not in known)
 
-    def _k_dependentRequired(self, deps: Mapping[str, list], _: Any) -> Check:
+    def _k_dependentRequired(self, deps: Mapping[str, list[str]], _: Any) -> Check:
         pairs = tuple((key, tuple(needed)) for key, needed in deps.items())
         return lambda v: (
             not isinstance(v, dict) or all(all(n in v for n in needed) for key, needed in pairs if key in v)
@@ -219,14 +220,14 @@ class _Compiler:
         check = self.compile(names)
         return lambda v: not isinstance(v, dict) or all(check(key) for key in v)
 
-    def _k_allOf(self, subs: list, _: Any) -> Check:
+    def _k_allOf(self, subs: list[Any], _: Any) -> Check:
         return _all_of(tuple(self.compile(sub) for sub in subs))
 
-    def _k_anyOf(self, subs: list, _: Any) -> Check:
+    def _k_anyOf(self, subs: list[Any], _: Any) -> Check:
         checks = tuple(self.compile(sub) for sub in subs)
         return lambda v: any(check(v) for check in checks)
 
-    def _k_oneOf(self, subs: list, _: Any) -> Check:
+    def _k_oneOf(self, subs: list[Any], _: Any) -> Check:
         checks = tuple(self.compile(sub) for sub in subs)
         return lambda v: sum(1 for check in checks if check(v)) == 1
 

@@ -377,6 +377,7 @@ async def _ainvoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
 
 def _invoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
     invocation = _invocation(call, body)
+    raw: RawResponse | None
     if call.deadline is None or call.hooks.own_invoke:  # the provider's own transport bounds its calls
         raw = call.hooks.gesso_invoke(request=call.request, invocation=invocation)
     else:
@@ -447,16 +448,15 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         )
     sizes = {str(p.size) for p in parsed if p.size is not None}
     masks = [p.mask for p in parsed if p.mask is not None]
-    fields = {
-        "mask": _image_data(call, masks[0], encode=False) if masks else None,
-        "data": data,
-        "model": request.model_name,
-        "size": sizes.pop() if len(sizes) == 1 else None,
-        "output_format": output.reported(call.plan, images),
-        "filtered": filtered,
-        "warnings": tuple(dict.fromkeys((*call.prepared.warnings, *(w for p in parsed for w in p.warnings)))),
-    }
-    response = ImageResponse(**fields)
+    response = ImageResponse(
+        mask=_image_data(call, masks[0], encode=False) if masks else None,
+        data=data,
+        model=request.model_name,
+        size=sizes.pop() if len(sizes) == 1 else None,
+        output_format=output.reported(call.plan, images),
+        filtered=filtered,
+        warnings=tuple(dict.fromkeys((*call.prepared.warnings, *(w for p in parsed for w in p.warnings)))),
+    )
     cost = hooks.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
     return response if cost is None else attrs.evolve(response, cost=round(float(cost), 6))
 

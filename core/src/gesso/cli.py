@@ -214,7 +214,7 @@ def _generate(args: argparse.Namespace) -> int:
             _hint_at_files(exc, args.param)
         raise
     slug = re.sub(r"[^a-z0-9]+", "-", (args.prompt or "").lower()).strip("-")[:40] or "image"
-    paths = []
+    paths: list[str] = []
     try:
         for index, item in enumerate(response.data, start=1):
             data = base64.b64decode(item.b64_json or "")
@@ -235,8 +235,8 @@ def _generate(args: argparse.Namespace) -> int:
         summary["files"] = paths
         print(json.dumps(summary, indent=2))
         return 0
-    for path in paths:
-        print(path)
+    for written in paths:
+        print(written)
     count = len(response.data)
     cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
     print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")

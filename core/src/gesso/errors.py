@@ -13,6 +13,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing is not imported at runtime: it would dominate `import gesso`
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 
@@ -22,6 +23,8 @@ class Violation:
     A small immutable value (equal and hashable by path and message; unpacks as ``path, message``)."""
 
     __slots__ = ("message", "path")
+    path: str
+    message: str
 
     def __init__(self, path: str, message: str) -> None:
         object.__setattr__(self, "path", path)
@@ -30,7 +33,7 @@ class Violation:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Violation is immutable")
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter((self.path, self.message))
 
     def __eq__(self, other: object) -> bool:

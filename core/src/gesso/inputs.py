@@ -296,6 +296,7 @@ def _mask_colours(picture: Any, where: str, *, jpeg: bool) -> list[Violation]:
         if any(histogram[tolerance + 1 : 255 - tolerance]):
             return [Violation(where, "a mask may hold only pure black (0,0,0) and pure white (255,255,255) pixels")]
     for other in bands[1:]:
-        if ImageChops.difference(bands[0], other).getextrema()[1] > 2 * tolerance:
+        highest = ImageChops.difference(bands[0], other).getextrema()[1]  # a band's extrema: (lowest, highest)
+        if isinstance(highest, (int, float)) and highest > 2 * tolerance:
             return [Violation(where, "a mask may hold only pure black (0,0,0) and pure white (255,255,255) pixels")]
     return []

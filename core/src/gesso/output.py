@@ -178,4 +178,5 @@ def put(output: Output, image: GeneratedImage) -> str:
     info = inspect_b64(image.b64)
     fmt = info.format if info is not None else image.mime_type.rpartition("/")[2]
     name = f"{uuid.uuid4().hex}.{EXTENSIONS.get(fmt, fmt)}"
-    return output.store.put(base64.b64decode(image.b64), MIME_TYPES.get(fmt, image.mime_type), name)
+    url: str = output.store.put(base64.b64decode(image.b64), MIME_TYPES.get(fmt, image.mime_type), name)
+    return url

@@ -25,7 +25,8 @@ _MISSING = object()
 
 def load_schema(package: str, filename: str) -> dict[str, Any]:
     """Load a JSON Schema shipped as package data (``importlib.resources``)."""
-    return json.loads(resources.files(package).joinpath(filename).read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(resources.files(package).joinpath(filename).read_text(encoding="utf-8"))
+    return schema
 
 
 @functools.lru_cache(maxsize=64)
@@ -182,7 +183,7 @@ def _read_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits <= _INT_DIGITS:
         return int(text)
-    return (-1 if text.startswith("-") else 1) * 2 ** int(digits * _BITS_PER_DIGIT)
+    return (-1 if text.startswith("-") else 1) * (1 << int(digits * _BITS_PER_DIGIT))
 
 
 def _with_sources(found: list[Violation], sources: Mapping[str, str] | None) -> list[Violation]:
@@ -339,13 +340,13 @@ def _render(error: Any) -> list[Violation]:
         what = schema.get("description") or f"the pattern {error.validator_value}"
         return [Violation(path, f"must be {what} (got {short(value)})")]
     if kind == "not" and "required" in (error.validator_value or {}):
-        names = " and ".join(error.validator_value["required"])
-        return [Violation(path, f"{names} cannot be given together")]
+        together = " and ".join(error.validator_value["required"])
+        return [Violation(path, f"{together} cannot be given together")]
     if kind == "oneOf" and isinstance(error.validator_value, list):
         alternatives = [alt.get("required") for alt in error.validator_value if isinstance(alt, Mapping)]
         if all(alternatives):
-            names = ", ".join("+".join(alt) for alt in alternatives)
-            return [Violation(path, f"give exactly one of: {names}")]
+            choices = ", ".join("+".join(alt) for alt in alternatives if alt)
+            return [Violation(path, f"give exactly one of: {choices}")]
     if kind is False or error.validator_value is False:
         return [Violation(path, "is not allowed here")]
     if len(error.message) > 200:  # jsonschema quotes the instance, which may be megabytes of base64

@@ -129,5 +129,5 @@ class Provider:
     @contextlib.contextmanager
     def emulate(self, model: Model, options: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """Run the provider's emulator for ``model`` and yield the options that point a call at it."""
+        yield from ()  # a generator all the same: the error is raised as the ``with`` block is entered
         raise NotImplementedError(f"provider {self.name} has no emulator")
-        yield {}  # pragma: no cover

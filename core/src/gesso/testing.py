@@ -128,7 +128,7 @@ class FamilyContract:
             )
             cls = jsonschema.validators.validator_for(model.param_schema, default=jsonschema.Draft202012Validator)
             try:
-                cls.check_schema(model.param_schema)
+                cls.check_schema(dict(model.param_schema))
             except jsonschema.SchemaError as exc:
                 pytest.fail(f"{where}: param_schema is not a valid JSON Schema: {exc.message}")
             assert model.param_schema.get("type") == "object", (

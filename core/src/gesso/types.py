@@ -12,14 +12,27 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
 
 from gesso.errors import InvalidRequestError, Violation
 from gesso.params import short
+
+if TYPE_CHECKING:
+    # The converters of the tuple and frozenset fields as mypy's attrs plugin reads them (a field takes any
+    # iterable of its items). At run time they are ``tuple`` and ``frozenset`` themselves: no call per field.
+    def _strings(values: Iterable[str]) -> tuple[str, ...]: ...
+    def _string_set(values: Iterable[str]) -> frozenset[str]: ...
+    def _objects(values: Iterable[Any]) -> tuple[Any, ...]: ...
+    def _bodies(values: Iterable[Mapping[str, Any]]) -> tuple[Mapping[str, Any], ...]: ...
+    def _generated(values: Iterable[GeneratedImage]) -> tuple[GeneratedImage, ...]: ...
+    def _image_data(values: Iterable[ImageData]) -> tuple[ImageData, ...]: ...
+else:
+    _strings = _objects = _bodies = _generated = _image_data = tuple
+    _string_set = frozenset
 
 # --------------------------------------------------------------------------------------------------
 # Model registration
@@ -35,6 +48,14 @@ class Lifecycle:
     source: str | None = None
 
 
+def _dimensions(dimensions: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
+    return {name: tuple(values) for name, values in dimensions.items()}
+
+
+def _prices(prices: Mapping[str, float]) -> dict[str, float]:
+    return dict(prices)
+
+
 @attrs.frozen
 class PriceTable(Mapping[str, float]):
     """USD per image, by named dimensions: ``PriceTable({"quality": ("standard", "premium"), "tier": ("1024",
@@ -42,8 +63,8 @@ class PriceTable(Mapping[str, float]):
     number: a missing tier is an error when the model is registered, never a ``None`` price at call time.
     Keys are the dimension values joined by ``_``; it reads as a mapping of those keys."""
 
-    dimensions: Mapping[str, tuple[str, ...]] = attrs.field(converter=lambda d: {k: tuple(v) for k, v in d.items()})
-    prices: Mapping[str, float] = attrs.field(converter=dict)
+    dimensions: Mapping[str, tuple[str, ...]] = attrs.field(converter=_dimensions)
+    prices: Mapping[str, float] = attrs.field(converter=_prices)
 
     def __attrs_post_init__(self) -> None:
         import itertools
@@ -99,15 +120,15 @@ class Model:
     family: str
     name: str = ""
     provider: str | None = None
-    aliases: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    profile_prefixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    aliases: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    profile_prefixes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     param_schema: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
     prices: Mapping[str, float] = attrs.field(factory=dict)
-    capabilities: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    capabilities: frozenset[str] = attrs.field(factory=frozenset, converter=_string_set)
     lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
     emulator: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
     timeout: float | None = None
-    request_options: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    request_options: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     distribution: str | None = None
     example: bool = False
 
@@ -115,6 +136,10 @@ class Model:
     def ids(self) -> tuple[str, ...]:
         """Every model id this registration claims."""
         return (self.id, *self.aliases, *(prefix + self.id for prefix in self.profile_prefixes))
+
+
+def _lower(text: str) -> str:
+    return text.lower()
 
 
 @attrs.frozen(kw_only=True)
@@ -130,7 +155,7 @@ class StoreScheme:
     ``title`` names the store in messages.
     """
 
-    scheme: str = attrs.field(converter=str.lower)
+    scheme: str = attrs.field(converter=_lower)
     open: Callable[[str, int], Any] = attrs.field(repr=False, eq=False)
     title: str = ""
 
@@ -202,7 +227,7 @@ class ImageRequest:
     operation: str = "generate"
     #: an edit's or variation's input images, as the caller gave them (bytes, ``Path``, base64 or a ``data:``
     #: URL; file objects are read by gesso): the family places them in its body and checks them
-    images: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    images: tuple[Any, ...] = attrs.field(default=(), converter=_objects)
     #: an edit's mask as given, in OpenAI's convention (fully transparent pixels mark the area to edit) or
     #: already black and white; :func:`gesso.masks.convert` turns it into a family's convention
     mask: Any = None
@@ -221,12 +246,12 @@ class PreparedRequest:
     bodies; ``warnings`` notes for the response (what was sent in place of what was asked, e.g. a size
     mapped to an aspect ratio), merged by gesso with the parse hook's."""
 
-    bodies: tuple[Mapping[str, Any], ...] = attrs.field(converter=tuple)
+    bodies: tuple[Mapping[str, Any], ...] = attrs.field(converter=_bodies)
     task: str | None = None
     size: Size | None = None
     quality: str | None = None
     requested: int = 1
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
 
 @attrs.frozen(kw_only=True)
@@ -265,9 +290,9 @@ class ParsedResponse:
     withheld (``filtered``), any notes worth showing the caller (``warnings``), the size produced, and a
     mask the model returned beside the images (``mask``, e.g. Nova virtual try-on with ``returnMask``)."""
 
-    images: tuple[GeneratedImage, ...] = attrs.field(converter=tuple)
+    images: tuple[GeneratedImage, ...] = attrs.field(converter=_generated)
     filtered: int = 0
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     size: Size | None = None
     mask: GeneratedImage | None = None
 
@@ -296,17 +321,18 @@ class ImageResponse:
     responses) says what the images are, when the caller asked for a format."""
 
     created: int = attrs.field(factory=lambda: int(time.time()))
-    data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=tuple)
+    data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=_image_data)
     model: str = ""
     cost: float | None = None
     size: str | None = None
     output_format: str | None = None
     filtered: int = 0
-    warnings: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    warnings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     mask: ImageData | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return converter.unstructure(self)
+        unstructured: dict[str, Any] = converter.unstructure(self)
+        return unstructured
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImageResponse:
