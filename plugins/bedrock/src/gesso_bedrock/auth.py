@@ -135,10 +135,11 @@ def credentials(
 
 def _source_credentials(creds: AwsCredentials, region: str | None) -> Any:
     """What static keys, a profile or the default chain give, as boto3's session would resolve them."""
-    if creds.access_key_id or creds.secret_access_key or creds.session_token:
+    key, secret = creds.access_key_id, creds.secret_access_key
+    if key and secret:  # static keys (options.check_credentials refuses one without the other, or a token alone)
         from botocore.credentials import Credentials
 
-        return Credentials(creds.access_key_id, creds.secret_access_key, creds.session_token)
+        return Credentials(key, secret, creds.session_token)
     from botocore.credentials import create_credential_resolver
 
     with session(creds.profile_name) as shared:

@@ -4,7 +4,7 @@ install). A plugin of its own (entry point ``gesso.bedrock.lifecycle``), so it w
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any
 
 from gesso.errors import ModelRetiredError
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 
 @hookimpl(wrapper=True)
-def gesso_invoke(request: ImageRequest, invocation: Invocation) -> Generator[None, Any, RawResponse | None]:
+def gesso_invoke(
+    request: ImageRequest, invocation: Invocation
+) -> Generator[None, RawResponse | None, RawResponse | None]:
     try:
         return (yield)
     except ModelRetiredError as exc:
@@ -36,7 +38,7 @@ def advise_async(request: ImageRequest, invocation: Invocation) -> Generator[Non
     return _advised(pending, request)
 
 
-async def _advised(pending: Any, request: ImageRequest) -> RawResponse:
+async def _advised(pending: Awaitable[RawResponse], request: ImageRequest) -> RawResponse:
     try:
         return await pending
     except ModelRetiredError as exc:

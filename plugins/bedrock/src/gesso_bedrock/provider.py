@@ -88,8 +88,8 @@ class Bedrock(Provider):
                 got = type(base_model).__name__
                 raise InvalidRequestError([Violation("base_model", f"must be a model id (got {got})")], model=original)
             if base_model:
-                found = self.resolve(base_model, registry, {})
-                return Resolved(found.model, found.model_name, name)
+                base = self.resolve(base_model, registry, {})
+                return Resolved(base.model, base.model_name, name)
             return self._resolve_arn(name, registry, original=original)
         found = registry.get(name, provider=self.name)
         if found is None:

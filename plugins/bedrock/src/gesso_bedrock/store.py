@@ -50,7 +50,7 @@ class S3Store:
         client = _client()
         try:
             client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=mime_type)
-            return client.generate_presigned_url(
+            url: str = client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expires_in
             )
         except ClientError as exc:
@@ -63,6 +63,7 @@ class S3Store:
             ) from exc
         except BotoCoreError as exc:  # no credentials, no connection...: botocore's messages carry no secrets
             raise ProviderError(f"could not upload the image to {where}: {exc}") from exc
+        return url
 
 
 S3 = StoreScheme(scheme="s3", title="Amazon S3", open=S3Store)

@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:  # the headers' converter as mypy's attrs plugin reads it; at run time ``tuple`` itself
+
+    def _pairs(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]: ...
+else:
+    _pairs = tuple
 
 
 @attrs.frozen(kw_only=True)
@@ -51,4 +60,4 @@ class Target:
     retry_budget: float | None = None
     ssl_verify: bool | str | None = None
     #: extra HTTP headers of the call: the guardrail and trace headers, and the caller's ``extra_headers``
-    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
+    headers: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)

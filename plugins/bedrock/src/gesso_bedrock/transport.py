@@ -352,7 +352,7 @@ def deadline(target: Target) -> float:
     attempt = read + (target.connect_timeout or min(read, DEFAULT_CONNECT_TIMEOUT))
     retries = DEFAULT_MAX_RETRIES if target.max_retries is None else target.max_retries
     budget = DEFAULT_RETRY_BUDGET if target.retry_budget is None else target.retry_budget
-    waits = sum(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(n, 32)) for n in range(retries))
+    waits = sum(min(BACKOFF_CAP, BACKOFF_BASE * (1 << min(n, 32))) for n in range(retries))
     return (retries + 2) * attempt + min(waits, budget)
 
 

@@ -33,7 +33,9 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _try_on(task: str, params: dict, images: dict[str, ImageInput], main: ImageInput, key: tuple) -> str:
+def _try_on(
+    task: str, params: dict[str, Any], images: dict[str, ImageInput], main: ImageInput, key: tuple[Any, ...]
+) -> str:
     """The garment area (black in the mask) comes from the reference image."""
     from PIL import ImageOps
 
@@ -41,13 +43,15 @@ def _try_on(task: str, params: dict, images: dict[str, ImageInput], main: ImageI
     return edits.paste_from(main, images["virtualTryOnParams.referenceImage"], area)
 
 
-def _tryon_mask(source: ImageInput, params: dict) -> Any:
+def _tryon_mask(source: ImageInput, params: dict[str, Any]) -> Any:
     if params["maskType"] == "IMAGE":
-        return edits.pil(load(params["imageBasedMask"]["maskImage"], "mask")[0]).convert("L")
+        mask, _ = load(params["imageBasedMask"]["maskImage"], "mask")
+        assert mask is not None  # call.decode_images() refused a mask that does not decode before this runs
+        return edits.pil(mask).convert("L")
     return edits.region_mask((source.info.width, source.info.height))
 
 
-def _returned_mask(task: str, params: dict, images: dict[str, ImageInput]) -> str | None:
+def _returned_mask(task: str, params: dict[str, Any], images: dict[str, ImageInput]) -> str | None:
     if task == "VIRTUAL_TRY_ON" and params.get("returnMask"):
         return edits.png_b64(_tryon_mask(images["virtualTryOnParams.sourceImage"], params))
     return None
@@ -68,5 +72,5 @@ NOVA = tasks.TaskEmulation(
 )
 
 
-def emulate(call: EmulatedCall) -> dict:
+def emulate(call: EmulatedCall) -> dict[str, Any]:
     return tasks.emulate(call, NOVA)

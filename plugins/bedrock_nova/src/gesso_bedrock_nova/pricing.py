@@ -3,7 +3,7 @@ images actually returned (withheld outputs are not charged)."""
 
 from __future__ import annotations
 
-from gesso.types import ImageResponse, Model, PreparedRequest, Size
+from gesso.types import ImageResponse, Model, PreparedRequest, PriceTable, Size
 
 #: Outputs up to this many pixels are in the lower price tier.
 TIER_PIXELS = 1024 * 1024
@@ -13,6 +13,7 @@ def price_per_image(model: Model, size: Size | None, quality: str) -> float | No
     if size is None:
         return None
     tier = "1024" if size.pixels <= TIER_PIXELS else "2048"
+    assert isinstance(model.prices, PriceTable)  # every Nova model registers its price table
     return model.prices.price(quality=quality, tier=tier)
 
 

@@ -14,6 +14,7 @@ black and white and the size of the image they mask).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from gesso import inputs, sizes
 from gesso.errors import Violation
@@ -99,7 +100,9 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     return taskbody.plan(LAYOUT, placed.task, body, images, warnings=notes)
 
 
-def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:
+def _rules(
+    body: Mapping[str, Any], images: Mapping[str, tuple[inputs.ImageInput, str]], placed: taskbody.Placed
+) -> list[Violation]:
     return image_rules(images)
 
 

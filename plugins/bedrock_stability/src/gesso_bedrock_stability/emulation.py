@@ -19,13 +19,14 @@ import hashlib
 import io
 from typing import Any
 
+from gesso.inputs import ImageInput
 from gesso_bedrock.emulator import EmulatedCall, EmulatorError, edits
 from gesso_bedrock_stability import common, models, sdxl
 
 PROMPT_FILTERED = {"finish_reasons": ["Filter reason: prompt"]}
 
 
-def emulate(call: EmulatedCall) -> dict:
+def emulate(call: EmulatedCall) -> dict[str, Any]:
     call.validate()
     if call.model.family == models.SDXL:
         return _sdxl(call)
@@ -34,14 +35,14 @@ def emulate(call: EmulatedCall) -> dict:
     return _service(call)
 
 
-def _seed(body: dict, key: tuple, top: int) -> int:
+def _seed(body: dict[str, Any], key: tuple[Any, ...], top: int) -> int:
     given = body.get("seed")
     if given:
         return int(given)
     return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "big") % top + 1
 
 
-def _images(call: EmulatedCall, limits: str) -> dict:
+def _images(call: EmulatedCall, limits: str) -> dict[str, ImageInput]:
     found = call.decode_images()
     problems = common.image_rules(found, limits)
     if problems:
@@ -63,7 +64,7 @@ def _encode(png_b64: str, fmt: str) -> str:
 # -- SDXL -------------------------------------------------------------------------------------------------
 
 
-def _sdxl(call: EmulatedCall) -> dict:
+def _sdxl(call: EmulatedCall) -> dict[str, Any]:
     body = call.body
     if "width" in body or "height" in body:
         pair = (body.get("width"), body.get("height"))
@@ -104,7 +105,7 @@ def _blur(png_b64: str) -> str:
 # -- SD3, SD3.5, Ultra, Core --------------------------------------------------------------------------------
 
 
-def _answer(body: dict, key: tuple, render: Any, verdict: str | None) -> dict:
+def _answer(body: dict[str, Any], key: tuple[Any, ...], render: Any, verdict: str | None) -> dict[str, Any]:
     if verdict == "input":
         return PROMPT_FILTERED
     seed = _seed(body, key, 4294967294)
@@ -117,7 +118,7 @@ def _answer(body: dict, key: tuple, render: Any, verdict: str | None) -> dict:
     }
 
 
-def _v2(call: EmulatedCall) -> dict:
+def _v2(call: EmulatedCall) -> dict[str, Any]:
     body = call.body
     images = _images(call, "sd3")
     verdict = call.moderation(body.get("prompt"), body.get("negative_prompt"))
@@ -134,7 +135,7 @@ def _v2(call: EmulatedCall) -> dict:
 # -- Image Services -------------------------------------------------------------------------------------------
 
 
-def _service(call: EmulatedCall) -> dict:
+def _service(call: EmulatedCall) -> dict[str, Any]:
     body = call.body
     service = models.SERVICE_MODELS[call.model.id][0]
     limits = service if service in ("creative-upscale", "fast-upscale") else "standard"
@@ -144,10 +145,11 @@ def _service(call: EmulatedCall) -> dict:
     return _answer(body, key, lambda k: _render_service(service, body, images, k), verdict)
 
 
-def _render_service(service: str, body: dict, images: dict, key: tuple) -> str:
+def _render_service(service: str, body: dict[str, Any], images: dict[str, ImageInput], key: tuple[Any, ...]) -> str:
     from PIL import Image
 
     source = images.get("image") or images.get("init_image")
+    assert source is not None  # every service's schema requires an input image, and call.validate() checked it
     width, height = source.info.width, source.info.height
     prompt = body.get("prompt")
     if service.endswith("upscale"):

@@ -17,6 +17,7 @@ from gesso.types import (
     Model,
     ParsedResponse,
     PreparedRequest,
+    PriceTable,
     RawResponse,
     Size,
 )
@@ -109,7 +110,7 @@ def _fit_size(request: ImageRequest, builder: BodyBuilder, problems: list[Violat
     )  # fmt: skip
 
 
-def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list[Violation]:
+def _size_rules(request: ImageRequest, body: dict[str, Any], builder: BodyBuilder) -> list[Violation]:
     if "width" not in body and "height" not in body:
         return []
     width, height = body.get("width"), body.get("height")
@@ -121,7 +122,7 @@ def _size_rules(request: ImageRequest, body: dict, builder: BodyBuilder) -> list
     return [Violation(where, f"{width}x{height} is not an SDXL size on Bedrock; allowed: {listing}")]
 
 
-def _mask_size(images: dict) -> list[Violation]:
+def _mask_size(images: family.Images) -> list[Violation]:
     mask, init = images.get("mask_image"), images.get("init_image")
     return inputs.same_size("mask_image", mask[0], "init_image", init[0]) if mask and init else []
 
@@ -150,6 +151,7 @@ def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> fl
     size = prepared.size or Size(1024, 1024)
     size_class = "512" if size.pixels <= 512 * 512 else "1024"
     steps_class = "50" if prepared.bodies[0].get("steps", DEFAULT_STEPS) <= 50 else "max"
+    assert isinstance(model.prices, PriceTable)  # every SDXL model registers its price table
     if size_class not in model.prices.dimensions["size"]:  # SDXL 1.0 has one size class
         size_class = "1024"
     return model.prices.price(size=size_class, steps=steps_class) * len(response.data)

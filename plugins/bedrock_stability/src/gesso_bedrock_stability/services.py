@@ -6,6 +6,8 @@ to ``image`` (Style Transfer: ``init_image`` and ``style_image``), its mask (Inp
 
 from __future__ import annotations
 
+from typing import Any
+
 from gesso import family
 from gesso.errors import Violation
 from gesso.types import ImageRequest, ImageResponse, Model, PreparedRequest
@@ -35,7 +37,7 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     body = builder.body
     limits = service if service in ("creative-upscale", "fast-upscale") else "standard"
 
-    def rules(body: dict, images: family.Images) -> list[Violation]:
+    def rules(body: dict[str, Any], images: family.Images) -> list[Violation]:
         same = common.input_size(request, images, what) if input_sized else []
         return same + common.image_rules(images, limits) + common.edit_mask_size(request, images)
 

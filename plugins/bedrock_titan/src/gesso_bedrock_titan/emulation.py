@@ -4,6 +4,8 @@ plausible deterministic outputs for all six tasks (the shared flow is :mod:`gess
 
 from __future__ import annotations
 
+from typing import Any
+
 from gesso.inputs import ImageInput
 from gesso_bedrock.emulator import EmulatedCall, EmulatorError, edits, tasks
 from gesso_bedrock_titan import sizes
@@ -22,7 +24,7 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _returned_mask(task: str, params: dict, images: dict[str, ImageInput]) -> str | None:
+def _returned_mask(task: str, params: dict[str, Any], images: dict[str, ImageInput]) -> str | None:
     if not params.get("returnMask"):
         return None
     given = images.get(f"{TASK_PARAMS[task]}.maskImage")
@@ -47,5 +49,5 @@ TITAN = tasks.TaskEmulation(
 )
 
 
-def emulate(call: EmulatedCall) -> dict:
+def emulate(call: EmulatedCall) -> dict[str, Any]:
     return tasks.emulate(call, TITAN)

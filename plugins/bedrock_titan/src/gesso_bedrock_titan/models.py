@@ -62,24 +62,22 @@ CAPABILITIES_V1 = {"text_to_image", "inpainting", "outpainting", "image_variatio
 
 
 def registrations() -> list[Model]:
-    common = {
-        "family": FAMILY, "profile_prefixes": ("us.", "eu.", "apac."), "prices": PRICES, "emulator": _emulate,
-    }  # fmt: skip
+    titan = functools.partial(
+        Model, family=FAMILY, profile_prefixes=("us.", "eu.", "apac."), prices=PRICES, emulator=_emulate
+    )
     return [
-        Model(
+        titan(
             id=V1,
             name="Amazon Titan Image Generator v1",
             param_schema=schema_v1(),
             capabilities=CAPABILITIES_V1,
             lifecycle=Lifecycle(status="legacy", source="AWS documentation describes v1 with v2; no date is published"),
-            **common,
         ),
-        Model(
+        titan(
             id=V2,
             name="Amazon Titan Image Generator v2",
             param_schema=schema_v2(),
             capabilities={*CAPABILITIES_V1, "color_guided_generation", "background_removal", "image_conditioning"},
             lifecycle=Lifecycle(status="legacy", end_of_life="2026-06-30", source="the v2 model card"),
-            **common,
         ),
     ]

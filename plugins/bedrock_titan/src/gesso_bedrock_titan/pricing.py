@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gesso.types import ImageResponse, Model, PreparedRequest, Size
+from gesso.types import ImageResponse, Model, PreparedRequest, PriceTable, Size
 from gesso_bedrock_titan.sizes import price_class
 
 
@@ -14,4 +14,5 @@ def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> fl
     if size is None:
         return None
     tier = {"quality": prepared.quality or "standard", "class": price_class(size)}
+    assert isinstance(model.prices, PriceTable)  # every Titan model registers its price table
     return model.prices.price(**tier) * len(response.data)

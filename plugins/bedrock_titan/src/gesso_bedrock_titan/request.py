@@ -11,6 +11,7 @@ fields on v1 are refused with an error naming v2.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -107,7 +108,9 @@ def _size_table(request: ImageRequest, placed: taskbody.Placed) -> list[str]:
     )  # fmt: skip
 
 
-def _rules(body: Mapping, images: Mapping, placed: taskbody.Placed) -> list[Violation]:
+def _rules(
+    body: Mapping[str, Any], images: Mapping[str, tuple[inputs.ImageInput, str]], placed: taskbody.Placed
+) -> list[Violation]:
     return image_rules(images)
 
 

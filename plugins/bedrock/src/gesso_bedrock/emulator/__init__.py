@@ -189,7 +189,8 @@ class Emulator:
                     if delay:
                         time.sleep(delay)
             except StopIteration as done:
-                return done.value
+                answer: tuple[int, dict[str, str], bytes] = done.value
+                return answer
 
     async def handle_async(
         self, method: str, target: str, headers: Headers, body: bytes, *, pool: Any
@@ -281,7 +282,8 @@ class Emulator:
             self._recorded = [count, kept]
 
     def _control(self, method: str, name: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        status, payload = 200, None
+        status = 200
+        payload: Any = None  # the answer's JSON: the faults, a fault, the stats or an error
         if name == "faults" and method == "GET":
             payload = self.faults.list()
         elif name == "faults" and method == "POST":
@@ -342,7 +344,7 @@ class Emulator:
                     )
             else:
                 invoked = ""
-        model = self.registry.get(invoked) if invoked else None
+        model: Model | None = self.registry.get(invoked) if invoked else None
         if model is None:
             raise EmulatorError.validation(INVALID_IDENTIFIER)
         if "inference_profile_only" in model.capabilities and invoked == model.id:
@@ -379,10 +381,11 @@ def _message(headers: Headers | Mapping[str, str]) -> Headers:
     return headers if isinstance(headers, Headers) else Headers(headers)
 
 
-def _finish(steps: Generator[float, None, Any]) -> Any:
+def _finish(steps: Generator[float, None, tuple[int, dict[str, str], bytes]]) -> tuple[int, dict[str, str], bytes]:
     """Run the rest of a request's steps (the model's emulation) to its answer."""
     try:
         next(steps)
     except StopIteration as done:
-        return done.value
+        answer: tuple[int, dict[str, str], bytes] = done.value
+        return answer
     raise RuntimeError("an emulated request waited twice")

@@ -14,6 +14,7 @@ from gesso_bedrock.emulator import everit
 from gesso_bedrock.emulator.images import synth_png_b64
 
 if TYPE_CHECKING:
+    from gesso.inputs import ImageInput
     from gesso_bedrock.emulator import Emulator
     from gesso_bedrock.emulator.sigv4 import SignedBy
 
@@ -87,13 +88,13 @@ class EmulatedCall:
             return "some"
         return None
 
-    def decode_images(self, schema: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, str]]:
+    def decode_images(self, schema: Mapping[str, Any] | None = None) -> dict[str, tuple[ImageInput, str]]:
         """Every image in the body (the fields the schema marks ``x-image``), decoded, by dotted path,
         with its kind (``image`` or ``mask``); Bedrock's error for one that does not decode."""
         from gesso.inputs import image_fields, load, locate
         from gesso.params import dotted
 
-        found: dict[str, tuple[Any, str]] = {}
+        found: dict[str, tuple[ImageInput, str]] = {}
         for path, kind in image_fields(schema if schema is not None else self.model.param_schema):
             for concrete, parent, key in locate(self.body, path):
                 where = dotted(concrete)

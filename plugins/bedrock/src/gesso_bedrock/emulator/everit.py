@@ -72,7 +72,8 @@ def _strict(schema: Mapping[str, Any]) -> Any:
         checker = base.TYPE_CHECKER.redefine(
             "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
         )
-        cls = jsonschema.validators.extend(type(base), type_checker=checker)
+        # types-jsonschema declares validators.extend without annotations (it returns a validator class)
+        cls = jsonschema.validators.extend(type(base), type_checker=checker)  # type: ignore[no-untyped-call]
         cached = (schema, cls(schema))
         _strict_validators[id(schema)] = cached
     return cached[1]

@@ -173,4 +173,5 @@ class Server:
 
 
 def address(server: Server) -> tuple[Any, int]:
-    return server.socket.getsockname()[:2]
+    host_port: tuple[Any, int] = server.socket.getsockname()[:2]
+    return host_port

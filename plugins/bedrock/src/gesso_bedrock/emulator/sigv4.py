@@ -11,6 +11,7 @@ import hmac
 import posixpath
 import re
 from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import parse_qsl, quote
 
 import attrs
@@ -79,12 +80,18 @@ def _signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     return key
 
 
+class HeaderLookup(Protocol):
+    """What :func:`verify` reads a request's headers through: a case-insensitive ``get``."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 def verify(
     *,
     method: str,
     raw_path: str,
     query: str,
-    headers: Mapping[str, str],
+    headers: HeaderLookup,
     body: bytes,
     secrets: Mapping[str, str] | None,
     service: str = "bedrock",

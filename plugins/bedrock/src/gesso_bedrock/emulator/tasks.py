@@ -32,7 +32,7 @@ class TaskEmulation:
     default_seed: int
     success_extra: Mapping[str, Any] = attrs.field(factory=dict)
     render_other: Callable[..., str] | None = None
-    returned_mask: Callable[[str, dict, dict], str | None] | None = None
+    returned_mask: Callable[[str, dict[str, Any], dict[str, Any]], str | None] | None = None
 
 
 def emulate(call: EmulatedCall, how: TaskEmulation) -> dict[str, Any]:
@@ -82,7 +82,14 @@ def emulate(call: EmulatedCall, how: TaskEmulation) -> dict[str, Any]:
 
 
 def _render(
-    how: TaskEmulation, task: str, params: dict, images: dict, main: Any, width: int, height: int, key: tuple
+    how: TaskEmulation,
+    task: str,
+    params: dict[str, Any],
+    images: dict[str, Any],
+    main: Any,
+    width: int,
+    height: int,
+    key: tuple[Any, ...],
 ) -> str:
     prompt = params.get("text")
     if task == "TEXT_IMAGE":
