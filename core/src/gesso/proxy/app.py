@@ -17,25 +17,29 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import attrs
+import sqlalchemy as sa
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gesso import api, errors, params, redact
-from gesso.aio import within
+from gesso import api, errors, params
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
+from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
 from gesso.proxy.metrics import Metrics
 from gesso.proxy.router import Router
+from gesso.types import ImageResponse
 
 logger = logging.getLogger("gesso.proxy")
+T = TypeVar("T")
 
 #: form fields that stay text (everything else in a multipart form is read as JSON when it parses as JSON)
 TEXT_FIELDS = frozenset(
@@ -46,27 +50,6 @@ SPEND_ATTEMPTS = 3
 SPEND_RETRY_DELAY = 0.1
 #: seconds a request body may take to arrive, once its headers have: 50 MB (the default size limit) at 0.5 MB/s
 BODY_TIMEOUT = 100.0
-
-
-class ProxyError(errors.GessoError):
-    """An error of the proxy's own (a bad body, a missing key), in the same OpenAI shape."""
-
-    def __init__(
-        self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__(message, param=param, code=code)
-        self.status_code = status
-        self.type = type
-        self.headers = dict(headers or {})
-
-
-@attrs.frozen
-class Caller:
-    """Who sent a request: the admin (master key, or anyone when there is none) or a virtual key."""
-
-    admin: bool = False
-    key: store.Key | None = None
 
 
 def _presented_key(request: Request) -> str:
@@ -84,19 +67,65 @@ def _presented_key(request: Request) -> str:
     return (request.headers.get("x-api-key") or request.headers.get("api-key") or "").strip()
 
 
-def _spend_row(
-    request_id: str, route: str, model_name: str, caller: Caller | None, served: Any, status: int,
-    failure: str | None, seconds: float, user: Any,
-) -> dict[str, Any]:  # fmt: skip
+#: how the router sends a call to one deployment, with its options for that try
+Send = Callable[[Deployment, dict[str, Any]], Awaitable[ImageResponse]]
+#: the route of each operation (``/images/<route>``), as the metrics and the spend rows name it
+ROUTES = {"generate": "generations", "edit": "edits", "variation": "variations"}
+
+
+@attrs.define
+class Exchange:
+    """One image request as it goes: what its answer, log lines, metrics and spend row are made of, whatever
+    becomes of it."""
+
+    route: str
+    request_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    started: float = attrs.field(factory=time.perf_counter)
+    #: the model name as asked (for the log and the spend row), then as checked
+    model_name: str = "-"
+    status: int = 500
+    #: the error type of a request that did not succeed
+    failure: str | None = None
+    caller: Caller | None = None
+    prompt: Any = None
+    user: Any = None
+    #: what the call holds of its key's budget (gesso.proxy.ledger)
+    reservation: Any = None
+    #: the call's price, asked for only if it is cancelled after it was sent
+    price_of: Callable[[], float | None] | None = None
+    #: the deployments the call was handed to
+    sent: list[Deployment] = attrs.Factory(list)
+    #: the response, and the deployment that gave it
+    served: tuple[ImageResponse, Deployment] | None = None
+    #: refused because the database did not answer
+    away: bool = False
+
+
+@attrs.define
+class Call:
+    """A request's call, read and checked, for any deployment of its model name."""
+
+    model_name: str
+    operation: str
+    prompt: Any
+    images: list[bytes | str]
+    mask: bytes | str | None
+    fields: dict[str, Any]
+    #: deployment id -> the call prepared (and priced) for that deployment, when it was priced
+    prepared: dict[str, Any] = attrs.Factory(dict)
+
+
+def _spend_row(exchange: Exchange, seconds: float) -> dict[str, Any]:
     """The request's spend-log row: never an image, never a secret."""
-    key = caller.key if caller is not None else None
-    response, deployment = served if served is not None else (None, None)
+    key = exchange.caller.key if exchange.caller is not None else None
+    response, deployment = exchange.served if exchange.served is not None else (None, None)
+    status, user = exchange.status, exchange.user
     return {
-        "request_id": request_id,
+        "request_id": exchange.request_id,
         "token_hash": key.token_hash if key is not None else None,
         "key_alias": key.key_alias if key is not None else None,
-        "route": route,
-        "model_name": _column_text(model_name, "model_name"),
+        "route": exchange.route,
+        "model_name": _column_text(exchange.model_name, "model_name"),
         "deployment": deployment.id if deployment is not None else None,
         "model_id": deployment.model if deployment is not None else None,
         "images": len(response.data) if response is not None else 0,
@@ -104,20 +133,24 @@ def _spend_row(
         "latency_ms": round(seconds * 1000, 3),
         "status": "success" if status == 200 else "cancelled" if status == 499 else "failure",
         "status_code": status,
-        "error_type": failure,
+        "error_type": exchange.failure,
         "user": _column_text(user, "user") if isinstance(user, str) else None,
     }
 
 
+#: the most characters each text column of a spend-log row holds
+_LENGTHS = {
+    column.name: column.type.length
+    for column in store.spend_logs.columns
+    if isinstance(column.type, sa.String) and column.type.length is not None
+}
+
+
 def _column_text(text: str, column: str) -> str:
     """Caller text as a spend-log column can always hold it: valid Unicode, within the column's length."""
-    limit = store.spend_logs.c[column].type.length
+    limit = _LENGTHS[column]
     unfit = not is_text(text) or len(text) > limit or "\x00" in text  # (PostgreSQL's text holds no NUL)
     return printable(text, limit - 40) if unfit else text
-
-
-class ClientGone(Exception):
-    """The client disconnected before its answer: its call was cancelled, and nothing is sent."""
 
 
 class Proxy:
@@ -200,116 +233,135 @@ class Proxy:
     # -- one image request --------------------------------------------------------------------------------
 
     async def images(self, request: Request, operation: str) -> Response:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        route = {"generate": "generations", "edit": "edits", "variation": "variations"}[operation]
-        model_name = "-"
-        status = 500
-        caller: Caller | None = None
-        reservation: Any = None  # what the call holds of its key's budget (gesso.proxy.ledger)
-        served: tuple[Any, Deployment] | None = None
-        failure: str | None = None
-        prompt: Any = None
-        user: Any = None
-        sent: list[Deployment] = []  # the deployments the call was handed to
-        away = False  # refused because the database did not answer
-        price_of: Any = None  # the call's price, asked for only if it is cancelled after it was sent
+        """``POST /images/generations``, ``/images/edits`` or ``/images/variations``: the request is admitted
+        (:meth:`_admitted`), sent with the router's retries and fallbacks (:meth:`_sender`), answered
+        (:meth:`_answer`, or :meth:`_failed` and :meth:`_gone`), and recorded whatever happened (:meth:`_settle`)."""
+        exchange = Exchange(ROUTES[operation])
         self.metrics.in_flight += 1
         try:
-            caller = await self.authenticate(request)
-            if operation == "generate":
-                fields = await self._json(request)
-                images: list[bytes] = []
-                mask = None
-            else:
-                fields, images, mask = await self._form(request)
-            given = fields.pop("model", None)
-            model_name = given if isinstance(given, str) else "-"  # as asked, for the log and the spend row
-            model_name = self._model_name(given, caller)
-            prompt = fields.pop("prompt", None)
-            user = fields.get("user")
-            _check_text(prompt, "prompt")
-            _check_text(user, "user")
-            self._may_use(caller, model_name)  # before the model's own checks: they would describe it
-            prepared: dict[str, Any] = {}  # deployment id -> the call prepared (and priced) for it
-            if caller.key is not None:
-                quote, prepared = self._quote(model_name, operation, prompt, images, mask, fields)
-            else:
-                quote = None
-            price_of = functools.partial(_given_or, quote, self._quote, model_name, operation, prompt, images, mask,
-                                         fields)  # fmt: skip
-            reservation = await self.admit(caller, quote)
-
-            async def send(deployment: Deployment, overrides: dict[str, Any]) -> Any:
-                sent.append(deployment)
-                try:  # prepared once: the call priced for the budget is the one sent (unless the router changed it)
-                    call = prepared.get(deployment.id) if not overrides else None
-                    if call is None:
-                        call = self._prepare(deployment, overrides, operation, prompt, images, mask, fields)
-                    return await api.asend(call)
-                except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
-                    # the deployment's own credentials were refused: the caller's key is fine, so not a 401/403
-                    raise errors.ProviderError(
-                        f"The provider refused the proxy deployment's credentials ({deployment.id}): {exc.message}",
-                        model=exc.model,
-                    ) from exc
-
-            served = await self._until_disconnect(request, self.router.call(model_name, send))
-            response, deployment = served
-            status = 200
-            self.metrics.paid(model_name, len(response.data), response.cost)
-            logger.info(
-                "request %s %s model_name=%s deployment=%s images=%d cost=%s latency=%.3fs", request_id, route,
-                _field(model_name), deployment.id, len(response.data), response.cost, time.perf_counter() - started,
-            )  # fmt: skip
-            headers = {
-                "x-request-id": request_id,
-                "x-gesso-deployment": deployment.id,
-                "x-gesso-response-cost": "" if response.cost is None else f"{response.cost:.6f}",
-            }
-            return _json_response(response.to_dict(), 200, headers)
-        except errors.GessoError as error:
-            status = error.status_code
-            failure = error.type
-            away = error.code == "database_unavailable"
-            self.metrics.error(error.type)
-            logger.info("request %s %s model_name=%s failed: %s %s", request_id, route, _field(model_name), status,
-                        error.type)  # fmt: skip
-            return _error_response(error, request_id)
-        except ClientGone:  # answered with nothing (uvicorn drops sends to a gone client), so no error is logged
-            status, failure = 499, "client_disconnected"
-            self.metrics.error("client_disconnected")
-            logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
-                        _field(model_name))  # fmt: skip
-            return Response(status_code=499)
+            call = await self._admitted(request, operation, exchange)
+            sending = self.router.call(call.model_name, self._sender(call, exchange))
+            served = await self._until_disconnect(request, sending)
+            exchange.served = served
+            return self._answer(exchange, *served)
         except asyncio.CancelledError:
-            status, failure = 499, "client_disconnected"
-            self.metrics.error("client_disconnected")
-            logger.info("request %s %s model_name=%s: the client went away; call cancelled", request_id, route,
-                        _field(model_name))  # fmt: skip
+            self._gone(exchange)
             raise
-        except Exception:
-            failure = "internal_error"
-            self.metrics.error("internal_error")
-            logger.exception("request %s %s failed", request_id, route)
-            error = ProxyError(500, "Internal error in the proxy", type="internal_error")
-            return _error_response(error, request_id)
+        except Exception as exc:
+            return self._failed(exchange, exc)
         finally:
             self.metrics.in_flight -= 1
-            seconds = time.perf_counter() - started
-            self.metrics.observe(route, model_name, status, seconds)
-            if self.store is not None:
-                row = _spend_row(request_id, route, model_name, caller, served, status, failure, seconds, user)
-                if status == 499 and sent and price_of is not None:
-                    # the provider had the call when the client left: it may well have charged for it, so the
-                    # call is priced as sent (a client cannot spend a provider's money by hanging up in time)
-                    row["cost"] = _cancelled_price(price_of, request_id)
-                if self.config.store_prompts and isinstance(prompt, str):
-                    fits = is_text(prompt) and "\x00" not in prompt
-                    row["prompt"] = prompt if fits else printable(prompt, len(prompt) * 12)
-                if self.ledger is not None and reservation is not None:
-                    self.ledger.finished(reservation, row["cost"])
-                await self._record(row, reservation, request_id, paid=served is not None, wait=not away)
+            await self._settle(exchange)
+
+    async def _admitted(self, request: Request, operation: str, exchange: Exchange) -> Call:
+        """The request's caller, body and call, each checked; the call priced and, for a virtual key, admitted
+        against its rate limit and budget (what it holds is kept in ``exchange``). Nothing is sent."""
+        exchange.caller = caller = await self.authenticate(request)
+        images: list[bytes | str] = []
+        mask: bytes | str | None = None
+        if operation == "generate":
+            fields = await self._json(request)
+        else:
+            fields, images, mask = await self._form(request)
+        given = fields.pop("model", None)
+        exchange.model_name = given if isinstance(given, str) else "-"  # as asked, for the log and the spend row
+        exchange.model_name = model_name = self._model_name(given, caller)
+        exchange.prompt = prompt = fields.pop("prompt", None)
+        exchange.user = user = fields.get("user")
+        _check_text(prompt, "prompt")
+        _check_text(user, "user")
+        self._may_use(caller, model_name)  # before the model's own checks: they would describe it
+        call = Call(model_name, operation, prompt, images, mask, fields)
+        quote = None
+        if caller.key is not None:
+            quote, call.prepared = self._quote(call)
+        exchange.price_of = functools.partial(_given_or, quote, self._quote, call)
+        exchange.reservation = await self.admit(caller, quote)
+        return call
+
+    def _sender(self, call: Call, exchange: Exchange) -> Send:
+        """What the router sends ``call`` with, once for each deployment it tries (``overrides``: the router's
+        options for that try)."""
+
+        async def send(deployment: Deployment, overrides: dict[str, Any]) -> ImageResponse:
+            exchange.sent.append(deployment)
+            try:  # prepared once: the call priced for the budget is the one sent (unless the router changed it)
+                prepared = call.prepared.get(deployment.id) if not overrides else None
+                if prepared is None:
+                    prepared = self._prepare(deployment, overrides, call)
+                return await api.asend(prepared)
+            except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
+                # the deployment's own credentials were refused: the caller's key is fine, so not a 401/403
+                raise errors.ProviderError(
+                    f"The provider refused the proxy deployment's credentials ({deployment.id}): {exc.message}",
+                    model=exc.model,
+                ) from exc
+
+        return send
+
+    def _answer(self, exchange: Exchange, response: ImageResponse, deployment: Deployment) -> Response:
+        """A served call's answer: its images, and what it cost in the headers."""
+        exchange.status = 200
+        self.metrics.paid(exchange.model_name, len(response.data), response.cost)
+        logger.info(
+            "request %s %s model_name=%s deployment=%s images=%d cost=%s latency=%.3fs", exchange.request_id,
+            exchange.route, _field(exchange.model_name), deployment.id, len(response.data), response.cost,
+            time.perf_counter() - exchange.started,
+        )  # fmt: skip
+        headers = {
+            "x-request-id": exchange.request_id,
+            "x-gesso-deployment": deployment.id,
+            "x-gesso-response-cost": "" if response.cost is None else f"{response.cost:.6f}",
+        }
+        return json_response(response.to_dict(), 200, headers)
+
+    def _failed(self, exchange: Exchange, exc: Exception) -> Response:
+        """The answer to a request that failed: its error (a bug of the proxy's is a 500 that says nothing
+        more), or nothing at all when the client has gone."""
+        if isinstance(exc, ClientGone):  # answered with nothing (uvicorn drops sends to a gone client): no error
+            self._gone(exchange)
+            return Response(status_code=499)
+        if not isinstance(exc, errors.GessoError):
+            exchange.failure = "internal_error"
+            self.metrics.error("internal_error")
+            logger.error("request %s %s failed", exchange.request_id, exchange.route, exc_info=exc)
+            exc = ProxyError(500, "Internal error in the proxy", type="internal_error")
+        else:
+            exchange.status = exc.status_code
+            exchange.failure = exc.type
+            exchange.away = exc.code == "database_unavailable"
+            self.metrics.error(exc.type)
+            logger.info("request %s %s model_name=%s failed: %s %s", exchange.request_id, exchange.route,
+                        _field(exchange.model_name), exc.status_code, exc.type)  # fmt: skip
+        return error_response(exc, exchange.request_id)
+
+    def _gone(self, exchange: Exchange) -> None:
+        """The client went away: its call was cancelled."""
+        exchange.status, exchange.failure = 499, "client_disconnected"
+        self.metrics.error("client_disconnected")
+        logger.info("request %s %s model_name=%s: the client went away; call cancelled", exchange.request_id,
+                    exchange.route, _field(exchange.model_name))  # fmt: skip
+
+    async def _settle(self, exchange: Exchange) -> None:
+        """The request's metrics and, with a database, its spend row (and what it held of its key's budget)."""
+        seconds = time.perf_counter() - exchange.started
+        self.metrics.observe(exchange.route, exchange.model_name, exchange.status, seconds)
+        if self.store is None:
+            return
+        row = _spend_row(exchange, seconds)
+        if exchange.status == 499 and exchange.sent and exchange.price_of is not None:
+            # the provider had the call when the client left: it may well have charged for it, so the call is
+            # priced as sent (a client cannot spend a provider's money by hanging up in time)
+            row["cost"] = _cancelled_price(exchange.price_of, exchange.request_id)
+        prompt = exchange.prompt
+        if self.config.store_prompts and isinstance(prompt, str):
+            fits = is_text(prompt) and "\x00" not in prompt
+            row["prompt"] = prompt if fits else printable(prompt, len(prompt) * 12)
+        if self.ledger is not None and exchange.reservation is not None:
+            self.ledger.finished(exchange.reservation, row["cost"])
+        await self._record(
+            row, exchange.reservation, exchange.request_id, paid=exchange.served is not None, wait=not exchange.away
+        )
 
     async def _record(
         self, row: dict[str, Any], reservation: Any, request_id: str, *, paid: bool, wait: bool = True
@@ -377,31 +429,28 @@ class Proxy:
             kwargs.pop("image_url_expiry", None)
         return kwargs
 
-    def _quote(
-        self, model_name: str, operation: str, prompt: Any, images: list[bytes], mask: Any, fields: Mapping[str, Any]
-    ) -> tuple[float | None, dict[str, Any]]:
-        """The most the call can cost on any of its deployments, and the call prepared for each (checked as it
+    def _quote(self, call: Call) -> tuple[float | None, dict[str, Any]]:
+        """The most ``call`` can cost on any of its deployments, and the call prepared for each (checked as it
         will be sent: bad input is refused here, before a budget is touched)."""
         prices, prepared = [], {}
-        for deployment in self.router.groups[model_name]:
-            call = self._prepare(deployment, {}, operation, prompt, images, mask, fields)
-            prepared[deployment.id] = call
-            prices.append(api.price(call))
+        for deployment in self.router.groups[call.model_name]:
+            ready = self._prepare(deployment, {}, call)
+            prepared[deployment.id] = ready
+            prices.append(api.price(ready))
         known = [p for p in prices if p is not None]
         return (max(known) if known else None), prepared
 
-    def _prepare(
-        self, deployment: Deployment, overrides: Mapping[str, Any], operation: str, prompt: Any,
-        images: list[bytes], mask: Any, fields: Mapping[str, Any],
-    ) -> Any:  # fmt: skip
-        """The call for ``deployment``: its configuration as kwargs, the request's fields as :class:`Untrusted`."""
-        kwargs = self._trusted(deployment, overrides, fields)
+    def _prepare(self, deployment: Deployment, overrides: Mapping[str, Any], call: Call) -> Any:
+        """``call`` for ``deployment``: its configuration as kwargs, the request's fields as :class:`Untrusted`."""
+        kwargs = self._trusted(deployment, overrides, call.fields)
         model = kwargs.pop("model")
-        untrusted = Untrusted(fields, granted=deployment.caller_params)
-        inputs = {"image": images or None, "mask": mask} if operation != "generate" else {}
-        return api.prepare(model, prompt, operation=operation, untrusted=untrusted, **inputs, **kwargs)
+        untrusted = Untrusted(call.fields, granted=deployment.caller_params)
+        inputs: dict[str, Any] = (
+            {"image": call.images or None, "mask": call.mask} if call.operation != "generate" else {}
+        )
+        return api.prepare(model, call.prompt, operation=call.operation, untrusted=untrusted, **inputs, **kwargs)
 
-    async def _until_disconnect(self, request: Request, call: Any) -> Any:
+    async def _until_disconnect(self, request: Request, call: Awaitable[T]) -> T:
         """Run ``call``; if the client disconnects first, cancel it (its HTTP request and retries with it)."""
         task = asyncio.ensure_future(call)
         watcher = asyncio.ensure_future(_disconnected(request))
@@ -424,44 +473,13 @@ class Proxy:
 
     async def _body(self, request: Request) -> bytes:
         limit = self.config.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise ProxyError(400, "Content-Length must be a number", type="invalid_request_error")
-            if int(declared) > limit:
-                raise _too_large(limit)
-        from starlette.requests import ClientDisconnect
-
-        async def read() -> bytes:
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-            return b"".join(chunks)
-
-        try:  # a stalled or trickling client is not waited for
-            return await within(read(), self.body_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise ProxyError(408, f"The request body did not arrive within {self.body_timeout:g} s",
-                             type="invalid_request_error", code="request_timeout",
-                             headers={"connection": "close"}) from None  # fmt: skip
-        except ClientDisconnect:  # gone before its body arrived: nothing to answer, and not the proxy's fault
-            raise ClientGone from None
+        note = f"the proxy takes ({limit} bytes; general_settings.max_request_size_mb)"
+        return await read_body(request, limit=limit, timeout=self.body_timeout, limit_note=note)
 
     async def _json(self, request: Request) -> dict[str, Any]:
-        body = await self._body(request)
-        try:
-            data = params.json_loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # (RecursionError: nested too deep)
-            raise ProxyError(400, f"The body is not valid JSON: {exc}", type="invalid_request_error",
-                             code="invalid_json") from None  # fmt: skip
-        if not isinstance(data, dict):
-            raise ProxyError(400, "The body must be a JSON object", type="invalid_request_error", code="invalid_json")
-        return data
+        return json_object(await self._body(request))
 
-    async def _form(self, request: Request) -> tuple[dict[str, Any], list[bytes], bytes | None]:
+    async def _form(self, request: Request) -> tuple[dict[str, Any], list[bytes | str], bytes | str | None]:
         from starlette.formparsers import MultiPartException, MultiPartParser
 
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -469,7 +487,7 @@ class Proxy:
                              type="invalid_request_error", code="invalid_content_type")  # fmt: skip
         body = await self._body(request)
 
-        async def stream() -> AsyncIterator[bytes]:
+        async def stream() -> AsyncGenerator[bytes, None]:
             yield body
 
         try:
@@ -478,8 +496,8 @@ class Proxy:
             raise ProxyError(400, f"Malformed multipart body: {exc}", type="invalid_request_error",
                              code="invalid_multipart") from None  # fmt: skip
         fields: dict[str, Any] = {}
-        images: list[bytes] = []
-        mask: bytes | None = None
+        images: list[bytes | str] = []
+        mask: bytes | str | None = None
         try:
             for name, value in form.multi_items():
                 if name in ("image", "image[]"):
@@ -505,7 +523,7 @@ class Proxy:
         try:
             caller = await self.authenticate(request)
         except errors.GessoError as error:
-            return _error_response(error, uuid.uuid4().hex)
+            return error_response(error, uuid.uuid4().hex)
         created = int(self.started)
         data = [{"id": name, "object": "model", "created": created, "owned_by": "gesso"}
                 for name in self._usable(caller)]  # fmt: skip
@@ -525,7 +543,7 @@ class Proxy:
                     raise ProxyError(401, "Only the master key can read /metrics (general_settings."
                                      "metrics_require_auth)", type="auth_error", code="not_admin")  # fmt: skip
             except errors.GessoError as error:
-                return _error_response(error, uuid.uuid4().hex)
+                return error_response(error, uuid.uuid4().hex)
         return PlainTextResponse(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def openapi(self, request: Request) -> Response:
@@ -538,7 +556,7 @@ def _given_or(given: float | None, quote: Any, *args: Any) -> float | None:
     return given if given is not None else quote(*args)[0]
 
 
-def _cancelled_price(price_of: Any, request_id: str) -> float:
+def _cancelled_price(price_of: Callable[[], float | None], request_id: str) -> float:
     try:
         return float(price_of() or 0.0)
     except Exception:  # (it was priced before, or checked as it was sent: this does not fail, but must not raise)
@@ -568,7 +586,7 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def _bytes(value: Any, name: str) -> bytes | str:
+async def _bytes(value: UploadFile | str, name: str) -> bytes | str:
     if isinstance(value, str):
         return value  # base64 or a data: URL in a text field: the SDK reads it as such
     data = await value.read()
@@ -586,30 +604,6 @@ def _form_value(value: str) -> Any:
         except (ValueError, RecursionError):
             return value
     return value
-
-
-def _too_large(limit: int) -> ProxyError:
-    return ProxyError(413, f"The request body is larger than the proxy takes ({limit} bytes; "
-                      "general_settings.max_request_size_mb)", type="invalid_request_error",
-                      code="request_too_large")  # fmt: skip
-
-
-def _json_response(content: Any, status: int, headers: dict[str, str]) -> Response:
-    body = json.dumps(content, separators=(",", ":")).encode()
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
-
-
-def _error_response(error: errors.GessoError, request_id: str) -> Response:
-    headers = {"x-request-id": request_id, **getattr(error, "headers", {})}
-    if isinstance(error, errors.RateLimitError):
-        if error.code == "quota_exceeded":
-            headers["x-should-retry"] = "false"
-        else:
-            headers["retry-after"] = "1"
-    body = error.to_dict()
-    # never a secret in an answer: a value the proxy read from its environment or config is named, not shown
-    body["error"]["message"] = redact.redact(body["error"]["message"])
-    return _json_response(body, error.status_code, headers)
 
 
 def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Starlette:
@@ -660,10 +654,10 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
 async def _not_found(request: Request, exc: Exception) -> Response:
     error = ProxyError(404, f"No route {request.method} {request.url.path}", type="invalid_request_error",
                        code="not_found")  # fmt: skip
-    return _error_response(error, uuid.uuid4().hex)
+    return error_response(error, uuid.uuid4().hex)
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
     error = ProxyError(405, f"{request.method} is not allowed on {request.url.path}", type="invalid_request_error",
                        code="method_not_allowed")  # fmt: skip
-    return _error_response(error, uuid.uuid4().hex)
+    return error_response(error, uuid.uuid4().hex)

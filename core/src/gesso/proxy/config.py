@@ -90,7 +90,7 @@ class Deployment:
 
     @property
     def model(self) -> str:
-        return self.params["model"]
+        return str(self.params["model"])  # (a string: parse refuses a deployment whose model is not one)
 
 
 @attrs.frozen

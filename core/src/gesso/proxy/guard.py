@@ -33,6 +33,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._in_head = False
+        self._begun = 0  # the requests this connection began
         self._head_bytes = 0  # the parsed request line and headers of the request coming in
         self._unparsed = 0  # the bytes received since it began, while its head is unfinished
         self._refusal: tuple[int, str, str] | None = None
@@ -46,6 +47,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._begun += 1
         self._in_head = True
         self._head_bytes = self._unparsed = 0
         if self._head_timer is None:
@@ -95,7 +97,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head:
             self._refuse(408, f"The request line and headers did not arrive within {self.head_timeout:g} s",
                          "request_timeout")  # fmt: skip
-        elif self.cycle is None:  # a connection that never sent a request
+        elif not self._begun:  # a connection that never sent a request
             self.transport.close()
 
     def _stop_head_timer(self) -> None:

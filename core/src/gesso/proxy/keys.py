@@ -10,27 +10,25 @@ naming the field and the range, never a database error.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
 import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gesso import errors, params
-from gesso.aio import within
+from gesso import errors
 from gesso.proxy import store
-
-if TYPE_CHECKING:
-    from gesso.proxy.app import Proxy
+from gesso.proxy.config import ProxyConfig
+from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
+from gesso.proxy.ledger import Ledger
 
 #: the fields /key/generate and /key/update take
 FIELDS = (
@@ -50,7 +48,25 @@ MAX_QUERY_INT = 10**9
 CHOSEN_KEY = re.compile(r"sk-[\x21-\x7e]{13,253}")
 
 
-def routes(proxy: Proxy) -> list[Route]:
+class Host(Protocol):
+    """What the key API needs of the proxy it is served by (:class:`gesso.proxy.app.Proxy`)."""
+
+    @property
+    def config(self) -> ProxyConfig: ...
+    @property
+    def store(self) -> store.Store | None: ...
+    @property
+    def ledger(self) -> Ledger | None: ...
+    @property
+    def body_timeout(self) -> float: ...
+    async def authenticate(self, request: Request) -> Caller: ...
+
+
+#: a route's work, given the request, its caller and the proxy's database: what the answer's JSON holds
+Handler = Callable[[Request, Caller, store.Store], Awaitable[Any]]
+
+
+def routes(proxy: Host) -> list[Route]:
     api = KeyApi(proxy)
     return [
         Route("/key/generate", api.generate, methods=["POST"]),
@@ -67,37 +83,42 @@ def routes(proxy: Proxy) -> list[Route]:
 
 def _error(
     status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
-) -> Exception:
-    from gesso.proxy.app import ProxyError
-
+) -> ProxyError:
     return ProxyError(status, message, type=type, param=param, code=code)
 
 
 class KeyApi:
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Host) -> None:
         self.proxy = proxy
 
-    async def _handle(self, request: Request, handler: Any, *, admin: bool = True) -> Response:
-        from gesso.proxy.app import _error_response, _json_response
+    @property
+    def db(self) -> store.Store:
+        """The proxy's database; a 501 when it has none."""
+        found = self.proxy.store
+        if found is None:
+            raise _error(501, "This proxy has no database (general_settings.database_url)", type="api_error")
+        return found
 
+    async def _handle(self, request: Request, handler: Handler, *, admin: bool = True) -> Response:
         request_id = uuid.uuid4().hex
         try:
-            if self.proxy.store is None:
-                raise _error(501, "This proxy has no database (general_settings.database_url)", type="api_error")
+            db = self.db
             caller = await self.proxy.authenticate(request)
             if self.proxy.config.master_key is None:
                 raise _error(401, "Managing keys needs general_settings.master_key", type="auth_error")
             if admin and not caller.admin:
                 raise _error(401, "Only the master key can do this", type="auth_error")
-            result = await handler(request, caller)
-            return _json_response(result, 200, {"x-request-id": request_id})
+            result = await handler(request, caller, db)
+            return json_response(result, 200, {"x-request-id": request_id})
         except errors.GessoError as exc:
-            return _error_response(exc, request_id)
+            return error_response(exc, request_id)
+        except ClientGone:  # gone before its body arrived: nothing is answered
+            return Response(status_code=499)
 
     # -- keys ---------------------------------------------------------------------------------------------
 
     async def generate(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             body = await _body(request, FIELDS, self.proxy.body_timeout)
             values = _checked(body)
             given = values.pop("key", None)
@@ -109,9 +130,9 @@ class KeyApi:
             await self._unique_key(given)
             await self._unique_alias(values.get("key_alias"))
             try:
-                plaintext, key = await self.proxy.store.create_key(key=given, **values)
+                plaintext, key = await db.create_key(key=given, **values)
             except sa.exc.IntegrityError:  # another request took the key or the alias since the checks above
-                if given is not None and await self.proxy.store.get_key(store.hash_key(given)) is not None:
+                if given is not None and await db.get_key(store.hash_key(given)) is not None:
                     raise _key_taken() from None
                 raise _alias_taken(values.get("key_alias")) from None
             self._changed(key.token_hash)  # a lookup before it existed may be cached as "no such key"
@@ -120,7 +141,7 @@ class KeyApi:
         return await self._handle(request, run)
 
     async def info(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             given = request.query_params.get("key")
             if given is None:
                 if caller.key is None:
@@ -135,7 +156,7 @@ class KeyApi:
         return await self._handle(request, run, admin=False)
 
     async def update(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             body = await _body(request, ("key", *UPDATABLE), self.proxy.body_timeout)
             given = body.pop("key", None)
             if not isinstance(given, str):
@@ -145,7 +166,7 @@ class KeyApi:
             if values.get("key_alias") not in (None, key.key_alias):
                 await self._unique_alias(values["key_alias"])
             try:
-                updated = await self.proxy.store.update_key(key.token_hash, values)
+                updated = await db.update_key(key.token_hash, values)
                 self._changed(key.token_hash)
             except sa.exc.IntegrityError:  # another request took the alias since the check above
                 raise _alias_taken(values.get("key_alias")) from None
@@ -156,14 +177,14 @@ class KeyApi:
         return await self._handle(request, run)
 
     async def delete(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             body = await _body(request, ("keys", "key_aliases"), self.proxy.body_timeout)
             groups = [body.get("keys") or [], body.get("key_aliases") or []]
             names = [n for group in groups if isinstance(group, list) for n in group]
             if not names or not all(isinstance(g, list) for g in groups) or not all(isinstance(n, str) for n in names):
                 raise _error(400, "keys or key_aliases: a list of keys (plaintext, hash) or aliases", param="keys")
             found = [await self._find(name) for name in names]
-            await self.proxy.store.delete_keys([k.token_hash for k in found])
+            await db.delete_keys([k.token_hash for k in found])
             for gone in found:
                 self._changed(gone.token_hash)
             return {"deleted_keys": names}
@@ -174,13 +195,13 @@ class KeyApi:
         """``POST /key/block`` / ``/key/unblock``: a blocked key is refused (401, ``key_blocked``) on its next
         request: at once on this replica, within ledger.KEY_TTL on the others."""
 
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             body = await _body(request, ("key",), self.proxy.body_timeout)
             given = body.get("key")
             if not isinstance(given, str) or not given:
                 raise _error(400, "key: required (the key, its hash or its alias)", param="key")
             key = await self._find(given)
-            updated = await self.proxy.store.update_key(key.token_hash, {"blocked": blocked})
+            updated = await db.update_key(key.token_hash, {"blocked": blocked})
             self._changed(key.token_hash)
             if updated is None:  # deleted meanwhile
                 raise _error(404, f"No key {given!r}", type="not_found_error", param="key")
@@ -189,13 +210,11 @@ class KeyApi:
         return await self._handle(request, run)
 
     async def list(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             page = _positive_int(request.query_params.get("page", "1"), "page")
             size = min(_positive_int(request.query_params.get("size", "10"), "size"), 100)
             full = request.query_params.get("return_full_object", "false").lower() == "true"
-            found, total = await self.proxy.store.list_keys(
-                key_alias=request.query_params.get("key_alias"), page=page, size=size
-            )
+            found, total = await db.list_keys(key_alias=request.query_params.get("key_alias"), page=page, size=size)
             return {
                 "keys": [k.info() if full else k.token_hash for k in found],
                 "total_count": total,
@@ -208,13 +227,13 @@ class KeyApi:
     # -- spend --------------------------------------------------------------------------------------------
 
     async def spend_logs(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             query = request.query_params
             token = None
             if query.get("api_key"):
                 token = (await self._find(query["api_key"])).token_hash
             start, end = _dates(query)
-            return await self.proxy.store.spend_logs(
+            return await db.spend_logs(
                 token_hash=token, model_name=query.get("model"), start=start, end=end,
                 limit=min(_positive_int(query.get("limit", "1000"), "limit"), 10_000),
             )  # fmt: skip
@@ -222,9 +241,9 @@ class KeyApi:
         return await self._handle(request, run)
 
     async def spend_report(self, request: Request) -> Response:
-        async def run(request: Request, caller: Any) -> Any:
+        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
             start, end = _dates(request.query_params)
-            rows = await self.proxy.store.spend_report(start=start, end=end)
+            rows = await db.spend_report(start=start, end=end)
             return {
                 "rows": rows,
                 "total": {
@@ -239,7 +258,7 @@ class KeyApi:
     # -- helpers ------------------------------------------------------------------------------------------
 
     async def _find(self, given: str) -> store.Key:
-        key = await self.proxy.store.find_key(given)
+        key = await self.db.find_key(given)
         if key is None:
             raise _error(404, "No such key (give the key, its hash or its alias)", type="not_found_error", param="key")
         return key
@@ -250,19 +269,19 @@ class KeyApi:
             self.proxy.ledger.forget(token_hash)
 
     async def _unique_key(self, given: str | None) -> None:
-        if given is not None and await self.proxy.store.get_key(store.hash_key(given)) is not None:
+        if given is not None and await self.db.get_key(store.hash_key(given)) is not None:
             raise _key_taken()
 
     async def _unique_alias(self, alias: Any) -> None:
-        if alias is not None and await self.proxy.store.find_key(alias) is not None:
+        if alias is not None and await self.db.find_key(alias) is not None:
             raise _alias_taken(alias)
 
 
-def _key_taken() -> Exception:
+def _key_taken() -> ProxyError:
     return _error(400, "key: a key with this value exists already; choose another (or leave key out)", param="key")
 
 
-def _alias_taken(alias: Any) -> Exception:
+def _alias_taken(alias: Any) -> ProxyError:
     return _error(400, f"key_alias: {alias!r} is taken; aliases are unique", param="key_alias")
 
 
@@ -270,39 +289,13 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-async def _read(request: Request, timeout: float) -> bytes:
-    """The body, at most :data:`MAX_BODY` bytes (else a 413), within ``timeout`` seconds (else a 408)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and (len(declared.lstrip("0")) > 9 or int(declared) > MAX_BODY):
-        raise _too_large()
-
-    async def read() -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise _too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    try:
-        return await within(read(), timeout)
-    except (TimeoutError, asyncio.TimeoutError):
-        raise _error(408, f"The body did not arrive within {timeout:g} s", code="request_timeout") from None
-
-
-def _too_large() -> Exception:
-    return _error(413, f"The body is larger than the key API takes ({MAX_BODY} bytes)", code="request_too_large")
-
-
 async def _body(request: Request, allowed: tuple[str, ...], timeout: float) -> dict[str, Any]:
-    raw = await _read(request, timeout)
-    try:  # NaN and Infinity are not JSON (and no database's JSON column takes them)
-        body = params.json_loads(raw, parse_constant=_not_json) if raw.strip() else {}
-    except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deep)
-        raise _error(400, f"The body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise _error(400, "The body must be a JSON object")
+    """The body's JSON object (an empty body is ``{}``), of at most :data:`MAX_BODY` bytes, with only the
+    ``allowed`` fields."""
+    note = f"the key API takes ({MAX_BODY} bytes)"
+    raw = await read_body(request, limit=MAX_BODY, timeout=timeout, limit_note=note)
+    # NaN and Infinity are not JSON (and no database's JSON column takes them)
+    body = json_object(raw, parse_constant=_not_json) if raw.strip() else {}
     try:  # JSON may escape a lone surrogate ("\ud800"): text no key, alias or database can hold
         json.dumps(body, ensure_ascii=False).encode()
     except UnicodeEncodeError:
@@ -369,7 +362,8 @@ def _shown(value: Any) -> str:
 def _check_metadata(metadata: Any) -> None:
     if not isinstance(metadata, dict):
         raise _error(400, "metadata: a JSON object", param="metadata")
-    level, depth = [metadata], 1
+    level: list[dict[str, Any] | list[Any]] = [metadata]
+    depth = 1
     while level:  # breadth-first, so no recursion
         if depth > MAX_METADATA_DEPTH:
             raise _error(400, f"metadata: nested at most {MAX_METADATA_DEPTH} levels deep", param="metadata")
@@ -396,18 +390,19 @@ def _positive_int(text: str, name: str) -> int:
 
 def _dates(query: Mapping[str, str]) -> tuple[datetime.datetime | None, datetime.datetime | None]:
     """``start_date`` and ``end_date`` (``YYYY-MM-DD``, both days included), as UTC bounds."""
-    found = []
-    for name in ("start_date", "end_date"):
-        text = query.get(name)
-        if text is None:
-            found.append(None)
-            continue
-        try:
-            day = datetime.date.fromisoformat(text)
-        except ValueError:
-            raise _error(400, f"{name}: a date, YYYY-MM-DD (got {text!r})", param=name) from None
-        moment = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.timezone.utc)
-        if name == "end_date":  # the day after it; after 9999-12-31 there is none, so no bound
-            moment = moment + datetime.timedelta(days=1) if day < datetime.date.max else None
-        found.append(moment)
-    return found[0], found[1]
+    start, end = _day(query, "start_date"), _day(query, "end_date")
+    if end is not None:  # the day after it; after 9999-12-31 there is none, so no bound
+        end = end + datetime.timedelta(days=1) if end.date() < datetime.date.max else None
+    return start, end
+
+
+def _day(query: Mapping[str, str], name: str) -> datetime.datetime | None:
+    """The query's date ``name`` (``YYYY-MM-DD``) as the UTC moment it begins, or ``None`` when not given."""
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        day = datetime.date.fromisoformat(text)
+    except ValueError:
+        raise _error(400, f"{name}: a date, YYYY-MM-DD (got {text!r})", param=name) from None
+    return datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.timezone.utc)

@@ -26,12 +26,16 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import sqlalchemy as sa
 
 from gesso.aio import within
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgreSQLInsert
+    from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 
 logger = logging.getLogger("gesso.proxy")
 
@@ -519,7 +523,7 @@ class Store:
                     .values(amount=reservations.c.amount + granted, expires_at=expires)
                 )
                 kept = bool(grown.rowcount)
-            if not kept:
+            if lease_id is None or not kept:
                 lease_id = uuid.uuid4().hex
                 await conn.execute(reservations.insert().values(
                     id=lease_id, token_hash=key.token_hash, amount=granted, created_at=moment, expires_at=expires
@@ -784,12 +788,15 @@ def _between(query: Any, start: datetime.datetime | None, end: datetime.datetime
     return query
 
 
-def _insert(sqlite: bool, table: sa.Table) -> Any:
+def _insert(sqlite: bool, table: sa.Table) -> SQLiteInsert | PostgreSQLInsert:
+    """An ``INSERT`` into ``table`` in the database's dialect (both have ``ON CONFLICT``)."""
     if sqlite:
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    return insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+    from sqlalchemy.dialects.postgresql import insert as postgresql_insert  # (imported only where it is used)
+
+    return postgresql_insert(table)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

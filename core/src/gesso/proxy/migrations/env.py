@@ -40,4 +40,7 @@ async def _run(url: str) -> None:
         await engine.dispose()
 
 
-asyncio.run(_run(context.config.get_main_option("sqlalchemy.url")))
+_url = context.config.get_main_option("sqlalchemy.url")
+if _url is None:
+    raise RuntimeError("the migrations need sqlalchemy.url: run them with gesso.proxy.store.upgrade (gesso db upgrade)")
+asyncio.run(_run(_url))
