@@ -143,13 +143,15 @@ def test_two_plugins_claiming_one_family_is_a_conflict():
 
 # -- the generic core knows no Bedrock ---------------------------------------------------------------------
 
-GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "aio.py", "api.py", "boundary.py", "bulk.py", "cli.py", "errors.py", "family.py", "hookspecs.py",
+GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "aio.py", "api.py", "boundary.py", "cli.py", "errors.py", "family.py", "hookspecs.py",
            "imaging.py", "inputs.py", "operations.py", "options.py", "output.py", "params.py", "plugins.py", "provider.py",
            "redact.py", "registry.py", "sizes.py", "store.py", "testing.py", "types.py",
            "proxy/__init__.py", "proxy/admin.py", "proxy/app.py", "proxy/config.py", "proxy/guard.py", "proxy/http.py", "proxy/keys.py",
            "proxy/metrics.py", "proxy/openapi.py", "proxy/router.py", "proxy/serve.py", "proxy/store.py",
            "proxy/migrations/__init__.py", "proxy/migrations/env.py", "proxy/migrations/versions/__init__.py",
-           "proxy/migrations/versions/0001_keys_budgets_spend.py", "proxy/migrations/versions/0003_budget_leases.py", "proxy/ledger.py", "proxy/migrations/versions/0002_key_blocked.py"]  # fmt: skip
+           "proxy/migrations/versions/0001_keys_budgets_spend.py", "proxy/migrations/versions/0003_budget_leases.py", "proxy/ledger.py", "proxy/migrations/versions/0002_key_blocked.py",
+           "bulk/__init__.py", "bulk/lines.py", "bulk/manifest.py", "bulk/output.py", "bulk/pricing.py",
+           "bulk/progress.py", "bulk/result.py", "bulk/run.py"]  # fmt: skip
 FORBIDDEN = re.compile(r"(?i)\b(aws|bedrock|boto3?|botocore|arn:|sigv4|inference[ -]profile|amazon)\b")
 
 
