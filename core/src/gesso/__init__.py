@@ -17,23 +17,25 @@ TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would double
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # "import x as x": what a type checker takes for the package's exports (``__all__`` is built)
     from typing import Any
 
-    from gesso.api import (
-        aimage_edit,
-        aimage_generation,
-        aimage_variation,
-        image_edit,
-        image_generation,
-        image_variation,
-    )
-    from gesso.boundary import Untrusted
-    from gesso.bulk import batch
-    from gesso.hookspecs import hookimpl
-    from gesso.plugins import get_plugin_manager, register_plugin, unregister_plugin
-    from gesso.provider import Provider
-    from gesso.types import ImageData, ImageResponse, Model
+    from gesso.api import aimage_edit as aimage_edit
+    from gesso.api import aimage_generation as aimage_generation
+    from gesso.api import aimage_variation as aimage_variation
+    from gesso.api import image_edit as image_edit
+    from gesso.api import image_generation as image_generation
+    from gesso.api import image_variation as image_variation
+    from gesso.boundary import Untrusted as Untrusted
+    from gesso.bulk import batch as batch
+    from gesso.hookspecs import hookimpl as hookimpl
+    from gesso.plugins import get_plugin_manager as get_plugin_manager
+    from gesso.plugins import register_plugin as register_plugin
+    from gesso.plugins import unregister_plugin as unregister_plugin
+    from gesso.provider import Provider as Provider
+    from gesso.types import ImageData as ImageData
+    from gesso.types import ImageResponse as ImageResponse
+    from gesso.types import Model as Model
 
 _LAZY = {
     "image_generation": "gesso.api",

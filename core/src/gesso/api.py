@@ -35,6 +35,7 @@ from gesso.errors import (
     ProviderError,
     Violation,
 )
+from gesso.options import NOT_GIVEN, Background, InputFidelity, Moderation, OutputFormat, ResponseFormat
 from gesso.provider import Provider
 from gesso.registry import Registry
 from gesso.types import (
@@ -67,79 +68,215 @@ class _Call:
 
 
 def image_generation(
-    model: str, prompt: str | None = None, *, untrusted: Untrusted | None = None, **kwargs: Any
+    model: str,
+    prompt: str | None = None,
+    *,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
+    untrusted: Untrusted | None = None,
+    **params: Any,
 ) -> ImageResponse:
     """Generate images; returns an :class:`~gesso.types.ImageResponse`.
 
     ``model`` is ``"<provider>/<model id>"`` (``"acme/painter-v1"``); a string with no known provider
     prefix goes to the default provider.
 
-    OpenAI kwargs: ``n``, ``size`` (``"WxH"``), ``quality``, ``response_format`` (``b64_json``, or
-    ``url`` for a ``data:`` URL), ``style``, ``user``, ``timeout`` (read timeout, seconds),
-    ``output_format`` and ``output_compression``. gesso's ``image_store`` (``file://`` or a plugin's
-    scheme; default ``GESSO_IMAGE_STORE``) and ``image_url_expiry`` make ``url`` the written image's URL
-    (:mod:`gesso.output`).
+    OpenAI's fields: ``n``, ``size`` (``"WxH"``, or ``"auto"``), ``quality``, ``response_format`` (``b64_json``,
+    or ``url`` for a ``data:`` URL), ``style``, ``user``, ``output_format`` and ``output_compression``, and
+    gpt-image's ``background``, ``moderation``, ``stream``, ``partial_images`` and ``input_fidelity`` (checked,
+    never sent: :func:`gesso.options.gpt_image`). gesso's: ``timeout`` (read timeout, seconds), ``snap_size``
+    (take the nearest size the model makes, :mod:`gesso.sizes`), ``image_store`` (``file://`` or a plugin's
+    scheme; default ``GESSO_IMAGE_STORE``) and ``image_url_expiry``, which make ``url`` the written image's URL
+    (:mod:`gesso.output`). Each is checked when the call is made, whatever its declared type; one left out
+    (``NOT_GIVEN``) is not part of the call, while ``None`` is a value, as in ``**params``.
 
-    The provider's options (its :attr:`~gesso.provider.Provider.options`: credentials, endpoint, retries...,
-    listed in the README for each provider). A string value ``"os.environ/NAME"`` reads environment
-    variable ``NAME``.
-
-    Every other kwarg is a parameter of the model, flat (``cfgScale=7``) or nested as the provider spells it
-    (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is sent.
+    ``params``: the provider's options (its :attr:`~gesso.provider.Provider.options`: credentials, endpoint,
+    retries..., listed in the README for each provider), where a string value ``"os.environ/NAME"`` reads
+    environment variable ``NAME``; and every other kwarg is a parameter of the model, flat (``cfgScale=7``) or
+    nested as the provider spells it (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is
+    sent.
 
     ``untrusted`` (a :class:`gesso.boundary.Untrusted`) carries what arrived in a request from someone else
     (a web form, a proxy's caller): only OpenAI's fields and the model's own parameters are taken from it,
-    never an option, and ``os.environ/`` in it is only text. Its fields override ``kwargs`` of the same name.
+    never an option, and ``os.environ/`` in it is only text. Its fields override kwargs of the same name.
     """
-    return _run(_prepare(model, prompt, kwargs, untrusted=untrusted))
+    return _run(_prepare(model, prompt, options.given(params, locals()), untrusted=untrusted))
 
 
 async def aimage_generation(
-    model: str, prompt: str | None = None, *, untrusted: Untrusted | None = None, **kwargs: Any
+    model: str,
+    prompt: str | None = None,
+    *,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
+    untrusted: Untrusted | None = None,
+    **params: Any,
 ) -> ImageResponse:
     """The async form of :func:`image_generation`, with the same arguments.
 
     Provider calls are natively async when the provider implements ``gesso_ainvoke`` (no thread per call;
     cancelling the task aborts them); otherwise they run on a bounded thread pool.
     """
-    return await _arun(_prepare(model, prompt, kwargs, untrusted=untrusted))
+    return await _arun(_prepare(model, prompt, options.given(params, locals()), untrusted=untrusted))
 
 
 def image_edit(
-    model: str, image: Any, prompt: str | None = None, mask: Any = None, *, untrusted: Untrusted | None = None,
-    **kwargs: Any,
-) -> ImageResponse:  # fmt: skip
+    model: str,
+    image: Any,
+    prompt: str | None = None,
+    mask: Any = None,
+    *,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
+    untrusted: Untrusted | None = None,
+    **params: Any,
+) -> ImageResponse:
     """Edit an image, as OpenAI's ``images.edit``: ``image`` is one image or a list (bytes, a ``Path``, a file
     object, base64 text or a ``data:`` URL); ``mask`` marks the area to edit in OpenAI's convention (an RGBA
     PNG whose fully transparent pixels are edited) or is already black and white in the family's own. Every
     other kwarg is as in :func:`image_generation`. The model's family maps the edit to its own task (the
     README's table); a model that cannot do it is an ``InvalidRequestError`` naming the installed models
     that can."""
+    kwargs = options.given(params, locals())
     return _run(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask, untrusted=untrusted))
 
 
 async def aimage_edit(
-    model: str, image: Any, prompt: str | None = None, mask: Any = None, *, untrusted: Untrusted | None = None,
-    **kwargs: Any,
-) -> ImageResponse:  # fmt: skip
+    model: str,
+    image: Any,
+    prompt: str | None = None,
+    mask: Any = None,
+    *,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
+    untrusted: Untrusted | None = None,
+    **params: Any,
+) -> ImageResponse:
     """The async form of :func:`image_edit`, with the same arguments."""
+    kwargs = options.given(params, locals())
     call = _prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask, untrusted=untrusted)
     return await _arun(call)
 
 
-def image_variation(model: str, image: Any, *, untrusted: Untrusted | None = None, **kwargs: Any) -> ImageResponse:
+def image_variation(
+    model: str,
+    image: Any,
+    *,
+    prompt: str | None = None,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
+    untrusted: Untrusted | None = None,
+    **params: Any,
+) -> ImageResponse:
     """Variations of an image (or of several, where the model takes several), as OpenAI's
     ``images.create_variation``; kwargs as in :func:`image_generation` (``prompt`` may guide the variation
     where the model takes one)."""
-    prompt = kwargs.pop("prompt", None)
+    kwargs = options.given(params, locals())
     return _run(_prepare(model, prompt, kwargs, operation="variation", images=image, untrusted=untrusted))
 
 
 async def aimage_variation(
-    model: str, image: Any, *, untrusted: Untrusted | None = None, **kwargs: Any
+    model: str,
+    image: Any,
+    *,
+    prompt: str | None = None,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
+    untrusted: Untrusted | None = None,
+    **params: Any,
 ) -> ImageResponse:
     """The async form of :func:`image_variation`, with the same arguments."""
-    prompt = kwargs.pop("prompt", None)
+    kwargs = options.given(params, locals())
     return await _arun(_prepare(model, prompt, kwargs, operation="variation", images=image, untrusted=untrusted))
 
 
@@ -150,14 +287,32 @@ def quote(
     operation: str = "generate",
     image: Any = None,
     mask: Any = None,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
     untrusted: Untrusted | None = None,
-    **kwargs: Any,
+    **params: Any,
 ) -> float | None:
     """The price in USD of a call before it is made (``None`` when the model has no price): the call is
     checked and prepared exactly as :func:`image_generation` (or ``operation`` ``"edit"``/``"variation"``)
     would, then priced as if every image asked for came back. Nothing is sent. For a generation, ``image`` and
     ``mask`` are the model's own parameters of those names, as in :func:`image_generation`."""
-    return price(prepare(model, prompt, operation=operation, image=image, mask=mask, untrusted=untrusted, **kwargs))
+    kwargs = options.given(params, locals())
+    return price(_prepare_operation(model, prompt, kwargs, operation, image, mask, untrusted))
 
 
 def prepare(
@@ -167,12 +322,36 @@ def prepare(
     operation: str = "generate",
     image: Any = None,
     mask: Any = None,
+    n: int | None = NOT_GIVEN,
+    size: str | None = NOT_GIVEN,
+    quality: str | None = NOT_GIVEN,
+    response_format: ResponseFormat | None = NOT_GIVEN,
+    style: str | None = NOT_GIVEN,
+    user: str | None = NOT_GIVEN,
+    output_format: OutputFormat | None = NOT_GIVEN,
+    output_compression: int | None = NOT_GIVEN,
+    background: Background | None = NOT_GIVEN,
+    moderation: Moderation | None = NOT_GIVEN,
+    stream: bool | None = NOT_GIVEN,
+    partial_images: int | None = NOT_GIVEN,
+    input_fidelity: InputFidelity | None = NOT_GIVEN,
+    timeout: float | None = NOT_GIVEN,
+    snap_size: bool = NOT_GIVEN,
+    image_store: str | None = NOT_GIVEN,
+    image_url_expiry: int | None = NOT_GIVEN,
     untrusted: Untrusted | None = None,
-    **kwargs: Any,
+    **params: Any,
 ) -> _Call:
     """A call checked and prepared as :func:`image_generation` (``operation`` ``"edit"``/``"variation"``: as
     :func:`image_edit`/:func:`image_variation`) would, not sent: :func:`price` it, then :func:`asend` it (once
     or several times), so a service that prices a call before sending it prepares it once."""
+    kwargs = options.given(params, locals())
+    return _prepare_operation(model, prompt, kwargs, operation, image, mask, untrusted)
+
+
+def _prepare_operation(
+    model: str, prompt: Any, kwargs: dict[str, Any], operation: str, image: Any, mask: Any, untrusted: Untrusted | None
+) -> _Call:
     if operation == "generate":  # as image_generation takes them: a family's own parameters of those names
         kwargs.update({k: v for k, v in (("image", image), ("mask", mask)) if v is not None})
         image = mask = None

@@ -25,8 +25,16 @@ from gesso.errors import Violation
 from gesso.params import deref, short
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from gesso.provider import Provider
     from gesso.types import Model
+
+    # the fields' converters as mypy's attrs plugin reads them; at run time ``dict`` and ``frozenset`` themselves
+    def _fields(fields: Mapping[str, Any]) -> dict[str, Any]: ...
+    def _granted(names: Iterable[str]) -> frozenset[str]: ...
+else:
+    _fields, _granted = dict, frozenset
 
 #: OpenAI's Images fields a caller may send besides ``model``, ``prompt`` and the input images, on every
 #: operation (a field an operation's model cannot use is refused by the model's family, naming it)
@@ -46,8 +54,8 @@ class Untrusted:
     ``granted`` names options the service lets its callers set besides the allow-list (a proxy deployment's
     ``model_info.caller_params``); their values are data too (never read from the environment)."""
 
-    fields: Mapping[str, Any] = attrs.field(converter=dict)
-    granted: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    fields: Mapping[str, Any] = attrs.field(converter=_fields)
+    granted: frozenset[str] = attrs.field(default=frozenset(), converter=_granted)
 
 
 def refused(untrusted: Untrusted, model: Model, provider: Provider | None) -> list[Violation]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gesso.errors import Violation
 from gesso.params import short
@@ -19,7 +19,15 @@ from gesso.params import short
 if TYPE_CHECKING:
     from gesso.provider import Provider
 
-RESPONSE_FORMATS = ("b64_json", "url")
+#: OpenAI's values of its fields that have a fixed set (OpenAI API reference, Images, "Create image"): the types of
+#: the SDK's keyword parameters, and what gesso checks a value against
+ResponseFormat = Literal["b64_json", "url"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+Background = Literal["auto", "opaque", "transparent"]
+Moderation = Literal["auto", "low"]
+InputFidelity = Literal["high", "low"]
+
+RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 #: OpenAI's gpt-image fields that gesso maps itself rather than sending them (:func:`gpt_image`)
 GPT_IMAGE_KWARGS = ("background", "moderation", "stream", "partial_images", "input_fidelity")
 #: OpenAI's image parameters (besides ``model``, ``prompt``, ``output_format`` and ``output_compression``)
@@ -50,6 +58,37 @@ HABITS = {
     "drop_params": "gesso never drops parameters silently: leave out the ones the model does not take (the error "
     "names them)",
 }
+
+
+#: The kwargs the SDK's entry points (:mod:`gesso.api`) name as typed keyword parameters, so that an IDE completes
+#: them: OpenAI's fields and gesso's request and output options. Provider options and the model's own parameters
+#: stay ``**params``.
+NAMED_KWARGS = (*OPENAI_KWARGS, "output_format", *REQUEST_KWARGS, *OUTPUT_KWARGS)
+
+
+class _NotGiven:
+    """The default of a named kwarg: the caller did not write it (``None`` is a value the checks see, as when it
+    came in ``**kwargs``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+#: typed ``Any`` so that it is every named kwarg's default whatever the parameter's type
+NOT_GIVEN: Any = _NotGiven()
+
+
+def given(params: dict[str, Any], named: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's kwargs as one dict, as if every one came in ``**kwargs``: ``params`` (the entry point's own
+    ``**params`` dict, updated in place) with each of :data:`NAMED_KWARGS` that ``named`` (the entry point's
+    ``locals()``) holds a value for."""
+    for name in NAMED_KWARGS:
+        value = named[name]
+        if value is not NOT_GIVEN:
+            params[name] = value
+    return params
 
 
 def names(provider: Provider | None) -> frozenset[str]:
@@ -114,9 +153,8 @@ def strings(opts: Mapping[str, Any], names: Iterable[str], problems: list[Violat
             problems.append(Violation(key, f"must be a string (got {type(value).__name__})"))
 
 
-#: OpenAI's values of its gpt-image fields (OpenAI API reference, Images, "Create image")
-BACKGROUNDS = ("auto", "opaque", "transparent")
-MODERATIONS = ("auto", "low")
+BACKGROUNDS: tuple[str, ...] = get_args(Background)
+MODERATIONS: tuple[str, ...] = get_args(Moderation)
 
 
 def gpt_image(opts: Mapping[str, Any], model: str, problems: list[Violation], removers: Any) -> list[str]:

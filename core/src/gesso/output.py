@@ -21,7 +21,7 @@ import io
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import attrs
 
@@ -31,7 +31,7 @@ from gesso.imaging import inspect_b64
 from gesso.params import short
 from gesso.types import GeneratedImage, Model
 
-FORMATS = ("png", "jpeg", "webp")
+FORMATS: tuple[str, ...] = get_args(options.OutputFormat)
 LOSSY = ("jpeg", "webp")
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}

@@ -67,7 +67,8 @@ def schemes() -> dict[str, StoreScheme]:
     found = {FILE.scheme: FILE}
     for impl in plugins.get_plugin_manager().hook.gesso_register_image_stores.get_hookimpls():
         try:
-            declared = list(impl.function() or [])
+            returned: Any = impl.function()  # what a plugin returned, unchecked until here
+            declared = list(returned or [])
         except Exception as exc:  # a broken plugin must never break the host
             logger.warning("gesso plugin %s declared no image store: %s: %s", impl.plugin_name, type(exc).__name__, exc)
             continue
