@@ -106,7 +106,7 @@ def test_two_plugins_claiming_one_id_is_one_error_naming_both():
         def gesso_register_models(self):
             return [
                 Model(id="amazon.nova-canvas-v1:0", family="x"),
-                Model(id="other-v1", family="x", profile_prefixes=("eu.",)),
+                Model(id="other-v1", family="x", routing_prefixes=("eu.",)),
             ]
 
     class Clash2:

@@ -41,3 +41,30 @@ def test_secrets_are_not_in_reprs():
 
     creds = AwsCredentials(access_key_id="AKID", secret_access_key="s3cr3t", session_token="t0k3n")
     assert "s3cr3t" not in repr(creds) and "t0k3n" not in repr(creds)
+
+
+def test_a_model_answers_to_its_routing_prefixes():
+    from gesso.types import Model
+
+    model = Model(id="painter-v1", family="x", aliases=["painter"], routing_prefixes=["us.", "eu."])
+    assert model.routing_prefixes == ("us.", "eu.")
+    assert model.ids == ("painter-v1", "painter", "us.painter-v1", "eu.painter-v1")
+
+
+def test_profile_prefixes_is_a_deprecated_name_of_routing_prefixes():
+    """A third party's plugin written for gesso 0.1 keeps working for one release, warned."""
+    import attrs
+
+    from gesso.types import Model
+
+    with pytest.warns(DeprecationWarning, match="use Model.routing_prefixes") as caught:
+        model = Model(id="painter-v1", family="x", profile_prefixes=("us.",))
+    assert caught[0].filename == __file__  # the warning points at the plugin's line
+    assert model == Model(id="painter-v1", family="x", routing_prefixes=("us.",))
+    assert model.ids == ("painter-v1", "us.painter-v1")
+    with pytest.warns(DeprecationWarning, match="use Model.routing_prefixes"):
+        assert model.profile_prefixes == ("us.",)
+    with pytest.raises(TypeError, match="routing_prefixes only"):
+        Model(id="painter-v1", family="x", profile_prefixes=("us.",), routing_prefixes=("eu.",))
+    assert attrs.evolve(model, id="painter-v2").ids == ("painter-v2", "us.painter-v2")  # no warning: the new name
+    assert "routing_prefixes" in {f.name for f in attrs.fields(Model)} and "profile_prefixes" not in repr(model)

@@ -54,7 +54,7 @@ def gesso_register_models() -> list[Model]:  # type: ignore[empty-body]
 
     Returns: a list of :class:`gesso.types.Model`, each with its id at its ``provider`` (none: the default
     provider), its ``family`` (the request format, which this plugin then owns), the ids it also answers to
-    (``aliases``, ``profile_prefixes``), the JSON Schema of its request body, its prices, capabilities,
+    (``aliases``, ``routing_prefixes``), the JSON Schema of its request body, its prices, capabilities,
     lifecycle and (optionally) its emulator. Return ``[]`` or ``None`` to declare nothing. Two
     distributions declaring one id of a provider, or one family, is an error naming both.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -100,8 +101,10 @@ class Model:
     """What a plugin returns from ``gesso_register_models``: one model it owns.
 
     ``id`` is the model's id at its ``provider`` (``None``: the default provider's); the plugin also owns
-    every id in ``aliases`` and ``prefix + id`` for each of ``profile_prefixes`` (a provider's regional or
-    routing variants, such as ``us.``). ``family`` names the request format; one plugin owns each family.
+    every id in ``aliases`` and ``prefix + id`` for each of ``routing_prefixes`` (the same model reached by
+    another route of its provider, such as a region group's ``us.``; ``profile_prefixes``, its name in gesso
+    0.1, still works for one more release, with a ``DeprecationWarning``).
+    ``family`` names the request format; one plugin owns each family.
     ``param_schema`` is the JSON Schema (Draft 2020-12) of the request body; ``prices`` names the USD
     per-image price points the plugin's cost hook uses; ``capabilities`` are free-form tags
     (``text_to_image``...), of which gesso reads three: ``edit`` (the model takes :func:`gesso.image_edit`),
@@ -121,7 +124,7 @@ class Model:
     name: str = ""
     provider: str | None = None
     aliases: tuple[str, ...] = attrs.field(default=(), converter=_strings)
-    profile_prefixes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    routing_prefixes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     param_schema: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
     prices: Mapping[str, float] = attrs.field(factory=dict)
     capabilities: frozenset[str] = attrs.field(factory=frozenset, converter=_string_set)
@@ -135,7 +138,31 @@ class Model:
     @property
     def ids(self) -> tuple[str, ...]:
         """Every model id this registration claims."""
-        return (self.id, *self.aliases, *(prefix + self.id for prefix in self.profile_prefixes))
+        return (self.id, *self.aliases, *(prefix + self.id for prefix in self.routing_prefixes))
+
+    @property
+    def profile_prefixes(self) -> tuple[str, ...]:
+        """Deprecated: :attr:`routing_prefixes`."""
+        warnings.warn(_PROFILE_PREFIXES, DeprecationWarning, stacklevel=2)
+        return self.routing_prefixes
+
+    if not TYPE_CHECKING:  # type checkers see attrs' own __init__, which has no profile_prefixes
+
+        def __init__(self, *, profile_prefixes=None, **fields):
+            """attrs' ``__init__`` (``__attrs_init__``), and the deprecated ``profile_prefixes``."""
+            if profile_prefixes is not None:
+                if "routing_prefixes" in fields:
+                    raise TypeError("Model() takes routing_prefixes only: profile_prefixes is its deprecated name")
+                warnings.warn(_PROFILE_PREFIXES, DeprecationWarning, stacklevel=2)
+                fields["routing_prefixes"] = profile_prefixes
+            self.__attrs_init__(**fields)
+
+
+_PROFILE_PREFIXES = (
+    "Model.profile_prefixes is deprecated: use Model.routing_prefixes (profile_prefixes goes in the next release)"
+)
+if not TYPE_CHECKING:
+    Model.__init__.__wrapped__ = Model.__attrs_init__  # inspect.signature(Model) shows attrs' fields
 
 
 def _lower(text: str) -> str:

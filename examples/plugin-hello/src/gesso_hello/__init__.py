@@ -42,7 +42,7 @@ def gesso_register_models():
             id="hello.stripes-v1",
             family=FAMILY,
             name="Hello Stripes v1",
-            profile_prefixes=("us.",),
+            routing_prefixes=("us.",),
             param_schema=SCHEMA,
             prices={"small": 0.001, "large": 0.002},  # USD per image: up to 256x256, larger
             capabilities={"text_to_image"},

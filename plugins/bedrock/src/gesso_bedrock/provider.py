@@ -195,7 +195,7 @@ class Bedrock(Provider):
                     model=resolved.model_name,
                 )  # fmt: skip
         if PROFILE_ONLY in model.capabilities and resolved.model_name == model.id and not model_id:
-            profiles = ", ".join(f"bedrock/{prefix}{model.id}" for prefix in model.profile_prefixes)
+            profiles = ", ".join(f"bedrock/{prefix}{model.id}" for prefix in model.routing_prefixes)
             raise InvalidRequestError(
                 [
                     Violation(

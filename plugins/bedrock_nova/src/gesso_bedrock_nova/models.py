@@ -36,7 +36,7 @@ def registrations() -> list[Model]:
             id=MODEL_ID,
             family=FAMILY,
             name="Amazon Nova Canvas",
-            profile_prefixes=("us.", "eu.", "apac."),
+            routing_prefixes=("us.", "eu.", "apac."),
             param_schema=schema(),
             prices=PRICES,
             capabilities={

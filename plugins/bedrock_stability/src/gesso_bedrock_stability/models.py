@@ -123,7 +123,7 @@ def registrations() -> list[Model]:
     ]  # fmt: skip
     models += [
         Model(
-            id=model_id, family=SERVICES, name=name, profile_prefixes=("us.",), param_schema=service_schema(service),
+            id=model_id, family=SERVICES, name=name, routing_prefixes=("us.",), param_schema=service_schema(service),
             prices={"image": price}, capabilities={capability, "inference_profile_only", *service_edits(service)},
             emulator=_emulate,
         )

@@ -63,7 +63,7 @@ CAPABILITIES_V1 = {"text_to_image", "inpainting", "outpainting", "image_variatio
 
 def registrations() -> list[Model]:
     titan = functools.partial(
-        Model, family=FAMILY, profile_prefixes=("us.", "eu.", "apac."), prices=PRICES, emulator=_emulate
+        Model, family=FAMILY, routing_prefixes=("us.", "eu.", "apac."), prices=PRICES, emulator=_emulate
     )
     return [
         titan(
