@@ -552,8 +552,11 @@ class Proxy:
         return JSONResponse(spec(self.config.model_names))
 
 
-def _given_or(given: float | None, quote: Any, *args: Any) -> float | None:
-    return given if given is not None else quote(*args)[0]
+def _given_or(
+    given: float | None, quote: Callable[[Call], tuple[float | None, dict[str, Any]]], call: Call
+) -> float | None:
+    """``given``, the price ``call`` was quoted at, or (when it was not quoted) its ``quote`` now."""
+    return given if given is not None else quote(call)[0]
 
 
 def _cancelled_price(price_of: Callable[[], float | None], request_id: str) -> float:

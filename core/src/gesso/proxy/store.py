@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("gesso.proxy")
 
+#: the schema. A change to it comes with a new migration (gesso/proxy/migrations/versions) that makes it:
+#: tests/test_migrations.py requires an empty database migrated to the newest revision to match it exactly.
 metadata = sa.MetaData()
 
 keys = sa.Table(
