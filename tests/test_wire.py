@@ -5,8 +5,11 @@ that runs until the close, an idle connection closed by the server, a server tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
 import threading
+import time
 
 import pytest
 
@@ -66,17 +69,13 @@ def test_an_answer_cut_short_is_a_wire_error():
         parser.eof()
 
 
-class Server:
-    """A loopback server that reads each request and answers with what ``script`` says, per connection:
-    ``script(connection_number, request_number)`` returns the bytes to send, ``"close"`` to close without
-    answering, or ``"hang"`` to say nothing."""
+class Listener:
+    """A loopback listener that hands each connection to ``_one(connection, number)`` on its own thread."""
 
-    def __init__(self, script) -> None:
-        self.script = script
+    def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.connections = 0
-        self.requests = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -89,12 +88,39 @@ class Server:
             threading.Thread(target=self._one, args=(conn, self.connections), daemon=True).start()
 
     def _one(self, conn: socket.socket, number: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the listening socket, waking the thread blocked in its ``accept`` (a close alone does not, on
+        Linux)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+class Server(Listener):
+    """A loopback server that reads each request and answers with what ``script`` says, per connection:
+    ``script(connection_number, request_number)`` returns the bytes to send (or a list of pieces, sent 20 ms
+    apart), ``"close"`` to close without answering, or ``"hang"`` to say nothing. With ``tls`` (a server context)
+    it speaks TLS. ``closed`` counts the connections the client closed."""
+
+    def __init__(self, script, *, tls: ssl.SSLContext | None = None) -> None:
+        self.script = script
+        self.tls = tls
+        self.requests = 0
+        self.closed = 0
+        super().__init__()
+
+    def _one(self, conn: socket.socket, number: int) -> None:
         buf, served = b"", 0
-        with conn:
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             while True:
                 while b"\r\n\r\n" not in buf:
                     data = conn.recv(65536)
                     if not data:
+                        self.closed += 1
                         return
                     buf += data
                 head, _, buf = buf.partition(b"\r\n\r\n")
@@ -111,13 +137,17 @@ class Server:
                 if action == "hang":
                     threading.Event().wait(5)
                     return
-                conn.sendall(action)
+                for index, piece in enumerate(action if isinstance(action, list) else [action]):
+                    if index:
+                        time.sleep(0.02)
+                    conn.sendall(piece)
+        except (ssl.SSLError, ConnectionError):
+            self.closed += 1
+        finally:
+            conn.close()
 
     def origin(self) -> wire.Origin:
         return wire.Origin(f"http://127.0.0.1:{self.port}", verify=True, proxy=None)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _post(origin: wire.Origin, timeout: float = 5.0) -> wire.Reply:
