@@ -1,5 +1,5 @@
-"""image_edit and image_variation: every row of the README's tables under "Edits and
-variations" is a test here, run on the emulator, so the table and the behaviour cannot drift apart."""
+"""image_edit and image_variation: every row of the tables of docs/edits-and-variations.md (the "Edits and
+variations" page) is a test here, run on the emulator, so the table and the behaviour cannot drift apart."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from gesso import errors, operations
 from helpers import mask as bw_mask
 from helpers import picture
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "edits-and-variations.md"
 SIZE = 512
 
 
 def rows() -> list[tuple[str, str, str, str]]:
-    """The rows of every table in the README's "Edits and variations" section with the four columns
+    """The rows of every table in the "Edits and variations" page with the four columns
     model | operation | inputs | sent."""
     text = README.read_text()
-    section = text.split("### Edits and variations", 1)[1].split("\n### ", 1)[0]
+    section = text.split("# Edits and variations", 1)[1].split("\n### ", 1)[0]
     found = []
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
