@@ -15,7 +15,6 @@ import contextvars
 import datetime
 import logging
 import os
-import sys
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -106,7 +105,7 @@ def image_generation(
     (``NOT_GIVEN``) is not part of the call, while ``None`` is a value, as in ``**params``.
 
     ``params``: the provider's options (its :attr:`~gesso.provider.Provider.options`: credentials, endpoint,
-    retries..., listed in the README for each provider), where a string value ``"os.environ/NAME"`` reads
+    retries..., listed on the docs' SDK page for each provider), where a string value ``"os.environ/NAME"`` reads
     environment variable ``NAME``; and every other kwarg is a parameter of the model, flat (``cfgScale=7``) or
     nested as the provider spells it (``imageGenerationConfig={"cfgScale": 7}``), validated before anything is
     sent.
@@ -180,7 +179,7 @@ def image_edit(
     object, base64 text or a ``data:`` URL); ``mask`` marks the area to edit in OpenAI's convention (an RGBA
     PNG whose fully transparent pixels are edited) or is already black and white in the family's own. Every
     other kwarg is as in :func:`image_generation`. The model's family maps the edit to its own task (the
-    README's table); a model that cannot do it is an ``InvalidRequestError`` naming the installed models
+    docs' table in edits-and-variations.md); a model that cannot do it is an ``InvalidRequestError`` naming the installed models
     that can."""
     kwargs = options.given(params, locals())
     return _run(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask, untrusted=untrusted))
@@ -549,7 +548,7 @@ async def _ainvoke(call: _Call, body: Mapping[str, Any]) -> RawResponse:
         raise
     except (TimeoutError, asyncio.TimeoutError) as exc:  # the deadline: the hook's coroutines were cancelled
         cancelled = exc.__cause__ or exc.__context__
-        raise _hung(call, "gesso_ainvoke", cancelled.__traceback__ if cancelled else None) from None
+        raise _hung(call, "gesso_ainvoke", cancelled) from None
     except Exception as exc:  # a wrapper's awaitable (the hooks' own are guarded)
         raise plugins.hook_failed("gesso_ainvoke", exc) from exc
 
@@ -589,10 +588,10 @@ def _within_deadline(call: _Call, invoke: Any) -> Any:
     try:
         return future.result(timeout=call.deadline)
     except concurrent.futures.TimeoutError:
-        raise _hung(call, "gesso_invoke", sys._current_frames().get(thread[0]) if thread else None) from None
+        raise _hung(call, "gesso_invoke", thread[0] if thread else None) from None
 
 
-def _hung(call: _Call, hook: str, where: Any) -> PluginHookError:
+def _hung(call: _Call, hook: str, where: int | BaseException | None) -> PluginHookError:
     plugin = plugins.culprit(hook, where)
     who = f"The gesso plugin {plugin!r}" if plugin else "A gesso plugin"
     return PluginHookError(

@@ -75,7 +75,7 @@ def add_emulator_command(subcommands: Any) -> None:
     emu.add_argument(
         "--verify-signatures",
         action="store_true",
-        help="recompute SigV4 signatures, accepting only the emulator's own key (see the README)",
+        help="recompute SigV4 signatures, accepting only the emulator's own key (see docs/emulator.md)",
     )
     emu.set_defaults(handler=run_emulator)
 

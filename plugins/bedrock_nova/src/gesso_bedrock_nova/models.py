@@ -11,8 +11,8 @@ from gesso.types import Lifecycle, Model, PriceTable
 FAMILY = "amazon.nova-canvas"
 MODEL_ID = "amazon.nova-canvas-v1:0"
 
-#: USD per image returned, by quality and resolution tier (AWS on-demand list prices, US Regions;
-#: ../shared/bedrock_wire.md section 8). "1024" covers outputs up to 1024x1024 pixels, "2048" larger.
+#: USD per image returned, by quality and resolution tier (AWS on-demand list prices, US Regions, from
+#: https://aws.amazon.com/bedrock/pricing/). "1024" covers outputs up to 1024x1024 pixels, "2048" larger.
 PRICES = PriceTable(
     {"quality": ("standard", "premium"), "tier": ("1024", "2048")},
     {"standard_1024": 0.04, "premium_1024": 0.06, "standard_2048": 0.06, "premium_2048": 0.08},
