@@ -178,9 +178,9 @@ def image_edit(
     """Edit an image, as OpenAI's ``images.edit``: ``image`` is one image or a list (bytes, a ``Path``, a file
     object, base64 text or a ``data:`` URL); ``mask`` marks the area to edit in OpenAI's convention (an RGBA
     PNG whose fully transparent pixels are edited) or is already black and white in the family's own. Every
-    other kwarg is as in :func:`image_generation`. The model's family maps the edit to its own task (the
-    docs' table in edits-and-variations.md); a model that cannot do it is an ``InvalidRequestError`` naming the installed models
-    that can."""
+    other kwarg is as in :func:`image_generation`. The model's family maps the edit to its own task (the table
+    in docs/edits-and-variations.md); a model that cannot do it is an ``InvalidRequestError`` naming the
+    installed models that can."""
     kwargs = options.given(params, locals())
     return _run(_prepare(model, prompt, kwargs, operation="edit", images=image, mask=mask, untrusted=untrusted))
 
