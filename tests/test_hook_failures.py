@@ -86,14 +86,16 @@ def test_a_cost_that_is_no_price_is_refused(aws, emulator, cost):
     assert_names_the_plugin(caught.value, "gesso_calculate_cost")
 
 
-def test_a_wrapper_that_raises_is_named_from_its_traceback(aws, emulator):
+@pytest.mark.filterwarnings("ignore:A plugin raised an exception during an old-style hookwrapper teardown")
+@pytest.mark.parametrize("style", ["wrapper", "hookwrapper"])  # hookwrapper: pluggy's old style (a Result is sent)
+def test_a_wrapper_that_raises_is_named(aws, emulator, style):
     def gesso_parse_response(request, prepared, response):
         parsed = yield
         if request.prompt == "break":
             raise KeyError("images")
         return parsed
 
-    gesso.register_plugin(broken("gesso_parse_response", gesso_parse_response, wrapper=True), name=NAME)
+    gesso.register_plugin(broken("gesso_parse_response", gesso_parse_response, **{style: True}), name=NAME)
     with pytest.raises(PluginHookError) as caught:
         gesso.image_generation(NOVA, "break", **aws)
     assert_names_the_plugin(caught.value, "gesso_parse_response")
@@ -148,7 +150,7 @@ def test_an_invoke_that_hangs_is_abandoned_at_the_deadline(aws, emulator, releas
     with pytest.raises(PluginHookError) as caught:
         gesso.image_generation(NOVA, "break", **aws, **QUICK)
     elapsed = time.monotonic() - started
-    assert_names_the_plugin(caught.value, "gesso_invoke")  # found in the hung thread's frames
+    assert_names_the_plugin(caught.value, "gesso_invoke")  # its guard noted it on the hung thread
     assert "hangs in gesso_invoke" in caught.value.message and "2 s" in caught.value.message
     assert 1.9 < elapsed < 6
     assert gesso.image_generation(NOVA, "a fox", **aws, **QUICK).data
@@ -174,8 +176,90 @@ def test_an_async_invoke_that_hangs_is_cancelled_at_the_deadline(aws, emulator):
         with pytest.raises(PluginHookError) as caught:
             await gesso.aimage_generation(NOVA, "break", **aws, **QUICK)
         elapsed = time.monotonic() - started
-        assert_names_the_plugin(caught.value, "gesso_ainvoke")  # found in the cancelled coroutines' traceback
+        assert_names_the_plugin(caught.value, "gesso_ainvoke")  # its guard noted the cancellation
         assert 1.9 < elapsed < 6 and cancelled == [True]
+        return await gesso.aimage_generation(NOVA, "a fox", **aws, **QUICK)
+
+    assert asyncio.run(calls()).data
+
+
+def test_a_wrapper_that_hangs_in_invoke_is_named(aws, emulator, release):
+    def gesso_invoke(request, invocation):
+        if request.prompt == "break":
+            release.wait(60)
+        return (yield)
+
+    gesso.register_plugin(broken("gesso_invoke", gesso_invoke, wrapper=True), name=NAME)
+    with pytest.raises(PluginHookError) as caught:
+        gesso.image_generation(NOVA, "break", **aws, **QUICK)
+    assert_names_the_plugin(caught.value, "gesso_invoke")
+    assert "hangs in gesso_invoke" in caught.value.message
+    assert gesso.image_generation(NOVA, "a fox", **aws, **QUICK).data
+
+
+def test_a_wrapper_that_lets_an_implementations_error_through_does_not_take_the_blame(aws, emulator):
+    seen = []
+
+    def gesso_invoke(request, invocation):
+        try:
+            return (yield)
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    class Inner:
+        @gesso.hookimpl(tryfirst=True)
+        def gesso_invoke(self, request, invocation):
+            return boom() if request.prompt == "break" else None
+
+    gesso.register_plugin(broken("gesso_invoke", gesso_invoke, wrapper=True), name="gesso-acme-wrapper")
+    gesso.register_plugin(Inner(), name=NAME)
+    with pytest.raises(PluginHookError) as caught:
+        gesso.image_generation(NOVA, "break", **aws)
+    assert_names_the_plugin(caught.value, "gesso_invoke")  # the implementation, not the wrapper around it
+    assert seen == ["PluginHookError"]
+
+
+@pytest.mark.parametrize("shape", ["ends without yielding", "yields twice"])
+def test_a_wrapper_that_does_not_yield_once_is_named(aws, emulator, shape):
+    def gesso_calculate_cost(request, prepared, response):
+        if request.prompt == "break" and shape == "ends without yielding":
+            return None
+        cost = yield
+        if request.prompt == "break":
+            yield
+        return cost
+
+    gesso.register_plugin(broken("gesso_calculate_cost", gesso_calculate_cost, wrapper=True), name=NAME)
+    with pytest.raises(PluginHookError) as caught:
+        gesso.image_generation(NOVA, "break", **aws)
+    assert_names_the_plugin(caught.value, "gesso_calculate_cost")
+    assert {"ends without yielding": "ended without yielding", "yields twice": "yielded twice"}[shape] in str(
+        caught.value
+    )
+    assert gesso.image_generation(NOVA, "a fox", **aws).cost
+
+
+@pytest.mark.parametrize("behaviour", ["raises", "hangs"])
+def test_an_async_wrappers_awaitable_that_fails_is_named(aws, emulator, behaviour):
+    async def instead(pending):
+        answer = await pending
+        if behaviour == "raises":
+            raise KeyError("images")
+        await asyncio.sleep(60)
+        return answer
+
+    def gesso_ainvoke(request, invocation):
+        pending = yield
+        return instead(pending) if request.prompt == "break" else pending
+
+    gesso.register_plugin(broken("gesso_ainvoke", gesso_ainvoke, wrapper=True), name=NAME)
+
+    async def calls():
+        with pytest.raises(PluginHookError) as caught:
+            await gesso.aimage_generation(NOVA, "break", **aws, **QUICK)
+        assert_names_the_plugin(caught.value, "gesso_ainvoke")
+        assert ("it raised KeyError" if behaviour == "raises" else "hangs in gesso_ainvoke") in caught.value.message
         return await gesso.aimage_generation(NOVA, "a fox", **aws, **QUICK)
 
     assert asyncio.run(calls()).data

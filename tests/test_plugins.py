@@ -228,3 +228,108 @@ def test_unregister_plugin(aws):
     assert plugins.get_registry().get("test.painter-v1") is not None
     gesso.unregister_plugin(painter)
     assert plugins.get_registry().get("test.painter-v1") is None
+
+
+# -- pluggy through its public API ------------------------------------------------------------------------------
+
+
+def test_the_manager_holds_a_registration_object_per_plugin():
+    painter = Painter()
+    gesso.register_plugin(painter, name="painter")
+    registration = plugins.get_plugin_manager().get_plugin("painter")
+    assert isinstance(registration, plugins.Registration)
+    assert registration.plugin is painter and registration.name == "painter"
+    model = plugins.get_registry().get("test.painter-v1")
+    reached = plugins.route(model).gesso_transform_request.get_hookimpls()
+    assert registration in {impl.plugin for impl in reached}
+    assert next(p for p in plugins.list_plugins() if p["name"] == "painter")["hooks"] == [
+        "gesso_calculate_cost",
+        "gesso_parse_response",
+        "gesso_register_models",
+        "gesso_transform_request",
+    ]
+    gesso.unregister_plugin(painter)
+    assert plugins.get_plugin_manager().get_plugin("painter") is None
+    with pytest.raises(ValueError, match="not a registered gesso plugin"):
+        gesso.unregister_plugin(painter)
+
+
+def test_a_stage_hook_under_another_name_is_routed_to_its_own_family_only(aws):
+    called = []
+
+    class Renamed(Painter):
+        @gesso.hookimpl(specname="gesso_transform_request")
+        def build(self, request):
+            called.append(request.model.family)
+            return Painter.gesso_transform_request(self, request)
+
+    Renamed.gesso_transform_request = None  # only the renamed implementation
+    gesso.register_plugin(Renamed(), name="renamed")
+    nova = plugins.get_registry().get("amazon.nova-canvas-v1:0")
+    renamed = plugins.get_plugin_manager().get_plugin("renamed")
+    assert renamed not in {impl.plugin for impl in plugins.route(nova).gesso_transform_request.get_hookimpls()}
+    assert gesso.image_generation("bedrock/amazon.nova-canvas-v1:0", "a fox", **aws).data
+    assert called == []
+    assert gesso.image_generation("bedrock/test.painter-v1", "a fox", **aws).data
+    assert called == ["test.painter"]
+
+
+def test_one_plugin_registered_twice_is_refused():
+    painter = Painter()
+    gesso.register_plugin(painter, name="painter")
+    with pytest.raises(ValueError, match="already registered, as painter"):
+        gesso.register_plugin(painter, name="painter-again")
+
+
+def test_a_refused_registration_leaves_nothing_in_the_manager():
+    class HalfRight:
+        @gesso.hookimpl
+        def gesso_register_models(self):
+            return []
+
+        @gesso.hookimpl
+        def gesso_transform_request(self, req):
+            return None
+
+    with pytest.raises(ValueError, match="registration failed"):
+        gesso.register_plugin(HalfRight(), name="half-right")
+    manager = plugins.get_plugin_manager()
+    assert manager.get_plugin("half-right") is None
+    assert all(
+        manager.get_name(impl.plugin) != "half-right" for impl in manager.hook.gesso_register_models.get_hookimpls()
+    )
+
+
+def test_each_reaches_one_plugin_at_a_time():
+    gesso.register_plugin(Painter(), name="painter")
+    declared = {
+        name: [m.id for answer in caller() for m in answer] for name, caller in plugins.each("gesso_register_models")
+    }
+    assert declared["painter"] == ["test.painter-v1"]
+    assert "amazon.nova-canvas-v1:0" in declared["gesso-bedrock-nova"]
+    assert "test.painter-v1" not in declared["gesso-bedrock-nova"]
+
+
+def test_gesso_reaches_into_no_pluggy_or_interpreter_internals():
+    """No write to or read of pluggy's private attributes (HookImpl.function, _hookimpls...), no stack walking:
+    gesso's source and its plugins' use pluggy's public API only."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [*root.glob("core/src/gesso/**/*.py"), *root.glob("plugins/*/src/**/*.py")]
+    internals = {"function", "_hookimpls", "_hookexec", "_name2plugin", "_getframe", "_current_frames", "f_back",
+                 "f_code", "f_locals", "tb_frame", "tb_next", "_inner_hookexec", "_call_history", "_orig"}  # fmt: skip
+    found = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Attribute):
+                continue
+            inspected = (
+                isinstance(node.value, ast.Name)
+                and node.value.id == "inspect"
+                and node.attr in {"stack", "currentframe"}
+            )
+            if node.attr in internals or inspected:
+                found.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+    assert len(sources) > 50 and found == []

@@ -92,7 +92,7 @@ def gesso_register_providers() -> list[Provider]:  # type: ignore[empty-body]
 
 
 @hookspec
-def gesso_register_commands(subcommands: argparse._SubParsersAction) -> None:  # type: ignore[empty-body]
+def gesso_register_commands(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add subcommands to the ``gesso`` command line.
 
     Called once per ``gesso`` invocation, while its parser is built.
@@ -137,7 +137,7 @@ def gesso_register_image_stores() -> list[StoreScheme]:  # type: ignore[empty-bo
 
 
 @hookspec(firstresult=True)
-def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:  # type: ignore[empty-body]
+def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:
     """Validate one call's parameters and build the request bodies: the plan of the call.
 
     Called once per call, before anything is sent, on the plugin that registered ``request.model`` (and on
@@ -164,7 +164,7 @@ def gesso_transform_request(request: ImageRequest) -> PreparedRequest | None:  #
 
 
 @hookspec(firstresult=True)
-def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse | None:  # type: ignore[empty-body]
+def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse | None:
     """Send one provider call and return what came back.
 
     Called once per body of the prepared request (concurrently when there are several).
@@ -189,7 +189,7 @@ def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse |
 
 
 @hookspec(firstresult=True)
-def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[RawResponse] | None:  # type: ignore[empty-body]
+def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[RawResponse] | None:
     """Send one provider call natively async: return an awaitable of what came back.
 
     Called once per body by :func:`gesso.aimage_generation` (concurrently when there are several), on
@@ -212,7 +212,7 @@ def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[Ra
 
 
 @hookspec(firstresult=True)
-def gesso_parse_response(  # type: ignore[empty-body]
+def gesso_parse_response(
     request: ImageRequest, prepared: PreparedRequest, response: RawResponse
 ) -> ParsedResponse | None:
     """Turn one provider response into images.
@@ -237,9 +237,7 @@ def gesso_parse_response(  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def gesso_calculate_cost(  # type: ignore[empty-body]
-    request: ImageRequest, prepared: PreparedRequest, response: ImageResponse
-) -> float | None:
+def gesso_calculate_cost(request: ImageRequest, prepared: PreparedRequest, response: ImageResponse) -> float | None:
     """Price a finished call in USD.
 
     Called once per successful call, after the response is assembled, on the plugin that registered

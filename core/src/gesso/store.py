@@ -65,18 +65,17 @@ def schemes() -> dict[str, StoreScheme]:
     from gesso import plugins
 
     found = {FILE.scheme: FILE}
-    for impl in plugins.get_plugin_manager().hook.gesso_register_image_stores.get_hookimpls():
+    for plugin, caller in plugins.each("gesso_register_image_stores"):
         try:
-            returned: Any = impl.function()  # what a plugin returned, unchecked until here
-            declared = list(returned or [])
+            declared: list[Any] = [item for answer in caller() for item in answer]  # unchecked until here
         except Exception as exc:  # a broken plugin must never break the host
-            logger.warning("gesso plugin %s declared no image store: %s: %s", impl.plugin_name, type(exc).__name__, exc)
+            logger.warning("gesso plugin %s declared no image store: %s: %s", plugin, type(exc).__name__, exc)
             continue
         for item in declared:
             if isinstance(item, StoreScheme):
                 found.setdefault(item.scheme, item)
             else:
-                logger.warning("gesso plugin %s declared %r, not a gesso.types.StoreScheme", impl.plugin_name, item)
+                logger.warning("gesso plugin %s declared %r, not a gesso.types.StoreScheme", plugin, item)
     return found
 
 
