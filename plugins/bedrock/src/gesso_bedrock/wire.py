@@ -345,6 +345,7 @@ class Origin:
         self.lock = threading.Lock()
 
     def _proxy(self, url: str, verify: bool | str) -> None:
+        """Where the proxy is, whether it speaks TLS (verified as the endpoint is), and its credentials."""
         pp = urlsplit(url if "://" in url else f"http://{url}")
         scheme = pp.scheme.lower()
         if scheme not in ("http", "https"):
@@ -374,7 +375,8 @@ class Origin:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _connect_lines(self) -> bytes:
-        lines = [f"CONNECT {self.host}:{self.port} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        authority = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"  # IPv6 in []
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         if self.proxy_auth:
             lines.append(f"Proxy-Authorization: {self.proxy_auth}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
