@@ -114,3 +114,25 @@ def test_only_nova_installed_behaves_as_documented(site):
     )
     assert titan.returncode == 1
     assert "pip install gesso-bedrock-titan" in titan.stderr
+
+
+def test_an_installed_plugin_is_registered_with_pluggy_as_a_registration_object(site):
+    """What pluggy holds for an entry point is gesso's Registration of the module the entry point names, its stage
+    hooks guarded and reached by their family's calls only."""
+    script = (
+        "import json; from gesso import plugins\n"
+        "manager = plugins.get_plugin_manager()\n"
+        "acme = manager.get_plugin('gesso-acme')\n"
+        "model = plugins.get_registry().get('acme.painter-v1')\n"
+        "nova = plugins.get_registry().get('amazon.nova-canvas-v1:0')\n"
+        "reached = lambda m: sorted(manager.get_name(i.plugin) for i in plugins.route(m).gesso_transform_request.get_hookimpls())\n"
+        "print(json.dumps({'kind': type(acme).__name__, 'module': acme.plugin.__name__,\n"
+        "                  'acme': reached(model), 'nova': reached(nova)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(PYTHONPATH=str(site), GESSO_PLUGINS="gesso-acme,gesso-bedrock-nova")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["kind"] == "Registration" and seen["module"].startswith("gesso_acme")
+    assert seen["acme"] == ["gesso-acme"] and seen["nova"] == ["gesso-bedrock-nova"]
