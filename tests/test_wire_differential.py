@@ -5,8 +5,8 @@ POST. Their verdicts must match: both reject, or both accept with the same statu
 connection may carry another request.
 
 wire refuses a few shapes h11 accepts; each is named in ``STRICTER`` with the rule that lets a recipient refuse
-it, and is found in the bytes by this file's own reading of the heads (not by wire's). Where one applies and h11
-accepts, wire must reject; wire never accepts what h11 rejects.
+it, and is found in the bytes by this file's own reading of the heads, chunk lines and trailers (not by wire's).
+Where one applies and h11 accepts, wire must reject; wire never accepts what h11 rejects.
 """
 
 from __future__ import annotations
