@@ -11,6 +11,7 @@ import pytest
 
 import gesso
 from conftest import NOVA
+from gesso import errors
 from gesso_bedrock import transport
 
 
@@ -140,3 +141,22 @@ def test_a_proxy_from_the_environment_is_used_as_botocore_would(monkeypatch, mod
     finally:
         proxy.shutdown()
     assert response.data and seen == ["http://127.0.0.1:9/model/amazon.nova-canvas-v1%3A0/invoke"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_proxy_of_another_scheme_is_one_clear_error_naming_it(monkeypatch, mode):
+    """A socks5:// proxy in the environment is a ProviderError naming the scheme and the variables, not a
+    plugin failure; the proxy's credentials appear nowhere in it."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "socks5://someone:proxy-password@127.0.0.1:1080")
+    kwargs = {"aws_bedrock_runtime_endpoint": "http://127.0.0.1:7", "aws_access_key_id": "AKIDSOCKS",
+              "aws_secret_access_key": "socks-secret-key", "aws_region_name": "us-east-1", "max_retries": 0}  # fmt: skip
+    with pytest.raises(errors.ProviderError) as caught:
+        if mode == "sync":
+            gesso.image_generation(NOVA, "otter", **kwargs)
+        else:
+            asyncio.run(gesso.aimage_generation(NOVA, "otter", **kwargs))
+    assert not isinstance(caught.value, errors.PluginHookError)
+    assert "socks5://" in caught.value.message and "HTTP_PROXY" in caught.value.message
+    assert "proxy-password" not in caught.value.message and "someone" not in caught.value.message

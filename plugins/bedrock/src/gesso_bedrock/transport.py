@@ -38,7 +38,7 @@ import attrs
 
 from gesso import errors
 from gesso.types import Invocation, RawResponse
-from gesso_bedrock import auth, engine
+from gesso_bedrock import auth, engine, wire
 from gesso_bedrock.auth import bearer_token
 from gesso_bedrock.engine import Route, make_route
 from gesso_bedrock.errors import map_botocore_error, map_client_error
@@ -250,7 +250,14 @@ def _endpoint(target: Target, region: str | None, *, model: str) -> Route:
             if found is None:
                 with auth.session(_config_profile(target)) as session:
                     client = _make_client(session, target, region, model=model)
-                found = make_route(client, MAX_CONCURRENCY)
+                try:
+                    found = make_route(client, MAX_CONCURRENCY)
+                except wire.WireError as exc:  # the environment's proxy cannot be spoken to (socks5://...)
+                    raise errors.ProviderError(
+                        f"Cannot reach Bedrock through the proxy configured in the environment (HTTPS_PROXY or "
+                        f"HTTP_PROXY): {exc}",
+                        model=model,
+                    ) from None
                 with _lock:
                     if len(_clients) >= _CLIENT_CACHE_SIZE:
                         oldest = next(iter(_clients))
