@@ -160,7 +160,7 @@ class Proxy:
         self.config = config
         self.overrides = {key: dict(value) for key, value in (overrides or {}).items()}
         self.router = Router(config.deployments, config.cooldown)
-        self.metrics = Metrics(config.model_names)
+        self.metrics = Metrics(config.model_names, max_concurrency=api.MAX_CONCURRENCY)
         self.started = time.time()
         #: seconds a request body may take to arrive (its head's deadline is the HTTP protocol's: gesso.proxy.guard)
         self.body_timeout = BODY_TIMEOUT

@@ -30,6 +30,7 @@ GENERAL_SETTINGS = {
     "database_url": "sqlite:///path or postgresql://...; default: gesso.db beside the config",
     "store_prompts": "keep each request's prompt in its spend-log row (default false)",
     "metrics_require_auth": "GET /metrics needs the master key (default false: open, as in litellm)",
+    "max_concurrency": "calls in flight per process; more wait (default 4096; --max-concurrency sets it too)",
 }
 #: general_settings that guard access: a key a small edit from one of these (``master_kye``, ``Master-Key``) is
 #: an error, not a warning, since ignoring it would leave open what its author meant to close
@@ -104,6 +105,7 @@ class ProxyConfig:
     database_url: str | None = attrs.field(default=None, repr=False)
     store_prompts: bool = False
     metrics_require_auth: bool = False
+    max_concurrency: int | None = None
 
     @property
     def model_names(self) -> list[str]:
@@ -183,6 +185,9 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         if value and master is None:  # without a master key every caller is the admin: /metrics would stay open
             raise ConfigError(f"{at}.{name}: needs general_settings.master_key, the key /metrics then asks for")
         metrics_require_auth = metrics_require_auth or value
+    max_concurrency = general.get("max_concurrency")
+    if max_concurrency is not None and (type(max_concurrency) is not int or max_concurrency < 1):
+        raise ConfigError("general_settings.max_concurrency: must be a positive whole number")
     return ProxyConfig(
         deployments=tuple(deployments),
         master_key=master,
@@ -193,6 +198,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         database_url=database_url,
         store_prompts=store_prompts,
         metrics_require_auth=metrics_require_auth,
+        max_concurrency=max_concurrency,
     )
 
 

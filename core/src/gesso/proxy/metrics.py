@@ -1,5 +1,11 @@
-"""The proxy's Prometheus metrics: prometheus_client's counters, histogram and gauge in a registry of each proxy's
+"""The proxy's Prometheus metrics: prometheus_client's counters, histogram and gauges in a registry of each proxy's
 own (never the process-wide one), rendered by prometheus_client on ``GET /metrics``.
+
+With several worker processes (``gesso serve --workers N``, which sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh
+directory of its own) the values are prometheus_client's multiprocess ones: each process writes its own file
+there, and every scrape, whichever worker takes it, sums all of them (:class:`MultiProcessCollector`). A worker
+that stopped keeps its counts (the counters never go backwards), and its gauges are dropped (``livesum``: the
+requests in flight are those of the workers alive).
 
 Every label value comes from a fixed set, so what a caller sends can neither add a series nor break the
 exposition: a model name the config does not serve is recorded as ``-``, a status the proxy does not answer
@@ -8,11 +14,16 @@ and an error type it does not know as ``other``.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: the media type of :meth:`Metrics.render`'s text (prometheus_client's text exposition format)
@@ -34,6 +45,10 @@ ERROR_TYPES = frozenset(
 )  # fmt: skip
 UNKNOWN_MODEL = "-"
 OTHER = "other"
+#: where prometheus_client's multiprocess mode keeps every process's values (set: the values are shared)
+ENV_SHARED = "PROMETHEUS_MULTIPROC_DIR"
+#: a live gauge's file in that directory, and the process that writes it
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
 def _text(value: object) -> bool:
@@ -52,7 +67,11 @@ class Metrics:
 
     content_type = CONTENT_TYPE
 
-    def __init__(self, model_names: Iterable[str] = (), routes: Iterable[str] = ROUTES) -> None:
+    def __init__(
+        self, model_names: Iterable[str] = (), routes: Iterable[str] = ROUTES, max_concurrency: int | None = None
+    ) -> None:
+        #: the directory every worker's values are in (prometheus_client's multiprocess mode), or None
+        self.shared = os.environ.get(ENV_SHARED) or None
         self.model_names = frozenset(name for name in model_names if _text(name))
         self.routes = frozenset(route for route in routes if _text(route))
         self.registry = CollectorRegistry(auto_describe=False)
@@ -68,10 +87,25 @@ class Metrics:
         self.cost = Counter("gesso_cost_usd", "Cost of the images returned, USD.", ("model_name",),
                             registry=self.registry)  # fmt: skip
         self.errors = Counter("gesso_errors", "Error answers, by error type.", ("type",), registry=self.registry)
-        #: requests being answered now (the app counts them with ``+= 1`` and ``-= 1``); the gauge reads it
-        self.in_flight = 0
-        gauge = Gauge("gesso_requests_in_flight", "Requests being answered now.", registry=self.registry)
-        gauge.set_function(lambda: self.in_flight)
+        self._in_flight = 0
+        self._in_flight_gauge = Gauge("gesso_requests_in_flight", "Requests being answered now.",
+                                      registry=self.registry, multiprocess_mode="livesum")  # fmt: skip
+        self.max_concurrency = Gauge(
+            "gesso_max_concurrency", "Calls in flight each process allows (--max-concurrency); more wait.",
+            registry=self.registry, multiprocess_mode="livemax",
+        )  # fmt: skip
+        if max_concurrency is not None:
+            self.max_concurrency.set(max_concurrency)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests this process is answering now (the app counts them with ``+= 1`` and ``-= 1``)."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        self._in_flight_gauge.set(value)
 
     # -- bounded label values ---------------------------------------------------------------------------------
 
@@ -100,8 +134,39 @@ class Metrics:
             self.cost.labels(name).inc(cost)
 
     def render(self) -> str:
-        """The text exposition format (:data:`CONTENT_TYPE`), by prometheus_client."""
-        return generate_latest(_WithoutCreated(self.registry)).decode("utf-8")
+        """The text exposition format (:data:`CONTENT_TYPE`), by prometheus_client: this proxy's values, or with
+        worker processes the sum of all of theirs."""
+        if self.shared is None:
+            return generate_latest(_WithoutCreated(self.registry)).decode("utf-8")
+        with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed a stopped worker's file
+            return _every_process(self.shared)
+        return _every_process(self.shared)
+
+
+def _every_process(path: str) -> str:
+    forget_stopped(path)
+    every = CollectorRegistry(auto_describe=False)
+    MultiProcessCollector(every, path)  # type: ignore[no-untyped-call]
+    return generate_latest(_WithoutCreated(every)).decode("utf-8")
+
+
+def forget_stopped(path: str) -> None:
+    """Drop the live gauges of the processes that stopped (prometheus_client's ``mark_process_dead``); done at
+    each scrape, so a worker that crashed, or that uvicorn replaced, stops counting without a hook."""
+    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        found = _LIVE_GAUGE_FILE.fullmatch(os.path.basename(name))
+        if found is not None and not _alive(int(found.group(1))):
+            mark_process_dead(int(found.group(1)), path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's (a pid reused)
+        return True
+    return True
 
 
 class _WithoutCreated:

@@ -25,6 +25,9 @@ def add_command(sub: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     serve.add_argument("--port", type=int, default=4000, help="port (default 4000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--max-concurrency", type=_positive, metavar="N", help="calls in flight per worker "
+                       "process; more wait (default: GESSO_MAX_CONCURRENCY, else general_settings.max_concurrency, "
+                       "else 4096)")  # fmt: skip
     serve.add_argument("--emulator", action="store_true", help="start the providers' emulators and point every "
                        "deployment at them")  # fmt: skip
     serve.add_argument(
@@ -34,6 +37,12 @@ def add_command(sub: Any) -> None:
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.set_defaults(handler=run)
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)
 
 
 def loopback(host: str) -> bool:
@@ -53,15 +62,22 @@ def run(args: argparse.Namespace) -> int:
         print("gesso: error: the proxy needs its extra: pip install 'gesso-core[proxy]'", file=sys.stderr)
         return 2
     from gesso.proxy import config as proxy_config
+    from gesso.proxy import workers
 
     try:
         config = proxy_config.load(args.config)
+        # exported before the check, which loads the SDK and the providers: they read the limit once, on import
+        limit, limit_source = workers.max_concurrency(args.max_concurrency, config.max_concurrency)
+        too_few_files = workers.apply_concurrency(limit)
         proxy_config.check(config)
-    except proxy_config.ConfigError as exc:
+    except (proxy_config.ConfigError, workers.SettingError) as exc:
         print(f"gesso: error: {args.config}: {exc}", file=sys.stderr)
         return 2
     for warning in config.warnings:
         print(f"gesso: warning: {warning}", file=sys.stderr)
+    print(f"gesso: max concurrency {limit} calls in flight per process (set by {limit_source})", file=sys.stderr)
+    if too_few_files:
+        print(f"gesso: warning: {too_few_files}", file=sys.stderr)
     if config.database_url:
         try:
             from gesso.proxy import store
@@ -121,7 +137,12 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
     if args.workers > 1:
         os.environ[ENV_CONFIG] = os.path.abspath(args.config)
         os.environ[ENV_OVERRIDES] = json.dumps(overrides)
-        uvicorn.run("gesso.proxy.serve:factory", factory=True, workers=args.workers, **options)
+        from gesso.proxy import workers
+
+        workers.mark_parent()
+        with workers.shared_metrics():  # one /metrics over every worker, whichever answers
+            uvicorn.run("gesso.proxy.serve:factory", factory=True, workers=args.workers, **options)
+        workers.stop_helpers()
         return
     from gesso.proxy.app import build_app
 
@@ -133,8 +154,10 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
 def factory() -> Any:
     """The app of one worker process (``--workers``): the config from the environment the parent set."""
     from gesso.proxy import config as proxy_config
+    from gesso.proxy import workers
     from gesso.proxy.app import build_app
 
+    workers.follow_parent()
     config = proxy_config.load(os.environ[ENV_CONFIG])
     app = build_app(config, json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
     tune_gc()

@@ -1,0 +1,196 @@
+"""``gesso serve --workers 2``, a real one on loopback with its emulator: ``/metrics`` is the sum over both
+workers on every scrape (whichever worker takes it), the limit on calls in flight is a setting it shows and
+exports, and no worker outlives the parent, however the parent ends (SIGTERM, SIGINT, SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gesso.proxy import config as proxy_config
+from gesso.proxy import workers
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+
+NOVA = "bedrock/amazon.nova-canvas-v1:0"
+BODY = {"model": "nova", "prompt": "a lighthouse", "size": "320x320"}
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, str]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def children(self) -> list[int]:
+        return children(self.process.pid)
+
+
+def children(parent: int) -> list[int]:
+    """The live processes whose parent is ``parent`` (zombies, already ended, left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    living = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            living.append(pid)
+    return living
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """``gesso serve --workers 2 --emulator``, both workers answering; stopped (SIGKILL for its leftovers) after."""
+    config = {"model_list": [{"model_name": "nova", "litellm_params": {"model": NOVA, "max_retries": 0}}]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "gesso", "serve", "--config", str(path), "--port", str(port), "--workers", "2",
+               "--emulator", "--log-level", "warning"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in (workers.ENV_CONCURRENCY, workers.ENV_METRICS_DIR)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    serving = Served(process, f"http://127.0.0.1:{port}", log)
+    started = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(alive(serving.children())) < 3 or not _answers(serving):  # two workers and the resource tracker
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "gesso serve did not start: " + log.read_text()
+            time.sleep(0.1)
+        started = serving.children()
+        yield serving
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+        for pid in alive(started):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _answers(served: Served) -> bool:
+    try:
+        return served.call("GET", "/health/liveliness")[0] == 200
+    except OSError:
+        return False
+
+
+def requests_counted(text: str) -> float:
+    """The image route's request counter, over every model name and status."""
+    found = re.findall(r'^gesso_requests_total\{[^}]*route="generations"[^}]*\} (\S+)$', text, re.MULTILINE)
+    return sum(float(value) for value in found)
+
+
+@pytest.mark.slow  # starts gesso serve with two worker processes
+def test_two_workers_report_one_sum_and_stop_with_their_parent(served):
+    sent = 0
+    scrapes = []
+    with ThreadPoolExecutor(8) as pool:  # fresh connections, concurrent: both workers take some
+        for batch in (6, 10, 8):
+            statuses = list(pool.map(lambda _: served.call("POST", "/v1/images/generations", BODY)[0], range(batch)))
+            assert statuses == [200] * batch
+            sent += batch
+            for _ in range(4):  # each scrape a new connection: either worker may answer it
+                status, text = served.call("GET", "/metrics")
+                assert status == 200
+                scrapes.append(requests_counted(text))
+                assert requests_counted(text) == sent, (scrapes, sent)
+    assert "gesso_requests_in_flight 0.0" in text
+    assert "gesso_max_concurrency 4096.0" in text  # the default, shown and exported
+    log = served.log.read_text()
+    assert "max concurrency 4096 calls in flight per process (set by the default)" in log
+    shared = [_environ(pid).get(workers.ENV_METRICS_DIR) for pid in served.children()]
+    directory = next(path for path in shared if path)
+    assert Path(directory).is_dir() and len({p for p in shared if p}) == 1  # one private directory for both
+    assert len({name.rsplit("_", 1)[1] for name in os.listdir(directory) if name.startswith("gauge_livesum")}) == 2
+
+    kids = served.children()
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(30) == 0
+    assert alive(kids) == [], "a process of gesso serve outlived it"
+    assert not Path(directory).exists(), "the metrics directory was left behind"
+
+
+@pytest.mark.slow  # starts gesso serve with two worker processes
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_no_worker_outlives_the_parent(served, sig):
+    kids = served.children()
+    assert len(kids) == 3
+    served.process.send_signal(sig)
+    served.process.wait(30)
+    deadline = time.monotonic() + 5
+    while alive(kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(kids) == [], f"still running after the parent ended by {sig.name}"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+# -- the limit on calls in flight --------------------------------------------------------------------------------
+
+
+def test_the_limit_is_the_flag_else_the_environment_else_the_config_else_the_default(monkeypatch):
+    monkeypatch.delenv(workers.ENV_CONCURRENCY, raising=False)
+    assert workers.max_concurrency(None, None) == (workers.DEFAULT_MAX_CONCURRENCY, "the default")
+    assert workers.max_concurrency(None, 300) == (300, "general_settings.max_concurrency")
+    monkeypatch.setenv(workers.ENV_CONCURRENCY, "2000")
+    assert workers.max_concurrency(None, 300) == (2000, "GESSO_MAX_CONCURRENCY")
+    assert workers.max_concurrency(64, 300) == (64, "--max-concurrency")
+    monkeypatch.setenv(workers.ENV_CONCURRENCY, "lots")
+    with pytest.raises(workers.SettingError, match="GESSO_MAX_CONCURRENCY: must be a positive whole number"):
+        workers.max_concurrency(None, None)
+
+
+@pytest.mark.parametrize("value", [0, -5, "many", 2.5, True])
+def test_a_configured_limit_is_a_positive_whole_number(value):
+    config = {"model_list": [{"model_name": "nova", "litellm_params": {"model": NOVA}}],
+              "general_settings": {"max_concurrency": value}}  # fmt: skip
+    with pytest.raises(proxy_config.ConfigError, match="general_settings.max_concurrency: must be a positive"):
+        proxy_config.parse(config)
+    config["general_settings"]["max_concurrency"] = 1000
+    assert proxy_config.parse(config).max_concurrency == 1000
