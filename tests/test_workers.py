@@ -4,6 +4,7 @@ exports, and no worker outlives the parent, however the parent ends (SIGTERM, SI
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -77,23 +78,34 @@ def alive(pids: list[int]) -> list[int]:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """``gesso serve --workers 2 --emulator``, both workers answering; stopped (SIGKILL for its leftovers) after."""
-    config = {"model_list": [{"model_name": "nova", "litellm_params": {"model": NOVA, "max_retries": 0}}]}
+    with serving(tmp_path, {}, "--workers", "2", "--emulator", processes=3) as served:  # and the resource tracker
+        yield served
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, params: dict[str, object], *flags: str, processes: int = 0) -> Iterator[Served]:
+    """``gesso serve`` with ``flags`` on one model name (``params`` added to its deployment), answering, with
+    ``processes`` children; stopped after."""
+    params = {"model": NOVA, "max_retries": 0, **params}
+    config = {"model_list": [{"model_name": "nova", "litellm_params": params}]}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "gesso", "serve", "--config", str(path), "--port", str(port), "--workers", "2",
-               "--emulator", "--log-level", "warning"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in (workers.ENV_CONCURRENCY, workers.ENV_METRICS_DIR)}
+    command = [sys.executable, "-m", "gesso", "serve", "--config", str(path), "--port", str(port), *flags,
+               "--log-level", "warning"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != workers.ENV_CONCURRENCY}
+    (tmp_path / "stale").mkdir()  # another run's directory, left in the environment: never used
+    env[workers.ENV_METRICS_DIR] = str(tmp_path / "stale")
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     serving = Served(process, f"http://127.0.0.1:{port}", log)
     started = []
     try:
         deadline = time.monotonic() + 60
-        while len(alive(serving.children())) < 3 or not _answers(serving):  # two workers and the resource tracker
+        while len(alive(serving.children())) < processes or not _answers(serving):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "gesso serve did not start: " + log.read_text()
             time.sleep(0.1)
@@ -141,6 +153,7 @@ def test_two_workers_report_one_sum_and_stop_with_their_parent(served):
     shared = [_environ(pid).get(workers.ENV_METRICS_DIR) for pid in served.children()]
     directory = next(path for path in shared if path)
     assert Path(directory).is_dir() and len({p for p in shared if p}) == 1  # one private directory for both
+    assert directory != str(served.log.parent / "stale") and not os.listdir(served.log.parent / "stale")
     assert len({name.rsplit("_", 1)[1] for name in os.listdir(directory) if name.startswith("gauge_livesum")}) == 2
 
     kids = served.children()
@@ -184,6 +197,24 @@ def test_the_limit_is_the_flag_else_the_environment_else_the_config_else_the_def
     monkeypatch.setenv(workers.ENV_CONCURRENCY, "lots")
     with pytest.raises(workers.SettingError, match="GESSO_MAX_CONCURRENCY: must be a positive whole number"):
         workers.max_concurrency(None, None)
+
+
+@pytest.mark.slow  # starts gesso serve
+def test_the_limit_bounds_the_calls_sent_and_is_exported(tmp_path, aws, emulator):
+    emulator.inject("latency", seconds=0.6)
+    with serving(tmp_path, aws, "--max-concurrency", "3") as served, ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: served.call("POST", "/v1/images/generations", BODY)[0], range(8)))
+        assert statuses == [200] * 8
+        assert emulator.stats()["max_in_flight"] == 3  # the other five waited their turn in the proxy
+        assert "gesso_max_concurrency 3.0" in served.call("GET", "/metrics")[1]
+        assert "max concurrency 3 calls in flight per process (set by --max-concurrency)" in served.log.read_text()
+
+
+def test_a_limit_below_one_is_refused(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model_list": []}))
+    done = subprocess.run([sys.executable, "-m", "gesso", "serve", "--config", str(tmp_path / "config.yaml"),
+                           "--max-concurrency", "0"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "--max-concurrency: must be a positive whole number, not '0'" in done.stderr
 
 
 @pytest.mark.parametrize("value", [0, -5, "many", 2.5, True])

@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from gesso.proxy import config as proxy_config
     from gesso.proxy import workers
 
+    # the metrics directory is gesso serve's own (made fresh for workers): one left in the environment, with
+    # another run's counts in it, is never read
+    os.environ.pop(workers.ENV_METRICS_DIR, None)
     try:
         config = proxy_config.load(args.config)
         # exported before the check, which loads the SDK and the providers: they read the limit once, on import
