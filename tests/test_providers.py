@@ -145,7 +145,7 @@ def test_two_plugins_claiming_one_family_is_a_conflict():
 
 GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "aio.py", "api.py", "boundary.py", "cli.py", "errors.py", "family.py", "hookspecs.py",
            "imaging.py", "inputs.py", "operations.py", "options.py", "output.py", "params.py", "plugins.py", "provider.py",
-           "redact.py", "registry.py", "sizes.py", "store.py", "testing.py", "types.py",
+           "redact.py", "registry.py", "sizes.py", "store.py", "telemetry.py", "testing.py", "types.py",
            "proxy/__init__.py", "proxy/admin.py", "proxy/app.py", "proxy/config.py", "proxy/guard.py", "proxy/http.py", "proxy/keys.py",
            "proxy/metrics.py", "proxy/openapi.py", "proxy/router.py", "proxy/serve.py", "proxy/store.py", "proxy/workers.py",
            "proxy/migrations/__init__.py", "proxy/migrations/env.py", "proxy/migrations/versions/__init__.py",

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from gesso import operations, options, output, params, plugins, redact
+from gesso import operations, options, output, params, plugins, redact, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, printable, refused, text_problems
 from gesso.errors import (
@@ -376,19 +376,26 @@ def price(call: _Call) -> float | None:
 
 def _run(call: _Call) -> ImageResponse:
     bodies = call.prepared.bodies
-    if len(bodies) == 1:
-        raws = [_invoke(call, bodies[0])]
-    else:
-        raws = list(_fanout_executor().map(lambda body: _invoke(call, body), bodies))
-    return _finish(call, raws)
+    with telemetry.attempt(call) as record:  # a client span when OpenTelemetry is set up
+        if len(bodies) == 1:
+            raws = [_invoke(call, bodies[0])]
+        else:
+            raws = list(_fanout_executor().map(lambda body: _invoke(call, body), bodies))
+        response = _finish(call, raws)
+        record.done(response)
+        return response
 
 
 async def _arun(call: _Call) -> ImageResponse:
     bodies = call.prepared.bodies
-    if len(bodies) == 1:  # awaited in this task: no second task for the one call
-        return await _afinish(call, [await _ainvoke(call, bodies[0])])
-    raws = await asyncio.gather(*(_ainvoke(call, body) for body in bodies))
-    return await _afinish(call, list(raws))
+    with telemetry.attempt(call) as record:  # a client span when OpenTelemetry is set up
+        if len(bodies) == 1:  # awaited in this task: no second task for the one call
+            response = await _afinish(call, [await _ainvoke(call, bodies[0])])
+        else:
+            raws = await asyncio.gather(*(_ainvoke(call, body) for body in bodies))
+            response = await _afinish(call, list(raws))
+        record.done(response)
+        return response
 
 
 def _prepare(

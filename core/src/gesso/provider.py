@@ -59,7 +59,8 @@ class Provider:
     ``config_misspellings`` maps option names other tools' documentation misspells to the option meant (the
     proxy's config reads them so, with a warning); ``grantable`` names the options a proxy deployment may let
     its callers set (``model_info.caller_params``: timeouts, retries...), never credentials, endpoints or what
-    is invoked.
+    is invoked; ``genai_name`` is its ``gen_ai.provider.name`` in OpenTelemetry's GenAI semantic conventions
+    (:mod:`gesso.telemetry`; ``name`` when empty).
     """
 
     name: ClassVar[str] = ""
@@ -71,6 +72,7 @@ class Provider:
     loggers: ClassVar[tuple[str, ...]] = ()
     config_misspellings: ClassVar[Mapping[str, str]] = {}
     grantable: ClassVar[tuple[str, ...]] = ()
+    genai_name: ClassVar[str] = ""
 
     def resolve(self, name: str, registry: Registry, options: Mapping[str, Any]) -> Resolved:
         """The model a model string names (``name`` is the string without ``<provider>/``); raise

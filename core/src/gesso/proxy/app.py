@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from gesso import api, errors, params
+from gesso import api, errors, params, telemetry
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
@@ -237,6 +237,7 @@ class Proxy:
         (:meth:`_admitted`), sent with the router's retries and fallbacks (:meth:`_sender`), answered
         (:meth:`_answer`, or :meth:`_failed` and :meth:`_gone`), and recorded whatever happened (:meth:`_settle`)."""
         exchange = Exchange(ROUTES[operation])
+        span = telemetry.start_server(request.method, request.url.path, request.headers)  # None: no OpenTelemetry
         self.metrics.in_flight += 1
         try:
             call = await self._admitted(request, operation, exchange)
@@ -252,6 +253,8 @@ class Proxy:
         finally:
             self.metrics.in_flight -= 1
             await self._settle(exchange)
+            if span is not None:
+                span.end(exchange.status, _span_attributes(exchange))
 
     async def _admitted(self, request: Request, operation: str, exchange: Exchange) -> Call:
         """The request's caller, body and call, each checked; the call priced and, for a virtual key, admitted
@@ -552,6 +555,20 @@ class Proxy:
         return JSONResponse(spec(self.config.model_names))
 
 
+def _span_attributes(exchange: Exchange) -> dict[str, Any]:
+    """gesso's attributes of a request's server span (gesso.telemetry): never the key, the prompt or an image."""
+    response, deployment = exchange.served if exchange.served is not None else (None, None)
+    return {
+        "gesso.request_id": exchange.request_id,
+        "gesso.model_name": exchange.model_name,
+        "gesso.deployment": deployment.id if deployment is not None else None,
+        "gesso.attempts": len(exchange.sent),
+        "gesso.response.images": len(response.data) if response is not None else None,
+        "gesso.cost.usd": response.cost if response is not None else None,
+        "error.type": exchange.failure,
+    }
+
+
 def _given_or(
     given: float | None, quote: Callable[[Call], tuple[float | None, dict[str, Any]]], call: Call
 ) -> float | None:
@@ -636,6 +653,9 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        exported = telemetry.configure_from_env()  # in each worker: OTEL_* asks for export and the extra is there
+        if exported:
+            logger.info("OpenTelemetry: exporting %s", " and ".join(exported))
         if proxy.store is not None and proxy.ledger is not None:
             released = await proxy.store.release_stale()  # held by a replica that died mid-call
             if released:
@@ -648,6 +668,7 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
                 await proxy.store.drain()  # the spend rows first: a lease is given back once its calls are settled
                 await proxy.ledger.close()
                 await proxy.store.close()
+            telemetry.shutdown()  # what configure_from_env set up: the spans still batched are sent
 
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=lifespan)
     app.state.proxy = proxy

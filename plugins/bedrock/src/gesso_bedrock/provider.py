@@ -56,6 +56,7 @@ class Bedrock(Provider):
     name = "bedrock"
     title = "Bedrock"
     default = True  # every model before providers were plugins was a Bedrock model
+    genai_name = "aws.bedrock"  # gen_ai.provider.name in OpenTelemetry's GenAI semantic conventions
     grantable = options.GRANTABLE  # (before the class's own ``options`` shadows the module)
     options = options.OPTIONS
     cli_options = (
