@@ -5,11 +5,23 @@ OTLP/HTTP to a receiver on loopback, configured by ``OTEL_*`` variables alone.""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import test_proxy
 from opentelemetry import metrics, trace
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -192,3 +204,138 @@ def test_a_proxied_edit_with_a_failover_is_two_client_spans_under_the_callers_tr
     assert served.attributes["gesso.cost.usd"] == server.attributes["gesso.cost.usd"]
     assert "a red door" not in repr([dict(s.attributes) for s in spans])
     assert sorted("error.type" in p.attributes for p in durations(reader)) == [False, True]
+
+
+# -- gesso serve, exporting over OTLP/HTTP ----------------------------------------------------------------------
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    """An OTLP/HTTP receiver on loopback: every span of every ``POST /v1/traces`` (protobuf
+    ExportTraceServiceRequest, decoded with opentelemetry-proto) and the names of the metrics sent to
+    ``/v1/metrics``, with their resources' attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.spans: list[tuple[dict[str, Any], Any]] = []
+        self.metrics: set[str] = set()
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        assert self.headers["Content-Type"] == "application/x-protobuf"
+        if self.path == "/v1/traces":
+            request = ExportTraceServiceRequest.FromString(body)
+            with self.server.lock:
+                for resource_spans in request.resource_spans:
+                    resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+                    for scope_spans in resource_spans.scope_spans:
+                        self.server.spans += [(resource, span) for span in scope_spans.spans]
+        elif self.path == "/v1/metrics":
+            metrics_request = ExportMetricsServiceRequest.FromString(body)
+            with self.server.lock:
+                self.server.metrics |= {
+                    m.name for r in metrics_request.resource_metrics for s in r.scope_metrics for m in s.metrics
+                }
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def _value(value: Any) -> Any:
+    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _post(url: str, traceparent: str) -> int:
+    body = json.dumps({"model": "nova", "prompt": "a lighthouse", "size": "320x320"}).encode()
+    request = urllib.request.Request(url + "/v1/images/generations", data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("traceparent", traceparent)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
+def test_gesso_serve_with_two_workers_exports_spans_from_each_over_otlp_http(tmp_path, monkeypatch, receiver):
+    from test_workers import serving as gesso_serve
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)  # nothing else asks for export
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "gesso-under-test")
+    monkeypatch.setenv("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "process")  # process.pid: which worker sent it
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    with gesso_serve(tmp_path, {}, "--workers", "2", "--emulator", processes=3) as served:
+        workers = set(served.children())
+        parents = {f"{n:016x}": f"00-{TRACE_ID}-{n:016x}-01" for n in range(1, 41)}
+        deadline = time.monotonic() + 30
+        seen: set[int] = set()
+        with ThreadPoolExecutor(8) as pool:
+            for batch in range(5):  # until both workers have exported a server span (the kernel spreads calls)
+                sent = list(parents.items())[batch * 8 : batch * 8 + 8]
+                assert list(pool.map(lambda p: _post(served.url, p[1]), sent)) == [200] * 8
+                while time.monotonic() < deadline:
+                    with receiver.lock:
+                        servers = [(r, s) for r, s in receiver.spans if s.kind == s.SPAN_KIND_SERVER]
+                    if len(servers) == 8 * (batch + 1):
+                        break
+                    time.sleep(0.05)
+                seen = {r["process.pid"] for r, _ in servers}
+                if len(seen) == 2:
+                    break
+        assert seen == workers & seen and len(seen) == 2
+        while "gen_ai.client.operation.duration" not in receiver.metrics:
+            assert time.monotonic() < deadline, receiver.metrics
+            time.sleep(0.05)
+    with receiver.lock:
+        spans = list(receiver.spans)
+    servers = {s.span_id: (r, s) for r, s in spans if s.kind == s.SPAN_KIND_SERVER}
+    clients = [(r, s) for r, s in spans if s.kind == s.SPAN_KIND_CLIENT]
+    assert len(clients) == len(servers)
+    for resource, span in servers.values():
+        assert resource["service.name"] == "gesso-under-test" and span.name == "POST /v1/images/generations"
+        assert span.trace_id.hex() == TRACE_ID and span.parent_span_id.hex() in parents
+    for resource, span in clients:
+        server_resource, server = servers[span.parent_span_id]
+        assert span.trace_id == server.trace_id and resource["process.pid"] == server_resource["process.pid"]
+        attributes = {a.key: _value(a.value) for a in span.attributes}
+        assert span.name == f"generate_content {MODEL}"
+        assert attributes["gen_ai.provider.name"] == "aws.bedrock" and attributes["gesso.request.size"] == "320x320"
+        assert attributes["gesso.cost.usd"] > 0
+
+
+def test_without_the_extra_telemetry_is_off_and_gesso_serve_sets_nothing_up(tmp_path):
+    script = (
+        "import sys; sys.modules['opentelemetry'] = None\n"  # as if gesso-core[otel] were not installed
+        "from gesso import telemetry, api\n"
+        "assert not telemetry.installed() and not telemetry.enabled()\n"
+        "print(telemetry.configure_from_env(), type(telemetry.attempt(None)).__name__)\n"
+    )
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_TRACES_EXPORTER": "otlp"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "_NoRecord"]
