@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import openai
 import pytest
 import test_proxy
 from opentelemetry import metrics, trace
@@ -339,3 +340,20 @@ def test_without_the_extra_telemetry_is_off_and_gesso_serve_sets_nothing_up(tmp_
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "_NoRecord"]
+
+
+def test_a_proxied_request_every_deployment_refuses_has_its_error_on_the_server_span(otel, pair, emulators):
+    exporter, _ = otel
+    first, second = emulators
+    first.inject("error")  # a 5xx: on to the next deployment
+    second.inject("timeout")  # the last deployment's error (not retried) is the answer
+    with pytest.raises(openai.APIStatusError):
+        pair.client().images.generate(model="pair", prompt="x", extra_headers={"traceparent": TRACEPARENT})
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is trace.SpanKind.SERVER]
+    clients = [s for s in spans if s.kind is trace.SpanKind.CLIENT]
+    assert server.attributes["http.response.status_code"] == 408 and server.attributes["gesso.attempts"] == 2
+    assert server.attributes["error.type"] == "timeout_error"  # the OpenAI error type of the answer
+    assert "gesso.deployment" not in server.attributes and "gesso.cost.usd" not in server.attributes
+    assert [s.attributes["error.type"] for s in clients] == ["provider_error", "timeout"]
+    assert all(s.parent.span_id == server.context.span_id for s in clients)
