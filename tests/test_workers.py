@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from gesso.proxy import config as proxy_config
-from gesso.proxy import workers
+from gesso.proxy import metrics, workers
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
 
@@ -197,6 +197,21 @@ def test_a_worker_killed_mid_call_keeps_its_counts_and_leaves_no_call_in_flight(
         text = served.call("GET", "/metrics")[1]
         assert requests_counted(text) == 8 + answered  # the warm-up counts, the killed worker's share too, kept
         assert "gesso_requests_in_flight 0.0" in text  # its calls, cut off, no longer counted
+
+
+def test_a_worker_ended_but_not_yet_collected_counts_as_stopped(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])  # ends at once; not collected until wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{ended.pid}/stat").read_bytes().rpartition(b")")[2].split()[0] != b"Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gauge_file = tmp_path / f"gauge_livesum_{ended.pid}.db"
+    gauge_file.write_bytes(b"")  # the live gauges such a worker leaves (prometheus_client removes the file)
+    try:
+        metrics.forget_stopped(str(tmp_path))
+        assert not gauge_file.exists()  # a scrape right after a worker is killed no longer counts its calls
+    finally:
+        ended.wait()
 
 
 def _status(served: Served) -> int:

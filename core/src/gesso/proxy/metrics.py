@@ -166,7 +166,18 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, another user's (a pid reused)
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended but its parent has not collected it yet (a killed worker stays so until
+    uvicorn's supervisor next looks, up to half a second later); Linux's ``/proc`` only, else False."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split(maxsplit=1)[:1]
+    except OSError:
+        return False
+    return state in ([b"Z"], [b"X"])
 
 
 class _WithoutCreated:
