@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
 
 from gesso.imaging import inspect
 
@@ -132,3 +145,97 @@ def proxy_environment(stack, secrets: dict[str, str]):
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         patch.delenv(name, raising=False)
     return patch
+
+
+#: the model of the deployment :func:`serving` configures
+NOVA = "bedrock/amazon.nova-canvas-v1:0"
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, str]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def children(self) -> list[int]:
+        return children(self.process.pid)
+
+
+def children(parent: int) -> list[int]:
+    """The live processes whose parent is ``parent`` (zombies, already ended, left out)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    living = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            living.append(pid)
+    return living
+
+
+@contextlib.contextmanager
+def serving(
+    tmp_path: Path, params: dict[str, object], *flags: str, processes: int = 0, config: dict | None = None
+) -> Iterator[Served]:
+    """``gesso serve`` with ``flags`` on one model name (``params`` added to its deployment; or on ``config``),
+    answering, with ``processes`` children; stopped after. It logs at warning level unless ``flags`` say."""
+    params = {"model": NOVA, "max_retries": 0, **params}
+    config = config or {"model_list": [{"model_name": "nova", "litellm_params": params}]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "gesso", "serve", "--config", str(path), "--port", str(port),
+               "--log-level", "warning", *flags]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "GESSO_MAX_CONCURRENCY"}
+    (tmp_path / "stale").mkdir()  # another run's directory, left in the environment: never used
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "stale")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    serving = Served(process, f"http://127.0.0.1:{port}", log)
+    started = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(alive(serving.children())) < processes or not _answers(serving):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "gesso serve did not start: " + log.read_text()
+            time.sleep(0.1)
+        started = serving.children()
+        yield serving
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+        for pid in alive(started):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _answers(served: Served) -> bool:
+    try:
+        return served.call("GET", "/health/liveliness")[0] == 200
+    except OSError:
+        return False

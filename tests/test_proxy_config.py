@@ -398,7 +398,7 @@ def test_serve_on_a_public_address_needs_a_master_key_or_the_flag(tmp_path):
             ).stdout  # fmt: skip
             keyed_run = "sk-proxy-test" in Path(process.args[process.args.index("--config") + 1]).read_text()
             assert status == ("401" if keyed_run else "200")
-            warned = re.search(r"gesso: warning: serving 0\.0\.0\.0 without a master key", log.read_text())
+            warned = re.search(r"WARNING gesso: serving 0\.0\.0\.0 without a master key", log.read_text())
             assert bool(warned) is not keyed_run
     finally:
         for process, _, _ in processes:

@@ -4,17 +4,12 @@ exports, and no worker outlives the parent, stopped (SIGTERM) or killed (SIGKILL
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,106 +19,19 @@ import yaml
 
 from gesso.proxy import config as proxy_config
 from gesso.proxy import metrics, workers
+from helpers import NOVA, Served, alive, serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
 
-NOVA = "bedrock/amazon.nova-canvas-v1:0"
 BODY = {"model": "nova", "prompt": "a lighthouse", "size": "320x320"}
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.process, self.url, self.log = process, url, log
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, str]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, answer.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-    def children(self) -> list[int]:
-        return children(self.process.pid)
-
-
-def children(parent: int) -> list[int]:
-    """The live processes whose parent is ``parent`` (zombies, already ended, left out)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
-def alive(pids: list[int]) -> list[int]:
-    living = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            living.append(pid)
-    return living
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """``gesso serve --workers 2 --emulator``, both workers answering; stopped (SIGKILL for its leftovers) after."""
-    with serving(tmp_path, {}, "--workers", "2", "--emulator", processes=3) as served:  # and the resource tracker
+    # (and the resource tracker); logging its start-up lines
+    with serving(tmp_path, {}, "--workers", "2", "--emulator", "--log-level", "info", processes=3) as served:
         yield served
-
-
-@contextlib.contextmanager
-def serving(tmp_path: Path, params: dict[str, object], *flags: str, processes: int = 0) -> Iterator[Served]:
-    """``gesso serve`` with ``flags`` on one model name (``params`` added to its deployment), answering, with
-    ``processes`` children; stopped after."""
-    params = {"model": NOVA, "max_retries": 0, **params}
-    config = {"model_list": [{"model_name": "nova", "litellm_params": params}]}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "gesso", "serve", "--config", str(path), "--port", str(port), *flags,
-               "--log-level", "warning"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != workers.ENV_CONCURRENCY}
-    (tmp_path / "stale").mkdir()  # another run's directory, left in the environment: never used
-    env[workers.ENV_METRICS_DIR] = str(tmp_path / "stale")
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    serving = Served(process, f"http://127.0.0.1:{port}", log)
-    started = []
-    try:
-        deadline = time.monotonic() + 60
-        while len(alive(serving.children())) < processes or not _answers(serving):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "gesso serve did not start: " + log.read_text()
-            time.sleep(0.1)
-        started = serving.children()
-        yield serving
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
-        for pid in alive(started):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _answers(served: Served) -> bool:
-    try:
-        return served.call("GET", "/health/liveliness")[0] == 200
-    except OSError:
-        return False
 
 
 def requests_counted(text: str) -> float:
@@ -257,7 +165,10 @@ def test_the_limit_is_the_flag_else_the_environment_else_the_config_else_the_def
 @pytest.mark.slow  # starts gesso serve
 def test_the_limit_bounds_the_calls_sent_and_is_exported(tmp_path, aws, emulator):
     emulator.inject("latency", seconds=0.6)
-    with serving(tmp_path, aws, "--max-concurrency", "3") as served, ThreadPoolExecutor(8) as pool:
+    with (
+        serving(tmp_path, aws, "--max-concurrency", "3", "--log-level", "info") as served,
+        ThreadPoolExecutor(8) as pool,
+    ):
         statuses = list(pool.map(lambda _: served.call("POST", "/v1/images/generations", BODY)[0], range(8)))
         assert statuses == [200] * 8
         assert emulator.stats()["max_in_flight"] == 3  # the other five waited their turn in the proxy

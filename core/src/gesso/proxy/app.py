@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import json
 import logging
 import math
 import time
@@ -24,6 +23,7 @@ import attrs
 import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -34,11 +34,14 @@ from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
+from gesso.proxy.logs import FIELDS, AccessLog
 from gesso.proxy.metrics import Metrics
 from gesso.proxy.router import Router
 from gesso.types import ImageResponse
 
 logger = logging.getLogger("gesso.proxy")
+#: one line per request (gesso.proxy.logs formats its fields)
+access_logger = logging.getLogger("gesso.proxy.access")
 T = TypeVar("T")
 
 #: form fields that stay text (everything else in a multipart form is read as JSON when it parses as JSON)
@@ -99,6 +102,8 @@ class Exchange:
     served: tuple[ImageResponse, Deployment] | None = None
     #: refused because the database did not answer
     away: bool = False
+    #: seconds from its arrival to its settling (its answer and its spend row)
+    seconds: float = 0.0
 
 
 @attrs.define
@@ -255,6 +260,8 @@ class Proxy:
             await self._settle(exchange)
             if span is not None:
                 span.end(exchange.status, _span_attributes(exchange))
+            if access_logger.isEnabledFor(logging.INFO):
+                _log_access(exchange, request.method, request.url.path)
 
     async def _admitted(self, request: Request, operation: str, exchange: Exchange) -> Call:
         """The request's caller, body and call, each checked; the call priced and, for a virtual key, admitted
@@ -306,11 +313,6 @@ class Proxy:
         """A served call's answer: its images, and what it cost in the headers."""
         exchange.status = 200
         self.metrics.paid(exchange.model_name, len(response.data), response.cost)
-        logger.info(
-            "request %s %s model_name=%s deployment=%s images=%d cost=%s latency=%.3fs", exchange.request_id,
-            exchange.route, _field(exchange.model_name), deployment.id, len(response.data), response.cost,
-            time.perf_counter() - exchange.started,
-        )  # fmt: skip
         headers = {
             "x-request-id": exchange.request_id,
             "x-gesso-deployment": deployment.id,
@@ -334,20 +336,16 @@ class Proxy:
             exchange.failure = exc.type
             exchange.away = exc.code == "database_unavailable"
             self.metrics.error(exc.type)
-            logger.info("request %s %s model_name=%s failed: %s %s", exchange.request_id, exchange.route,
-                        _field(exchange.model_name), exc.status_code, exc.type)  # fmt: skip
         return error_response(exc, exchange.request_id)
 
     def _gone(self, exchange: Exchange) -> None:
         """The client went away: its call was cancelled."""
         exchange.status, exchange.failure = 499, "client_disconnected"
         self.metrics.error("client_disconnected")
-        logger.info("request %s %s model_name=%s: the client went away; call cancelled", exchange.request_id,
-                    exchange.route, _field(exchange.model_name))  # fmt: skip
 
     async def _settle(self, exchange: Exchange) -> None:
         """The request's metrics and, with a database, its spend row (and what it held of its key's budget)."""
-        seconds = time.perf_counter() - exchange.started
+        exchange.seconds = seconds = time.perf_counter() - exchange.started
         self.metrics.observe(exchange.route, exchange.model_name, exchange.status, seconds)
         if self.store is None:
             return
@@ -584,11 +582,27 @@ def _cancelled_price(price_of: Callable[[], float | None], request_id: str) -> f
         return 0.0
 
 
-def _field(text: str) -> str:
-    """Caller text as one field of a log line: escaped, shortened, and quoted when it holds a space, a quote or
-    an equals sign (so ``model_name=a cost=9`` cannot pass for two fields)."""
-    shown = printable(text)
-    return json.dumps(shown) if any(c in shown for c in ' ="') else shown
+def _log_access(exchange: Exchange, method: str, path: str) -> None:
+    """The request's access line: who asked for what, what became of it; never the key, the prompt or an image
+    (caller text in it is escaped by the formatter: gesso.proxy.logs)."""
+    response, deployment = exchange.served if exchange.served is not None else (None, None)
+    key = exchange.caller.key if exchange.caller is not None else None
+    gone = ": the client went away; call cancelled" if exchange.status == 499 else ""
+    fields = {
+        "request_id": exchange.request_id,
+        "route": exchange.route,
+        "model_name": exchange.model_name,
+        "deployment": deployment.id if deployment is not None else None,
+        "key_alias": key.key_alias if key is not None else None,
+        "team": getattr(key, "team_id", None),
+        "status": exchange.status,
+        "error_type": exchange.failure,
+        "images": len(response.data) if response is not None else 0,
+        "cost": response.cost if response is not None else None,
+        "latency_ms": round(exchange.seconds * 1000, 3),
+        "attempts": len(exchange.sent),
+    }
+    access_logger.info(f"{method} {path} {exchange.status}{gone}", extra={FIELDS: fields})
 
 
 def _check_text(value: Any, name: str) -> None:
@@ -670,7 +684,9 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
                 await proxy.store.close()
             telemetry.shutdown()  # what configure_from_env set up: the spans still batched are sent
 
-    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=lifespan)
+    image_paths = frozenset(f"{prefix}/images/{route}" for prefix in ("", "/v1") for route in ROUTES.values())
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=lifespan,
+                    middleware=[Middleware(AccessLog, logged_by_app=image_paths)])  # fmt: skip
     app.state.proxy = proxy
     return app
 

@@ -12,11 +12,14 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import sys
+import warnings
 from typing import Any
 
 ENV_CONFIG = "GESSO_PROXY_CONFIG"
 ENV_OVERRIDES = "GESSO_PROXY_OVERRIDES"
+log = logging.getLogger("gesso")
 
 
 def add_command(sub: Any) -> None:
@@ -36,6 +39,8 @@ def add_command(sub: Any) -> None:
         help="serve a non-loopback address without a master key (anyone who can reach it spends)",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--log-format", choices=("text", "json"), help="text lines with a UTC timestamp, or one "
+                       "JSON object per line (default: json when JSON_LOGS=true, else text)")  # fmt: skip
     serve.set_defaults(handler=run)
 
 
@@ -62,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
         print("gesso: error: the proxy needs its extra: pip install 'gesso-core[proxy]'", file=sys.stderr)
         return 2
     from gesso.proxy import config as proxy_config
-    from gesso.proxy import workers
+    from gesso.proxy import logs, workers
 
+    args.log_format = logs.log_format(args.log_format)
+    logs.configure(args.log_level, args.log_format)  # before the config's check, whose warnings are log lines
     # the metrics directory is gesso serve's own (made fresh for workers): one left in the environment, with
     # another run's counts in it, is never read
     os.environ.pop(workers.ENV_METRICS_DIR, None)
@@ -74,32 +81,81 @@ def run(args: argparse.Namespace) -> int:
         too_few_files = workers.apply_concurrency(limit)
         proxy_config.check(config)
     except (proxy_config.ConfigError, workers.SettingError) as exc:
-        print(f"gesso: error: {args.config}: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(args, f"{args.config}: {exc}")
     for warning in config.warnings:
-        print(f"gesso: warning: {warning}", file=sys.stderr)
-    print(f"gesso: max concurrency {limit} calls in flight per process (set by {limit_source})", file=sys.stderr)
+        log.warning("%s", warning)
     if too_few_files:
-        print(f"gesso: warning: {too_few_files}", file=sys.stderr)
-    if config.database_url:
-        try:
-            from gesso.proxy import store
-
-            store.upgrade(config.database_url)
-        except Exception as exc:  # the database is unreachable, or its schema is not one gesso knows
-            print(f"gesso: error: general_settings.database_url: cannot prepare the database: {exc}", file=sys.stderr)
-            return 2
+        log.warning("%s", too_few_files)
     if config.master_key is None and not loopback(args.host):
         if not args.allow_unauthenticated:
-            print(f"gesso: error: {args.host} is not a loopback address and the config has no "
-                  "general_settings.master_key: set one, or pass --allow-unauthenticated", file=sys.stderr)  # fmt: skip
-            return 2
-        print(f"gesso: warning: serving {args.host} without a master key: anyone who reaches it spends",
-              file=sys.stderr)  # fmt: skip
+            return _refuse(args, f"{args.host} is not a loopback address and the config has no "
+                           "general_settings.master_key: set one, or pass --allow-unauthenticated")  # fmt: skip
+        log.warning("serving %s without a master key: anyone who reaches it spends", args.host)
+    assert config.database_url is not None  # (the default is a SQLite file beside the config)
+    try:
+        database = _database(config.database_url, default="database_url" not in config.general)
+    except Exception as exc:  # the database is unreachable, or its schema is not one gesso knows
+        return _refuse(args, f"general_settings.database_url: cannot prepare the database: {exc}")
     with contextlib.ExitStack() as stack:
         overrides = emulators(config, stack) if args.emulator else {}
+        _summary(args, config, database, (limit, limit_source))
         _serve(args, config, overrides)
     return 0
+
+
+def _refuse(args: argparse.Namespace, message: str) -> int:
+    """Refuse to start: a command-line error (``gesso: error: ...``), or a JSON log line with JSON logs."""
+    if args.log_format == "json":
+        log.error("%s", message)
+    else:
+        print(f"gesso: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _database(url: str, *, default: bool) -> str:
+    """Prepare the database (its schema migrated to the newest); what start-up says of it."""
+    from gesso.proxy import store
+
+    path = _sqlite_path(url)
+    existed = path is None or os.path.exists(path)
+    before = store.schema_revision(url)
+    store.upgrade(url)
+    after = store.schema_revision(url)
+    where = store.redacted(url) + (f" (the file {path}{'' if existed else ', created now'})" if path else "")
+    if default:
+        where += ", the default (no general_settings.database_url: a SQLite file beside the config)"
+    migrated = "at the newest" if before == after else f"migrated from {before or 'none'} to the newest"
+    return f"{where}, schema {migrated} revision ({after})"
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a SQLite URL (``sqlite:////abs`` or ``sqlite:///rel``); None for another database."""
+    if not url.startswith("sqlite:///") or url[len("sqlite:///") :] in ("", ":memory:"):
+        return None
+    return os.path.abspath(url[len("sqlite:///") :].split("?", 1)[0])
+
+
+def _summary(args: argparse.Namespace, config: Any, database: str, limit: tuple[int, str]) -> None:
+    """What start-up says it is about to do, one line each: how callers are authenticated, where calls go, the
+    database, the processes and their limit, each model name with its deployments."""
+    if config.master_key is not None:
+        auth = "on (general_settings.master_key, and the virtual keys it makes)"
+    elif loopback(args.host):
+        auth = f"off (no general_settings.master_key; {args.host} is a loopback address: only this machine reaches it)"
+    else:
+        auth = f"off (no general_settings.master_key; --allow-unauthenticated on {args.host})"
+    log.info("authentication: %s", auth)
+    if args.emulator:
+        log.info("providers: emulated (--emulator): every deployment answers from a local emulator; nothing is paid")
+    else:
+        log.info("providers: real: each call goes to its deployment's provider and is paid")
+    log.info("database: %s", database)
+    log.info("workers: %d process%s", args.workers, "" if args.workers == 1 else "es")
+    log.info("max concurrency %d calls in flight per process (set by %s)", *limit)
+    for name in config.model_names:
+        deployments = [d for d in config.deployments if d.model_name == name]
+        shown = ", ".join(f"{d.id} ({d.model})" for d in deployments)
+        log.info("model %s: %d deployment%s: %s", name, len(deployments), "" if len(deployments) == 1 else "s", shown)
 
 
 def emulators(config: Any, stack: contextlib.ExitStack) -> dict[str, dict[str, Any]]:
@@ -129,14 +185,19 @@ def tune_gc() -> None:
 def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]]) -> None:
     import uvicorn
 
+    from gesso.proxy import logs
     from gesso.proxy.guard import GuardedHttpToolsProtocol
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    # the protocol: uvicorn's httptools one with a size limit and a deadline for each request's headers
+    # the protocol: uvicorn's httptools one with a size limit and a deadline for each request's headers; the
+    # logging: gesso's, applied again by uvicorn in each worker process
     options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
                                "access_log": False, "timeout_graceful_shutdown": 5,
-                               "http": GuardedHttpToolsProtocol}  # fmt: skip
-    print(f"gesso: serving {len(config.model_names)} model names on http://{args.host}:{args.port}", file=sys.stderr)
+                               "http": GuardedHttpToolsProtocol,
+                               "log_config": logs.log_config(args.log_level, args.log_format)}  # fmt: skip
+    log.info("serving %d model names on http://%s:%d", len(config.model_names), args.host, args.port)
+    # uvicorn stops gracefully on SIGTERM, then raises it again for the handler it found: this one, so that a
+    # proxy stopped as asked exits 0 (as a process manager expects) rather than by the signal
+    signal.signal(signal.SIGTERM, _stopped)
     if args.workers > 1:
         os.environ[ENV_CONFIG] = os.path.abspath(args.config)
         os.environ[ENV_OVERRIDES] = json.dumps(overrides)
@@ -154,13 +215,19 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
     uvicorn.run(app, **options)
 
 
+def _stopped(signum: int, frame: Any) -> None:
+    """SIGTERM, raised again by uvicorn once it has stopped gracefully: nothing left to do."""
+
+
 def factory() -> Any:
     """The app of one worker process (``--workers``): the config from the environment the parent set."""
     from gesso.proxy import config as proxy_config
-    from gesso.proxy import workers
+    from gesso.proxy import logs, workers
     from gesso.proxy.app import build_app
 
     workers.follow_parent()
+    warnings.showwarning = logs.show_warning  # (uvicorn has applied gesso's logging configuration here)
+    logs.quiet_config_warnings()
     config = proxy_config.load(os.environ[ENV_CONFIG])
     app = build_app(config, json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
     tune_gc()

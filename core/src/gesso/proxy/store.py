@@ -813,12 +813,41 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply the schema migrations (Alembic) to the database at ``url``, up to ``revision`` (the newest schema
     by default); call it outside an event loop."""
     from alembic import command
+
+    command.upgrade(_alembic_config(url), revision)
+
+
+def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    return config
+
+
+def newest_revision() -> str:
+    """The newest schema revision this gesso knows (its last migration)."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head())
+
+
+def schema_revision(url: str) -> str | None:
+    """The schema revision the database at ``url`` has (Alembic's), or None before its first migration; call it
+    outside an event loop."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def read() -> str | None:
+        engine = create_async_engine(async_url(url))
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
 
 
 def redacted(url: str) -> str:
