@@ -34,6 +34,7 @@ from gesso.proxy import store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
+from gesso.proxy.lifecycle import Lifecycle, Reloader
 from gesso.proxy.logs import FIELDS, AccessLog
 from gesso.proxy.metrics import Metrics
 from gesso.proxy.router import Router
@@ -105,6 +106,11 @@ class Exchange:
     #: seconds from its arrival to its settling (its answer and its spend row)
     seconds: float = 0.0
 
+    @property
+    def cancelled(self) -> bool:
+        """Its call was cut off: its client left, or the proxy stopped before it finished."""
+        return self.failure in ("client_disconnected", "server_shutdown")
+
 
 @attrs.define
 class Call:
@@ -136,7 +142,7 @@ def _spend_row(exchange: Exchange, seconds: float) -> dict[str, Any]:
         "images": len(response.data) if response is not None else 0,
         "cost": (response.cost or 0.0) if response is not None else 0.0,
         "latency_ms": round(seconds * 1000, 3),
-        "status": "success" if status == 200 else "cancelled" if status == 499 else "failure",
+        "status": "success" if status == 200 else "cancelled" if exchange.cancelled else "failure",
         "status_code": status,
         "error_type": exchange.failure,
         "user": _column_text(user, "user") if isinstance(user, str) else None,
@@ -171,6 +177,33 @@ class Proxy:
         self.body_timeout = BODY_TIMEOUT
         self.store = store.Store(config.database_url) if config.database_url else None
         self.ledger = Ledger(self.store) if self.store is not None else None
+        #: asked to stop: calls in flight finish (until :meth:`hurry`), readiness says so
+        self.stopping = False
+        #: the image requests being answered (:meth:`hurry` cancels them)
+        self.answering: set[asyncio.Task[Any]] = set()
+
+    def reload(self, config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        """Serve ``config`` (checked) from now on: requests that arrive from here on use its model names,
+        deployments, keys and settings; calls in flight keep the deployments they were routed to. The database,
+        the metrics and the limit on calls in flight stay those the process started with."""
+        self.config = config
+        self.overrides = {key: dict(value) for key, value in (overrides or {}).items()}
+        self.router = Router(config.deployments, config.cooldown)
+        self.metrics.name_models(config.model_names)
+
+    def hurry(self, why: str) -> None:
+        """Cancel the calls in flight (the proxy is stopping and will not wait longer): each is answered 503 and
+        recorded as cancelled."""
+        if self.answering:
+            logger.warning("cancelling %d calls in flight (%s)", len(self.answering), why)
+        for task in list(self.answering):
+            task.cancel()
+
+    async def settled(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no image request is being answered."""
+        deadline = time.monotonic() + timeout
+        while self.answering and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     # -- auth -------------------------------------------------------------------------------------------
 
@@ -244,6 +277,9 @@ class Proxy:
         exchange = Exchange(ROUTES[operation])
         span = telemetry.start_server(request.method, request.url.path, request.headers)  # None: no OpenTelemetry
         self.metrics.in_flight += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.answering.add(task)
         try:
             call = await self._admitted(request, operation, exchange)
             sending = self.router.call(call.model_name, self._sender(call, exchange))
@@ -251,11 +287,14 @@ class Proxy:
             exchange.served = served
             return self._answer(exchange, *served)
         except asyncio.CancelledError:
+            if self.stopping:  # cancelled by a stop that would not wait longer (:meth:`hurry`): answered
+                return self._stopped(exchange)
             self._gone(exchange)
             raise
         except Exception as exc:
             return self._failed(exchange, exc)
         finally:
+            self.answering.discard(task)
             self.metrics.in_flight -= 1
             await self._settle(exchange)
             if span is not None:
@@ -343,6 +382,14 @@ class Proxy:
         exchange.status, exchange.failure = 499, "client_disconnected"
         self.metrics.error("client_disconnected")
 
+    def _stopped(self, exchange: Exchange) -> Response:
+        """The answer to a request whose call the stopping proxy cancelled: a 503 to retry elsewhere."""
+        exchange.status, exchange.failure = 503, "server_shutdown"
+        self.metrics.error("server_shutdown")
+        error = ProxyError(503, "The proxy is stopping and cancelled this call before it finished; try again",
+                           type="api_error", code="server_shutdown", headers={"retry-after": "1"})  # fmt: skip
+        return error_response(error, exchange.request_id)
+
     async def _settle(self, exchange: Exchange) -> None:
         """The request's metrics and, with a database, its spend row (and what it held of its key's budget)."""
         exchange.seconds = seconds = time.perf_counter() - exchange.started
@@ -350,8 +397,8 @@ class Proxy:
         if self.store is None:
             return
         row = _spend_row(exchange, seconds)
-        if exchange.status == 499 and exchange.sent and exchange.price_of is not None:
-            # the provider had the call when the client left: it may well have charged for it, so the call is
+        if exchange.cancelled and exchange.sent and exchange.price_of is not None:
+            # the provider had the call when it was cut off: it may well have charged for it, so the call is
             # priced as sent (a client cannot spend a provider's money by hanging up in time)
             row["cost"] = _cancelled_price(exchange.price_of, exchange.request_id)
         prompt = exchange.prompt
@@ -640,8 +687,13 @@ def _form_value(value: str) -> Any:
     return value
 
 
-def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Starlette:
+def build_app(
+    config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None, *, reloader: Reloader | None = None
+) -> Starlette:
+    """The proxy's app for ``config``; ``reloader`` (what reads the config again, for SIGHUP) makes it reloadable.
+    Served by uvicorn in the main thread, it stops on SIGTERM as :mod:`gesso.proxy.lifecycle` says."""
     proxy = Proxy(config, overrides)
+    lifecycle = Lifecycle(proxy, reloader)
     routes = []
     for prefix in ("", "/v1"):
         routes += [
@@ -675,9 +727,13 @@ def build_app(config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | 
             if released:
                 logger.warning("released %d budget reservations no replica settled", released)
             proxy.ledger.start()
+        lifecycle.install()
         try:
             yield
         finally:
+            # uvicorn has waited for the requests being answered; those cancelled at a stop finish answering
+            await proxy.settled(timeout=10.0)
+            lifecycle.uninstall()
             if proxy.store is not None and proxy.ledger is not None:
                 await proxy.store.drain()  # the spend rows first: a lease is given back once its calls are settled
                 await proxy.ledger.close()

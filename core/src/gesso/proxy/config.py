@@ -31,6 +31,7 @@ GENERAL_SETTINGS = {
     "store_prompts": "keep each request's prompt in its spend-log row (default false)",
     "metrics_require_auth": "GET /metrics needs the master key (default false: open, as in litellm)",
     "max_concurrency": "calls in flight per process; more wait (default 4096; --max-concurrency sets it too)",
+    "graceful_timeout": "seconds a stop (SIGTERM) lets calls in flight finish before it cancels them (default 60)",
 }
 #: general_settings that guard access: a key a small edit from one of these (``master_kye``, ``Master-Key``) is
 #: an error, not a warning, since ignoring it would leave open what its author meant to close
@@ -71,6 +72,9 @@ LITELLM_GENERAL_SETTINGS = frozenset(
 LITELLM_METRICS_AUTH = "require_auth_for_metrics_endpoint"
 DEFAULT_COOLDOWN = 5.0
 DEFAULT_MAX_MB = 50.0
+#: seconds calls in flight may take to finish once the proxy is asked to stop (uvicorn's own default is none: it
+#: waits for ever, and gesso used to cancel after 5 s); image calls take up to about a minute
+DEFAULT_GRACEFUL_TIMEOUT = 60.0
 
 
 class ConfigError(Exception):
@@ -106,6 +110,7 @@ class ProxyConfig:
     store_prompts: bool = False
     metrics_require_auth: bool = False
     max_concurrency: int | None = None
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
 
     @property
     def model_names(self) -> list[str]:
@@ -188,6 +193,8 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
     max_concurrency = general.get("max_concurrency")
     if max_concurrency is not None and (type(max_concurrency) is not int or max_concurrency < 1):
         raise ConfigError("general_settings.max_concurrency: must be a positive whole number")
+    graceful_timeout = _number(general.get("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT),
+                               "general_settings.graceful_timeout")  # fmt: skip
     return ProxyConfig(
         deployments=tuple(deployments),
         master_key=master,
@@ -199,6 +206,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         store_prompts=store_prompts,
         metrics_require_auth=metrics_require_auth,
         max_concurrency=max_concurrency,
+        graceful_timeout=graceful_timeout,
     )
 
 

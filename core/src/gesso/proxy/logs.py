@@ -5,8 +5,8 @@
   each worker process it starts; uvicorn's loggers, gesso's and any library's go through the root logger's one
   handler, with one formatter.
 - **Text** (the default): ``<UTC time> <LEVEL> <logger>: <message> key=value...``. **JSON**
-  (``--log-format json``, or litellm's ``JSON_LOGS=true``): one object per line, with ``timestamp``, ``level``, ``logger``, ``message`` and a record's
-  fields (:data:`FIELDS`) as keys of their own.
+  (``--log-format json``, or litellm's ``JSON_LOGS=true``): one object per line, with ``timestamp``, ``level``,
+  ``logger``, ``message``, ``process`` and a record's fields (:data:`FIELDS`) as keys of their own.
 - **Caller data cannot forge a line**: a record's fields are escaped (control characters, lone surrogates) and
   shortened, and text values holding a space, a quote or an equals sign are quoted; JSON is JSON.
 - **Warnings are log lines, once each**: :func:`show_warning` replaces :func:`warnings.showwarning`, so a Python

@@ -40,6 +40,7 @@ ERROR_TYPES = frozenset(
     (
         "invalid_request_error", "authentication_error", "permission_error", "rate_limit_error", "timeout_error",
         "api_error", "auth_error", "not_found_error", "budget_exceeded", "internal_error", "client_disconnected",
+        "server_shutdown",
         "spend_log_failed",
     )
 )  # fmt: skip
@@ -72,7 +73,7 @@ class Metrics:
     ) -> None:
         #: the directory every worker's values are in (prometheus_client's multiprocess mode), or None
         self.shared = os.environ.get(ENV_SHARED) or None
-        self.model_names = frozenset(name for name in model_names if _text(name))
+        self.name_models(model_names)
         self.routes = frozenset(route for route in routes if _text(route))
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
@@ -96,6 +97,10 @@ class Metrics:
         )  # fmt: skip
         if max_concurrency is not None:
             self.max_concurrency.set(max_concurrency)
+
+    def name_models(self, model_names: Iterable[str]) -> None:
+        """The configured model names: the ``model_name`` label values taken (others count as one)."""
+        self.model_names = frozenset(name for name in model_names if _text(name))
 
     @property
     def in_flight(self) -> int:

@@ -18,7 +18,9 @@ import warnings
 from typing import Any
 
 ENV_CONFIG = "GESSO_PROXY_CONFIG"
+#: the file (in the workers' private directory) of each deployment's locked options (the emulators')
 ENV_OVERRIDES = "GESSO_PROXY_OVERRIDES"
+OVERRIDES_FILE = "overrides.json"
 log = logging.getLogger("gesso")
 
 
@@ -97,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # the database is unreachable, or its schema is not one gesso knows
         return _refuse(args, f"general_settings.database_url: cannot prepare the database: {exc}")
     with contextlib.ExitStack() as stack:
-        overrides = emulators(config, stack) if args.emulator else {}
+        emulated = Emulators(stack) if args.emulator else None
+        overrides = emulated.overrides(config) if emulated is not None else {}
         _summary(args, config, database, (limit, limit_source))
-        _serve(args, config, overrides)
+        _serve(args, config, overrides, Reload(args.config, emulated))
     return 0
 
 
@@ -158,16 +161,45 @@ def _summary(args: argparse.Namespace, config: Any, database: str, limit: tuple[
         log.info("model %s: %d deployment%s: %s", name, len(deployments), "" if len(deployments) == 1 else "s", shown)
 
 
-def emulators(config: Any, stack: contextlib.ExitStack) -> dict[str, dict[str, Any]]:
-    """Each deployment's provider emulator, running while the proxy does; the options that point it there."""
-    from gesso import plugins
+class Emulators:
+    """The providers' emulators of the deployments (``--emulator``), running while the proxy does; started for
+    each deployment as it appears (at start, or in a reloaded config whose deployment is new or changed)."""
 
-    registry = plugins.get_registry()
-    overrides = {}
-    for deployment in config.deployments:
-        params = dict(deployment.params)
-        overrides[deployment.id] = dict(stack.enter_context(registry.emulate(params.pop("model"), params)))
-    return overrides
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.running: dict[str, dict[str, Any]] = {}
+
+    def overrides(self, config: Any) -> dict[str, dict[str, Any]]:
+        """The options that point each deployment of ``config`` at its emulator."""
+        from gesso import plugins
+
+        registry = plugins.get_registry()
+        found = {}
+        for deployment in config.deployments:
+            params = dict(deployment.params)
+            same = json.dumps([deployment.id, params], sort_keys=True, default=repr)
+            if same not in self.running:
+                self.running[same] = dict(self.stack.enter_context(registry.emulate(params.pop("model"), params)))
+            found[deployment.id] = self.running[same]
+        return found
+
+
+class Reload:
+    """What a reload (SIGHUP) reads: the config file checked as at start, with its warnings, and each deployment's
+    emulator options under ``--emulator``; a :class:`~gesso.proxy.config.ConfigError` when it is not valid."""
+
+    def __init__(self, path: str, emulated: Emulators | None) -> None:
+        self.path = path
+        self.emulated = emulated
+
+    def __call__(self) -> tuple[Any, dict[str, dict[str, Any]]]:
+        from gesso.proxy import config as proxy_config
+
+        config = proxy_config.load(self.path)
+        proxy_config.check(config)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        return config, self.emulated.overrides(config) if self.emulated is not None else {}
 
 
 def tune_gc() -> None:
@@ -182,7 +214,7 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]]) -> None:
+def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]], reload: Reload) -> None:
     import uvicorn
 
     from gesso.proxy import logs
@@ -190,8 +222,10 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
 
     # the protocol: uvicorn's httptools one with a size limit and a deadline for each request's headers; the
     # logging: gesso's, applied again by uvicorn in each worker process
+    # the graceful stop: gesso's own (gesso.proxy.lifecycle) cancels what is left at graceful_timeout; uvicorn's
+    # is a backstop after it
     options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
-                               "access_log": False, "timeout_graceful_shutdown": 5,
+                               "access_log": False, "timeout_graceful_shutdown": config.graceful_timeout + 15,
                                "http": GuardedHttpToolsProtocol,
                                "log_config": logs.log_config(args.log_level, args.log_format)}  # fmt: skip
     log.info("serving %d model names on http://%s:%d", len(config.model_names), args.host, args.port)
@@ -199,20 +233,56 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
     # proxy stopped as asked exits 0 (as a process manager expects) rather than by the signal
     signal.signal(signal.SIGTERM, _stopped)
     if args.workers > 1:
-        os.environ[ENV_CONFIG] = os.path.abspath(args.config)
-        os.environ[ENV_OVERRIDES] = json.dumps(overrides)
         from gesso.proxy import workers
 
+        os.environ[ENV_CONFIG] = os.path.abspath(args.config)
         workers.mark_parent()
-        with workers.shared_metrics():  # one /metrics over every worker, whichever answers
-            uvicorn.run("gesso.proxy.serve:factory", factory=True, workers=args.workers, **options)
+        with workers.shared_metrics() as shared:  # one /metrics over every worker, whichever answers
+            overrides_file = os.path.join(shared, OVERRIDES_FILE)
+            _write_json(overrides_file, overrides)
+            os.environ[ENV_OVERRIDES] = overrides_file
+            uvicorn_config = uvicorn.Config("gesso.proxy.serve:factory", factory=True, workers=args.workers, **options)
+            checked = _ParentReload(reload, config, overrides_file)
+            from gesso.proxy.supervisor import Supervisor
+
+            Supervisor(uvicorn_config, reload=checked).run()
         workers.stop_helpers()
         return
     from gesso.proxy.app import build_app
 
-    app = build_app(config, overrides)
+    app = build_app(config, overrides, reloader=reload)
     tune_gc()
     uvicorn.run(app, **options)
+
+
+class _ParentReload:
+    """A reload in ``gesso serve``'s parent, before its workers are told (SIGHUP): the config checked here first,
+    so an invalid one is refused once, with the errors of a start; the emulators' options written for them."""
+
+    def __init__(self, reload: Reload, serving: Any, overrides_file: str) -> None:
+        self.reload, self.serving, self.overrides_file = reload, serving, overrides_file
+
+    def __call__(self) -> bool:
+        from gesso.proxy.lifecycle import check_replaceable
+
+        try:
+            config, overrides = self.reload()
+            check_replaceable(self.serving, config)
+        except Exception as exc:  # a config error, as at start: the workers keep serving the config they have
+            log.error("reload refused, still serving the config loaded before: %s", exc)
+            return False
+        _write_json(self.overrides_file, overrides)
+        self.serving = config
+        log.info("reloading: %d model names, %d deployments; telling the workers", len(config.model_names),
+                 len(config.deployments))  # fmt: skip
+        return True
+
+
+def _write_json(path: str, value: Any) -> None:
+    """``value`` as JSON at ``path``, replaced whole (a reader never sees half of it)."""
+    with open(path + ".new", "w") as file:
+        json.dump(value, file)
+    os.replace(path + ".new", path)
 
 
 def _stopped(signum: int, frame: Any) -> None:
@@ -226,9 +296,26 @@ def factory() -> Any:
     from gesso.proxy.app import build_app
 
     workers.follow_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's reload handler is in place (its start-up)
     warnings.showwarning = logs.show_warning  # (uvicorn has applied gesso's logging configuration here)
     logs.quiet_config_warnings()
     config = proxy_config.load(os.environ[ENV_CONFIG])
-    app = build_app(config, json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
+    app = build_app(config, _read_overrides(), reloader=_worker_reload)
     tune_gc()
     return app
+
+
+def _read_overrides() -> dict[str, dict[str, Any]]:
+    with open(os.environ[ENV_OVERRIDES]) as file:
+        found: dict[str, dict[str, Any]] = json.load(file)
+    return found
+
+
+def _worker_reload() -> tuple[Any, dict[str, dict[str, Any]]]:
+    """A worker's reload: the config its parent has just checked (checked again: the file may have changed
+    since), and the emulators' options the parent wrote."""
+    from gesso.proxy import config as proxy_config
+
+    config = proxy_config.load(os.environ[ENV_CONFIG])
+    proxy_config.check(config)
+    return config, _read_overrides()
