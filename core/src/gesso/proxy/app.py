@@ -35,14 +35,12 @@ from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
 from gesso.proxy.lifecycle import Lifecycle, Reloader
-from gesso.proxy.logs import FIELDS, AccessLog
+from gesso.proxy.logs import AccessLog, Line
 from gesso.proxy.metrics import Metrics
 from gesso.proxy.router import Router
 from gesso.types import ImageResponse
 
 logger = logging.getLogger("gesso.proxy")
-#: one line per request (gesso.proxy.logs formats its fields)
-access_logger = logging.getLogger("gesso.proxy.access")
 T = TypeVar("T")
 
 #: form fields that stay text (everything else in a multipart form is read as JSON when it parses as JSON)
@@ -299,7 +297,7 @@ class Proxy:
             await self._settle(exchange)
             if span is not None:
                 span.end(exchange.status, _span_attributes(exchange))
-            if access_logger.isEnabledFor(logging.INFO):
+            if logger.isEnabledFor(logging.INFO):
                 _log_access(exchange, request.method, request.url.path)
 
     async def _admitted(self, request: Request, operation: str, exchange: Exchange) -> Call:
@@ -631,7 +629,7 @@ def _cancelled_price(price_of: Callable[[], float | None], request_id: str) -> f
 
 def _log_access(exchange: Exchange, method: str, path: str) -> None:
     """The request's access line: who asked for what, what became of it; never the key, the prompt or an image
-    (caller text in it is escaped by the formatter: gesso.proxy.logs)."""
+    (caller text in it is escaped: gesso.proxy.logs.Line)."""
     response, deployment = exchange.served if exchange.served is not None else (None, None)
     key = exchange.caller.key if exchange.caller is not None else None
     gone = ": the client went away; call cancelled" if exchange.status == 499 else ""
@@ -649,7 +647,7 @@ def _log_access(exchange: Exchange, method: str, path: str) -> None:
         "latency_ms": round(exchange.seconds * 1000, 3),
         "attempts": len(exchange.sent),
     }
-    access_logger.info(f"{method} {path} {exchange.status}{gone}", extra={FIELDS: fields})
+    logger.info(Line(f"{method} {path} {exchange.status}{gone}", fields))
 
 
 def _check_text(value: Any, name: str) -> None:

@@ -22,10 +22,9 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from gesso.proxy.app import Proxy
     from gesso.proxy.config import ProxyConfig
 
 logger = logging.getLogger("gesso.proxy")
@@ -33,6 +32,18 @@ logger = logging.getLogger("gesso.proxy")
 #: what a reload reads: the config checked as at start, and each deployment's locked options (the emulators')
 Reloader = Callable[[], "tuple[ProxyConfig, Mapping[str, Mapping[str, Any]]]"]
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Proxy(Protocol):
+    """What a lifecycle needs of the proxy it stops and reloads (:class:`gesso.proxy.app.Proxy`)."""
+
+    config: ProxyConfig
+    stopping: bool
+    answering: set[asyncio.Task[Any]]
+
+    def hurry(self, why: str) -> None: ...
+
+    def reload(self, config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None: ...
 
 
 class ReloadRefused(Exception):

@@ -6,7 +6,7 @@
   handler, with one formatter.
 - **Text** (the default): ``<UTC time> <LEVEL> <logger>: <message> key=value...``. **JSON**
   (``--log-format json``, or litellm's ``JSON_LOGS=true``): one object per line, with ``timestamp``, ``level``,
-  ``logger``, ``message``, ``process`` and a record's fields (:data:`FIELDS`) as keys of their own.
+  ``logger``, ``message``, ``process`` and a :class:`Line`'s fields as keys of their own.
 - **Caller data cannot forge a line**: a record's fields are escaped (control characters, lone surrogates) and
   shortened, and text values holding a space, a quote or an equals sign are quoted; JSON is JSON.
 - **Warnings are log lines, once each**: :func:`show_warning` replaces :func:`warnings.showwarning`, so a Python
@@ -26,8 +26,6 @@ from typing import Any
 
 from gesso.boundary import printable
 
-#: the attribute of a log record that holds its fields (``logger.info(..., extra={FIELDS: {...}})``)
-FIELDS = "gesso_fields"
 #: litellm's switch for JSON logs, read by ``gesso serve`` when ``--log-format`` is not given
 ENV_JSON_LOGS = "JSON_LOGS"
 FORMATS = ("text", "json")
@@ -52,14 +50,25 @@ def _clean(text: str) -> str:
     return text if text.isprintable() else printable(text, len(text) * 12)
 
 
+class Line:
+    """A log message with fields (``logger.info(Line("POST /v1/images/generations 200", {"request_id": ...}))``):
+    as text (what any formatter shows) ``<head> name=value...``, each value escaped and quoted as needed; as JSON,
+    the head as ``message`` and each field a key of its own."""
+
+    __slots__ = ("fields", "head")
+
+    def __init__(self, head: str, fields: dict[str, Any]) -> None:
+        self.head, self.fields = head, fields
+
+    def __str__(self) -> str:
+        return self.head + "".join(f" {name}={_text_value(value)}" for name, value in self.fields.items())
+
+
 class TextFormatter(logging.Formatter):
-    """``2026-12-04T19:30:00.123Z INFO gesso.proxy.access: POST /v1/images/generations 200 request_id=...``"""
+    """``2026-12-04T19:30:00.123Z INFO gesso.proxy: POST /v1/images/generations 200 request_id=...``"""
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_timestamp(record)} {record.levelname} {record.name}: {_clean(record.getMessage())}"
-        fields = getattr(record, FIELDS, None)
-        if fields:
-            line += "".join(f" {name}={_text_value(value)}" for name, value in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -75,25 +84,26 @@ def _text_value(value: Any) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``timestamp``, ``level``, ``logger``, ``message``, ``process`` (its id), then the
-    record's fields."""
+    """One JSON object per line: ``timestamp``, ``level``, ``logger``, ``message``, ``process`` (its id), then a
+    :class:`Line`'s fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        line = record.msg if isinstance(record.msg, Line) else None
         entry: dict[str, Any] = {
             "timestamp": _timestamp(record),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": line.head if line is not None else record.getMessage(),
             "process": record.process,
         }
-        for name, value in (getattr(record, FIELDS, None) or {}).items():
+        for name, value in line.fields.items() if line is not None else ():
             entry[name] = printable(value, VALUE_LIMIT) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=True, default=str)
 
 
-def log_config(level: str, fmt: str) -> dict[str, Any]:
+def log_config(level: str, fmt: str | None) -> dict[str, Any]:
     """The logging configuration of ``gesso serve`` and its workers (:func:`logging.config.dictConfig`'s shape,
     which uvicorn's ``log_config`` takes)."""
     formatter = {"()": f"{__name__}.{'JsonFormatter' if fmt == 'json' else 'TextFormatter'}"}
@@ -135,7 +145,7 @@ def show_warning(
     if (category, text) in _shown:
         return
     _shown.add((category, text))
-    logging.getLogger("gesso").warning("%s", text, extra={FIELDS: {"category": category.__name__}})
+    logging.getLogger("gesso").warning(Line(text, {"category": category.__name__}))
 
 
 def quiet_config_warnings() -> None:
@@ -152,14 +162,14 @@ QUIET_PATHS = frozenset(("/health/liveliness", "/health/liveness", "/health/read
 
 
 class AccessLog:
-    """ASGI middleware: an access line (``gesso.proxy.access``) for each HTTP request the app does not log itself
+    """ASGI middleware: an access line (logger ``gesso.proxy``) for each HTTP request the app does not log itself
     (the image routes log their own, with their call's fields); probes and scrapes at DEBUG. The path is logged
     without its query string (``/key/info?key=...`` carries a key)."""
 
     def __init__(self, app: Any, *, logged_by_app: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.logged_by_app = logged_by_app
-        self.logger = logging.getLogger("gesso.proxy.access")
+        self.logger = logging.getLogger("gesso.proxy")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] in self.logged_by_app:
@@ -181,6 +191,6 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            path = printable(scope["path"], VALUE_LIMIT)
+            head = f"{scope['method']} {printable(scope['path'], VALUE_LIMIT)} {status}"
             fields = {"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
-            self.logger.log(level, "%s %s %s", scope["method"], path, status, extra={FIELDS: fields})
+            self.logger.log(level, Line(head, fields))

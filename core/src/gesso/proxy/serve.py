@@ -214,7 +214,9 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]], reload: Reload) -> None:
+def _serve(
+    args: argparse.Namespace, config: Any, overrides: dict[str, dict[str, Any]], reload: Reload | None = None
+) -> None:
     import uvicorn
 
     from gesso.proxy import logs
@@ -224,10 +226,11 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
     # logging: gesso's, applied again by uvicorn in each worker process
     # the graceful stop: gesso's own (gesso.proxy.lifecycle) cancels what is left at graceful_timeout; uvicorn's
     # is a backstop after it
+    log_format = getattr(args, "log_format", None)  # (None: text)
     options: dict[str, Any] = {"host": args.host, "port": args.port, "log_level": args.log_level,
                                "access_log": False, "timeout_graceful_shutdown": config.graceful_timeout + 15,
                                "http": GuardedHttpToolsProtocol,
-                               "log_config": logs.log_config(args.log_level, args.log_format)}  # fmt: skip
+                               "log_config": logs.log_config(args.log_level, log_format)}  # fmt: skip
     log.info("serving %d model names on http://%s:%d", len(config.model_names), args.host, args.port)
     # uvicorn stops gracefully on SIGTERM, then raises it again for the handler it found: this one, so that a
     # proxy stopped as asked exits 0 (as a process manager expects) rather than by the signal
@@ -242,7 +245,7 @@ def _serve(args: argparse.Namespace, config: Any, overrides: dict[str, dict[str,
             _write_json(overrides_file, overrides)
             os.environ[ENV_OVERRIDES] = overrides_file
             uvicorn_config = uvicorn.Config("gesso.proxy.serve:factory", factory=True, workers=args.workers, **options)
-            checked = _ParentReload(reload, config, overrides_file)
+            checked = _ParentReload(reload or Reload(args.config, None), config, overrides_file)
             from gesso.proxy.supervisor import Supervisor
 
             Supervisor(uvicorn_config, reload=checked).run()
