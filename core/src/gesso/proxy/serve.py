@@ -235,6 +235,7 @@ def _serve(
     # uvicorn stops gracefully on SIGTERM, then raises it again for the handler it found: this one, so that a
     # proxy stopped as asked exits 0 (as a process manager expects) rather than by the signal
     signal.signal(signal.SIGTERM, _stopped)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the app's reload handler is in place (its start-up)
     if args.workers > 1:
         from gesso.proxy import workers
 
