@@ -155,10 +155,12 @@ class Served:
     def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
         self.process, self.url, self.log = process, url, log
 
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, str]:
+    def call(self, method: str, path: str, body: object = None, key: str | None = None) -> tuple[int, str]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Content-Type", "application/json")
+        if key:
+            request.add_header("Authorization", f"Bearer {key}")
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
                 return answer.status, answer.read().decode()

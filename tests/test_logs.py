@@ -8,8 +8,6 @@ import json
 import os
 import re
 import sys
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,14 +22,8 @@ TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
 def call(served: Served, path: str, body: object, key: str = MASTER) -> tuple[int, dict]:
-    request = urllib.request.Request(served.url + path, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    status, text = served.call("POST", path, body, key=key)
+    return status, json.loads(text)
 
 
 def config(tmp_path, **general: object) -> dict:

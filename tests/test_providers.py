@@ -147,7 +147,7 @@ GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "aio.py", "api.py", "
            "imaging.py", "inputs.py", "operations.py", "options.py", "output.py", "params.py", "plugins.py", "provider.py",
            "redact.py", "registry.py", "sizes.py", "store.py", "telemetry.py", "testing.py", "types.py",
            "proxy/__init__.py", "proxy/admin.py", "proxy/app.py", "proxy/config.py", "proxy/guard.py", "proxy/http.py", "proxy/keys.py",
-           "proxy/lifecycle.py", "proxy/logs.py", "proxy/metrics.py", "proxy/openapi.py", "proxy/router.py", "proxy/serve.py", "proxy/store.py", "proxy/supervisor.py", "proxy/workers.py",
+           "proxy/lifecycle.py", "proxy/logs.py", "proxy/metrics.py", "proxy/openapi.py", "proxy/probes.py", "proxy/router.py", "proxy/serve.py", "proxy/store.py", "proxy/supervisor.py", "proxy/workers.py",
            "proxy/migrations/__init__.py", "proxy/migrations/env.py", "proxy/migrations/versions/__init__.py",
            "proxy/migrations/versions/0001_keys_budgets_spend.py", "proxy/migrations/versions/0003_budget_leases.py", "proxy/ledger.py", "proxy/migrations/versions/0002_key_blocked.py",
            "bulk/__init__.py", "bulk/lines.py", "bulk/manifest.py", "bulk/output.py", "bulk/pricing.py",

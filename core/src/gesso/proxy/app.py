@@ -2,8 +2,8 @@
 
 Routes (each with and without ``/v1``): ``POST /images/generations`` (JSON), ``POST /images/edits`` and
 ``POST /images/variations`` (multipart), ``GET /models``, ``GET /health/liveliness``, ``GET /health/readiness``,
-``GET /metrics`` and ``GET /openapi.json``. Errors are OpenAI's ``{"error": {...}}`` with the statuses the
-``openai`` client acts on; a client that disconnects cancels its call.
+``GET /health`` (:mod:`gesso.proxy.probes`), ``GET /metrics`` and ``GET /openapi.json``. Errors are OpenAI's
+``{"error": {...}}`` with the statuses the ``openai`` client acts on; a client that disconnects cancels its call.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from gesso import api, errors, params, telemetry
 from gesso.boundary import Untrusted, is_text, printable
-from gesso.proxy import store
+from gesso.proxy import probes, store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
@@ -578,9 +578,32 @@ class Proxy:
     async def liveliness(self, request: Request) -> Response:
         return JSONResponse("I'm alive!")
 
+    async def probe(
+        self, deployment: Deployment, prompt: str
+    ) -> tuple[ImageResponse | None, errors.GessoError | None, float]:
+        """One small generation on ``deployment`` (``GET /health``'s paid check): paid, counted and recorded as a
+        spend row of the route ``health`` (no key's budget pays for it); its response or error, and seconds."""
+        exchange = Exchange("health", model_name=deployment.model_name)
+        call = Call(deployment.model_name, "generate", prompt, [], None, {"n": 1})
+        exchange.sent.append(deployment)
+        error = None
+        try:
+            response = await api.asend(self._prepare(deployment, {"max_retries": 0}, call))
+        except errors.GessoError as exc:
+            exchange.status, exchange.failure, error = exc.status_code, exc.type, exc
+        else:
+            exchange.status, exchange.served = 200, (response, deployment)
+            self.metrics.paid(deployment.model_name, len(response.data), response.cost)
+        exchange.seconds = time.perf_counter() - exchange.started
+        if self.store is not None:
+            await self._record(_spend_row(exchange, exchange.seconds), None, exchange.request_id, paid=error is None)
+        return (exchange.served[0] if exchange.served else None), error, exchange.seconds
+
     async def readiness(self, request: Request) -> Response:
-        return JSONResponse({"status": "healthy", "models": len(self.config.model_names),
-                             "deployments": len(self.config.deployments)})  # fmt: skip
+        return await probes.readiness(self, request)
+
+    async def health(self, request: Request) -> Response:
+        return await probes.health(self, request)
 
     async def metrics_text(self, request: Request) -> Response:
         if self.config.metrics_require_auth:  # general_settings.metrics_require_auth: the master key only
@@ -708,6 +731,7 @@ def build_app(
         Route("/health/liveliness", proxy.liveliness, methods=["GET"]),
         Route("/health/liveness", proxy.liveliness, methods=["GET"]),
         Route("/health/readiness", proxy.readiness, methods=["GET"]),
+        Route("/health", proxy.health, methods=["GET"]),
         Route("/metrics", proxy.metrics_text, methods=["GET"]),
         Route("/openapi.json", proxy.openapi, methods=["GET"]),
     ]

@@ -32,6 +32,7 @@ GENERAL_SETTINGS = {
     "metrics_require_auth": "GET /metrics needs the master key (default false: open, as in litellm)",
     "max_concurrency": "calls in flight per process; more wait (default 4096; --max-concurrency sets it too)",
     "graceful_timeout": "seconds a stop (SIGTERM) lets calls in flight finish before it cancels them (default 60)",
+    "health_check_paid": "GET /health?model=NAME by the master key makes one paid call per deployment (default false)",
 }
 #: general_settings that guard access: a key a small edit from one of these (``master_kye``, ``Master-Key``) is
 #: an error, not a warning, since ignoring it would leave open what its author meant to close
@@ -111,6 +112,7 @@ class ProxyConfig:
     metrics_require_auth: bool = False
     max_concurrency: int | None = None
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
+    health_check_paid: bool = False
 
     @property
     def model_names(self) -> list[str]:
@@ -181,6 +183,9 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
     store_prompts = general.get("store_prompts", False)
     if not isinstance(store_prompts, bool):
         raise ConfigError("general_settings.store_prompts: must be true or false")
+    health_check_paid = general.get("health_check_paid", False)
+    if not isinstance(health_check_paid, bool):
+        raise ConfigError("general_settings.health_check_paid: must be true or false")
     metrics_require_auth = False
     for at, section, name in (("general_settings", general, "metrics_require_auth"),
                               ("litellm_settings", litellm, LITELLM_METRICS_AUTH)):  # fmt: skip
@@ -207,6 +212,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         metrics_require_auth=metrics_require_auth,
         max_concurrency=max_concurrency,
         graceful_timeout=graceful_timeout,
+        health_check_paid=health_check_paid,
     )
 
 

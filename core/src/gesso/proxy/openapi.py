@@ -148,8 +148,12 @@ def spec(model_names: list[str]) -> dict[str, Any]:
                         "schema": {"$ref": "#/components/schemas/Error"}}}}},
             }
         }  # fmt: skip
-    for path, summary in (("/health/liveliness", "Alive"), ("/health/readiness", "Ready (no paid call)"),
-                          ("/metrics", "Prometheus metrics"), ("/openapi.json", "This document")):  # fmt: skip
+    probes = (
+        ("/health/liveliness", "Alive"),
+        ("/health/readiness", "Ready: the database answers"),
+        ("/health", "Each deployment's health (litellm's shape; paid only when allowed and asked)"),
+    )
+    for path, summary in (*probes, ("/metrics", "Prometheus metrics"), ("/openapi.json", "This document")):
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": summary}}}}
     paths.update(_key_paths())
     return {

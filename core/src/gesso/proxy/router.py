@@ -36,6 +36,8 @@ class Router:
         self.cooldown = cooldown
         self.in_flight: dict[str, int] = {d.id: 0 for d in deployments}
         self.resting_until: dict[str, float] = {d.id: 0.0 for d in deployments}
+        #: the error type that last sent each deployment to rest
+        self.failures: dict[str, str] = {}
 
     def order(self, model_name: str) -> list[Deployment]:
         """The deployments to try, in order: those not resting, least in flight first (ties in config
@@ -63,6 +65,7 @@ class Router:
                 if not fails_over(error):
                     raise
                 self.resting_until[deployment.id] = time.monotonic() + self.cooldown
+                self.failures[deployment.id] = error.type
                 last_error = error
             finally:
                 self.in_flight[deployment.id] -= 1

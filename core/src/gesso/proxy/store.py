@@ -293,6 +293,11 @@ class Store:
         await self.drain(wait)
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        """A query the database must answer (``SELECT 1``): raises when it cannot."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
     async def drain(self, wait: float = CLOSE_WAIT) -> None:
         """Write the queued spend rows, for at most ``wait`` seconds (a database that stays away loses them,
         loudly)."""
