@@ -75,7 +75,12 @@ def test_health_answers_from_what_the_proxy_saw_and_pays_only_when_allowed_and_a
         status, answer = fetch(served, "/health", key=made["key"])
         assert status == 200 and ids(answer["healthy_endpoints"]) == ["sd-a"]  # only what the key may use
         assert fetch(served, "/health?model=nova", key=made["key"])[0] == 404
-        assert emulator.stats()["requests"] == calls + 2  # the throttled call and its failover, nothing else
+        emulator.inject("throttle", count=1)  # sd's only deployment fails: it rests, and sd has none healthy
+        assert fetch(served, "/v1/images/generations", body={"model": "sd", "prompt": "x"})[0] == 429
+        status, answer = fetch(served, "/health?model=sd", key=made["key"])
+        assert status == 503 and answer["healthy_count"] == 0 and ids(answer["unhealthy_endpoints"]) == ["sd-a"]
+        assert fetch(served, "/health", key=made["key"])[0] == 200  # 503 only for a model name asked for
+        assert emulator.stats()["requests"] == calls + 3  # the two throttled calls and a failover, nothing else
 
         # allowed from now on (a reload): the master key's ?model= check makes one call per deployment
         (tmp_path / "config.yaml").write_text(yaml.safe_dump(config(aws, health_check_paid=True)))
@@ -126,3 +131,10 @@ def test_readiness_is_503_when_the_database_does_not_answer_or_the_proxy_stops(t
         status, answer = fetch(probe, "/health/readiness", key=None)
         assert status == 503 and answer["status"] == "shutting_down"
         assert fetch(probe, "/health/liveliness", key=None) == (200, "I'm alive!")  # alive while it drains
+
+
+def test_health_check_paid_must_be_a_boolean(aws):
+    assert proxy_config.parse(config(aws, health_check_paid=True)).health_check_paid is True
+    assert proxy_config.parse(config(aws)).health_check_paid is False  # off unless asked
+    with pytest.raises(proxy_config.ConfigError, match=r"general_settings\.health_check_paid: must be true or false"):
+        proxy_config.parse(config(aws, health_check_paid="yes"))
