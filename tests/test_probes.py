@@ -75,6 +75,10 @@ def test_health_answers_from_what_the_proxy_saw_and_pays_only_when_allowed_and_a
         status, answer = fetch(served, "/health", key=made["key"])
         assert status == 200 and ids(answer["healthy_endpoints"]) == ["sd-a"]  # only what the key may use
         assert fetch(served, "/health?model=nova", key=made["key"])[0] == 404
+        status, answer = fetch(served, "/health?model_id=nova-b")  # litellm's ?model_id=: one deployment
+        assert status == 200 and ids(answer["healthy_endpoints"] + answer["unhealthy_endpoints"]) == ["nova-b"]
+        status, answer = fetch(served, "/health?model_id=nova-a", key=made["key"])  # not one of the key's
+        assert status == 404 and answer["error"]["message"] == "No deployment 'nova-a' here; deployments: sd-a"
         emulator.inject("throttle", count=1)  # sd's only deployment fails: it rests, and sd has none healthy
         assert fetch(served, "/v1/images/generations", body={"model": "sd", "prompt": "x"})[0] == 429
         status, answer = fetch(served, "/health?model=sd", key=made["key"])
@@ -98,13 +102,16 @@ def test_health_answers_from_what_the_proxy_saw_and_pays_only_when_allowed_and_a
         assert emulator.stats()["requests"] == before + 2  # one each
         assert answer["healthy_count"] == 1 and answer["unhealthy_count"] == 1, answer
         assert answer["healthy_endpoints"][0]["cost"] > 0 and "api_error" in answer["unhealthy_endpoints"][0]["error"]
+        status, answer = fetch(served, "/health?model_id=sd-a")  # one deployment, one call
+        assert status == 200 and ids(answer["healthy_endpoints"]) == ["sd-a"] and answer["unhealthy_count"] == 0
+        assert emulator.stats()["requests"] == before + 3
         status, answer = fetch(served, "/health/readiness", key=None)
         assert status == 200 and answer == {"status": "healthy", "models": 2, "deployments": 3, "db": "connected"}
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(30) == 0
     with sqlite3.connect(tmp_path / "gesso.db") as db:
         rows = db.execute("SELECT route, status, model_name FROM gesso_spend_logs WHERE route = 'health'").fetchall()
-    assert sorted(rows) == [("health", "failure", "nova"), ("health", "success", "nova")]  # paid checks, recorded
+    assert sorted(rows) == [("health", "failure", "nova"), ("health", "success", "nova"), ("health", "success", "sd")]
 
 
 def test_readiness_is_503_when_the_database_does_not_answer_or_the_proxy_stops(tmp_path, emulator, aws):

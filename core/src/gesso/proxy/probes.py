@@ -7,8 +7,8 @@
 - ``GET /health`` (litellm's route; a key): each deployment the caller may use, healthy or not, as the proxy sees
   it: without a call, a deployment is unhealthy while its router rests it after a failure. A real call is made
   only when the config allows it (``general_settings.health_check_paid: true``), the master key asks, and
-  ``?model=`` names the one model name to check: one small generation per deployment, paid and recorded as a
-  spend row of the route ``health``.
+  ``?model=`` names the one model name to check (or ``?model_id=`` one deployment): one small generation per
+  deployment, paid and recorded as a spend row of the route ``health``.
 """
 
 from __future__ import annotations
@@ -86,16 +86,23 @@ async def health(proxy: Proxy, request: Request) -> Response:
     try:
         caller = await proxy.authenticate(request)
         usable = proxy._usable(caller)
-        asked = request.query_params.get("model")
+        asked, asked_id = request.query_params.get("model"), request.query_params.get("model_id")
         if asked is not None and asked not in usable:
             raise ProxyError(404, f"Model {printable(asked)!r} is not served here; configured models: "
                              f"{', '.join(usable) or 'none for this key'}", type="invalid_request_error",
                              param="model", code="model_not_found")  # fmt: skip
+        deployments = [d for name in ([asked] if asked is not None else usable) for d in proxy.router.groups[name]]
+        if asked_id is not None:  # litellm's ?model_id=: one deployment, by the id its entry shows
+            known = [d.id for d in deployments]
+            deployments = [d for d in deployments if d.id == asked_id]
+            if not deployments:
+                raise ProxyError(404, f"No deployment {printable(asked_id)!r} here; deployments: "
+                                 f"{', '.join(known) or 'none for this key'}", type="invalid_request_error",
+                                 param="model_id", code="model_not_found")  # fmt: skip
     except errors.GessoError as error:
         return error_response(error, uuid.uuid4().hex)
-    names = [asked] if asked is not None else usable
-    paid = asked is not None and caller.admin and proxy.config.health_check_paid
-    deployments = [d for name in names for d in proxy.router.groups[name]]
+    narrowed = asked is not None or asked_id is not None
+    paid = narrowed and caller.admin and proxy.config.health_check_paid
     if paid:
         found = await asyncio.gather(*(_checked(proxy, d) for d in deployments))
     else:
@@ -104,7 +111,7 @@ async def health(proxy: Proxy, request: Request) -> Response:
     unhealthy = [entry for entry, ok in found if not ok]
     answer = {"healthy_endpoints": healthy, "unhealthy_endpoints": unhealthy, "healthy_count": len(healthy),
               "unhealthy_count": len(unhealthy)}  # fmt: skip
-    return JSONResponse(answer, status_code=503 if asked is not None and not healthy else 200)
+    return JSONResponse(answer, status_code=503 if narrowed and not healthy else 200)
 
 
 def _entry(deployment: Deployment) -> dict[str, Any]:
