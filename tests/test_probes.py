@@ -114,7 +114,7 @@ def test_health_answers_from_what_the_proxy_saw_and_pays_only_when_allowed_and_a
     assert sorted(rows) == [("health", "failure", "nova"), ("health", "success", "nova"), ("health", "success", "sd")]
 
 
-def test_readiness_is_503_when_the_database_does_not_answer_or_the_proxy_stops(tmp_path, emulator, aws):
+def test_readiness_is_503_when_the_database_does_not_answer_or_the_proxy_stops(tmp_path, emulator, aws, caplog):
     with socket.socket() as sock:  # a port nothing listens on: the database is unreachable
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
@@ -126,7 +126,10 @@ def test_readiness_is_503_when_the_database_does_not_answer_or_the_proxy_stops(t
     with contextlib.contextmanager(uvicorn_running)(served) as port:
         status, answer = fetch(Served(None, f"http://127.0.0.1:{port}", tmp_path), "/health/readiness", key=None)  # type: ignore[arg-type]
         assert status == 503 and answer["status"] == "unhealthy" and answer["db"] == "disconnected", answer
-        assert "error" in answer and "u@" not in json.dumps(answer)
+        assert answer["error"] and "u@" not in json.dumps(answer) and str(closed) not in json.dumps(answer)
+        assert fetch(Served(None, f"http://127.0.0.1:{port}", tmp_path), "/health/readiness")[0] == 503  # type: ignore[arg-type]
+    told = [r.getMessage() for r in caplog.records if r.getMessage().startswith("readiness: the database")]
+    assert len(told) == 1 and f"127.0.0.1:{closed}" in told[0], told  # why and where, in the log only, once
 
     up = proxy_config.parse({**config(aws), "general_settings": {"database_url": f"sqlite:///{tmp_path / 'g.db'}"}})
     app = build_app(up)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from gesso import errors
 from gesso.boundary import printable
 from gesso.proxy.http import ProxyError, error_response
+from gesso.proxy.store import redacted
 
 if TYPE_CHECKING:
     from gesso.proxy.config import Deployment, ProxyConfig
@@ -55,6 +57,15 @@ DB_TIMEOUT = 2.0
 #: the prompt of a paid check's call
 PROMPT = "a plain white square (health check)"
 
+logger = logging.getLogger("gesso.proxy")
+
+
+class _Seen:
+    """What the last readiness check found of the database: its failure is logged when it changes, not at
+    every probe."""
+
+    failure: str | None = None
+
 
 async def readiness(proxy: Proxy, request: Request) -> Response:
     """``{"status": "healthy", "models": N, "deployments": M}``, with ``"db": "connected"`` when the proxy has a
@@ -66,19 +77,24 @@ async def readiness(proxy: Proxy, request: Request) -> Response:
     if proxy.store is not None:
         try:
             await asyncio.wait_for(proxy.store.ping(), DB_TIMEOUT)
-            answer["db"] = "connected"
-        except Exception as exc:  # any failure to answer: not ready, and why
-            answer.update(status="unhealthy", db="disconnected", error=printable(_reason(exc), 200))
+        except Exception as exc:  # any failure to answer: not ready; the answer (no key) names only its kind
+            timeout = isinstance(exc, TimeoutError)
+            answer.update(status="unhealthy", db="disconnected",
+                          error=f"no answer within {DB_TIMEOUT:g}s" if timeout else type(exc).__name__)  # fmt: skip
             status = 503
+            failure = answer["error"] if timeout else printable(f"{type(exc).__name__}: {exc}", 300)
+            if failure != _Seen.failure:  # the whole reason (a host, a user name) only in the log
+                logger.warning("readiness: the database at %s does not answer (%s); answering 503",
+                               redacted(proxy.store.url), failure)  # fmt: skip
+            _Seen.failure = failure
+        else:
+            answer["db"] = "connected"
+            if _Seen.failure is not None:
+                logger.warning("readiness: the database at %s answers again", redacted(proxy.store.url))
+            _Seen.failure = None
     if proxy.stopping:
         answer["status"], status = "shutting_down", 503
     return JSONResponse(answer, status_code=status)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {DB_TIMEOUT:g}s"
-    return f"{type(exc).__name__}: {exc}"
 
 
 async def health(proxy: Proxy, request: Request) -> Response:
