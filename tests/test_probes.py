@@ -10,11 +10,15 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import uvicorn
 import yaml
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
 
 from gesso.proxy import config as proxy_config
 from gesso.proxy.app import build_app
@@ -114,33 +118,103 @@ def test_health_answers_from_what_the_proxy_saw_and_pays_only_when_allowed_and_a
     assert sorted(rows) == [("health", "failure", "nova"), ("health", "success", "nova"), ("health", "success", "sd")]
 
 
-def test_readiness_is_503_when_the_database_does_not_answer_or_the_proxy_stops(tmp_path, emulator, aws, caplog):
+@contextlib.contextmanager
+def in_process(data: dict, tmp_path) -> Iterator[tuple[Starlette, Served]]:
+    """The proxy's app for ``data`` on loopback, in this process (its state at hand)."""
+    app = build_app(proxy_config.parse(data))
+    served = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", log_config=None)
+    with contextlib.contextmanager(uvicorn_running)(served) as port:
+        yield app, Served(None, f"http://127.0.0.1:{port}", tmp_path)  # type: ignore[arg-type]
+
+
+def test_readiness_is_503_when_the_database_does_not_answer(tmp_path, aws, caplog):
     with socket.socket() as sock:  # a port nothing listens on: the database is unreachable
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
-    down = proxy_config.parse(
-        {**config(aws), "general_settings": {"database_url": f"postgresql://u@127.0.0.1:{closed}/x"}}
-    )
-    app = build_app(down)
-    served = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", log_config=None)
-    with contextlib.contextmanager(uvicorn_running)(served) as port:
-        status, answer = fetch(Served(None, f"http://127.0.0.1:{port}", tmp_path), "/health/readiness", key=None)  # type: ignore[arg-type]
+    down = {**config(aws), "general_settings": {"database_url": f"postgresql://u:pw@127.0.0.1:{closed}/x"}}
+    with in_process(down, tmp_path) as (_, served):
+        status, answer = fetch(served, "/health/readiness", key=None)
         assert status == 503 and answer["status"] == "unhealthy" and answer["db"] == "disconnected", answer
-        assert answer["error"] and "u@" not in json.dumps(answer) and str(closed) not in json.dumps(answer)
-        assert fetch(Served(None, f"http://127.0.0.1:{port}", tmp_path), "/health/readiness")[0] == 503  # type: ignore[arg-type]
+        assert answer["error"] and "u:" not in json.dumps(answer) and str(closed) not in json.dumps(answer)
+        assert fetch(served, "/health/readiness")[0] == 503
     told = [r.getMessage() for r in caplog.records if r.getMessage().startswith("readiness: the database")]
-    assert len(told) == 1 and f"127.0.0.1:{closed}" in told[0], told  # why and where, in the log only, once
+    assert len(told) == 1 and f"u:***@127.0.0.1:{closed}" in told[0], told  # why and where, in the log only, once
 
-    up = proxy_config.parse({**config(aws), "general_settings": {"database_url": f"sqlite:///{tmp_path / 'g.db'}"}})
-    app = build_app(up)
-    served = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", log_config=None)
-    with contextlib.contextmanager(uvicorn_running)(served) as port:
-        probe = Served(None, f"http://127.0.0.1:{port}", tmp_path)  # type: ignore[arg-type]
-        assert fetch(probe, "/health/readiness", key=None)[1]["db"] == "connected"
+
+def test_readiness_asks_the_database_and_says_when_the_proxy_stops(tmp_path, aws, database_url):
+    with in_process({**config(aws), "general_settings": {"database_url": database_url}}, tmp_path) as (app, served):
+        status, answer = fetch(served, "/health/readiness", key=None)
+        assert status == 200 and answer == {"status": "healthy", "models": 2, "deployments": 3, "db": "connected"}
         app.state.proxy.stopping = True  # as a SIGTERM sets it (gesso.proxy.lifecycle)
-        status, answer = fetch(probe, "/health/readiness", key=None)
-        assert status == 503 and answer["status"] == "shutting_down"
-        assert fetch(probe, "/health/liveliness", key=None) == (200, "I'm alive!")  # alive while it drains
+        status, answer = fetch(served, "/health/readiness", key=None)
+        assert status == 503 and answer["status"] == "shutting_down" and answer["db"] == "connected"
+        assert fetch(served, "/health/liveliness", key=None) == (200, "I'm alive!")  # alive while it drains
+
+
+class Relay:
+    """A TCP relay on loopback to ``target`` that can be cut (its connections closed, new ones closed at once: a
+    database gone away) and restored."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target, self.open, self.ends = target, True, list[socket.socket]()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            self.ends += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.open = False
+        for end in self.ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+        self.ends.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_readiness_follows_a_postgresql_that_goes_away_and_comes_back(tmp_path, aws, database_url, caplog):
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("a network database (SQLite has no connection to lose)")
+    relay = Relay((url.host or "127.0.0.1", url.port or 5432))
+    relayed = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    try:
+        with in_process({**config(aws), "general_settings": {"database_url": relayed}}, tmp_path) as (_, served):
+            assert fetch(served, "/health/readiness", key=None)[1]["db"] == "connected"
+            relay.cut()  # the connection the pool holds is dropped, and no new one gets through
+            status, answer = fetch(served, "/health/readiness", key=None)
+            assert status == 503 and answer["db"] == "disconnected", answer
+            relay.open = True
+            status, answer = fetch(served, "/health/readiness", key=None)
+            assert status == 200 and answer["db"] == "connected", answer
+    finally:
+        relay.close()
+    told = [r.getMessage() for r in caplog.records if r.getMessage().startswith("readiness: the database")]
+    assert [m.endswith("answers again") for m in told] == [False, True], told
 
 
 def test_health_check_paid_must_be_a_boolean(aws):
