@@ -136,3 +136,20 @@ def test_text_lines_have_timestamps_and_json_logs_true_asks_for_json(tmp_path):
         del os.environ["JSON_LOGS"]
     lines = [json.loads(line) for line in served.log.read_text().splitlines()]
     assert any(line["logger"] == "gesso.proxy" and line["message"] == "GET /v1/models 200" for line in lines)
+
+
+def test_a_redacted_line_keeps_its_fields():
+    import logging
+
+    from gesso import redact
+    from gesso.proxy.logs import JsonFormatter, Line
+
+    redact.remember(["sk-logs-secret-0123456789"])
+    redact.install()
+    record = logging.getLogger("gesso.proxy").makeRecord(
+        "gesso.proxy", logging.INFO, __file__, 1, Line("POST /v1/images/generations 400", {
+            "model_name": "asked sk-logs-secret-0123456789", "status": 400}), (), None,
+    )  # fmt: skip
+    logged = json.loads(JsonFormatter().format(record))
+    assert logged["message"] == "POST /v1/images/generations 400" and logged["status"] == 400
+    assert logged["model_name"] == "asked <redacted>"

@@ -94,6 +94,10 @@ def install(loggers: Iterable[str] = ()) -> None:
 
 
 def _redact_record(record: logging.LogRecord) -> None:
+    redact_with = getattr(record.msg, "redact_with", None)  # a message of parts (gesso.proxy.logs.Line): each part
+    if callable(redact_with) and not record.args:
+        record.msg = redact_with(redact)
+        return
     try:
         message = record.getMessage()
     except Exception:  # a record whose arguments do not fit its format: leave it to logging to report

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from gesso.boundary import printable
@@ -62,6 +63,11 @@ class Line:
 
     def __str__(self) -> str:
         return self.head + "".join(f" {name}={_text_value(value)}" for name, value in self.fields.items())
+
+    def redact_with(self, redact: Callable[[str], str]) -> Line:
+        """This line with ``redact`` applied to its head and to each text field (gesso.redact does so)."""
+        fields = {name: redact(value) if isinstance(value, str) else value for name, value in self.fields.items()}
+        return Line(redact(self.head), fields)
 
 
 class TextFormatter(logging.Formatter):
