@@ -56,16 +56,22 @@ class Line:
     as text (what any formatter shows) ``<head> name=value...``, each value escaped and quoted as needed; as JSON,
     the head as ``message`` and each field a key of its own."""
 
-    __slots__ = ("fields", "head")
+    __slots__ = ("_text", "fields", "head")
 
     def __init__(self, head: str, fields: dict[str, Any]) -> None:
         self.head, self.fields = head, fields
+        self._text: str | None = None
 
-    def __str__(self) -> str:
-        return self.head + "".join(f" {name}={_text_value(value)}" for name, value in self.fields.items())
+    def __str__(self) -> str:  # made once (redaction reads it, then the formatter)
+        if self._text is None:
+            self._text = self.head + "".join(f" {name}={_text_value(value)}" for name, value in self.fields.items())
+        return self._text
 
     def redact_with(self, redact: Callable[[str], str]) -> Line:
-        """This line with ``redact`` applied to its head and to each text field (gesso.redact does so)."""
+        """This line with ``redact`` applied to its head and to each text field (gesso.redact does so); itself
+        when that changes nothing (one pass over its text)."""
+        if redact(str(self)) == str(self):
+            return self
         fields = {name: redact(value) if isinstance(value, str) else value for name, value in self.fields.items()}
         return Line(redact(self.head), fields)
 
@@ -85,8 +91,15 @@ def _text_value(value: Any) -> str:
         return "-"
     if isinstance(value, bool | int | float):
         return str(value)
-    shown = printable(value, VALUE_LIMIT)
+    shown = _visible(value)
     return json.dumps(shown) if not shown or any(c in shown for c in ' ="') else shown
+
+
+def _visible(value: Any) -> str:
+    """A field's value as a log line shows it: escaped and shortened (most values need neither)."""
+    if isinstance(value, str) and len(value) <= VALUE_LIMIT and value.isprintable():
+        return value
+    return printable(value, VALUE_LIMIT)
 
 
 class JsonFormatter(logging.Formatter):
@@ -103,7 +116,7 @@ class JsonFormatter(logging.Formatter):
             "process": record.process,
         }
         for name, value in line.fields.items() if line is not None else ():
-            entry[name] = printable(value, VALUE_LIMIT) if isinstance(value, str) else value
+            entry[name] = _visible(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=True, default=str)
