@@ -199,10 +199,16 @@ def alive(pids: list[int]) -> list[int]:
 
 @contextlib.contextmanager
 def serving(
-    tmp_path: Path, params: dict[str, object], *flags: str, processes: int = 0, config: dict | None = None
+    tmp_path: Path,
+    params: dict[str, object],
+    *flags: str,
+    processes: int = 0,
+    config: dict | None = None,
+    session: bool = False,
 ) -> Iterator[Served]:
     """``gesso serve`` with ``flags`` on one model name (``params`` added to its deployment; or on ``config``),
-    answering, with ``processes`` children; stopped after. It logs at warning level unless ``flags`` say."""
+    answering, with ``processes`` children; stopped after. It logs at warning level unless ``flags`` say;
+    ``session``: in a process group of its own, as a terminal's foreground job is (Ctrl-C reaches all of it)."""
     params = {"model": NOVA, "max_retries": 0, **params}
     config = config or {"model_list": [{"model_name": "nova", "litellm_params": params}]}
     path = tmp_path / "config.yaml"
@@ -217,7 +223,7 @@ def serving(
     (tmp_path / "stale").mkdir()  # another run's directory, left in the environment: never used
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "stale")
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=session)
     serving = Served(process, f"http://127.0.0.1:{port}", log)
     started = []
     try:

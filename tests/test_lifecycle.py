@@ -5,6 +5,7 @@ cancelled; SIGHUP serves a valid new config to new requests without failing one,
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -111,6 +112,21 @@ def test_a_second_sigterm_cancels_at_once_with_workers(tmp_path, aws, emulator):
     rows = spend_rows(tmp_path)
     assert len(rows) == 8 and {row["status"] for row in rows} == {"cancelled"}
     assert "(a second SIGTERM)" in served.log.read_text()
+
+
+def test_ctrl_c_with_workers_is_one_graceful_stop(tmp_path, aws, emulator):
+    """Ctrl-C sends SIGINT to the whole foreground group: each worker gets it from the terminal, then SIGTERM from
+    the parent. One stop, not two: the calls in flight finish."""
+    with serving(tmp_path, {}, "--workers", "2", processes=3, config=config(aws), session=True) as served:
+        emulator.inject("latency", seconds=3.0)
+        with ThreadPoolExecutor(6) as pool:
+            pending = [pool.submit(post, served) for _ in range(6)]
+            wait_for(lambda: emulator.stats()["in_flight"] == 6)
+            os.killpg(served.process.pid, signal.SIGINT)
+            answers = [call.result() for call in pending]
+        assert served.process.wait(30) == 0
+    assert [status for status, _ in answers] == [200] * 6
+    assert {row["status"] for row in spend_rows(tmp_path)} == {"success"}
 
 
 def test_sighup_under_load_moves_new_calls_to_the_new_region_with_no_failed_request(tmp_path, aws, emulator):

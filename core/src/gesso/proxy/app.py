@@ -591,6 +591,7 @@ class Proxy:
             response = await api.asend(self._prepare(deployment, {"max_retries": 0}, call))
         except errors.GessoError as exc:
             exchange.status, exchange.failure, error = exc.status_code, exc.type, exc
+            self.metrics.error(exc.type)
         else:
             exchange.status, exchange.served = 200, (response, deployment)
             self.metrics.paid(deployment.model_name, len(response.data), response.cost)
