@@ -32,7 +32,16 @@ from gesso import api, errors, params, telemetry
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import probes, store
 from gesso.proxy.config import Deployment, ProxyConfig
-from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
+from gesso.proxy.http import (
+    Caller,
+    ClientGone,
+    ProxyError,
+    error_response,
+    json_object,
+    json_response,
+    model_not_found,
+    read_body,
+)  # fmt: skip
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
 from gesso.proxy.lifecycle import Lifecycle, Reloader
 from gesso.proxy.logs import AccessLog, Line
@@ -105,6 +114,16 @@ class Exchange:
     seconds: float = 0.0
 
     @property
+    def response(self) -> ImageResponse | None:
+        """The response it was answered with."""
+        return self.served[0] if self.served is not None else None
+
+    @property
+    def deployment(self) -> Deployment | None:
+        """The deployment that answered."""
+        return self.served[1] if self.served is not None else None
+
+    @property
     def cancelled(self) -> bool:
         """Its call was cut off: its client left, or the proxy stopped before it finished."""
         return self.failure in ("client_disconnected", "server_shutdown")
@@ -124,10 +143,10 @@ class Call:
     prepared: dict[str, Any] = attrs.Factory(dict)
 
 
-def _spend_row(exchange: Exchange, seconds: float) -> dict[str, Any]:
-    """The request's spend-log row: never an image, never a secret."""
+def _spend_row(exchange: Exchange) -> dict[str, Any]:
+    """The request's spend-log row (once it is settled): never an image, never a secret."""
     key = exchange.caller.key if exchange.caller is not None else None
-    response, deployment = exchange.served if exchange.served is not None else (None, None)
+    response, deployment = exchange.response, exchange.deployment
     status, user = exchange.status, exchange.user
     return {
         "request_id": exchange.request_id,
@@ -139,7 +158,7 @@ def _spend_row(exchange: Exchange, seconds: float) -> dict[str, Any]:
         "model_id": deployment.model if deployment is not None else None,
         "images": len(response.data) if response is not None else 0,
         "cost": (response.cost or 0.0) if response is not None else 0.0,
-        "latency_ms": round(seconds * 1000, 3),
+        "latency_ms": round(exchange.seconds * 1000, 3),
         "status": "success" if status == 200 else "cancelled" if exchange.cancelled else "failure",
         "status_code": status,
         "error_type": exchange.failure,
@@ -394,7 +413,7 @@ class Proxy:
         self.metrics.observe(exchange.route, exchange.model_name, exchange.status, seconds)
         if self.store is None:
             return
-        row = _spend_row(exchange, seconds)
+        row = _spend_row(exchange)
         if exchange.cancelled and exchange.sent and exchange.price_of is not None:
             # the provider had the call when it was cut off: it may well have charged for it, so the call is
             # priced as sent (a client cannot spend a provider's money by hanging up in time)
@@ -443,11 +462,7 @@ class Proxy:
             raise ProxyError(400, "model: is not valid Unicode text", type="invalid_request_error", param="model",
                              code="invalid_text")  # fmt: skip
         if given not in self.router.groups:
-            raise ProxyError(
-                404, f"Model '{printable(given)}' is not served here; configured models: "
-                f"{', '.join(self._usable(caller)) or 'none for this key'}", type="invalid_request_error",
-                param="model", code="model_not_found",
-            )  # fmt: skip
+            raise model_not_found(given, self._usable(caller))
         return given
 
     def _may_use(self, caller: Caller, model_name: str) -> None:
@@ -597,8 +612,8 @@ class Proxy:
             self.metrics.paid(deployment.model_name, len(response.data), response.cost)
         exchange.seconds = time.perf_counter() - exchange.started
         if self.store is not None:
-            await self._record(_spend_row(exchange, exchange.seconds), None, exchange.request_id, paid=error is None)
-        return (exchange.served[0] if exchange.served else None), error, exchange.seconds
+            await self._record(_spend_row(exchange), None, exchange.request_id, paid=error is None)
+        return exchange.response, error, exchange.seconds
 
     async def readiness(self, request: Request) -> Response:
         return await probes.readiness(self, request)
@@ -624,7 +639,7 @@ class Proxy:
 
 def _span_attributes(exchange: Exchange) -> dict[str, Any]:
     """gesso's attributes of a request's server span (gesso.telemetry): never the key, the prompt or an image."""
-    response, deployment = exchange.served if exchange.served is not None else (None, None)
+    response, deployment = exchange.response, exchange.deployment
     return {
         "gesso.request_id": exchange.request_id,
         "gesso.model_name": exchange.model_name,
@@ -654,7 +669,7 @@ def _cancelled_price(price_of: Callable[[], float | None], request_id: str) -> f
 def _log_access(exchange: Exchange, method: str, path: str) -> None:
     """The request's access line: who asked for what, what became of it; never the key, the prompt or an image
     (caller text in it is escaped: gesso.proxy.logs.Line)."""
-    response, deployment = exchange.served if exchange.served is not None else (None, None)
+    response, deployment = exchange.response, exchange.deployment
     key = exchange.caller.key if exchange.caller is not None else None
     gone = ": the client went away; call cancelled" if exchange.status == 499 else ""
     fields = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from gesso import errors, params, redact
 from gesso.aio import within
+from gesso.boundary import printable
 from gesso.proxy import store
 
 #: the most digits a ``Content-Length`` header may have to be read as a number (more is always too large)
@@ -35,6 +36,13 @@ class ProxyError(errors.GessoError):
         self.status_code = status
         self.type = type
         self.headers = dict(headers or {})
+
+
+def model_not_found(given: str, usable: Sequence[str]) -> ProxyError:
+    """The 404 for a model name not served here, listing those the caller may use."""
+    return ProxyError(404, f"Model '{printable(given)}' is not served here; configured models: "
+                      f"{', '.join(usable) or 'none for this key'}", type="invalid_request_error", param="model",
+                      code="model_not_found")  # fmt: skip
 
 
 class ClientGone(Exception):

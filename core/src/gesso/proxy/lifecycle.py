@@ -117,16 +117,26 @@ class Lifecycle:
     async def reload(self) -> bool:
         """Read and check the config again; serve it if it is valid. Whether it was."""
         assert self.reloader is not None
-        try:
-            config, overrides = await asyncio.to_thread(self.reloader)
-            check_replaceable(self.proxy.config, config)
-        except Exception as exc:  # a config error, as at start (anything else too: the old config keeps serving)
-            logger.error("reload refused, still serving the config loaded before: %s", exc)
+        found = await asyncio.to_thread(replacement, self.reloader, self.proxy.config)
+        if found is None:
             return False
+        config, overrides = found
         self.proxy.reload(config, overrides)
         logger.info("reloaded: serving %d model names, %d deployments", len(config.model_names),
                     len(config.deployments))  # fmt: skip
         return True
+
+
+def replacement(reloader: Reloader, serving: ProxyConfig) -> tuple[ProxyConfig, Mapping[str, Mapping[str, Any]]] | None:
+    """What ``reloader`` reads, when it may replace ``serving``; None when not, the refusal logged with the
+    errors a start would give (the config being served stays)."""
+    try:
+        config, overrides = reloader()
+        check_replaceable(serving, config)
+    except Exception as exc:  # a config error, as at start (anything else too: the old config keeps serving)
+        logger.error("reload refused, still serving the config loaded before: %s", exc)
+        return None
+    return config, overrides
 
 
 def check_replaceable(serving: ProxyConfig, new: ProxyConfig) -> None:

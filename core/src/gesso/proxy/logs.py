@@ -210,6 +210,6 @@ class AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            head = f"{scope['method']} {printable(scope['path'], VALUE_LIMIT)} {status}"
+            head = f"{scope['method']} {_visible(scope['path'])} {status}"
             fields = {"status": status, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
             self.logger.log(level, Line(head, fields))

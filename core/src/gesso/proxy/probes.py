@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from gesso import errors
 from gesso.boundary import printable
-from gesso.proxy.http import ProxyError, error_response
+from gesso.proxy.http import ProxyError, error_response, model_not_found
 from gesso.proxy.store import redacted
 
 if TYPE_CHECKING:
@@ -104,9 +104,7 @@ async def health(proxy: Proxy, request: Request) -> Response:
         usable = proxy._usable(caller)
         asked, asked_id = request.query_params.get("model"), request.query_params.get("model_id")
         if asked is not None and asked not in usable:
-            raise ProxyError(404, f"Model {printable(asked)!r} is not served here; configured models: "
-                             f"{', '.join(usable) or 'none for this key'}", type="invalid_request_error",
-                             param="model", code="model_not_found")  # fmt: skip
+            raise model_not_found(asked, usable)
         deployments = [d for name in ([asked] if asked is not None else usable) for d in proxy.router.groups[name]]
         if asked_id is not None:  # litellm's ?model_id=: one deployment, by the id its entry shows
             known = [d.id for d in deployments]

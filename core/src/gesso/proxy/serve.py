@@ -267,14 +267,12 @@ class _ParentReload:
         self.reload, self.serving, self.overrides_file = reload, serving, overrides_file
 
     def __call__(self) -> bool:
-        from gesso.proxy.lifecycle import check_replaceable
+        from gesso.proxy.lifecycle import replacement
 
-        try:
-            config, overrides = self.reload()
-            check_replaceable(self.serving, config)
-        except Exception as exc:  # a config error, as at start: the workers keep serving the config they have
-            log.error("reload refused, still serving the config loaded before: %s", exc)
+        found = replacement(self.reload, self.serving)
+        if found is None:  # the workers keep serving the config they have
             return False
+        config, overrides = found
         _write_json(self.overrides_file, overrides)
         self.serving = config
         log.info("reloading: %d model names, %d deployments; telling the workers", len(config.model_names),

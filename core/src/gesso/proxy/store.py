@@ -818,24 +818,12 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply the schema migrations (Alembic) to the database at ``url``, up to ``revision`` (the newest schema
     by default); call it outside an event loop."""
     from alembic import command
-
-    command.upgrade(_alembic_config(url), revision)
-
-
-def _alembic_config(url: str) -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
-
-
-def newest_revision() -> str:
-    """The newest schema revision this gesso knows (its last migration)."""
-    from alembic.script import ScriptDirectory
-
-    return str(ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head())
+    command.upgrade(config, revision)
 
 
 def schema_revision(url: str) -> str | None:
