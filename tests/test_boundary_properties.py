@@ -11,7 +11,8 @@ surrogates, control characters, huge values, ``os.environ/NAME`` of every variab
 - nothing written outside the deployment's image store;
 - every image request answered has exactly one spend row (by its ``x-request-id``);
 - ``/metrics`` parses (``prometheus_client``'s parser) and its series stay bounded;
-- no log line holds a line break from a caller (no forged lines).
+- no log line holds a line break from a caller (no forged lines), as text or as gesso serve's text and JSON
+  lines.
 
 CI size: ``HYPOTHESIS_PROFILE=ci`` (the default) runs ``BOUNDARY_EXAMPLES`` examples per test (100); the
 ``long`` profile runs 20,000 (``HYPOTHESIS_PROFILE=long pytest tests/test_boundary_properties.py``).
@@ -38,6 +39,7 @@ from conftest import POSTGRES_URL_ENV
 from gesso.proxy import config as proxy_config
 from gesso.proxy import store
 from gesso.proxy.app import build_app
+from gesso.proxy.logs import JsonFormatter, TextFormatter
 from gesso_bedrock.emulator import EMULATOR_ACCESS_KEY, Emulator
 from helpers import bench_module, multipart, picture, proxy_environment, uvicorn_running
 
@@ -293,6 +295,11 @@ def final_checks(target: Target) -> None:
         message = record.getMessage()
         assert "\n" not in message and "\r" not in message, message[:300]
         assert not [v for v in target.values if v in message], "an environment value reached a log line"
+        # as gesso serve writes it: one text line, or one JSON object whose fields hold the caller's text escaped
+        text, entry = TextFormatter().format(record), JsonFormatter().format(record)
+        assert "\n" not in text and "\r" not in text and "\n" not in entry, text[:300]
+        assert isinstance(json.loads(entry), dict)
+        assert not [v for v in target.values if v in text or v in entry], "an environment value reached a log line"
 
 
 # -- the properties ----------------------------------------------------------------------------------------------

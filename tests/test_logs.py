@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -153,3 +154,11 @@ def test_a_redacted_line_keeps_its_fields():
     logged = json.loads(JsonFormatter().format(record))
     assert logged["message"] == "POST /v1/images/generations 400" and logged["status"] == 400
     assert logged["model_name"] == "asked <redacted>"
+
+
+def test_an_unknown_log_format_is_a_usage_error(tmp_path):
+    (tmp_path / "config.yaml").write_text("model_list: []\n")
+    run = subprocess.run([sys.executable, "-m", "gesso", "serve", "--config", str(tmp_path / "config.yaml"),
+                          "--log-format", "xml"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "--log-format: invalid choice: 'xml' (choose from" in run.stderr

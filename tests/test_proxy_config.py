@@ -403,3 +403,11 @@ def test_serve_on_a_public_address_needs_a_master_key_or_the_flag(tmp_path):
     finally:
         for process, _, _ in processes:
             stop(process)
+
+
+@pytest.mark.parametrize("value", ["soon", -1, True, [60]])
+def test_a_graceful_timeout_that_is_not_a_number_of_seconds_is_refused(value):
+    data = {"model_list": [{"model_name": "nova", "litellm_params": {"model": "bedrock/amazon.nova-canvas-v1:0"}}],
+            "general_settings": {"graceful_timeout": value}}  # fmt: skip
+    with pytest.raises(proxy_config.ConfigError, match="general_settings.graceful_timeout: must be a non-negative"):
+        proxy_config.parse(data)
