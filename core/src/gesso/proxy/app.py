@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from gesso import api, errors, params, telemetry
 from gesso.boundary import Untrusted, is_text, printable
-from gesso.proxy import probes, store
+from gesso.proxy import directory, probes, store
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.http import (
     Caller,
@@ -163,6 +163,8 @@ def _spend_row(exchange: Exchange) -> dict[str, Any]:
         "status_code": status,
         "error_type": exchange.failure,
         "user": _column_text(user, "user") if isinstance(user, str) else None,
+        "team_id": key.team_id if key is not None else None,
+        "user_id": key.user_id if key is not None else None,
     }
 
 
@@ -249,32 +251,67 @@ class Proxy:
                              type="auth_error", code="missing_key")  # fmt: skip
         raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
 
-    async def admit(self, caller: Caller, quote: float | None) -> Any:
-        """A virtual key's rate limit and budget (its model list was checked before the call was priced),
-        checked before anything is sent; the budget is held (``quote``, the call's price) and settled when the
-        request's spend row is written."""
-        key = caller.key
-        if key is None or self.ledger is None:
+    async def admit(self, path: list[store.Holder], quote: float | None, images: int = 1) -> Any:
+        """The rate limits and budgets of a call's path (its key, member, user, team and end customer; their
+        model lists were checked before the call was priced), checked before anything is sent: every budget
+        holds the call's price (``quote``) at once, or the most restrictive refuses; what is held is settled when
+        the request's spend row is written."""
+        if not path or self.ledger is None:
             return None
-        wait = await self._ledger(self.ledger.count(key))
-        if wait is not None:
+        refused = await self._ledger(self.ledger.limit(path, images))
+        if refused is not None:
+            holder, name, limit, wait = refused
+            who = "this key" if holder.level == "key" else f"{holder.level} {holder.label}"
+            unit = "requests" if name == "rpm_limit" else "images"
             raise ProxyError(
-                429, f"Rate limit exceeded for this key: {key.rpm_limit} requests per minute", type="rate_limit_error",
-                code="rpm_limit", headers={"retry-after": str(math.ceil(wait))},
+                429, f"Rate limit exceeded for {who}: {limit} {unit} per minute", type="rate_limit_error",
+                code=name, headers={"retry-after": str(math.ceil(wait))}, extra={"level": holder.level},
             )  # fmt: skip
         try:
-            return await self._ledger(self.ledger.hold(key, quote or 0.0))
+            return await self._ledger(self.ledger.hold(path, quote or 0.0))
         except store.BudgetExceeded as exc:
-            now = exc.key or key
+            now = exc.key or path[0]
             reset = (
                 f"; it resets at {now.budget_reset_at.isoformat()}" if now.budget_reset_at else "; it does not reset"
             )
             raise ProxyError(
-                429, f"Budget exceeded for key {now.key_alias or now.key_name}: spent {now.spend:.4f} of "
-                f"{now.max_budget:.4f} USD ({now.reserved:.4f} held by calls in flight and replicas' leases), this "
-                f"call costs {exc.amount:.4f}{reset}", type="budget_exceeded", code="budget_exceeded",
-                headers={"x-should-retry": "false"},
+                429, f"Budget exceeded for {now.level} {now.label}: spent {now.spend:.4f} of "
+                f"{now.max_budget or 0.0:.4f} USD ({now.reserved:.4f} held by calls in flight and replicas' leases), "
+                f"this call costs {exc.amount:.4f}{reset}", type="budget_exceeded", code="budget_exceeded",
+                headers={"x-should-retry": "false"}, extra={"level": now.level},
             ) from None  # fmt: skip
+
+    async def owners(self, caller: Caller) -> directory.Owners:
+        """A virtual key's team, membership and owner; a blocked team, or a key whose owner left its team, is
+        refused here."""
+        key = caller.key
+        if key is None or self.ledger is None:
+            return directory.Owners()
+        owners: directory.Owners = await self._ledger(self.ledger.owners(key))
+        team = owners.team
+        if team is not None and team.blocked:
+            raise ProxyError(401, f"This key's team ({team.label}) is blocked; the master key can unblock it "
+                             "(POST /team/unblock)", type="auth_error", code="team_blocked")  # fmt: skip
+        if team is not None and key.user_id is not None and owners.member is None:
+            raise ProxyError(403, f"This key's owner ({key.user_id}) is no longer a member of its team "
+                             f"({team.label})", type="permission_error", code="team_member_removed")  # fmt: skip
+        return owners
+
+    async def path(self, caller: Caller, owners: directory.Owners, user: Any) -> list[store.Holder]:
+        """The budgets and limits a call holds at once: its key, its owner's membership of the key's team, its
+        owner, its team, and its end customer (the request's ``user``, when the proxy keeps customers)."""
+        path: list[store.Holder] = []
+        if caller.key is not None:
+            path.append(caller.key)
+            path += [level.budget for level in (owners.member, owners.user, owners.team) if level is not None]
+        if isinstance(user, str) and user and self.ledger is not None:
+            customer = await self._ledger(self.ledger.customer(user, self.config.max_end_user_budget))
+            if customer is not None:
+                if customer.blocked:
+                    raise ProxyError(403, f"The end customer {printable(user)!r} (the request's user) is blocked",
+                                     type="permission_error", param="user", code="customer_blocked")  # fmt: skip
+                path.append(customer.budget)
+        return path
 
     async def _ledger(self, pending: Any) -> Any:
         """A ledger step of admission; a database that does not answer is a 503 before anything is sent."""
@@ -336,13 +373,16 @@ class Proxy:
         exchange.user = user = fields.get("user")
         _check_text(prompt, "prompt")
         _check_text(user, "user")
-        self._may_use(caller, model_name)  # before the model's own checks: they would describe it
+        owners = await self.owners(caller)
+        self._may_use(caller, model_name, owners)  # before the model's own checks: they would describe it
         call = Call(model_name, operation, prompt, images, mask, fields)
+        path = await self.path(caller, owners, user)
         quote = None
-        if caller.key is not None:
+        if path:
             quote, call.prepared = self._quote(call)
         exchange.price_of = functools.partial(_given_or, quote, self._quote, call)
-        exchange.reservation = await self.admit(caller, quote)
+        n = fields.get("n", 1)
+        exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1)
         return call
 
     def _sender(self, call: Call, exchange: Exchange) -> Send:
@@ -465,18 +505,25 @@ class Proxy:
             raise model_not_found(given, self._usable(caller))
         return given
 
-    def _may_use(self, caller: Caller, model_name: str) -> None:
+    def _may_use(self, caller: Caller, model_name: str, owners: directory.Owners | None = None) -> None:
+        """A 403 unless the key, its team and its owner all allow ``model_name`` (an empty list allows all)."""
         key = caller.key
         if key is not None and key.models and model_name not in key.models:
             raise ProxyError(403, f"This key may not use model {model_name!r}; it may use: {', '.join(key.models)}",
                              type="permission_error", param="model", code="key_model_access_denied")  # fmt: skip
+        for level, entity in (("team", owners.team if owners else None), ("user", owners.user if owners else None)):
+            if entity is not None and entity.models and model_name not in entity.models:
+                raise ProxyError(403, f"This key's {level} may not use model {model_name!r}; it may use: "
+                                 f"{', '.join(entity.models)}", type="permission_error", param="model",
+                                 code=f"{level}_model_access_denied")  # fmt: skip
 
-    def _usable(self, caller: Caller) -> list[str]:
-        """The configured model names ``caller`` may use (a virtual key may be limited to some)."""
-        names = self.config.model_names
-        if caller.key is not None and caller.key.models:
-            return [name for name in names if name in caller.key.models]
-        return names
+    def _usable(self, caller: Caller, owners: directory.Owners | None = None) -> list[str]:
+        """The configured model names ``caller`` may use (a virtual key, its team and its owner may each be limited
+        to some)."""
+        allowed = [caller.key.models if caller.key is not None else ()]
+        if owners is not None:
+            allowed += [entity.models for entity in (owners.team, owners.user) if entity is not None]
+        return [name for name in self.config.model_names if all(not models or name in models for models in allowed)]
 
     def _trusted(
         self, deployment: Deployment, overrides: Mapping[str, Any], fields: Mapping[str, Any]
@@ -583,11 +630,12 @@ class Proxy:
     async def models(self, request: Request) -> Response:
         try:
             caller = await self.authenticate(request)
+            owners = await self.owners(caller)
         except errors.GessoError as error:
             return error_response(error, uuid.uuid4().hex)
         created = int(self.started)
         data = [{"id": name, "object": "model", "created": created, "owned_by": "gesso"}
-                for name in self._usable(caller)]  # fmt: skip
+                for name in self._usable(caller, owners)]  # fmt: skip
         return JSONResponse({"object": "list", "data": data})
 
     async def liveliness(self, request: Request) -> Response:

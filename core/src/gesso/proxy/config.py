@@ -113,6 +113,8 @@ class ProxyConfig:
     max_concurrency: int | None = None
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     health_check_paid: bool = False
+    #: USD: the budget of an end customer (a request's ``user``) the admin has not given one (litellm's setting)
+    max_end_user_budget: float | None = None
 
     @property
     def model_names(self) -> list[str]:
@@ -163,7 +165,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         hint = f"; did you mean {meant}?" if meant is not None else ""
         warnings.append(f"general_settings.{key}: not used by gesso (ignored){hint}")
     for key in litellm:
-        if key != LITELLM_METRICS_AUTH:
+        if key not in (LITELLM_METRICS_AUTH, "max_end_user_budget"):
             warnings.append(f"litellm_settings.{key}: not used by gesso (ignored)")
     for key in router:
         if key not in ROUTER_SETTINGS:
@@ -200,6 +202,13 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         raise ConfigError("general_settings.max_concurrency: must be a positive whole number")
     graceful_timeout = _number(general.get("graceful_timeout", DEFAULT_GRACEFUL_TIMEOUT),
                                "general_settings.graceful_timeout")  # fmt: skip
+    end_user_budget = litellm.get("max_end_user_budget")
+    if end_user_budget is not None:
+        end_user_budget = _number(end_user_budget, "litellm_settings.max_end_user_budget")
+        if end_user_budget == float("inf"):
+            raise ConfigError("litellm_settings.max_end_user_budget: must be a finite number of USD")
+        if database_url is None:  # an end customer's spend lives in the database
+            raise ConfigError("litellm_settings.max_end_user_budget: needs general_settings.database_url")
     return ProxyConfig(
         deployments=tuple(deployments),
         master_key=master,
@@ -213,6 +222,7 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
         max_concurrency=max_concurrency,
         graceful_timeout=graceful_timeout,
         health_check_paid=health_check_paid,
+        max_end_user_budget=end_user_budget,
     )
 
 

@@ -30,12 +30,19 @@ class ProxyError(errors.GessoError):
 
     def __init__(
         self, status: int, message: str, *, type: str, param: str | None = None, code: str | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(message, param=param, code=code)
         self.status_code = status
         self.type = type
         self.headers = dict(headers or {})
+        #: more fields of the error object (a budget's refusal names its ``level``)
+        self.extra = dict(extra or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body["error"].update(self.extra)
+        return body
 
 
 def model_not_found(given: str, usable: Sequence[str]) -> ProxyError:

@@ -26,12 +26,12 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
-from gesso.proxy import store
+from gesso.proxy import directory, store
 
 logger = logging.getLogger("gesso.proxy")
 T = TypeVar("T")
@@ -58,11 +58,13 @@ class DatabaseUnavailable(Exception):
 
 @attrs.define(eq=False)
 class Lease:
-    """This replica's lease on a slice of one key's budget: ``amount`` reserved in the database (less what was
-    settled into spend), ``held`` by calls in flight, ``spent`` by finished calls whose rows are not committed."""
+    """This replica's lease on a slice of one key's or budget row's budget (``table``, ``holder``): ``amount``
+    reserved in the database (less what was settled into spend), ``held`` by calls in flight, ``spent`` by
+    finished calls whose rows are not committed."""
 
     id: str
-    token_hash: str
+    table: str
+    holder: str
     amount: float
     held: float = 0.0
     spent: float = 0.0
@@ -85,7 +87,7 @@ class Lease:
 
 @attrs.define(eq=False)
 class Counts:
-    """Requests of one key this replica may still send in the minute ``window``."""
+    """Requests (or images) of one key or budget this replica may still send in the minute ``window``."""
 
     window: int = -1
     left: int = 0
@@ -96,7 +98,11 @@ class Ledger:
         self.store = database
         self.keys: dict[str, tuple[float, store.Key | None]] = {}
         self.reading: dict[str, asyncio.Future[store.Key | None]] = {}
-        self.leases: dict[str, Lease] = {}  # the current lease of each key (by hash)
+        self.directory = directory.Directory(database)
+        #: a key's team, membership and owner, and end customers, read as keys are (at most KEY_TTL seconds old)
+        self.entities: dict[tuple[str | None, ...], tuple[float, Any]] = {}
+        self.entity_reads: dict[tuple[str | None, ...], asyncio.Future[Any]] = {}
+        self.leases: dict[str, Lease] = {}  # the current lease of each key or budget (by hash or budget id)
         self.by_id: dict[str, Lease] = {}  # every lease with shares still unsettled
         self.counts: dict[str, Counts] = {}
         self.locks: dict[str, asyncio.Lock] = {}
@@ -127,9 +133,53 @@ class Ledger:
             if self.reading.get(token_hash) is asyncio.current_task():
                 del self.reading[token_hash]
 
+    async def owners(self, key: store.Key) -> directory.Owners:
+        """The key's team, its owner's membership of it, and its owner, at most :data:`KEY_TTL` seconds old."""
+        if key.team_id is None and key.user_id is None:
+            return directory.Owners()
+        owners: directory.Owners = await self._entity(
+            ("owners", key.team_id, key.user_id), lambda: self.directory.owners(key.team_id, key.user_id)
+        )
+        return owners
+
+    async def customer(self, user_id: str, default_budget: float | None) -> directory.Customer | None:
+        """The end customer ``user_id`` (at most :data:`KEY_TTL` seconds old); one a request names first is made
+        with ``default_budget`` (``litellm_settings.max_end_user_budget``) when there is one."""
+        found: directory.Customer | None = await self._entity(
+            ("customer", user_id), lambda: self.directory.customer(user_id)
+        )
+        if found is None and default_budget is not None:
+            found = await self._database(self.directory.implicit_customer(user_id, default_budget))
+            self.entities[("customer", user_id)] = (time.monotonic(), found)
+        return found
+
+    async def _entity(self, name: tuple[str | None, ...], read: Any) -> Any:
+        cached = self.entities.get(name)
+        moment = time.monotonic()
+        if cached is not None and moment - cached[0] < KEY_TTL:
+            return cached[1]
+        reading = self.entity_reads.get(name)
+        if reading is None:  # one read at a time: the requests that want it meanwhile share it
+
+            async def fresh() -> Any:
+                try:
+                    found = await read()
+                    if len(self.entities) > 100_000:  # customers named by callers must not grow it for ever
+                        self.entities.clear()
+                    self.entities[name] = (moment, found)
+                    return found
+                finally:
+                    if self.entity_reads.get(name) is reading:
+                        del self.entity_reads[name]
+
+            reading = self.entity_reads[name] = asyncio.ensure_future(fresh())
+        return await self._database(asyncio.shield(reading))
+
     def forget(self, token_hash: str | None = None) -> None:
-        """Drop a cached key (every key: ``None``), after this replica changed it (a read in flight may predate
-        the change: it is not shared from now on)."""
+        """Drop a cached key (every key, team, user and customer: ``None``), after this replica changed it (a read
+        in flight may predate the change: it is not shared from now on)."""
+        self.entities.clear()
+        self.entity_reads.clear()
         if token_hash is None:
             self.keys.clear()
             self.reading.clear()
@@ -139,63 +189,106 @@ class Ledger:
 
     # -- rate limits ------------------------------------------------------------------------------------------
 
-    async def count(self, key: store.Key) -> float | None:
-        """Count one request against ``rpm_limit``: ``None`` if it may go, else the seconds until the next minute."""
-        if key.rpm_limit is None:
-            return None
-        counts = self.counts.setdefault(key.token_hash, Counts())
+    async def count(self, key: store.Holder) -> float | None:
+        """Count one request against a key's ``rpm_limit``: ``None`` if it may go, else the seconds until the next
+        minute."""
+        refused = await self.limit([key], 1)
+        return refused[3] if refused is not None else None
+
+    async def limit(self, path: Sequence[store.Holder], images: int) -> tuple[store.Holder, str, int, float] | None:
+        """Count one request of ``images`` images against every ``rpm_limit`` and ``ipm_limit`` on its path (its
+        key, team, member, user, customer): ``None`` if it may go, else the first that refused it (the holder,
+        which limit, its value, the seconds until the next minute)."""
+        for holder in path:
+            for name, window_id, amount in (("rpm_limit", holder.holder, 1), ("ipm_limit", "i:" + holder.holder[:62],
+                                                                              images)):  # fmt: skip
+                limit = getattr(holder, name)
+                if limit is not None:
+                    wait = await self._spend_count(window_id, limit, amount)
+                    if wait is not None:
+                        return holder, name, limit, wait
+        return None
+
+    async def _spend_count(self, window_id: str, limit: int, amount: int) -> float | None:
+        counts = self.counts.setdefault(window_id, Counts())
         window = int(store.now().timestamp() // 60)
-        if counts.window == window and counts.left > 0:
-            counts.left -= 1
+        if counts.window == window and counts.left >= amount:
+            counts.left -= amount
             return None
         deadline = time.monotonic() + DB_WAIT
-        async with self._within(f"rpm:{key.token_hash}", deadline):
-            if counts.window == window and counts.left > 0:
-                counts.left -= 1
+        async with self._within(f"rpm:{window_id}", deadline):
+            if counts.window == window and counts.left >= amount:
+                counts.left -= amount
                 return None
-            block = max(1, min(50, key.rpm_limit // 20))
-            granted, wait = await self._database(self.store.take_requests(key, block), deadline)
-            counts.window, counts.left = window, granted
-            if granted < 1:
+            if counts.window != window:
+                counts.window, counts.left = window, 0
+            block = max(amount - counts.left, min(50, limit // 20), 1)
+            granted, wait = await self._database(self.store.take_requests(window_id, block, limit), deadline)
+            counts.left += granted
+            if counts.left < amount:
                 return max(1.0, wait)
-            counts.left -= 1
+            counts.left -= amount
             return None
 
     # -- budgets ----------------------------------------------------------------------------------------------
 
-    async def hold(self, key: store.Key, price: float) -> Any:
-        """Hold ``price`` of the key's budget for one call (raises :class:`store.BudgetExceeded`); what is held
-        goes to :meth:`finished` when the call ends and to the store with its spend row."""
-        if key.max_budget is None:
-            return store.KeySpend(key.token_hash)
-        lease = self._lease_for(key.token_hash, price)
-        if lease is None:
-            deadline = time.monotonic() + DB_WAIT
-            async with self._within(key.token_hash, deadline):
-                lease = self._lease_for(key.token_hash, price)
-                if lease is None:
-                    lease = await self._grow(key, price, deadline)
-        lease.held += price
-        lease.used = time.monotonic()
-        return store.LeaseShare(lease.id, key.token_hash, price)
+    async def hold(self, path: store.Holder | Sequence[store.Holder], price: float) -> Any:
+        """Hold ``price`` of every budget on a call's path (a key, or the key and its team, member, user and
+        customer) at once, or of none (raises :class:`store.BudgetExceeded`, naming the most restrictive that
+        refused). A level without a budget holds nothing; its spend is added when the call's row is written. What
+        is held goes to :meth:`finished` when the call ends and to the store with its spend row."""
+        holders = [path] if isinstance(path, (store.Key, store.Budget)) else list(path)
+        budgeted = [h for h in holders if h.max_budget is not None]
+        deadline = time.monotonic() + DB_WAIT
+        while True:
+            short = [h for h in budgeted if self._lease_for(h.holder, price) is None]
+            if not short:
+                return self._held(holders, price)
+            async with contextlib.AsyncExitStack() as locked:
+                for holder in sorted(short, key=lambda h: (h.table, h.holder)):  # one order: no two wait in a cycle
+                    await locked.enter_async_context(self._within(holder.holder, deadline))
+                short = [h for h in short if self._lease_for(h.holder, price) is None]
+                if short:
+                    await self._grow(short, price, deadline)
+                if all(self._lease_for(h.holder, price) is not None for h in budgeted):
+                    return self._held(holders, price)
+            if time.monotonic() >= deadline:  # (other calls took what was grown, again and again)
+                raise DatabaseUnavailable(f"no lease within {DB_WAIT:g} s")
 
-    def _lease_for(self, token_hash: str, price: float) -> Lease | None:
-        lease = self.leases.get(token_hash)
+    def _held(self, holders: Sequence[store.Holder], price: float) -> Any:
+        parts: list[Any] = []
+        moment = time.monotonic()
+        for holder in holders:
+            if holder.max_budget is None:
+                parts.append(store.Spend(holder.table, holder.holder))
+                continue
+            lease = self.leases[holder.holder]
+            lease.held += price
+            lease.used = moment
+            parts.append(store.LeaseShare(lease.id, holder.table, holder.holder, price))
+        return parts[0] if len(parts) == 1 else tuple(parts)
+
+    def _lease_for(self, holder: str, price: float) -> Lease | None:
+        lease = self.leases.get(holder)
         if lease is not None and lease.usable(time.monotonic()) and lease.available >= price - 1e-9:
             return lease
         return None
 
-    async def _grow(self, key: store.Key, price: float, deadline: float) -> Lease:
-        current = self.leases.get(key.token_hash)
-        reuse = current is not None and current.usable(time.monotonic())
-        held_id = current.id if reuse and current is not None else None
-        # what the lease has left counts towards the call: only the rest is reserved
-        needed = price - max(0.0, current.available) if reuse and current is not None else price
+    async def _grow(self, short: Sequence[store.Holder], price: float, deadline: float) -> None:
+        """Grow (or make) this replica's lease on each of ``short``'s budgets by at least the rest of ``price``,
+        in one transaction."""
+        wanted = []
+        for holder in short:
+            current = self.leases.get(holder.holder)
+            reuse = current is not None and current.usable(time.monotonic())
+            held_id = current.id if reuse and current is not None else None
+            # what the lease has left counts towards the call: only the rest is reserved
+            needed = price - max(0.0, current.available) if reuse and current is not None else price
+            wanted.append((holder, held_id, max(needed, 0.0)))
         for attempt in range(1, 4):
             try:
-                lease_id, granted, kept = await self._database(
-                    self.store.grow_lease(key, held_id, max(needed, 0.0), price, LEASE_CALLS, LEASE_SHARE, LEASE_TTL),
-                    deadline,
+                grown = await self._database(
+                    self.store.grow_leases(wanted, price, LEASE_CALLS, LEASE_SHARE, LEASE_TTL), deadline
                 )
                 break
             except Exception as exc:  # PostgreSQL aborting a transaction (a serialization failure) is tried again
@@ -203,35 +296,38 @@ class Ledger:
                     raise
                 await asyncio.sleep(0.01 * attempt)
         moment = time.monotonic()
-        if reuse and kept and current is not None:
-            current.amount += granted
-            current.renewed = moment
-            return current
-        if current is not None:  # given up (its shares settle into it as they finish, or as spend if it is gone)
-            current.retired = True
-        lease = Lease(lease_id, key.token_hash, granted, renewed=moment)
-        self.leases[key.token_hash] = lease
-        self.by_id[lease_id] = lease
-        return lease
+        for (holder, held_id, _), (lease_id, granted, kept) in zip(wanted, grown, strict=True):
+            current = self.leases.get(holder.holder)
+            if held_id is not None and kept and current is not None and current.id == held_id:
+                current.amount += granted
+                current.renewed = moment
+                continue
+            if current is not None:  # given up (its shares settle into it as they finish, or as spend if it is gone)
+                current.retired = True
+            lease = Lease(lease_id, holder.table, holder.holder, granted, renewed=moment)
+            self.leases[holder.holder] = lease
+            self.by_id[lease_id] = lease
 
     def finished(self, held: Any, cost: float) -> None:
         """A call ended (cost 0 if nothing was paid): its price is no longer held; its cost waits for its row."""
-        if isinstance(held, store.LeaseShare):
-            lease = self.by_id.get(held.lease_id)
-            if lease is not None:
-                lease.held -= held.amount
-                lease.spent += cost
+        for part in held if isinstance(held, tuple) else (held,):
+            if isinstance(part, store.LeaseShare):
+                lease = self.by_id.get(part.lease_id)
+                if lease is not None:
+                    lease.held -= part.amount
+                    lease.spent += cost
 
     def settled(self, pairs: list[tuple[Any, float]]) -> None:
         """The store committed these calls' rows: their cost left the lease for the key's spend."""
         for held, cost in pairs:
-            if isinstance(held, store.LeaseShare):
-                lease = self.by_id.get(held.lease_id)
-                if lease is not None:
-                    lease.spent -= cost
-                    lease.amount -= cost
-                    if lease.retired and not lease.busy:
-                        self.by_id.pop(lease.id, None)
+            for part in held if isinstance(held, tuple) else (held,):
+                if isinstance(part, store.LeaseShare):
+                    lease = self.by_id.get(part.lease_id)
+                    if lease is not None:
+                        lease.spent -= cost
+                        lease.amount -= cost
+                        if lease.retired and not lease.busy:
+                            self.by_id.pop(lease.id, None)
 
     # -- upkeep -----------------------------------------------------------------------------------------------
 
@@ -266,21 +362,21 @@ class Ledger:
                     lease.renewed = moment
                 else:  # released by another replica (this one was away too long): its calls settle as spend
                     lease.retired = True
-                    if self.leases.get(lease.token_hash) is lease:
-                        del self.leases[lease.token_hash]
+                    if self.leases.get(lease.holder) is lease:
+                        del self.leases[lease.holder]
         if sweep_expired:
             released = await self.store.release_expired_leases()
             if released:
                 logger.warning("released %d budget leases past their expiry (their replica stopped)", released)
 
     async def _give_back(self, lease: Lease) -> None:
-        async with self._lock(lease.token_hash):
-            if lease.busy or self.leases.get(lease.token_hash) is not lease:
+        async with self._lock(lease.holder):
+            if lease.busy or self.leases.get(lease.holder) is not lease:
                 return
             lease.retired = True
-            del self.leases[lease.token_hash]
+            del self.leases[lease.holder]
             self.by_id.pop(lease.id, None)
-            await self.store.return_lease(lease.id, lease.token_hash)
+            await self.store.return_lease(lease.id, lease.holder, lease.table)
 
     async def close(self) -> None:
         """Stop the upkeep and give back every lease (after the spend rows are written)."""

@@ -61,6 +61,72 @@ keys = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("blocked", sa.Boolean, nullable=False, default=False, server_default=sa.false()),  # migration 0002
+    # migration 0004: who owns it, and its images-per-minute limit
+    sa.Column("team_id", sa.String(256), index=True),
+    sa.Column("user_id", sa.String(256), index=True),
+    sa.Column("ipm_limit", sa.Integer),
+)
+#: the budget, spend and limits of a team, a team member, an internal user or an end customer (migration 0004):
+#: each of those rows names one; a key keeps its own in its row
+budgets = sa.Table(
+    "gesso_budgets",
+    metadata,
+    sa.Column("budget_id", sa.String(64), primary_key=True),
+    sa.Column("max_budget", sa.Float),
+    sa.Column("budget_duration", sa.String(16)),
+    sa.Column("budget_reset_at", sa.DateTime(timezone=True)),
+    sa.Column("spend", sa.Float, nullable=False, default=0.0),
+    sa.Column("reserved", sa.Float, nullable=False, default=0.0),
+    sa.Column("rpm_limit", sa.Integer),
+    sa.Column("ipm_limit", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+teams = sa.Table(
+    "gesso_teams",
+    metadata,
+    sa.Column("team_id", sa.String(256), primary_key=True),
+    sa.Column("team_alias", sa.String(256), unique=True),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("blocked", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("budget_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+users = sa.Table(
+    "gesso_users",
+    metadata,
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    sa.Column("user_email", sa.String(256)),
+    sa.Column("user_role", sa.String(32), nullable=False),
+    sa.Column("models", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("budget_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+members = sa.Table(
+    "gesso_team_members",
+    metadata,
+    sa.Column("team_id", sa.String(256), primary_key=True),
+    sa.Column("user_id", sa.String(256), primary_key=True, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("budget_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+customers = sa.Table(
+    "gesso_customers",
+    metadata,
+    sa.Column("user_id", sa.String(256), primary_key=True),
+    sa.Column("alias", sa.String(256)),
+    sa.Column("blocked", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    #: made by a request under litellm_settings.max_end_user_budget, not by /customer/new
+    sa.Column("implicit", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sa.Column("budget_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 reservations = sa.Table(
     "gesso_reservations",
@@ -71,6 +137,8 @@ reservations = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     # a replica's lease on a slice of the budget (migration 0003): released by any replica once past it
     sa.Column("expires_at", sa.DateTime(timezone=True), index=True),
+    # what token_hash names (migration 0004): a key's hash ("key") or a gesso_budgets row ("budget")
+    sa.Column("level", sa.String(8), nullable=False, default="key", server_default="key"),
 )
 rate_windows = sa.Table(
     "gesso_rate_windows",
@@ -96,8 +164,10 @@ spend_logs = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # success, failure, cancelled
     sa.Column("status_code", sa.Integer, nullable=False),
     sa.Column("error_type", sa.String(64)),
-    sa.Column("user", sa.String(256)),
+    sa.Column("user", sa.String(256), index=True),  # the request's ``user``: its end customer (litellm's end_user)
     sa.Column("prompt", sa.Text),
+    sa.Column("team_id", sa.String(256), index=True),  # migration 0004: the key's team and owner
+    sa.Column("user_id", sa.String(256), index=True),
 )
 
 _EMPTY_LOG = {column.name: None for column in spend_logs.columns}
@@ -176,6 +246,21 @@ class Key:
     created_at: datetime.datetime
     updated_at: datetime.datetime
     blocked: bool = False
+    team_id: str | None = None
+    user_id: str | None = None
+    ipm_limit: int | None = None
+
+    #: a budget's level on a call's path (see :class:`Budget`), its table, and its row's id there
+    level = "key"
+    table = "key"
+
+    @property
+    def holder(self) -> str:
+        return self.token_hash
+
+    @property
+    def label(self) -> str:
+        return self.key_alias or self.key_name
 
     @classmethod
     def from_row(cls, row: Any) -> Key:
@@ -193,6 +278,8 @@ class Key:
             "token": self.token_hash,
             "key_name": self.key_name,
             "key_alias": self.key_alias,
+            "team_id": self.team_id,
+            "user_id": self.user_id,
             "models": list(self.models),
             "max_budget": self.max_budget,
             "budget_duration": self.budget_duration,
@@ -200,12 +287,62 @@ class Key:
             "spend": round(self.spend, 6),
             "expires": _iso(self.expires),
             "rpm_limit": self.rpm_limit,
+            "ipm_limit": self.ipm_limit,
             "blocked": self.blocked,
             "metadata": dict(self.metadata),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
             "status": "expired" if self.expires is not None and self.expires <= now() else "active",
         }
+
+
+@attrs.frozen
+class Budget:
+    """A ``gesso_budgets`` row: the budget, spend and limits of one team, team member, internal user or end
+    customer, named on a call's path by ``level`` and ``label`` (:class:`Key` has the same attributes)."""
+
+    budget_id: str
+    max_budget: float | None
+    budget_duration: str | None
+    budget_reset_at: datetime.datetime | None
+    spend: float
+    reserved: float
+    rpm_limit: int | None
+    ipm_limit: int | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    level: str = "budget"
+    label: str = ""
+    table = "budget"
+
+    @property
+    def holder(self) -> str:
+        return self.budget_id
+
+    @classmethod
+    def from_row(cls, row: Any, level: str = "budget", label: str = "") -> Budget:
+        data = {column.name: getattr(row, column.name) for column in budgets.columns}
+        for name in ("budget_reset_at", "created_at", "updated_at"):
+            data[name] = _aware(data[name])
+        return cls(**data, level=level, label=label)
+
+    def evolve_level(self, level: str, label: str) -> Budget:
+        """This budget as ``level`` ``label`` of a call's path (a team's, a member's...)."""
+        return attrs.evolve(self, level=level, label=label)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "max_budget": self.max_budget,
+            "budget_duration": self.budget_duration,
+            "budget_reset_at": _iso(self.budget_reset_at),
+            "spend": round(self.spend, 6),
+            "rpm_limit": self.rpm_limit,
+            "ipm_limit": self.ipm_limit,
+        }
+
+
+#: a key or a budget row: what a budget lease or a rate-limit window belongs to
+Holder = Key | Budget
 
 
 def _aware(value: Any) -> Any:
@@ -218,7 +355,8 @@ def _iso(value: datetime.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-#: what a call held of its key's budget: a per-call reservation, a share of a lease, nothing (no budget)
+#: what a call held of its budgets: a per-call reservation, a share of a lease, a spend to add (no budget), or a
+#: tuple of those (one for each level of its path)
 Held = Any
 _Entry = tuple[dict[str, Any], Any, float, "asyncio.Future[None]"]
 
@@ -237,7 +375,10 @@ def unavailable(exc: BaseException) -> bool:
 
 
 class BudgetExceeded(Exception):
-    def __init__(self, key: Key | None, amount: float) -> None:
+    """A budget on the call's path cannot hold its price: ``key`` is that key or budget as the database has it
+    now (its ``level`` names it: key, team, member, user or customer)."""
+
+    def __init__(self, key: Holder | None, amount: float) -> None:
         super().__init__("budget exceeded")
         self.key, self.amount = key, amount
 
@@ -254,15 +395,22 @@ class LeaseShare:
     """One call's share of a replica's budget lease (:mod:`gesso.proxy.ledger`): settled into the lease."""
 
     lease_id: str
-    token_hash: str
+    table: str
+    holder: str
     amount: float
 
 
 @attrs.frozen
-class KeySpend:
-    """A call of a key without a budget: nothing held, its cost added to the key's spend."""
+class Spend:
+    """A call on a level without a budget: nothing held, its cost added to that key's or budget row's spend."""
 
-    token_hash: str
+    table: str
+    holder: str
+
+
+def _table(table: str) -> tuple[sa.Table, Any]:
+    """The table a budget lives in, and its id column."""
+    return (keys, keys.c.token_hash) if table == "key" else (budgets, budgets.c.budget_id)
 
 
 class Store:
@@ -323,6 +471,9 @@ class Store:
         rpm_limit: int | None = None,
         metadata: Mapping[str, Any] | None = None,
         blocked: bool = False,
+        team_id: str | None = None,
+        user_id: str | None = None,
+        ipm_limit: int | None = None,
     ) -> tuple[str, Key]:
         """A new key: its plaintext (shown once) and its stored row."""
         plaintext = key or new_key()
@@ -343,6 +494,9 @@ class Store:
             "created_at": moment,
             "updated_at": moment,
             "blocked": bool(blocked),
+            "team_id": team_id,
+            "user_id": user_id,
+            "ipm_limit": ipm_limit,
         }
         async with self.engine.begin() as conn:
             await conn.execute(keys.insert().values(**row))
@@ -365,13 +519,28 @@ class Store:
             row = (await conn.execute(keys.select().where(keys.c.key_alias == given))).first()
         return Key.from_row(row) if row is not None else None
 
-    async def list_keys(self, *, key_alias: str | None = None, page: int = 1, size: int = 10) -> tuple[list[Key], int]:
+    async def list_keys(
+        self,
+        *,
+        key_alias: str | None = None,
+        team_id: str | None = None,
+        user_id: str | None = None,
+        visible: Any = None,
+        page: int = 1,
+        size: int = 10,
+    ) -> tuple[list[Key], int]:
+        """A page of keys (and how many there are), filtered by alias, team and owner, and by ``visible`` (a
+        condition on the keys' columns: what a caller who is not the admin may see)."""
         query = keys.select()
         count = sa.select(sa.func.count()).select_from(keys)
-        if key_alias is not None:
-            if "\x00" in key_alias:  # no alias holds one (PostgreSQL text cannot)
-                return [], 0
-            query, count = query.where(keys.c.key_alias == key_alias), count.where(keys.c.key_alias == key_alias)
+        conditions = [] if visible is None else [visible]
+        for column, value in ((keys.c.key_alias, key_alias), (keys.c.team_id, team_id), (keys.c.user_id, user_id)):
+            if value is not None:
+                if "\x00" in value:  # no row holds one (PostgreSQL text cannot)
+                    return [], 0
+                conditions.append(column == value)
+        if conditions:
+            query, count = query.where(*conditions), count.where(*conditions)
         query = query.order_by(keys.c.created_at, keys.c.token_hash).offset((page - 1) * size).limit(size)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -428,27 +597,27 @@ class Store:
             return max(1.0, (window + 1) * 60 - moment)
         return None
 
-    async def take_requests(self, key: Key, wanted: int) -> tuple[int, float]:
-        """Count up to ``wanted`` requests at once in the key's current minute, for this replica to spend
-        locally: how many it may send (0 when the minute's ``rpm_limit`` is reached) and the seconds left in the
-        minute."""
-        assert key.rpm_limit is not None
+    async def take_requests(self, holder: Holder | str, wanted: int, limit: int | None = None) -> tuple[int, float]:
+        """Count up to ``wanted`` requests (or images) at once in a holder's current minute (a key, a budget row,
+        or a window's id), for this replica to spend locally: how many it may send (0 when the minute's ``limit``,
+        by default the holder's ``rpm_limit``, is reached) and the seconds left in the minute."""
+        window_id = holder if isinstance(holder, str) else holder.holder
+        limit = limit if limit is not None or isinstance(holder, str) else holder.rpm_limit
+        assert limit is not None
         moment = now().timestamp()
         window = int(moment // 60)
-        insert = _insert(self.sqlite, rate_windows).values(token_hash=key.token_hash, window=window, count=wanted)
+        insert = _insert(self.sqlite, rate_windows).values(token_hash=window_id, window=window, count=wanted)
         upsert = insert.on_conflict_do_update(
             index_elements=[rate_windows.c.token_hash, rate_windows.c.window],
             set_={"count": rate_windows.c.count + wanted},
         ).returning(rate_windows.c.count)
         async with self.engine.begin() as conn:
             count = (await conn.execute(upsert)).scalar_one()
-            if count == wanted:  # the first take of a minute sweeps the key's old windows
+            if count == wanted:  # the first take of a minute sweeps the holder's old windows
                 await conn.execute(
-                    rate_windows.delete().where(
-                        rate_windows.c.token_hash == key.token_hash, rate_windows.c.window < window
-                    )
+                    rate_windows.delete().where(rate_windows.c.token_hash == window_id, rate_windows.c.window < window)
                 )
-        granted = max(0, min(wanted, key.rpm_limit - (count - wanted)))
+        granted = max(0, min(wanted, limit - (count - wanted)))
         return granted, max(0.0, (window + 1) * 60 - moment)
 
     async def reserve(self, key: Key, amount: float) -> Reservation:
@@ -475,74 +644,119 @@ class Store:
         return Key.from_row(row) if row is not None else None
 
     async def release_stale(self, older_than: float = STALE_RESERVATION) -> int:
-        """Release the reservations no replica settled within ``older_than`` seconds (it died)."""
+        """Release the per-call reservations no replica settled within ``older_than`` seconds (it died). Leases are
+        not: a live replica renews them, and any replica releases them once past their expiry."""
         cutoff = now() - datetime.timedelta(seconds=older_than)
         released = 0
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(reservations.select().where(reservations.c.created_at < cutoff))).all()
-            for row in sorted(rows, key=lambda row: (row.token_hash, row.id)):  # the keys' lock order: see _flush
+            stale = reservations.select().where(reservations.c.created_at < cutoff, reservations.c.expires_at.is_(None))
+            rows = (await conn.execute(stale)).all()
+            for row in sorted(rows, key=lambda row: (row.level, row.token_hash, row.id)):  # the lock order: _write
                 # (another replica's sweep may have read the same rows: only the one that deletes a row counts it)
-                released += await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
+                released += await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0, row.level)
         return released
 
     # -- budget leases (gesso.proxy.ledger) ----------------------------------------------------------------
 
     async def grow_lease(
-        self, key: Key, lease_id: str | None, needed: float, price: float, calls: int, share: float, ttl: float
+        self, key: Holder, lease_id: str | None, needed: float, price: float, calls: int, share: float, ttl: float
     ) -> tuple[str, float, bool]:
-        """Add at least ``needed`` to this replica's lease on ``key``'s budget, in one transaction, and up to
-        ``calls - 1`` more calls of ``price`` while that leaves at least ``1 - share`` of what remains to other
-        replicas. Returns the lease's id, the amount added and whether ``lease_id`` was still there (a lease past
-        its expiry may have been released by another replica: then a new one is made). Raises
-        :class:`BudgetExceeded` when ``needed`` does not fit."""
+        """:meth:`grow_leases` for one key or budget."""
+        return (await self.grow_leases([(key, lease_id, needed)], price, calls, share, ttl))[0]
+
+    async def grow_leases(
+        self,
+        wanted: Sequence[tuple[Holder, str | None, float]],
+        price: float,
+        calls: int,
+        share: float,
+        ttl: float,
+    ) -> list[tuple[str, float, bool]]:
+        """For each (holder, lease_id, needed): add at least ``needed`` to this replica's lease on the holder's
+        budget, and up to ``calls - 1`` more calls of ``price`` while that leaves at least ``1 - share`` of what
+        remains to other replicas; all in one transaction. Returns, for each, the lease's id, the amount added and
+        whether ``lease_id`` was still there (a lease past its expiry may have been released by another replica:
+        then a new one is made). When any ``needed`` does not fit, nothing is added and :class:`BudgetExceeded`
+        names the most restrictive holder that refused (the one with the least left)."""
         moment = now()
         expires = moment + datetime.timedelta(seconds=ttl)
-        budget = float(key.max_budget or 0.0)
+        order = sorted(range(len(wanted)), key=lambda i: (wanted[i][0].table, wanted[i][0].holder))
+        results: list[tuple[str, float, bool]] = [("", 0.0, False)] * len(wanted)
         async with self.engine.begin() as conn:
-            await _lock_key(conn, key.token_hash)  # the key's row before the lease's, in every transaction
-            await self._reset_if_due(conn, key, moment)
-            granted = 0.0
-            for _ in range(4):  # another replica may take what was read as remaining: read again
-                row = (await conn.execute(
-                    sa.select(keys.c.spend, keys.c.reserved).where(keys.c.token_hash == key.token_hash)
-                )).first()  # fmt: skip
-                remaining = budget - row.spend - row.reserved if row is not None else -1.0
-                if remaining + 1e-9 < needed:
-                    raise BudgetExceeded(await self._key_in(conn, key.token_hash), price)
-                more = math.floor(max(0.0, remaining - needed) * share / price + 1e-9) if price > 0 else 0
-                amount = needed + price * min(calls - 1, more)
-                fits_too = keys.c.spend + keys.c.reserved + amount <= budget + 1e-9  # what was read still holds
-                done = await conn.execute(
-                    keys.update()
-                    .where(keys.c.token_hash == key.token_hash, fits_too)
-                    .values(reserved=keys.c.reserved + amount)
-                )
-                if done.rowcount:
-                    granted = amount
-                    break
-            else:
-                raise BudgetExceeded(await self._key_in(conn, key.token_hash), price)
-            kept = False
-            if lease_id is not None:
-                grown = await conn.execute(
-                    reservations.update()
-                    .where(reservations.c.id == lease_id)
-                    .values(amount=reservations.c.amount + granted, expires_at=expires)
-                )
-                kept = bool(grown.rowcount)
-            if lease_id is None or not kept:
-                lease_id = uuid.uuid4().hex
-                await conn.execute(reservations.insert().values(
-                    id=lease_id, token_hash=key.token_hash, amount=granted, created_at=moment, expires_at=expires
-                ))  # fmt: skip
-        return lease_id, granted, kept
+            for i in order:  # every holder's row locked first, in the one order every transaction takes them
+                await _lock(conn, wanted[i][0].table, wanted[i][0].holder)
+            refused: list[tuple[float, Holder]] = []
+            granted: dict[int, float] = {}
+            for i in order:
+                holder, _, needed = wanted[i]
+                await self._reset_if_due(conn, holder, moment)
+                amount = await self._take(conn, holder, needed, price, calls, share)
+                if isinstance(amount, tuple):
+                    refused.append(amount)
+                else:
+                    granted[i] = amount
+            if refused:  # the transaction is rolled back: nothing was added anywhere
+                raise BudgetExceeded(min(refused, key=lambda r: r[0])[1], price)
+            for i in order:
+                holder, lease_id, _ = wanted[i]
+                kept = False
+                if lease_id is not None:
+                    grown = await conn.execute(
+                        reservations.update()
+                        .where(reservations.c.id == lease_id)
+                        .values(amount=reservations.c.amount + granted[i], expires_at=expires)
+                    )
+                    kept = bool(grown.rowcount)
+                if lease_id is None or not kept:
+                    lease_id = uuid.uuid4().hex
+                    await conn.execute(reservations.insert().values(
+                        id=lease_id, token_hash=holder.holder, amount=granted[i], created_at=moment,
+                        expires_at=expires, level=holder.table,
+                    ))  # fmt: skip
+                results[i] = (lease_id, granted[i], kept)
+        return results
 
-    async def _reset_if_due(self, conn: Any, key: Key, moment: datetime.datetime) -> None:
-        if key.budget_duration and key.budget_reset_at is not None and key.budget_reset_at <= moment:
-            next_reset = moment + parse_duration(key.budget_duration, "budget_duration")
+    async def _take(
+        self, conn: Any, holder: Holder, needed: float, price: float, calls: int, share: float
+    ) -> float | tuple[float, Holder]:
+        """Reserve ``needed`` and what more :meth:`grow_leases` allows of one locked holder's budget: the amount,
+        or (what is left, the holder as it is now) when ``needed`` does not fit."""
+        table, column = _table(holder.table)
+        budget = float(holder.max_budget or 0.0)
+        remaining = -1.0
+        for _ in range(4):  # another replica may take what was read as remaining (SQLite has no row lock): again
+            read = sa.select(table.c.spend, table.c.reserved).where(column == holder.holder)
+            row = (await conn.execute(read)).first()
+            remaining = budget - row.spend - row.reserved if row is not None else -1.0
+            if remaining + 1e-9 < needed:
+                break
+            more = math.floor(max(0.0, remaining - needed) * share / price + 1e-9) if price > 0 else 0
+            amount = needed + price * min(calls - 1, more)
+            fits_too = table.c.spend + table.c.reserved + amount <= budget + 1e-9  # what was read still holds
+            done = await conn.execute(
+                table.update().where(column == holder.holder, fits_too).values(reserved=table.c.reserved + amount)
+            )
+            if done.rowcount:
+                return amount
+        return remaining, await self._holder_in(conn, holder)
+
+    async def _holder_in(self, conn: Any, holder: Holder) -> Holder:
+        """``holder`` as the database has it now (itself, if it is gone)."""
+        table, column = _table(holder.table)
+        row = (await conn.execute(table.select().where(column == holder.holder))).first()
+        if row is None:
+            return holder
+        if isinstance(holder, Key):
+            return Key.from_row(row)
+        return Budget.from_row(row, holder.level, holder.label)
+
+    async def _reset_if_due(self, conn: Any, holder: Holder, moment: datetime.datetime) -> None:
+        if holder.budget_duration and holder.budget_reset_at is not None and holder.budget_reset_at <= moment:
+            table, column = _table(holder.table)
+            next_reset = moment + parse_duration(holder.budget_duration, "budget_duration")
             await conn.execute(
-                keys.update()
-                .where(keys.c.token_hash == key.token_hash, keys.c.budget_reset_at <= moment)
+                table.update()
+                .where(column == holder.holder, table.c.budget_reset_at <= moment)
                 .values(spend=0.0, budget_reset_at=next_reset)
             )  # another replica may have reset it already: then this changes nothing
 
@@ -558,39 +772,42 @@ class Store:
             found = await conn.execute(sa.select(reservations.c.id).where(reservations.c.id.in_(list(lease_ids))))
             return set(found.scalars())
 
-    async def return_lease(self, lease_id: str, token_hash: str) -> None:
+    async def return_lease(self, lease_id: str, holder: str, table: str = "key") -> None:
         """Give back what is left of a lease (its holder has nothing in flight under it)."""
         async with self.engine.begin() as conn:
-            await self._release_lease(conn, lease_id, token_hash)
+            await self._release_lease(conn, lease_id, table, holder)
 
     async def release_expired_leases(self) -> int:
         """Release the leases past their expiry (their holder died, or lost the database for longer than it)."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(
-                sa.select(reservations.c.id, reservations.c.token_hash).where(reservations.c.expires_at < now())
+                sa.select(reservations.c.id, reservations.c.token_hash, reservations.c.level)
+                .where(reservations.c.expires_at < now())
             )).all()  # fmt: skip
         released = 0
-        for row in sorted(rows, key=lambda row: (row.token_hash, row.id)):
-            async with self.engine.begin() as conn:  # one lease a transaction: its key locked first, as everywhere
-                released += await self._release_lease(conn, row.id, row.token_hash, expired=True)
+        for row in sorted(rows, key=lambda row: (row.level, row.token_hash, row.id)):
+            async with self.engine.begin() as conn:  # one lease a transaction: its holder locked first, as everywhere
+                released += await self._release_lease(conn, row.id, row.level, row.token_hash, expired=True)
         return released
 
-    async def _release_lease(self, conn: Any, lease_id: str, token_hash: str, *, expired: bool = False) -> bool:
-        """Give a lease's amount back to its key; whether it was there to release."""
-        await _lock_key(conn, token_hash)
+    async def _release_lease(self, conn: Any, lease_id: str, table: str, holder: str, *, expired: bool = False) -> bool:
+        """Give a lease's amount back to its key or budget; whether it was there to release."""
+        await _lock(conn, table, holder)
         query = reservations.select().where(reservations.c.id == lease_id)
         if expired:  # renewed meanwhile: its holder is alive
             query = query.where(reservations.c.expires_at < now())
         row = (await conn.execute(query)).first()
-        return row is not None and await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0)
+        return row is not None and await self._settle(conn, Reservation(row.id, row.token_hash, row.amount), 0.0,
+                                                      row.level)  # fmt: skip
 
-    async def _settle(self, conn: Any, reservation: Reservation, actual: float) -> bool:
+    async def _settle(self, conn: Any, reservation: Reservation, actual: float, table: str = "key") -> bool:
         gone = await conn.execute(reservations.delete().where(reservations.c.id == reservation.id))
         if gone.rowcount:  # settled once, even if a stale sweep raced it
+            target, column = _table(table)
             await conn.execute(
-                keys.update()
-                .where(keys.c.token_hash == reservation.token_hash)
-                .values(reserved=keys.c.reserved - reservation.amount, spend=keys.c.spend + actual)
+                target.update()
+                .where(column == reservation.token_hash)
+                .values(reserved=target.c.reserved - reservation.amount, spend=target.c.spend + actual)
             )
         return bool(gone.rowcount)
 
@@ -672,35 +889,37 @@ class Store:
 
     async def _write(self, batch: list[_Entry]) -> None:
         """Insert ``batch``'s rows and settle what they held in one transaction, retrying a transient abort:
-        per-call reservations one by one, a lease's shares and a budgetless key's spend summed (one statement or
-        two per lease or key)."""
-        steps: list[tuple[str, Any, float]] = []  # (token_hash, what, cost)
+        per-call reservations one by one, a lease's shares and a budgetless holder's spend summed (one statement or
+        two per lease or holder)."""
+        steps: list[tuple[tuple[str, str], Any, float]] = []  # ((table, holder), what, cost)
         leased: dict[str, list[Any]] = {}
-        spent: dict[str, float] = {}
+        spent: dict[tuple[str, str], float] = {}
         for _, held, cost, _ in batch:
-            if isinstance(held, Reservation):
-                steps.append((held.token_hash, held, cost))
-            elif isinstance(held, LeaseShare):
-                leased.setdefault(held.lease_id, [held.token_hash, 0.0])[1] += cost
-            elif isinstance(held, KeySpend) and cost:
-                spent[held.token_hash] = spent.get(held.token_hash, 0.0) + cost
-        steps += [(token, ("lease", lease_id), cost) for lease_id, (token, cost) in leased.items() if cost]
-        steps += [(token, ("spend", token), cost) for token, cost in spent.items()]
-        # keys are settled in one order (by hash) in every group: two replicas' groups touching the same keys
-        # would otherwise lock them in opposite orders and deadlock, and PostgreSQL would abort one of them
+            for part in held if isinstance(held, tuple) else (held,):
+                if isinstance(part, Reservation):
+                    steps.append((("key", part.token_hash), part, cost))
+                elif isinstance(part, LeaseShare):
+                    leased.setdefault(part.lease_id, [(part.table, part.holder), 0.0])[1] += cost
+                elif isinstance(part, Spend) and cost:
+                    spent[(part.table, part.holder)] = spent.get((part.table, part.holder), 0.0) + cost
+        steps += [(holder, ("lease", lease_id), cost) for lease_id, (holder, cost) in leased.items() if cost]
+        steps += [(holder, ("spend", None), cost) for holder, cost in spent.items()]
+        # rows are settled in one order (by table and id) in every group: two replicas' groups touching the same
+        # keys and budgets would otherwise lock them in opposite orders and deadlock (PostgreSQL aborts one)
         steps.sort(key=lambda step: step[0])
         for attempt in range(1, FLUSH_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as conn:
                     await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
-                    for token, what, cost in steps:
+                    for (table, holder), what, cost in steps:
                         if isinstance(what, Reservation):
                             await self._settle(conn, what, cost)
                         elif what[0] == "lease":
-                            await self._settle_lease(conn, what[1], token, cost)
+                            await self._settle_lease(conn, what[1], table, holder, cost)
                         else:
+                            target, column = _table(table)
                             await conn.execute(
-                                keys.update().where(keys.c.token_hash == token).values(spend=keys.c.spend + cost)
+                                target.update().where(column == holder).values(spend=target.c.spend + cost)
                             )
                 return
             except sa.exc.DBAPIError as exc:  # rolled back: a deadlock or serialization failure is retried
@@ -708,17 +927,18 @@ class Store:
                     raise
                 await asyncio.sleep(0.01 * attempt)
 
-    async def _settle_lease(self, conn: Any, lease_id: str, token: str, cost: float) -> None:
-        """Move ``cost`` from a lease to its key's spend; if the lease is gone (released past its expiry), its
+    async def _settle_lease(self, conn: Any, lease_id: str, table: str, holder: str, cost: float) -> None:
+        """Move ``cost`` from a lease to its holder's spend; if the lease is gone (released past its expiry), its
         budget was given back already, so only the spend is added."""
-        await _lock_key(conn, token)  # the key's row before the lease's, in every transaction: no deadlock
+        await _lock(conn, table, holder)  # the holder's row before the lease's, in every transaction: no deadlock
         kept = await conn.execute(
             reservations.update().where(reservations.c.id == lease_id).values(amount=reservations.c.amount - cost)
         )
-        values = {"spend": keys.c.spend + cost}
+        target, column = _table(table)
+        values = {"spend": target.c.spend + cost}
         if kept.rowcount:
-            values["reserved"] = keys.c.reserved - cost
-        await conn.execute(keys.update().where(keys.c.token_hash == token).values(**values))
+            values["reserved"] = target.c.reserved - cost
+        await conn.execute(target.update().where(column == holder).values(**values))
 
     async def spend_logs(
         self,
@@ -780,10 +1000,11 @@ class Store:
         ]
 
 
-async def _lock_key(conn: Any, token_hash: str) -> None:
-    """Lock a key's row for the transaction (PostgreSQL; SQLite's one writer needs no row lock): every
-    transaction that touches a lease locks its key first, so two never wait for each other in a cycle."""
-    await conn.execute(sa.select(keys.c.token_hash).where(keys.c.token_hash == token_hash).with_for_update())
+async def _lock(conn: Any, table: str, holder: str) -> None:
+    """Lock a key's or a budget's row for the transaction (PostgreSQL; SQLite's one writer needs no row lock):
+    every transaction that touches a lease locks its holder first, so two never wait for each other in a cycle."""
+    column = _table(table)[1]
+    await conn.execute(sa.select(column).where(column == holder).with_for_update())
 
 
 def _between(query: Any, start: datetime.datetime | None, end: datetime.datetime | None) -> Any:
