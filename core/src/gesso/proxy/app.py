@@ -799,9 +799,9 @@ def build_app(
         Route("/metrics", proxy.metrics_text, methods=["GET"]),
         Route("/openapi.json", proxy.openapi, methods=["GET"]),
     ]
-    from gesso.proxy import keys
+    from gesso.proxy import governance, keys
 
-    routes += keys.routes(proxy)
+    routes += keys.routes(proxy) + governance.routes(proxy)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

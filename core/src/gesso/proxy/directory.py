@@ -136,6 +136,68 @@ class Owners:
     user: User | None = None
 
 
+@attrs.frozen
+class Principal:
+    """Who calls a management route, and what that lets them see and change (litellm's roles): the admin (the
+    master key, or a key of a ``proxy_admin`` user); an internal user (through one of their keys), who reads and
+    makes their own keys, and the keys of the teams they administer; an ``internal_user_viewer``, who only
+    reads; a key without an owner, which reads only itself."""
+
+    admin: bool
+    key: store.Key | None = None
+    user: User | None = None
+
+    @property
+    def role(self) -> str:
+        return "proxy_admin" if self.admin else self.user.user_role if self.user is not None else "key"
+
+    @property
+    def writes(self) -> bool:
+        """May change what it sees (a viewer, or a key without an owner, may not)."""
+        return self.admin or self.role == "internal_user"
+
+    def admin_of(self, team_id: str | None) -> bool:
+        return self.admin or (self.user is not None and team_id is not None and self.user.admin_of(team_id))
+
+    def member_of(self, team_id: str | None) -> bool:
+        return self.admin or (self.user is not None and self.user.member_of(team_id))
+
+    def _mine(self) -> tuple[str | None, list[str]]:
+        user = self.user
+        return (user.user_id if user else None), [t for t, role in (user.teams if user else ()) if role == "admin"]
+
+    def sees_key(self, key: store.Key) -> bool:
+        """Its own key, its owner's keys, and the keys of the teams its owner administers."""
+        if self.admin or (self.key is not None and key.token_hash == self.key.token_hash):
+            return True
+        user_id, teams_run = self._mine()
+        return user_id is not None and (key.user_id == user_id or key.team_id in teams_run)
+
+    def manages_key(self, key: store.Key) -> bool:
+        return self.writes and self.sees_key(key)
+
+    def keys_visible(self) -> Any:
+        """What it may see of the keys table, as a condition (``None``: all)."""
+        if self.admin:
+            return None
+        user_id, teams_run = self._mine()
+        own = keys.c.token_hash == (self.key.token_hash if self.key is not None else "")
+        if user_id is None:
+            return own
+        return sa.or_(own, keys.c.user_id == user_id, keys.c.team_id.in_(teams_run))
+
+    def spend_visible(self) -> Any:
+        """What it may see of the spend log, as a condition (``None``: all)."""
+        if self.admin:
+            return None
+        user_id, teams_run = self._mine()
+        own = store.spend_logs.c.token_hash == (self.key.token_hash if self.key is not None else "")
+        if user_id is None:
+            return own
+        logs = store.spend_logs.c
+        return sa.or_(own, logs.user_id == user_id, logs.team_id.in_(teams_run))
+
+
 class Taken(Exception):
     """The id or alias is someone else's already."""
 

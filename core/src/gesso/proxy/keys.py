@@ -2,10 +2,13 @@
 ``POST /key/delete``, ``POST /key/block``, ``POST /key/unblock``, ``GET /key/list``, ``GET /spend/logs`` and
 ``GET /spend/report``.
 
-The master key may do everything; a virtual key may only read its own ``/key/info``. A key's plaintext is
-shown once, by ``/key/generate``; everywhere else a key is named by its plaintext, its hash (``token``) or
-its alias. Fields gesso does not take are refused by name, never dropped; a value out of range is a 400
-naming the field and the range, never a database error.
+The master key (or a ``proxy_admin`` user's key) may do everything. An internal user, through one of their
+keys, makes keys they own (in a team they belong to, if they name one), and reads and changes their own keys and
+those of the teams they administer (:class:`gesso.proxy.directory.Principal`); an ``internal_user_viewer``
+only reads; a key without an owner reads only its own info and spend. A key's plaintext is shown once, by
+``/key/generate``; everywhere else a key is named by its plaintext, its hash (``token``) or its alias. Fields
+gesso does not take are refused by name, never dropped; a value out of range is a 400 naming the field and the
+range, never a database error.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -27,14 +30,16 @@ from starlette.routing import Route
 from gesso import errors
 from gesso.proxy import store
 from gesso.proxy.config import ProxyConfig
+from gesso.proxy.directory import Directory, Principal
 from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import Ledger
 
 #: the fields /key/generate and /key/update take
 FIELDS = (
-    "key", "key_alias", "models", "max_budget", "budget_duration", "duration", "rpm_limit", "metadata", "blocked",
+    "key", "key_alias", "models", "max_budget", "budget_duration", "duration", "rpm_limit", "ipm_limit", "metadata",
+    "blocked", "team_id", "user_id",
 )  # fmt: skip
-UPDATABLE = tuple(f for f in FIELDS if f != "key")
+UPDATABLE = tuple(f for f in FIELDS if f not in ("key", "team_id", "user_id"))
 #: the largest body the key API reads (a key's fields; metadata is at most MAX_METADATA_BYTES of it)
 MAX_BODY = 1024 * 1024
 #: the largest ``max_budget``, in USD: a float still counts spend to 1e-7 USD there
@@ -62,8 +67,8 @@ class Host(Protocol):
     async def authenticate(self, request: Request) -> Caller: ...
 
 
-#: a route's work, given the request, its caller and the proxy's database: what the answer's JSON holds
-Handler = Callable[[Request, Caller, store.Store], Awaitable[Any]]
+#: a route's work, given the request, who calls it and the proxy's database: what the answer's JSON holds
+Handler = Callable[[Request, Principal, store.Store], Awaitable[Any]]
 
 
 def routes(proxy: Host) -> list[Route]:
@@ -99,28 +104,40 @@ class KeyApi:
             raise _error(501, "This proxy has no database (general_settings.database_url)", type="api_error")
         return found
 
-    async def _handle(self, request: Request, handler: Handler, *, admin: bool = True) -> Response:
+    async def _handle(self, request: Request, handler: Handler, *, admin: bool = True, users: bool = False) -> Response:
+        """Answer a management route: ``admin`` routes are the admin's; with ``users`` too, an internal user's
+        (the handler scopes what they see and change); otherwise any caller's (the handler scopes it)."""
         request_id = uuid.uuid4().hex
         try:
             db = self.db
             caller = await self.proxy.authenticate(request)
             if self.proxy.config.master_key is None:
                 raise _error(401, "Managing keys needs general_settings.master_key", type="auth_error")
-            if admin and not caller.admin:
-                raise _error(401, "Only the master key can do this", type="auth_error")
-            result = await handler(request, caller, db)
+            who = await self.principal(caller, db)
+            if admin and not who.admin and not (users and who.user is not None):
+                raise _error(401, "Only the master key (or a proxy_admin user's key) can do this", type="auth_error")
+            result = await handler(request, who, db)
             return json_response(result, 200, {"x-request-id": request_id})
         except errors.GessoError as exc:
             return error_response(exc, request_id)
         except ClientGone:  # gone before its body arrived: nothing is answered
             return Response(status_code=499)
 
+    async def principal(self, caller: Caller, db: store.Store) -> Principal:
+        """Who ``caller`` is: the admin, a key, or a key's owner (with their role and teams)."""
+        key = caller.key
+        if caller.admin or key is None or key.user_id is None:
+            return Principal(caller.admin, key)
+        user = await Directory(db).user(key.user_id)
+        return Principal(user is not None and user.user_role == "proxy_admin", key, user)
+
     # -- keys ---------------------------------------------------------------------------------------------
 
     async def generate(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             body = await _body(request, FIELDS, self.proxy.body_timeout)
             values = _checked(body)
+            await self._owned(caller, db, values)
             given = values.pop("key", None)
             if given is not None and (not isinstance(given, str) or not CHOSEN_KEY.fullmatch(given)):
                 raise _error(400, "key: a chosen key must start with sk- and be 16 to 256 characters of visible "
@@ -138,10 +155,46 @@ class KeyApi:
             self._changed(key.token_hash)  # a lookup before it existed may be cached as "no such key"
             return {"key": plaintext, **key.info()}
 
-        return await self._handle(request, run)
+        return await self._handle(request, run, users=True)
+
+    async def _owned(self, caller: Principal, db: store.Store, values: dict[str, Any]) -> None:
+        """Check a new key's team and owner: they exist, the owner is in the team, and a caller who is not the
+        admin makes a key of their own (or, as a team's admin, of one of its members) within the limits of its
+        team and owner."""
+        if not caller.writes:
+            raise _error(403, f"An {caller.role} may only read", type="permission_error")
+        if not caller.admin:
+            assert caller.user is not None
+            values.setdefault("user_id", caller.user.user_id)
+            if values["user_id"] != caller.user.user_id and not caller.admin_of(values.get("team_id")):
+                raise _error(403, "user_id: you may make keys for yourself only (or, as a team's admin, for its "
+                             "members, with its team_id)", type="permission_error", param="user_id")  # fmt: skip
+            if values.get("team_id") is not None and not caller.member_of(values["team_id"]):
+                raise _error(403, f"team_id: you are not a member of team {values['team_id']!r}",
+                             type="permission_error", param="team_id")  # fmt: skip
+        directory = Directory(db)
+        team_id, user_id = values.get("team_id"), values.get("user_id")
+        for name, value in (("team_id", team_id), ("user_id", user_id)):
+            if value is not None:
+                _check_id(value, name)
+        team = await directory.team(team_id) if team_id is not None else None
+        if team_id is not None and (team is None or team.team_id != team_id):
+            raise _error(400, f"team_id: no team {team_id!r} (POST /team/new makes one)", param="team_id")
+        if team is not None and user_id is not None and team.member(user_id) is None:
+            raise _error(400, f"user_id: {user_id!r} is not a member of team {team.team_id!r} (POST "
+                         "/team/member_add first)", param="user_id")  # fmt: skip
+        user = await directory.user(user_id) if user_id is not None else None
+        if user_id is not None and user is None:
+            if not caller.admin:
+                raise _error(400, f"user_id: no user {user_id!r}", param="user_id")
+            user = await directory.create_user({"user_id": user_id})  # litellm makes the key's owner too
+        if not caller.admin:
+            for level, entity in (("team", team), ("user", user)):
+                if entity is not None:
+                    _within(values, entity.models, entity.budget, level)
 
     async def info(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             given = request.query_params.get("key")
             if given is None:
                 if caller.key is None:
@@ -149,20 +202,22 @@ class KeyApi:
                 key = caller.key
             else:
                 key = await self._find(given)
-                if not caller.admin and (caller.key is None or key.token_hash != caller.key.token_hash):
-                    raise _error(403, "A virtual key may only read its own info", type="permission_error")
+                if not caller.sees_key(key):
+                    raise _error(403, "A virtual key may only read its own info (a user's key: its owner's keys, "
+                                 "and those of the teams they administer)", type="permission_error")  # fmt: skip
             return {"key": key.token_hash, "info": key.info()}  # never the plaintext, even if given
 
         return await self._handle(request, run, admin=False)
 
     async def update(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             body = await _body(request, ("key", *UPDATABLE), self.proxy.body_timeout)
             given = body.pop("key", None)
             if not isinstance(given, str):
                 raise _error(400, "key: required (the key, its hash or its alias)", param="key")
             key = await self._find(given)
             values = _checked(body)
+            await self._may_change(caller, db, key, values)
             if values.get("key_alias") not in (None, key.key_alias):
                 await self._unique_alias(values["key_alias"])
             try:
@@ -174,28 +229,42 @@ class KeyApi:
                 raise _error(404, f"No key {given!r}", type="not_found_error", param="key")
             return {"key": updated.token_hash, **updated.info()}
 
-        return await self._handle(request, run)
+        return await self._handle(request, run, users=True)
+
+    async def _may_change(self, caller: Principal, db: store.Store, key: store.Key, values: Mapping[str, Any]) -> None:
+        """A caller who is not the admin changes only keys it manages, within their team's and owner's limits."""
+        if caller.admin:
+            return
+        if not caller.manages_key(key):
+            raise _error(403, "You may change only your own keys (and those of the teams you administer)",
+                         type="permission_error", param="key")  # fmt: skip
+        owners = await Directory(db).owners(key.team_id, key.user_id)
+        for level, entity in (("team", owners.team), ("user", owners.user)):
+            if entity is not None:
+                _within(values, entity.models, entity.budget, level)
 
     async def delete(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             body = await _body(request, ("keys", "key_aliases"), self.proxy.body_timeout)
             groups = [body.get("keys") or [], body.get("key_aliases") or []]
             names = [n for group in groups if isinstance(group, list) for n in group]
             if not names or not all(isinstance(g, list) for g in groups) or not all(isinstance(n, str) for n in names):
                 raise _error(400, "keys or key_aliases: a list of keys (plaintext, hash) or aliases", param="keys")
             found = [await self._find(name) for name in names]
+            for key in found:
+                await self._may_change(caller, db, key, {})
             await db.delete_keys([k.token_hash for k in found])
             for gone in found:
                 self._changed(gone.token_hash)
             return {"deleted_keys": names}
 
-        return await self._handle(request, run)
+        return await self._handle(request, run, users=True)
 
     async def block(self, request: Request, *, blocked: bool) -> Response:
         """``POST /key/block`` / ``/key/unblock``: a blocked key is refused (401, ``key_blocked``) on its next
         request: at once on this replica, within ledger.KEY_TTL on the others."""
 
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             body = await _body(request, ("key",), self.proxy.body_timeout)
             given = body.get("key")
             if not isinstance(given, str) or not given:
@@ -210,11 +279,15 @@ class KeyApi:
         return await self._handle(request, run)
 
     async def list(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
-            page = _positive_int(request.query_params.get("page", "1"), "page")
-            size = min(_positive_int(request.query_params.get("size", "10"), "size"), 100)
-            full = request.query_params.get("return_full_object", "false").lower() == "true"
-            found, total = await db.list_keys(key_alias=request.query_params.get("key_alias"), page=page, size=size)
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
+            query = request.query_params
+            page = _positive_int(query.get("page", "1"), "page")
+            size = min(_positive_int(query.get("size", "10"), "size"), 100)
+            full = query.get("return_full_object", "false").lower() == "true"
+            found, total = await db.list_keys(
+                key_alias=query.get("key_alias"), team_id=query.get("team_id"), user_id=query.get("user_id"),
+                visible=caller.keys_visible(), page=page, size=size,
+            )  # fmt: skip
             return {
                 "keys": [k.info() if full else k.token_hash for k in found],
                 "total_count": total,
@@ -222,28 +295,38 @@ class KeyApi:
                 "total_pages": max(1, math.ceil(total / size)),
             }
 
-        return await self._handle(request, run)
+        return await self._handle(request, run, admin=False)
 
     # -- spend --------------------------------------------------------------------------------------------
 
     async def spend_logs(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             query = request.query_params
             token = None
             if query.get("api_key"):
-                token = (await self._find(query["api_key"])).token_hash
+                key = await self._find(query["api_key"])
+                if not caller.sees_key(key):
+                    raise _error(403, "api_key: not a key you may see", type="permission_error", param="api_key")
+                token = key.token_hash
             start, end = _dates(query)
             return await db.spend_logs(
-                token_hash=token, model_name=query.get("model"), start=start, end=end,
-                limit=min(_positive_int(query.get("limit", "1000"), "limit"), 10_000),
+                token_hash=token, model_name=query.get("model"), team_id=query.get("team_id"),
+                user_id=query.get("user_id"), end_user=query.get("end_user"), start=start, end=end,
+                limit=min(_positive_int(query.get("limit", "1000"), "limit"), 10_000), visible=caller.spend_visible(),
             )  # fmt: skip
 
-        return await self._handle(request, run)
+        return await self._handle(request, run, admin=False)
 
     async def spend_report(self, request: Request) -> Response:
-        async def run(request: Request, caller: Caller, db: store.Store) -> Any:
+        """Totals by day, and by key and model name, or (``?group_by=``) by team, user, customer, model or key."""
+
+        async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             start, end = _dates(request.query_params)
-            rows = await db.spend_report(start=start, end=end)
+            group_by = request.query_params.get("group_by")
+            if group_by is not None and group_by not in store.GROUPS:
+                raise _error(400, f"group_by: one of {', '.join(store.GROUPS)} (got {_shown(group_by)})",
+                             param="group_by")  # fmt: skip
+            rows = await db.spend_report(start=start, end=end, group_by=group_by, visible=caller.spend_visible())
             return {
                 "rows": rows,
                 "total": {
@@ -253,7 +336,7 @@ class KeyApi:
                 },
             }
 
-        return await self._handle(request, run)
+        return await self._handle(request, run, admin=False)
 
     # -- helpers ------------------------------------------------------------------------------------------
 
@@ -325,10 +408,10 @@ def _checked(body: Mapping[str, Any]) -> dict[str, Any]:
                 store.parse_duration(values[name], name)
             except ValueError as exc:
                 raise _error(400, str(exc), param=name) from None
-    rpm = values.get("rpm_limit")
-    if rpm is not None and (isinstance(rpm, bool) or not isinstance(rpm, int) or not 0 <= rpm <= store.MAX_INT):
-        raise _error(400, f"rpm_limit: a whole number from 0 to {store.MAX_INT} (got {_shown(rpm)})",
-                     param="rpm_limit")  # fmt: skip
+    for name in ("rpm_limit", "ipm_limit"):
+        limit = values.get(name)
+        if limit is not None and (type(limit) is not int or not 0 <= limit <= store.MAX_INT):
+            raise _error(400, f"{name}: a whole number from 0 to {store.MAX_INT} (got {_shown(limit)})", param=name)
     alias = values.get("key_alias")
     if alias is not None and (not isinstance(alias, str) or not alias or len(alias) > 256 or not alias.isprintable()):
         raise _error(400, "key_alias: printable text of 1 to 256 characters", param="key_alias")
@@ -341,6 +424,25 @@ def _checked(body: Mapping[str, Any]) -> dict[str, Any]:
     if "models" in values and values["models"] is None:
         values["models"] = []
     return values
+
+
+def _within(values: Mapping[str, Any], models: Sequence[str], budget: store.Budget, level: str) -> None:
+    """A 403 unless a key's models and limits, set by a caller who is not the admin, are within its ``level``'s."""
+    asked = values.get("models")
+    if models and asked and any(m not in models for m in asked):
+        raise _error(403, f"models: your key's {level} allows {', '.join(models)}; name some of them",
+                     type="permission_error", param="models")  # fmt: skip
+    for name in ("max_budget", "rpm_limit", "ipm_limit"):
+        ceiling, given = getattr(budget, name), values.get(name)
+        if ceiling is not None and given is not None and given > ceiling:
+            raise _error(403, f"{name}: at most your key's {level}'s {ceiling:g}", type="permission_error",
+                         param=name)  # fmt: skip
+
+
+def _check_id(value: Any, name: str) -> None:
+    """A team's, a user's or a customer's id: printable text of 1 to 256 characters."""
+    if not isinstance(value, str) or not value or len(value) > 256 or not value.isprintable():
+        raise _error(400, f"{name}: printable text of 1 to 256 characters", param=name)
 
 
 def _float(value: Any) -> float | None:

@@ -945,12 +945,21 @@ class Store:
         *,
         token_hash: str | None = None,
         model_name: str | None = None,
+        team_id: str | None = None,
+        user_id: str | None = None,
+        end_user: str | None = None,
         start: datetime.datetime | None = None,
         end: datetime.datetime | None = None,
         limit: int = 1000,
+        visible: Any = None,
     ) -> list[dict[str, Any]]:
+        """The newest spend rows, filtered (``visible``: a condition on the rows, what a caller may see)."""
         query = spend_logs.select().order_by(spend_logs.c.created_at.desc()).limit(limit)
-        for column, value in ((spend_logs.c.token_hash, token_hash), (spend_logs.c.model_name, model_name)):
+        if visible is not None:
+            query = query.where(visible)
+        c = spend_logs.c
+        for column, value in ((c.token_hash, token_hash), (c.model_name, model_name), (c.team_id, team_id),
+                              (c.user_id, user_id), (c.user, end_user)):  # fmt: skip
             if value is not None:
                 if "\x00" in value:  # no row holds one (PostgreSQL text cannot)
                     return []
@@ -961,43 +970,60 @@ class Store:
         for row in rows:
             data = dict(row._mapping)
             data["created_at"] = _iso(_aware(data["created_at"]))
+            data["end_user"] = data["user"]  # litellm's name for the request's user
             found.append(data)
         return found
 
     async def spend_report(
-        self, *, start: datetime.datetime | None = None, end: datetime.datetime | None = None
+        self,
+        *,
+        start: datetime.datetime | None = None,
+        end: datetime.datetime | None = None,
+        group_by: str | None = None,
+        visible: Any = None,
     ) -> list[dict[str, Any]]:
-        """Totals by day, key and model name."""
+        """Totals by day, and by key and model name, or by one of :data:`GROUPS` (``group_by``)."""
         created = spend_logs.c.created_at
         # UTC days (SQLite stores UTC; PostgreSQL would otherwise render in its session's time zone)
         day = sa.func.date(created) if self.sqlite else sa.func.to_char(sa.func.timezone("UTC", created), "YYYY-MM-DD")
+        names = GROUPS[group_by] if group_by is not None else ("token", "key_alias", "model_name")
+        columns = [getattr(spend_logs.c, _REPORT_COLUMNS.get(name, name)).label(name) for name in names]
         query = (
             sa.select(
                 day.label("day"),
-                spend_logs.c.token_hash,
-                spend_logs.c.key_alias,
-                spend_logs.c.model_name,
+                *columns,
                 sa.func.count().label("requests"),
                 sa.func.sum(spend_logs.c.images).label("images"),
                 sa.func.sum(spend_logs.c.cost).label("cost"),
             )
-            .group_by(day, spend_logs.c.token_hash, spend_logs.c.key_alias, spend_logs.c.model_name)
-            .order_by(day, spend_logs.c.model_name)
+            .group_by(day, *columns)
+            .order_by(day, *columns)
         )
+        if visible is not None:
+            query = query.where(visible)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(_between(query, start, end))).all()
         return [
             {
                 "day": str(r.day),
-                "token": r.token_hash,
-                "key_alias": r.key_alias,
-                "model_name": r.model_name,
+                **{name: getattr(r, name) for name in names},
                 "requests": r.requests,
                 "images": int(r.images or 0),
                 "cost": round(float(r.cost or 0.0), 6),
             }
             for r in rows
         ]
+
+
+#: ``/spend/report?group_by=``: the fields of each grouping's rows
+GROUPS = {
+    "team": ("team_id",),
+    "user": ("user_id",),
+    "customer": ("end_user",),
+    "model": ("model_name",),
+    "key": ("token", "key_alias"),
+}
+_REPORT_COLUMNS = {"token": "token_hash", "end_user": "user"}
 
 
 async def _lock(conn: Any, table: str, holder: str) -> None:

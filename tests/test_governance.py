@@ -1,0 +1,253 @@
+"""Teams, internal users and end customers through the real proxy (uvicorn on a thread, urllib and the ``openai``
+client), on SQLite and PostgreSQL: litellm's routes and fields, who may see and change what (a team's admin makes
+keys only inside the team, an ``internal_user_viewer`` only reads, a key sees only its own spend), and every level
+of a call's path holding at once: the refusal names the level (key, member, user, team, customer), for budgets,
+requests per minute and images per minute; model access is the intersection of the key's, the team's and the
+user's lists."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from test_keys import Served, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
+
+from gesso.proxy import store
+
+PRICE = 0.04  # Nova Canvas, 320x320, standard
+BODY = {"model": "nova", "prompt": "a lighthouse", "size": "320x320"}
+
+
+@pytest.fixture
+def proxy(database_url, aws):
+    store.upgrade(database_url)
+    with serving(database_url, aws, {"max_end_user_budget": 2 * PRICE}) as served:
+        yield served
+
+
+def ok(answer: tuple[int, dict, object]) -> object:
+    status, _, body = answer
+    assert status == 200, body
+    return body
+
+
+def refused(proxy: Served, key: str, **fields) -> dict:
+    """The error of a generation the proxy refuses."""
+    status, _, answer = proxy.call("POST", "/v1/images/generations", key=key, body={**BODY, **fields})
+    assert status != 200, answer
+    return {"status": status, **answer["error"]}
+
+
+def generate(proxy: Served, key: str, **fields) -> None:
+    status, _, answer = proxy.call("POST", "/v1/images/generations", key=key, body={**BODY, **fields})
+    assert status == 200, answer
+
+
+# -- the entities -----------------------------------------------------------------------------------------------
+
+
+def test_a_team_with_members_and_a_key_of_a_member_as_a_new_user_would_make_them(proxy, emulator):
+    team = ok(proxy.call("POST", "/team/new", body={
+        "team_id": "platform", "team_alias": "Platform", "models": ["nova"], "max_budget": 10 * PRICE,
+        "budget_duration": "30d", "rpm_limit": 100, "ipm_limit": 50, "metadata": {"cost_center": "42"},
+        "members_with_roles": [{"user_id": "alice", "role": "admin"}, {"user_id": "bob", "user_email": "b@x.io"}],
+    }))  # fmt: skip
+    assert team["team_id"] == "platform" and team["team_alias"] == "Platform" and team["models"] == ["nova"]
+    assert team["max_budget"] == pytest.approx(0.4) and team["budget_duration"] == "30d" and team["spend"] == 0
+    assert (team["rpm_limit"], team["ipm_limit"], team["metadata"]) == (100, 50, {"cost_center": "42"})
+    assert [(m["user_id"], m["role"]) for m in team["members_with_roles"]] == [("alice", "admin"), ("bob", "user")]
+    # the issue's example: refused with a 400 before; a key of alice's in the team now
+    made = ok(proxy.call("POST", "/key/generate", body={"user_id": "alice", "team_id": "platform"}))
+    assert (made["user_id"], made["team_id"]) == ("alice", "platform") and made["key"].startswith("sk-")
+    generate(proxy, made["key"])
+    info = ok(proxy.call("GET", "/team/info?team_id=platform"))
+    assert info["team_info"]["spend"] == pytest.approx(PRICE) and [k["token"] for k in info["keys"]] == [made["token"]]
+    assert info["team_info"]["members_with_roles"][0]["spend"] == pytest.approx(PRICE)  # alice's, in the team
+    alice = ok(proxy.call("GET", "/user/info?user_id=alice"))
+    assert alice["user_info"]["user_role"] == "internal_user" and alice["user_info"]["teams"] == ["platform"]
+    assert alice["user_info"]["spend"] == pytest.approx(PRICE) and len(alice["keys"]) == 1
+    row = proxy.logs()[0]
+    assert (row["team_id"], row["user_id"], row["end_user"]) == ("platform", "alice", None)
+
+    # the fields are checked as the key API's are: an unknown one, a bad role, a taken id, are 400s naming them
+    for path, body, param in (
+        ("/team/new", {"team_id": "x", "max_budgt": 1}, "max_budgt"),
+        ("/team/new", {"team_id": "platform"}, "team_id"),
+        ("/team/new", {"team_alias": "Platform"}, "team_alias"),
+        ("/team/new", {"members_with_roles": [{"user_id": "c", "role": "owner"}]}, "role"),
+        ("/team/new", {"ipm_limit": -1}, "ipm_limit"),
+        ("/user/new", {"user_id": "alice"}, "user_id"),
+        ("/user/new", {"user_id": "z", "user_role": "root"}, "user_role"),
+        ("/key/generate", {"team_id": "nowhere"}, "team_id"),
+        ("/key/generate", {"team_id": "platform", "user_id": "carol"}, "user_id"),  # not a member
+        ("/team/member_add", {"team_id": "platform", "member": {"user_id": "bob"}}, "member"),
+        ("/customer/new", {"alias": "no id"}, "user_id"),
+    ):  # fmt: skip
+        status, _, answer = proxy.call("POST", path, body=body)
+        assert status == 400 and answer["error"]["param"] == param, (path, body, answer)
+
+    ok(proxy.call("POST", "/team/member_update", body={"team_id": "platform", "user_id": "bob", "role": "admin",
+                                                       "max_budget_in_team": PRICE}))  # fmt: skip
+    bob = ok(proxy.call("GET", "/team/info?team_id=Platform"))["team_info"]["members_with_roles"][1]  # by alias
+    assert (bob["role"], bob["max_budget_in_team"]) == ("admin", pytest.approx(PRICE))
+    assert [t["team_id"] for t in ok(proxy.call("GET", "/team/list"))] == ["platform"]
+    assert {u["user_id"] for u in ok(proxy.call("GET", "/user/list"))["users"]} == {"alice", "bob"}
+
+    # deleting a member refuses their keys in the team; deleting the team deletes its keys
+    ok(proxy.call("POST", "/team/member_delete", body={"team_id": "platform", "user_id": "alice"}))
+    assert refused(proxy, made["key"])["code"] == "team_member_removed"
+    deleted = ok(proxy.call("POST", "/team/delete", body={"team_ids": ["platform"]}))
+    assert deleted == {"deleted_teams": ["platform"], "deleted_keys": 1}
+    assert refused(proxy, made["key"])["status"] == 401
+    assert proxy.call("GET", "/team/info?team_id=platform")[0] == 404
+
+
+def test_customers_have_litellm_routes_a_default_budget_and_a_block(proxy, emulator):
+    made = proxy.generate_key(key_alias="app")
+    customer = ok(proxy.call("POST", "/customer/new", body={"user_id": "acme", "alias": "Acme", "max_budget": PRICE}))
+    assert (customer["user_id"], customer["alias"], customer["max_budget"]) == ("acme", "Acme", PRICE)
+    generate(proxy, made["key"], user="acme")
+    error = refused(proxy, made["key"], user="acme")
+    assert (error["status"], error["type"], error["level"]) == (429, "budget_exceeded", "customer")
+    assert "customer Acme" in error["message"]
+    # one never seen gets litellm_settings.max_end_user_budget (2 images here), made by its first request
+    generate(proxy, made["key"], user="walk-in")
+    generate(proxy, made["key"], user="walk-in")
+    assert refused(proxy, made["key"], user="walk-in")["level"] == "customer"
+    walk_in = ok(proxy.call("GET", "/customer/info?end_user_id=walk-in"))
+    assert walk_in["max_budget"] == pytest.approx(2 * PRICE) and walk_in["spend"] == pytest.approx(2 * PRICE)
+    ok(proxy.call("POST", "/customer/update", body={"user_id": "walk-in", "max_budget": 3 * PRICE}))
+    generate(proxy, made["key"], user="walk-in")
+    ok(proxy.call("POST", "/customer/block", body={"user_ids": ["walk-in"]}))
+    error = refused(proxy, made["key"], user="walk-in")
+    assert (error["status"], error["code"], error["param"]) == (403, "customer_blocked", "user")
+    ok(proxy.call("POST", "/customer/unblock", body={"user_ids": ["walk-in"]}))
+    assert refused(proxy, made["key"], user="walk-in")["level"] == "customer"  # its budget again
+    assert {c["user_id"] for c in ok(proxy.call("GET", "/customer/list"))} == {"acme", "walk-in"}
+    ok(proxy.call("POST", "/customer/delete", body={"user_ids": ["acme"]}))
+    assert proxy.call("GET", "/customer/info?end_user_id=acme")[0] == 404
+    report = ok(proxy.call("GET", "/spend/report?group_by=customer"))
+    assert {r["end_user"]: r["images"] for r in report["rows"]} == {"acme": 1, "walk-in": 3}
+    assert proxy.call("POST", "/customer/new", key=made["key"], body={"user_id": "x"})[0] == 401  # the admin's
+
+
+# -- every level holds ------------------------------------------------------------------------------------------
+
+
+def test_each_level_of_the_path_refuses_and_says_which(proxy, emulator):
+    ok(proxy.call("POST", "/team/new", body={"team_id": "t", "max_budget": 4 * PRICE, "models": ["nova"],
+                                             "members_with_roles": [{"user_id": "u1"}, {"user_id": "u2"}]}))  # fmt: skip
+    ok(proxy.call("POST", "/team/member_update", body={"team_id": "t", "user_id": "u2", "max_budget_in_team": PRICE}))
+    ok(
+        proxy.call(
+            "POST", "/user/update", body={"user_id": "u1", "max_budget": 2 * PRICE, "models": ["nova", "canvas"]}
+        )
+    )
+    k1 = proxy.generate_key(team_id="t", user_id="u1", max_budget=100.0)["key"]
+    k2 = proxy.generate_key(team_id="t", user_id="u2", max_budget=100.0)["key"]
+    # model access: the key allows all, the team only nova
+    error = refused(proxy, k1, model="canvas")
+    assert (error["status"], error["code"]) == (403, "team_model_access_denied")
+    generate(proxy, k2)
+    assert refused(proxy, k2)["level"] == "member"  # u2's budget in the team: one image
+    generate(proxy, k1)
+    generate(proxy, k1)
+    error = refused(proxy, k1)
+    assert error["level"] == "user" and error["code"] == "budget_exceeded"  # u1's personal budget, on a team key
+    ok(proxy.call("POST", "/user/update", body={"user_id": "u1", "max_budget": None}))
+    generate(proxy, k1)
+    assert refused(proxy, k1)["level"] == "team"  # 4 images spent of the team's 4
+    team = ok(proxy.call("GET", "/team/info?team_id=t"))["team_info"]
+    assert team["spend"] == pytest.approx(4 * PRICE) and team["spend"] <= team["max_budget"] + 1e-9
+
+    # rate limits per level: requests per minute at the team, images per minute at the key
+    ok(
+        proxy.call(
+            "POST", "/team/new", body={"team_id": "busy", "rpm_limit": 2, "members_with_roles": [{"user_id": "u3"}]}
+        )
+    )
+    k3 = proxy.generate_key(team_id="busy", user_id="u3", ipm_limit=100)["key"]
+    generate(proxy, k3)
+    generate(proxy, k3)
+    error = refused(proxy, k3)
+    assert (error["status"], error["code"], error["level"]) == (429, "rpm_limit", "team")
+    k4 = proxy.generate_key(ipm_limit=3)["key"]
+    generate(proxy, k4, n=2)
+    error = refused(proxy, k4, n=2)
+    assert (error["code"], error["level"]) == ("ipm_limit", "key") and "3 images per minute" in error["message"]
+    generate(proxy, k4)  # the third image of the minute fits
+
+    # a blocked team's keys are refused; unblocked, they work again
+    ok(proxy.call("POST", "/team/block", body={"team_id": "busy"}))
+    error = refused(proxy, k3)
+    assert (error["status"], error["code"]) == (401, "team_blocked")
+    with pytest.raises(openai.AuthenticationError):
+        proxy.client(k3).images.generate(model="nova", prompt="x", size="320x320")
+
+
+def test_who_may_see_and_change_what(proxy, emulator):
+    ok(proxy.call("POST", "/team/new", body={"team_id": "red", "max_budget": 1.0, "models": ["nova"],
+                                             "members_with_roles": [{"user_id": "lead", "role": "admin"},
+                                                                    {"user_id": "dev"}]}))  # fmt: skip
+    ok(proxy.call("POST", "/team/new", body={"team_id": "blue"}))
+    lead = ok(proxy.call("POST", "/user/new", body={"user_id": "lead2", "teams": ["red"]}))  # another member
+    ok(proxy.call("POST", "/team/member_update", body={"team_id": "red", "user_id": "lead2", "role": "admin"}))
+    lead_key = lead["key"]
+    dev_key = proxy.generate_key(user_id="dev")["key"]
+    viewer = ok(proxy.call("POST", "/user/new", body={"user_id": "auditor", "user_role": "internal_user_viewer"}))
+
+    # a team admin makes keys inside the team (for a member too), never outside it or beyond its limits
+    made = ok(proxy.call("POST", "/key/generate", key=lead_key, body={"team_id": "red", "user_id": "dev"}))
+    assert (made["team_id"], made["user_id"]) == ("red", "dev")
+    for body, status, param in (
+        ({"team_id": "blue"}, 403, "team_id"),
+        ({"team_id": "red", "user_id": "auditor"}, 400, "user_id"),  # not a member
+        ({"team_id": "red", "max_budget": 2.0}, 403, "max_budget"),
+        ({"team_id": "red", "models": ["canvas"]}, 403, "models"),
+        ({"user_id": "dev"}, 403, "user_id"),  # someone else's personal key
+    ):
+        status_, _, answer = proxy.call("POST", "/key/generate", key=lead_key, body=body)
+        assert (status_, answer["error"]["param"]) == (status, param), (body, answer)
+    own = ok(proxy.call("POST", "/key/generate", key=dev_key, body={}))  # an internal user: their own key
+    assert own["user_id"] == "dev" and own["team_id"] is None
+    assert proxy.call("POST", "/key/generate", key=dev_key, body={"team_id": "red", "user_id": "lead"})[0] == 403
+    # an internal_user_viewer reads and does not change
+    status, _, answer = proxy.call("POST", "/key/generate", key=viewer["key"], body={})
+    assert status == 403 and "only read" in answer["error"]["message"]
+    assert ok(proxy.call("GET", "/user/info", key=viewer["key"]))["user_id"] == "auditor"
+    assert proxy.call("GET", "/user/info?user_id=dev", key=viewer["key"])[0] == 403
+    assert (
+        proxy.call("POST", "/team/member_add", key=dev_key, body={"team_id": "red", "member": {"user_id": "x"}})[0]
+        == 403
+    )
+    ok(proxy.call("POST", "/team/member_add", key=lead_key, body={"team_id": "red", "member": {"user_id": "new"}}))
+
+    # /key/list: the admin sees all; the lead their own and red's keys; dev their own; a plain key itself
+    everyone = ok(proxy.call("GET", "/key/list?size=100"))["keys"]
+    listed = {who: set(ok(proxy.call("GET", "/key/list?size=100", key=key))["keys"])
+              for who, key in (("lead", lead_key), ("dev", dev_key))}  # fmt: skip
+    assert listed["lead"] == {lead["token"], made["token"]} and listed["dev"] == {
+        made["token"],
+        own["token"],
+        store.hash_key(dev_key),
+    }
+    assert len(everyone) == 5
+    plain = proxy.generate_key(key_alias="plain")
+    assert ok(proxy.call("GET", "/key/list", key=plain["key"]))["keys"] == [plain["token"]]
+    assert proxy.call("POST", "/key/update", key=dev_key, body={"key": lead["token"], "rpm_limit": 1})[0] == 403
+    assert ok(proxy.call("POST", "/key/update", key=lead_key, body={"key": made["token"], "rpm_limit": 5}))
+
+    # spend: a key sees only its own rows; a user their keys' and their teams' (as admin)
+    generate(proxy, plain["key"])
+    generate(proxy, made["key"])
+    assert [r["token_hash"] for r in ok(proxy.call("GET", "/spend/logs", key=plain["key"]))] == [plain["token"]]
+    assert {r["token_hash"] for r in ok(proxy.call("GET", "/spend/logs", key=lead_key))} == {made["token"]}
+    assert len(ok(proxy.call("GET", "/spend/logs"))) == 2
+    assert proxy.call("GET", f"/spend/logs?api_key={plain['token']}", key=lead_key)[0] == 403
+    mine = ok(proxy.call("GET", "/spend/report?group_by=key", key=plain["key"]))
+    assert [r["key_alias"] for r in mine["rows"]] == ["plain"] and mine["total"]["images"] == 1
+    by_team = ok(proxy.call("GET", "/spend/report?group_by=team"))["rows"]
+    assert {r["team_id"]: r["cost"] for r in by_team} == {None: PRICE, "red": PRICE}
+    assert proxy.call("GET", "/spend/report?group_by=planet")[0] == 400
+    # the admin's routes stay the admin's
+    for path, body in (("/team/new", {}), ("/user/new", {}), ("/team/block", {"team_id": "red"})):
+        assert proxy.call("POST", path, key=lead_key, body=body)[0] == 401
