@@ -7,9 +7,15 @@ user's lists."""
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import openai
 import pytest
 from test_keys import Served, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
+from test_replicas import call, replicas  # noqa: F401 (replicas: a fixture)
 
 from gesso.proxy import store
 
@@ -251,3 +257,93 @@ def test_who_may_see_and_change_what(proxy, emulator):
     # the admin's routes stay the admin's
     for path, body in (("/team/new", {}), ("/user/new", {}), ("/team/block", {"team_id": "red"})):
         assert proxy.call("POST", path, key=lead_key, body=body)[0] == 401
+
+
+# -- the acceptance run -----------------------------------------------------------------------------------------
+
+TEAM_IMAGES, CUSTOMER_IMAGES, KEY_IMAGES, REQUESTS = 20, 5, 15, 300
+
+
+@pytest.mark.slow  # starts subprocesses
+@pytest.mark.parametrize("database_url", ["postgresql", "sqlite"], indirect=True)
+def test_every_level_holds_at_once_on_two_replicas(replicas, emulator, database_url):  # noqa: F811
+    """A team whose budget covers 20 images, three members each holding a key whose budget covers 15, two end
+    customers whose budgets cover 5 each; 300 concurrent requests split over both replicas, the three keys and
+    (a third each) the two customers and none: every level gets exactly the images its budget allows."""
+    a, b = replicas
+    members = [{"user_id": f"member-{i}"} for i in range(3)]
+    assert call(a, "POST", "/team/new", body={"team_id": "studio", "max_budget": TEAM_IMAGES * PRICE,
+                                              "members_with_roles": members})[0] == 200  # fmt: skip
+    made = [call(a, "POST", "/key/generate", body={"team_id": "studio", "user_id": m["user_id"],
+                                                   "max_budget": KEY_IMAGES * PRICE})[2] for m in members]  # fmt: skip
+    for customer in ("acme", "globex"):
+        assert (
+            call(b, "POST", "/customer/new", body={"user_id": customer, "max_budget": CUSTOMER_IMAGES * PRICE})[0]
+            == 200
+        )
+    emulator.inject("latency", seconds=0.2)  # calls overlap: every budget is held while they are in flight
+    gate = threading.Barrier(REQUESTS)
+
+    def one(index: int) -> tuple[int, str | None, int, str | None, str | None]:
+        key, customer = made[index % 3], ("acme", "globex", None)[(index // 3) % 3]
+        body = {**BODY, **({"user": customer} if customer else {})}
+        gate.wait()
+        status, _, answer = call((a, b)[index % 2], "POST", "/v1/images/generations", key=key["key"], body=body)
+        images = len(answer["data"]) if status == 200 else 0
+        level = answer["error"].get("level") if status != 200 else None
+        assert status == 200 or (status, answer["error"]["type"]) == (429, "budget_exceeded"), answer
+        return index % 3, customer, images, level, key["token"]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        outcomes = list(pool.map(one, range(REQUESTS)))
+    elapsed = time.monotonic() - started
+
+    team = call(a, "GET", "/team/info?team_id=studio")[2]["team_info"]
+    customers = {c: call(b, "GET", f"/customer/info?end_user_id={c}")[2] for c in ("acme", "globex")}
+    keys_now = {k["token"]: call(a, "GET", f"/key/info?key={k['token']}")[2]["info"] for k in made}
+    rows = call(b, "GET", "/spend/logs?limit=10000")[2]
+    reached = emulator.stats()["requests"]
+
+    def line(name: str, picked: list, spend: float, budget: float) -> str:
+        refusals = collections.Counter(level for *_, level, _ in picked if level is not None)
+        images = sum(n for _, _, n, _, _ in picked)
+        return (f"  {name:<18} {len(picked):>8} {images:>7} {spend:>9.2f} {budget:>9.2f}   "
+                f"{dict(sorted(refusals.items())) or '-'}")  # fmt: skip
+
+    table = [f"\n{REQUESTS} concurrent requests in {elapsed:.2f} s over two replicas ({database_url.split(':')[0]})",
+             f"  {'level':<18} {'requests':>8} {'images':>7} {'spend':>9} {'budget':>9}   refusals (by level named)",
+             line("team studio", outcomes, team["spend"], team["max_budget"])]  # fmt: skip
+    for i, member in enumerate(team["members_with_roles"]):
+        picked = [o for o in outcomes if o[0] == i]
+        info = keys_now[made[i]["token"]]
+        table.append(line(f"key of {member['user_id']}", picked, info["spend"], info["max_budget"]))
+    for customer, info in customers.items():
+        picked = [o for o in outcomes if o[1] == customer]
+        table.append(line(f"customer {customer}", picked, info["spend"], info["max_budget"]))
+    table.append(line("no customer", [o for o in outcomes if o[1] is None], 0.0, 0.0))
+    table.append(f"  spend rows: {len(rows)}; emulator requests: {reached}")
+    print("\n".join(table))
+
+    # no level overspends; a level ends more than a call's price short of its budget only when a level above it
+    # on every path through it ran out (here the team: 20 images shared by 300 requests); each refusal names a
+    # level whose budget was spent (within a call's price)
+    images = sum(n for _, _, n, _, _ in outcomes)
+    spent_up = {"team": team["max_budget"] - team["spend"] < PRICE - 1e-9}
+    spent_up |= {c: info["max_budget"] - info["spend"] < PRICE - 1e-9 for c, info in customers.items()}
+    assert team["spend"] <= team["max_budget"] + 1e-9 and team["spend"] == pytest.approx(images * PRICE)
+    assert TEAM_IMAGES - 1 <= images <= TEAM_IMAGES and reached == images and spent_up["team"]
+    for customer, info in customers.items():
+        got = sum(n for _, c, n, _, _ in outcomes if c == customer)
+        assert info["spend"] <= info["max_budget"] + 1e-9 and info["spend"] == pytest.approx(got * PRICE)
+        assert got <= CUSTOMER_IMAGES and (got >= CUSTOMER_IMAGES - 1 or spent_up["team"]), (customer, got)
+    for i, key in enumerate(made):
+        got = sum(n for k, _, n, _, _ in outcomes if k == i)
+        assert keys_now[key["token"]]["spend"] == pytest.approx(got * PRICE) and got <= KEY_IMAGES
+        spent_up[key["token"]] = KEY_IMAGES - got < 1
+    for _, customer, _, level, token in outcomes:
+        if level is not None:
+            assert level in ("team", "customer", "key"), level
+            assert spent_up[{"team": "team", "customer": customer, "key": token}[level]], level
+    assert len(rows) == REQUESTS and len({r["request_id"] for r in rows}) == REQUESTS
+    assert collections.Counter(r["team_id"] for r in rows) == {"studio": REQUESTS}

@@ -77,9 +77,9 @@ def replicas(database_url, aws, tmp_path, monkeypatch):
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)))
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
-        for process, url in zip(processes, urls, strict=True):
+        for process, url, name in zip(processes, urls, "ab", strict=True):
             while True:
-                assert process.poll() is None, (tmp_path / f"replica-{url[-1]}.log").read_text()
+                assert process.poll() is None, (tmp_path / f"replica-{name}.log").read_text()
                 assert time.monotonic() < deadline, "a replica did not start"
                 try:
                     if call(url, "GET", "/health/liveliness", key=None)[0] == 200:

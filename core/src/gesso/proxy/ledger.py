@@ -241,18 +241,29 @@ class Ledger:
         budgeted = [h for h in holders if h.max_budget is not None]
         deadline = time.monotonic() + DB_WAIT
         while True:
-            short = [h for h in budgeted if self._lease_for(h.holder, price) is None]
-            if not short:
+            if all(self._lease_for(h.holder, price) is not None for h in budgeted):
                 return self._held(holders, price)
+            # every level's lock, not only the short ones': a call of this replica that finds one of them short
+            # meanwhile waits for this grow rather than being refused while this call holds its price there
             async with contextlib.AsyncExitStack() as locked:
-                for holder in sorted(short, key=lambda h: (h.table, h.holder)):  # one order: no two wait in a cycle
+                for holder in sorted(budgeted, key=lambda h: (h.table, h.holder)):  # one order: no cycle of waits
                     await locked.enter_async_context(self._within(holder.holder, deadline))
-                short = [h for h in short if self._lease_for(h.holder, price) is None]
-                if short:
+                short = [h for h in budgeted if self._lease_for(h.holder, price) is None]
+                if not short:
+                    return self._held(holders, price)
+                # the levels that have the price now hold it while the others' leases grow (else calls with
+                # fewer levels would take it meanwhile, and calls with more would rarely find every level free)
+                kept = [self.leases[h.holder] for h in budgeted if h not in short]
+                for lease in kept:
+                    lease.held += price
+                try:
                     await self._grow(short, price, deadline)
+                finally:
+                    for lease in kept:
+                        lease.held -= price
                 if all(self._lease_for(h.holder, price) is not None for h in budgeted):
                     return self._held(holders, price)
-            if time.monotonic() >= deadline:  # (other calls took what was grown, again and again)
+            if time.monotonic() >= deadline:  # (its leases were retired meanwhile, again and again)
                 raise DatabaseUnavailable(f"no lease within {DB_WAIT:g} s")
 
     def _held(self, holders: Sequence[store.Holder], price: float) -> Any:

@@ -677,7 +677,8 @@ class Store:
         remains to other replicas; all in one transaction. Returns, for each, the lease's id, the amount added and
         whether ``lease_id`` was still there (a lease past its expiry may have been released by another replica:
         then a new one is made). When any ``needed`` does not fit, nothing is added and :class:`BudgetExceeded`
-        names the most restrictive holder that refused (the one with the least left)."""
+        names the most restrictive holder that refused (the one with the least left; of those, the smallest
+        budget)."""
         moment = now()
         expires = moment + datetime.timedelta(seconds=ttl)
         order = sorted(range(len(wanted)), key=lambda i: (wanted[i][0].table, wanted[i][0].holder))
@@ -696,7 +697,8 @@ class Store:
                 else:
                     granted[i] = amount
             if refused:  # the transaction is rolled back: nothing was added anywhere
-                raise BudgetExceeded(min(refused, key=lambda r: r[0])[1], price)
+                # the most restrictive: the least left, then the smallest budget (a customer's before its team's)
+                raise BudgetExceeded(min(refused, key=lambda r: (round(r[0], 9), r[1].max_budget or 0.0))[1], price)
             for i in order:
                 holder, lease_id, _ = wanted[i]
                 kept = False

@@ -1,9 +1,11 @@
-"""Alembic's environment for the proxy's database: async drivers, and on PostgreSQL an advisory lock so
-replicas starting together migrate one at a time."""
+"""Alembic's environment for the proxy's database: async drivers, and a lock so replicas starting together
+migrate one at a time (on PostgreSQL an advisory lock; on SQLite a lock on a file beside the database's)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 from alembic import context
@@ -19,6 +21,25 @@ def _migrate(connection: sa.Connection) -> None:
     context.configure(connection=connection, target_metadata=metadata)
     with context.begin_transaction():
         context.run_migrations()
+
+
+@contextlib.contextmanager
+def _sqlite_lock(url: str) -> Iterator[None]:
+    """An exclusive lock on ``<database>.migrating``, beside a SQLite database's file, for as long as it is held."""
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    try:
+        import fcntl
+    except ImportError:  # (not on Windows: replicas there start one at a time)
+        fcntl = None  # type: ignore[assignment]
+    if not path or path.startswith(":memory:") or fcntl is None:
+        yield
+        return
+    with open(path + ".migrating", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 async def _run(url: str) -> None:
@@ -43,4 +64,5 @@ async def _run(url: str) -> None:
 _url = context.config.get_main_option("sqlalchemy.url")
 if _url is None:
     raise RuntimeError("the migrations need sqlalchemy.url: run them with gesso.proxy.store.upgrade (gesso db upgrade)")
-asyncio.run(_run(_url))
+with _sqlite_lock(_url) if _url.startswith("sqlite") else contextlib.nullcontext():
+    asyncio.run(_run(_url))
