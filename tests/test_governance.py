@@ -8,13 +8,15 @@ user's lists."""
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from test_keys import Served, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
+from test_keys import MASTER, Served, gesso, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
 from test_replicas import call, replicas  # noqa: F401 (replicas: a fixture)
 
 from gesso.proxy import store
@@ -347,3 +349,66 @@ def test_every_level_holds_at_once_on_two_replicas(replicas, emulator, database_
             assert spent_up[{"team": "team", "customer": customer, "key": token}[level]], level
     assert len(rows) == REQUESTS and len({r["request_id"] for r in rows}) == REQUESTS
     assert collections.Counter(r["team_id"] for r in rows) == {"studio": REQUESTS}
+
+
+def test_metrics_show_each_teams_spend_and_remaining_budget_and_nothing_a_caller_names(proxy, emulator):
+    ok(proxy.call("POST", "/team/new", body={"team_id": "ops", "team_alias": "Ops", "max_budget": 5 * PRICE,
+                                             "members_with_roles": [{"user_id": "o1"}]}))  # fmt: skip
+    ok(proxy.call("POST", "/team/new", body={"team_id": "open"}))  # no budget: its spend only
+    key = proxy.generate_key(team_id="ops", user_id="o1")["key"]
+    generate(proxy, key, user="<script>")
+    generate(proxy, key, user='customer"} 1\ninjected_metric 1')
+
+    def scrape() -> str:
+        with urllib.request.urlopen(proxy.url + "/metrics", timeout=10) as answer:
+            return answer.read().decode()
+
+    text = scrape()
+    assert 'gesso_team_spend_usd{team_alias="Ops",team_id="ops"} 0.08' in text
+    assert 'gesso_team_max_budget_usd{team_alias="Ops",team_id="ops"} 0.2' in text
+    assert 'gesso_team_budget_remaining_usd{team_alias="Ops",team_id="ops"} 0.12' in text
+    assert 'gesso_team_spend_usd{team_alias="",team_id="open"} 0.0' in text
+    assert "open" not in "".join(line for line in text.splitlines() if "max_budget" in line or "remaining" in line)
+    assert "injected_metric" not in text and "script" not in text  # customers are never labels
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert {f.name for f in text_string_to_metric_families(text)} >= {"gesso_team_spend_usd", "gesso_requests"}
+
+
+@pytest.mark.slow  # starts subprocesses
+def test_gesso_teams_users_and_customers(proxy, emulator):
+    env = {"GESSO_MASTER_KEY": MASTER, "GESSO_PROXY_URL": proxy.url}
+
+    def run(*args: str) -> object:
+        done = gesso(*args, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+        return json.loads(done.stdout)
+
+    team = run("teams", "new", "design", "--alias", "Design", "--models", "nova", "--max-budget", "0.4",
+               "--ipm-limit", "30", "--member", "ana:admin", "--member", "ben")  # fmt: skip
+    assert [(m["user_id"], m["role"]) for m in team["members_with_roles"]] == [("ana", "admin"), ("ben", "user")]
+    assert (team["models"], team["max_budget"], team["ipm_limit"]) == (["nova"], 0.4, 30)
+    user = run("users", "new", "cleo", "--email", "c@x.io", "--team", "design", "--max-budget", "1")
+    assert user["teams"] == ["design"] and user["key"].startswith("sk-")
+    assert run("teams", "update-member", "design", "cleo", "--max-budget", "0.04")["members_with_roles"][2][
+        "max_budget_in_team"] == 0.04  # fmt: skip
+    key = run("keys", "generate", "--team", "design", "--user", "cleo")
+    generate(proxy, key["key"])
+    assert refused(proxy, key["key"])["level"] == "member"
+    assert run("teams", "info", "Design")["team_info"]["spend"] == pytest.approx(PRICE)
+    assert run("users", "info", "cleo")["user_info"]["spend"] == pytest.approx(PRICE)
+    assert run("teams", "block", "design")["blocked"] is True
+    assert refused(proxy, key["key"])["code"] == "team_blocked"
+    run("teams", "unblock", "design")
+    run("teams", "remove-member", "design", "cleo")
+    assert refused(proxy, key["key"])["code"] == "team_member_removed"
+    assert run("customers", "new", "acme", "--alias", "Acme", "--max-budget", "0.04")["max_budget"] == 0.04
+    assert run("customers", "block", "acme") == {"blocked_users": ["acme"]}
+    assert run("customers", "info", "acme")["blocked"] is True
+    assert [c["user_id"] for c in run("customers", "list")] == ["acme"]
+    assert run("customers", "delete", "acme") == {"deleted_customers": ["acme"]}
+    assert {u["user_id"] for u in run("users", "list")["users"]} == {"ana", "ben", "cleo"}
+    assert run("users", "delete", "cleo")["deleted_keys"] == 2  # the key /user/new made, and the team key
+    assert run("teams", "delete", "design") == {"deleted_teams": ["design"], "deleted_keys": 0}
+    bad = gesso("teams", "new", "x", "--member", "dee:owner", env=env)
+    assert bad.returncode == 1 and "400" in bad.stderr and "role" in bad.stderr

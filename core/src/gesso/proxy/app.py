@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from gesso import api, errors, params, telemetry
+from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.proxy import directory, probes, store
 from gesso.proxy.config import Deployment, ProxyConfig
@@ -45,7 +46,7 @@ from gesso.proxy.http import (
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
 from gesso.proxy.lifecycle import Lifecycle, Reloader
 from gesso.proxy.logs import AccessLog, Line
-from gesso.proxy.metrics import Metrics
+from gesso.proxy.metrics import MAX_TEAMS, Metrics, teams_text
 from gesso.proxy.router import Router
 from gesso.types import ImageResponse
 
@@ -200,6 +201,8 @@ class Proxy:
         self.stopping = False
         #: the image requests being answered (:meth:`hurry` cancels them)
         self.answering: set[asyncio.Task[Any]] = set()
+        #: when the teams' figures for /metrics were read, and their text
+        self._teams_cache: tuple[float, str] | None = None
 
     def reload(self, config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Serve ``config`` (checked) from now on: requests that arrive from here on use its model names,
@@ -677,7 +680,26 @@ class Proxy:
                                      "metrics_require_auth)", type="auth_error", code="not_admin")  # fmt: skip
             except errors.GessoError as error:
                 return error_response(error, uuid.uuid4().hex)
-        return PlainTextResponse(self.metrics.render(), media_type=self.metrics.content_type)
+        text = self.metrics.render()
+        if self.ledger is not None:
+            text += await self._teams_text()
+        return PlainTextResponse(text, media_type=self.metrics.content_type)
+
+    async def _teams_text(self) -> str:
+        """The teams' spend and budgets for ``/metrics`` (read at most every 5 s; nothing while the database does
+        not answer: the process's own metrics are still served)."""
+        moment = time.monotonic()
+        if self._teams_cache is not None and moment - self._teams_cache[0] < 5.0:
+            return self._teams_cache[1]
+        assert self.ledger is not None
+        try:
+            teams = await within(self.ledger.directory.list_teams(size=MAX_TEAMS), DB_WAIT)
+        except Exception as exc:
+            logger.warning("/metrics: the teams' spend could not be read (%s)", type(exc).__name__)
+            return ""
+        text = teams_text((t.team_id, t.team_alias, t.budget.spend, t.budget.max_budget) for t in teams)
+        self._teams_cache = (moment, text)
+        return text
 
     async def openapi(self, request: Request) -> Response:
         from gesso.proxy.openapi import spec

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -146,6 +146,35 @@ class Metrics:
         with contextlib.suppress(FileNotFoundError):  # another worker's scrape removed a stopped worker's file
             return _every_process(self.shared)
         return _every_process(self.shared)
+
+
+#: the most teams ``/metrics`` shows (the oldest first): each is three series
+MAX_TEAMS = 1000
+
+
+def teams_text(teams: Iterable[tuple[str, str | None, float, float | None]]) -> str:
+    """The teams' spend, budget and what remains of it (``(team_id, team_alias, spend, max_budget)`` each, read
+    from the database at the scrape: every replica shows the same figures), in the text exposition format. Only
+    teams the admin made are labels (at most :data:`MAX_TEAMS`), never a value a caller sent."""
+    labels = ("team_id", "team_alias")
+    spend = GaugeMetricFamily("gesso_team_spend_usd", "A team's spend in its current budget period, USD.",
+                              labels=labels)  # fmt: skip
+    budget = GaugeMetricFamily("gesso_team_max_budget_usd", "A team's max_budget, USD (teams that have one).",
+                               labels=labels)  # fmt: skip
+    remaining = GaugeMetricFamily("gesso_team_budget_remaining_usd", "What remains of a team's max_budget, USD.",
+                                  labels=labels)  # fmt: skip
+    for team_id, alias, spent, max_budget in list(teams)[:MAX_TEAMS]:
+        names = [team_id, alias or ""]
+        spend.add_metric(names, spent)
+        if max_budget is not None:
+            budget.add_metric(names, max_budget)
+            remaining.add_metric(names, max(0.0, max_budget - spent))
+
+    class Teams:
+        def collect(self) -> Iterator[Metric]:
+            yield from (spend, budget, remaining)
+
+    return generate_latest(Teams()).decode("utf-8")
 
 
 def _every_process(path: str) -> str:
