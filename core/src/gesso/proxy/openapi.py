@@ -174,13 +174,18 @@ _KEY_FIELDS = {
     "budget_duration": {"type": "string", "examples": ["30d"]},
     "duration": {"type": "string", "examples": ["30d"]},
     "rpm_limit": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+    "ipm_limit": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
     "metadata": {"type": "object"},
     "blocked": {"type": "boolean"},
+    "team_id": {"type": "string"},
+    "user_id": {"type": "string"},
 }
+#: the budget and limit fields of a team, a user and a customer
+_LIMITS = {name: _KEY_FIELDS[name] for name in ("max_budget", "budget_duration", "rpm_limit", "ipm_limit")}
 
 
 def _key_paths() -> dict[str, Any]:
-    """The key and spend API (master key; /key/info also for a key's own info)."""
+    """The key, spend, team, user and customer API (gesso.proxy.keys and gesso.proxy.governance)."""
 
     def json_body(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
         schema = {"type": "object", "properties": properties, "additionalProperties": False}
@@ -223,6 +228,55 @@ def _key_paths() -> dict[str, Any]:
                               "parameters": query("page", "size", "key_alias", "return_full_object")}},
         "/spend/logs": {"get": {"summary": "Spend-log rows", "responses": answers(),
                                 "parameters": query("api_key", "model", "start_date", "end_date", "limit")}},
-        "/spend/report": {"get": {"summary": "Totals by day, key and model", "responses": answers(),
-                                  "parameters": query("start_date", "end_date")}},
+        "/spend/report": {"get": {"summary": "Totals by day, and key and model or one dimension",
+                                  "responses": answers(), "parameters": query("start_date", "end_date", "group_by")}},
+        **_governance_paths(json_body, answers, query),
+    }  # fmt: skip
+
+
+def _governance_paths(json_body: Any, answers: Any, query: Any) -> dict[str, Any]:
+    text, texts = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+    role = {"enum": ["admin", "user"]}
+    member = {"type": "object", "properties": {"user_id": text, "user_email": text, "role": role},
+              "required": ["user_id"], "additionalProperties": False}  # fmt: skip
+    team = {"team_id": text, "team_alias": text, "models": texts, "metadata": {"type": "object"},
+            "blocked": {"type": "boolean"}, **_LIMITS}  # fmt: skip
+    user = {"user_id": text, "user_email": text, "user_role": {"enum": ["proxy_admin", "internal_user",
+            "internal_user_viewer"]}, "models": texts, "metadata": {"type": "object"}, **_LIMITS}  # fmt: skip
+    customer = {"user_id": text, "alias": text, "blocked": {"type": "boolean"}, "metadata": {"type": "object"},
+                **_LIMITS}  # fmt: skip
+    budget_in_team = {"max_budget_in_team": _KEY_FIELDS["max_budget"]}
+
+    def post(summary: str, properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {"post": {"summary": summary, "responses": answers(), "requestBody": json_body(properties, required)}}
+
+    def get(summary: str, *names: str) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": answers(), "parameters": query(*names)}}
+
+    return {
+        "/team/new": post("Make a team", {**team, "members_with_roles": {"type": "array", "items": member}}),
+        "/team/info": get("A team, its members and keys", "team_id"),
+        "/team/update": post("Change a team", team, ("team_id",)),
+        "/team/delete": post("Delete teams and their keys", {"team_ids": texts}, ("team_ids",)),
+        "/team/list": get("The teams", "page", "page_size"),
+        "/team/block": post("Refuse a team's keys (401 team_blocked)", {"team_id": text}, ("team_id",)),
+        "/team/unblock": post("Let a team's keys in again", {"team_id": text}, ("team_id",)),
+        "/team/member_add": post("Add members", {"team_id": text, "member": member, **budget_in_team},
+                                 ("team_id", "member")),
+        "/team/member_update": post("Change a member", {"team_id": text, "user_id": text, "role": role,
+                                                        **budget_in_team}, ("team_id", "user_id")),
+        "/team/member_delete": post("Remove a member", {"team_id": text, "user_id": text}, ("team_id", "user_id")),
+        "/user/new": post("Make an internal user (and a key of theirs)",
+                          {**user, "teams": texts, "auto_create_key": {"type": "boolean"}}),
+        "/user/info": get("A user and their keys", "user_id"),
+        "/user/update": post("Change a user", user, ("user_id",)),
+        "/user/delete": post("Delete users and their keys", {"user_ids": texts}, ("user_ids",)),
+        "/user/list": get("The users", "page", "page_size", "team_id"),
+        "/customer/new": post("Make an end customer", customer, ("user_id",)),
+        "/customer/info": get("An end customer", "end_user_id"),
+        "/customer/update": post("Change an end customer", customer, ("user_id",)),
+        "/customer/delete": post("Delete end customers", {"user_ids": texts}, ("user_ids",)),
+        "/customer/list": get("The end customers", "page", "page_size"),
+        "/customer/block": post("Refuse end customers (403 customer_blocked)", {"user_ids": texts}, ("user_ids",)),
+        "/customer/unblock": post("Let end customers in again", {"user_ids": texts}, ("user_ids",)),
     }  # fmt: skip
