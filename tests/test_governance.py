@@ -203,12 +203,16 @@ def test_who_may_see_and_change_what(proxy, emulator):
     dev_key = proxy.generate_key(user_id="dev")["key"]
     viewer = ok(proxy.call("POST", "/user/new", body={"user_id": "auditor", "user_role": "internal_user_viewer"}))
 
-    # a team admin makes keys inside the team (for a member too), never outside it or beyond its limits
-    made = ok(proxy.call("POST", "/key/generate", key=lead_key, body={"team_id": "red", "user_id": "dev"}))
+    # a member makes keys they own inside the team; a team admin too, never outside it, beyond its limits, or
+    # owned by another member (a key spends its owner's personal budget) or by no one
+    made = ok(proxy.call("POST", "/key/generate", key=dev_key, body={"team_id": "red"}))
     assert (made["team_id"], made["user_id"]) == ("red", "dev")
+    lead_team = ok(proxy.call("POST", "/key/generate", key=lead_key, body={"team_id": "red"}))
+    assert (lead_team["team_id"], lead_team["user_id"]) == ("red", "lead2")
     for body, status, param in (
         ({"team_id": "blue"}, 403, "team_id"),
-        ({"team_id": "red", "user_id": "auditor"}, 400, "user_id"),  # not a member
+        ({"team_id": "red", "user_id": "dev"}, 403, "user_id"),  # another member's
+        ({"team_id": "red", "user_id": None}, 403, "user_id"),  # no one's
         ({"team_id": "red", "max_budget": 2.0}, 403, "max_budget"),
         ({"team_id": "red", "models": ["canvas"]}, 403, "models"),
         ({"user_id": "dev"}, 403, "user_id"),  # someone else's personal key
@@ -233,12 +237,12 @@ def test_who_may_see_and_change_what(proxy, emulator):
     everyone = ok(proxy.call("GET", "/key/list?size=100"))["keys"]
     listed = {who: set(ok(proxy.call("GET", "/key/list?size=100", key=key))["keys"])
               for who, key in (("lead", lead_key), ("dev", dev_key))}  # fmt: skip
-    assert listed["lead"] == {lead["token"], made["token"]} and listed["dev"] == {
+    assert listed["lead"] == {lead["token"], made["token"], lead_team["token"]} and listed["dev"] == {
         made["token"],
         own["token"],
         store.hash_key(dev_key),
     }
-    assert len(everyone) == 5
+    assert len(everyone) == 6
     plain = proxy.generate_key(key_alias="plain")
     assert ok(proxy.call("GET", "/key/list", key=plain["key"]))["keys"] == [plain["token"]]
     assert proxy.call("POST", "/key/update", key=dev_key, body={"key": lead["token"], "rpm_limit": 1})[0] == 403
@@ -357,7 +361,7 @@ def test_metrics_show_each_teams_spend_and_remaining_budget_and_nothing_a_caller
     ok(proxy.call("POST", "/team/new", body={"team_id": "open"}))  # no budget: its spend only
     key = proxy.generate_key(team_id="ops", user_id="o1")["key"]
     generate(proxy, key, user="<script>")
-    generate(proxy, key, user='customer"} 1\ninjected_metric 1')
+    generate(proxy, key, user='customer"} 1 injected_metric 1')
 
     def scrape() -> str:
         with urllib.request.urlopen(proxy.url + "/metrics", timeout=10) as answer:
@@ -412,3 +416,58 @@ def test_gesso_teams_users_and_customers(proxy, emulator):
     assert run("teams", "delete", "design") == {"deleted_teams": ["design"], "deleted_keys": 0}
     bad = gesso("teams", "new", "x", "--member", "dee:owner", env=env)
     assert bad.returncode == 1 and "400" in bad.stderr and "role" in bad.stderr
+
+
+def test_what_a_team_admin_and_a_caller_cannot_do_by_the_back_door(proxy, emulator):
+    ok(proxy.call("POST", "/user/new", body={"user_id": "root", "user_role": "proxy_admin"}))
+    ok(proxy.call("POST", "/team/new", body={"team_id": "t1", "rpm_limit": 4, "members_with_roles": [
+        {"user_id": "mallory", "role": "admin"}]}))  # fmt: skip
+    mallory = ok(proxy.call("POST", "/key/generate", body={"user_id": "mallory"}))["key"]
+    # adding the proxy admin to her team gives her no key of theirs, so no admin's powers
+    ok(proxy.call("POST", "/team/member_add", key=mallory, body={"team_id": "t1", "member": {"user_id": "root"}}))
+    status, _, answer = proxy.call("POST", "/key/generate", key=mallory, body={"user_id": "root", "team_id": "t1"})
+    assert (status, answer["error"]["param"]) == (403, "user_id")
+    # nor may she change her own place in the team, or lift a block the admin put on her key
+    status, _, answer = proxy.call("POST", "/team/member_update", key=mallory,
+                                   body={"team_id": "t1", "user_id": "mallory", "max_budget_in_team": 1e9})  # fmt: skip
+    assert (status, answer["error"]["param"]) == (403, "user_id")
+    blocked = ok(proxy.call("POST", "/key/generate", key=mallory, body={"team_id": "t1"}))
+    ok(proxy.call("POST", "/key/block", body={"key": blocked["token"]}))
+    status, _, answer = proxy.call("POST", "/key/update", key=mallory, body={"key": blocked["token"], "blocked": False})
+    assert (status, answer["error"]["param"]) == (403, "blocked")
+    assert refused(proxy, blocked["key"])["code"] == "key_blocked"
+
+    # a member's own budget in /team/member_add is kept; a list is added whole or not at all
+    team = ok(proxy.call("POST", "/team/member_add", body={"team_id": "t1", "max_budget_in_team": 0.5, "member": [
+        {"user_id": "m2", "max_budget_in_team": 0.25}, {"user_id": "m3"}]}))  # fmt: skip
+    assert {m["user_id"]: m["max_budget_in_team"] for m in team["members_with_roles"]}["m2"] == 0.25
+    assert {m["user_id"]: m["max_budget_in_team"] for m in team["members_with_roles"]}["m3"] == 0.5
+    status, _, answer = proxy.call("POST", "/team/member_add", body={"team_id": "t1", "member": [
+        {"user_id": "fresh"}, {"user_id": "m2"}]})  # fmt: skip
+    assert (status, answer["error"]["param"]) == (400, "member")
+    assert "fresh" not in {m["user_id"] for m in ok(proxy.call("GET", "/team/info?team_id=t1"))["team_info"][
+        "members_with_roles"]}  # fmt: skip
+    # a team's id may not be another's alias, nor the other way round (either names a team)
+    ok(proxy.call("POST", "/team/new", body={"team_id": "t2", "team_alias": "Two"}))
+    for body in ({"team_id": "Two"}, {"team_id": "t3", "team_alias": "t1"}):
+        status, _, answer = proxy.call("POST", "/team/new", body=body)
+        assert status == 400 and answer["error"]["param"] in ("team_id", "team_alias"), body
+
+    # a request refused by one level gives back what the others counted: a throttled customer of the team's key
+    # does not use up the team's requests per minute
+    ok(proxy.call("POST", "/customer/new", body={"user_id": "noisy", "rpm_limit": 1}))
+    team_key = ok(proxy.call("POST", "/key/generate", key=mallory, body={"team_id": "t1"}))["key"]
+    generate(proxy, team_key, user="noisy")
+    for _ in range(3):
+        assert refused(proxy, team_key, user="noisy")["level"] == "customer"
+    for i in range(3):  # the team's 4 a minute: 1 used, 3 left
+        generate(proxy, team_key, user=f"quiet-{i}")
+    assert refused(proxy, team_key, user="quiet-3")["level"] == "team"
+    # more images in one request than a level allows a minute is a 400, not a 429 to retry for ever
+    few = proxy.generate_key(ipm_limit=2)["key"]
+    error = refused(proxy, few, n=3)
+    assert (error["status"], error["param"], error["level"]) == (400, "n", "key")
+    # with a default customer budget, a user that cannot be a customer's id is refused, never unbudgeted
+    for user in ("a\x00b", "x" * 257, "tab\there"):
+        error = refused(proxy, few, user=user)
+        assert (error["status"], error["param"], error["code"]) == (400, "user", "invalid_user"), user

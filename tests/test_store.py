@@ -430,3 +430,39 @@ def test_migrations_are_idempotent(url):
         assert await s.find_key("survivor") is not None
 
     run(url, scenario)
+
+
+def test_migration_0004_keeps_the_keys_and_leases_already_there(database_url):
+    """A database at 0003 with a key and a replica's lease on its budget: after 0004 the key has no team, owner
+    or images-per-minute limit, and the lease is a key's (so it settles and is released as before)."""
+    store.upgrade(database_url, "0003")
+    before = sa.Table("gesso_keys", sa.MetaData(), *(sa.Column(c.name, c.type, primary_key=c.primary_key)
+                                                     for c in store.keys.columns if c.name not in LATER_KEY_COLUMNS
+                                                     or c.name == "blocked"))  # fmt: skip
+    leases = sa.Table("gesso_reservations", sa.MetaData(), *(sa.Column(c.name, c.type, primary_key=c.primary_key)
+                                                             for c in store.reservations.columns if c.name != "level"))  # fmt: skip
+    moment = store.now()
+    key = {"token_hash": "c" * 64, "key_name": "sk-...cccc", "key_alias": "kept", "models": [], "spend": 0.1,
+           "reserved": 0.08, "max_budget": 1.0, "metadata": {}, "created_at": moment, "updated_at": moment,
+           "blocked": False}  # fmt: skip
+    lease = {"id": "d" * 32, "token_hash": "c" * 64, "amount": 0.08, "created_at": moment,
+             "expires_at": moment - datetime.timedelta(seconds=1)}  # fmt: skip
+
+    async def write(s):
+        async with s.engine.begin() as conn:
+            await conn.execute(before.insert().values(**key))
+            await conn.execute(leases.insert().values(**lease))
+
+    run(database_url, write)
+    store.upgrade(database_url)
+
+    async def scenario(s):
+        found = await s.find_key("kept")
+        assert (found.team_id, found.user_id, found.ipm_limit, found.reserved) == (None, None, None, 0.08)
+        async with s.engine.connect() as conn:
+            assert (await conn.execute(sa.select(store.reservations.c.level))).scalars().all() == ["key"]
+        assert await s.release_expired_leases() == 1  # released to the key's budget, as a key's lease
+        after = await s.find_key("kept")
+        assert after.reserved == pytest.approx(0.0) and after.spend == pytest.approx(0.1)
+
+    run(database_url, scenario)

@@ -261,7 +261,13 @@ class Proxy:
         the request's spend row is written."""
         if not path or self.ledger is None:
             return None
-        refused = await self._ledger(self.ledger.limit(path, images))
+        for holder in path:  # more images than a level allows a minute would be refused every minute: a 400
+            if holder.ipm_limit is not None and images > holder.ipm_limit:
+                who = "this key" if holder.level == "key" else f"{holder.level} {holder.label}"
+                raise ProxyError(400, f"n: {images} images, more than {who} may make in a minute (ipm_limit "
+                                 f"{holder.ipm_limit})", type="invalid_request_error", param="n",
+                                 code="ipm_limit", extra={"level": holder.level})  # fmt: skip
+        refused, taken = await self._ledger(self.ledger.limit(path, images))
         if refused is not None:
             holder, name, limit, wait = refused
             who = "this key" if holder.level == "key" else f"{holder.level} {holder.label}"
@@ -272,7 +278,10 @@ class Proxy:
             )  # fmt: skip
         try:
             return await self._ledger(self.ledger.hold(path, quote or 0.0))
-        except store.BudgetExceeded as exc:
+        except BaseException as exc:
+            self.ledger.refund(taken)  # not admitted: its rate counts go back
+            if not isinstance(exc, store.BudgetExceeded):
+                raise
             now = exc.key or path[0]
             reset = (
                 f"; it resets at {now.budget_reset_at.isoformat()}" if now.budget_reset_at else "; it does not reset"
@@ -308,7 +317,15 @@ class Proxy:
             path.append(caller.key)
             path += [level.budget for level in (owners.member, owners.user, owners.team) if level is not None]
         if isinstance(user, str) and user and self.ledger is not None:
-            customer = await self._ledger(self.ledger.customer(user, self.config.max_end_user_budget))
+            default = self.config.max_end_user_budget
+            if not directory.valid_id(user):  # no customer has such an id (the routes take none)
+                if default is None:
+                    return path
+                # (with a default budget every customer is held to one: a user that cannot be one is refused)
+                raise ProxyError(400, "user: printable text of 1 to 256 characters (this proxy budgets each end "
+                                 "customer by it: litellm_settings.max_end_user_budget)", type="invalid_request_error",
+                                 param="user", code="invalid_user")  # fmt: skip
+            customer = await self._ledger(self.ledger.customer(user, default))
             if customer is not None:
                 if customer.blocked:
                     raise ProxyError(403, f"The end customer {printable(user)!r} (the request's user) is blocked",

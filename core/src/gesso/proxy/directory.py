@@ -243,6 +243,12 @@ def _own(changes: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     return own
 
 
+def valid_id(value: object) -> bool:
+    """A team's, a user's or a customer's id: printable text of 1 to 256 characters (no NUL, no control
+    character, what every database's column holds)."""
+    return isinstance(value, str) and 0 < len(value) <= 256 and value.isprintable()
+
+
 def _nul_free(*texts: str | None) -> bool:
     return all(text is None or "\x00" not in text for text in texts)
 
@@ -363,11 +369,12 @@ class Directory:
         budget = _budget_row(values)
         moment = budget["created_at"]
         async with self.engine.begin() as conn:
-            if (await conn.execute(sa.select(teams.c.team_id).where(teams.c.team_id == team_id))).first():
-                raise Taken(f"team_id: {team_id!r} is taken")
+            # a team is named by its id or its alias: no id may be another team's alias, nor the other way round
+            named = sa.or_(teams.c.team_id == team_id, teams.c.team_alias == team_id)
+            if (await conn.execute(sa.select(teams.c.team_id).where(named))).first():
+                raise Taken(f"team_id: {team_id!r} is taken (a team's id or alias)")
             alias = values.get("team_alias")
-            if alias is not None and (await conn.execute(teams.select().where(teams.c.team_alias == alias))).first():
-                raise Taken(f"team_alias: {alias!r} is taken; team aliases are unique")
+            await self._alias_free(conn, alias)
             await conn.execute(budgets.insert().values(**budget))
             await conn.execute(teams.insert().values(
                 team_id=team_id, team_alias=alias, models=list(values.get("models") or []),
@@ -387,9 +394,8 @@ class Directory:
         own = _own(changes, ("team_alias", "models", "metadata", "blocked"))
         async with self.engine.begin() as conn:
             alias = own.get("team_alias")
-            taken = teams.select().where(teams.c.team_alias == alias)
-            if alias is not None and alias != team.team_alias and (await conn.execute(taken)).first():
-                raise Taken(f"team_alias: {alias!r} is taken; team aliases are unique")
+            if alias != team.team_alias:
+                await self._alias_free(conn, alias, team.team_id)
             await conn.execute(teams.update().where(teams.c.team_id == team.team_id).values(**own, updated_at=now()))
             await self._change_budget(conn, team.budget.budget_id, changes)
         return await self.team(team.team_id)
@@ -407,9 +413,16 @@ class Directory:
             await self._drop_budgets(conn, gone)
         return hashes
 
-    async def add_member(self, team_id: str, member: Mapping[str, Any]) -> None:
+    async def _alias_free(self, conn: Any, alias: str | None, own: str | None = None) -> None:
+        named = sa.and_(sa.or_(teams.c.team_alias == alias, teams.c.team_id == alias), teams.c.team_id != own)
+        if alias is not None and (await conn.execute(sa.select(teams.c.team_id).where(named))).first():
+            raise Taken(f"team_alias: {alias!r} is taken (a team's id or alias); team aliases are unique")
+
+    async def add_members(self, team_id: str, roster: Sequence[Mapping[str, Any]]) -> None:
+        """Add members to a team in one transaction: all of them, or none (one a member already)."""
         async with self.engine.begin() as conn:
-            await self._add_member(conn, team_id, member)
+            for member in roster:
+                await self._add_member(conn, team_id, member)
 
     async def _add_member(self, conn: Any, team_id: str, member: Mapping[str, Any]) -> None:
         user_id = member["user_id"]

@@ -91,7 +91,8 @@ class GovernanceApi(keys.KeyApi):
             given = body.get("members_with_roles") or []
             if not isinstance(given, list):
                 raise _error(400, "members_with_roles: a list of {user_id, role}", param="members_with_roles")
-            roster = [_member(m) for m in given]
+            roster = [_member(m, param="members_with_roles") for m in given]
+            _distinct([m["user_id"] for m in roster], "members_with_roles")
             try:
                 team = await Directory(db).create_team(body, roster)
             except (Taken, sa.exc.IntegrityError) as exc:
@@ -170,13 +171,14 @@ class GovernanceApi(keys.KeyApi):
             body = await _body(request, ("team_id", "member", "max_budget_in_team"), self.proxy.body_timeout)
             team = await self._managed(caller, db, body.get("team_id"))
             given = body.get("member")
-            budget = _member({"user_id": "-", "max_budget_in_team": body.get("max_budget_in_team")})
-            roster = [{**_member(m), "max_budget_in_team": budget["max_budget_in_team"]}
-                      for m in (given if isinstance(given, list) else [given])]  # fmt: skip
-            directory = Directory(db)
+            default = _member({"user_id": "-", "max_budget_in_team": body.get("max_budget_in_team")})
+            roster = [_member(m, param="member") for m in (given if isinstance(given, list) else [given])]
+            for member in roster:  # a member's own budget, else the request's
+                if member["max_budget_in_team"] is None:
+                    member["max_budget_in_team"] = default["max_budget_in_team"]
+            _distinct([m["user_id"] for m in roster], "member")
             try:
-                for member in roster:
-                    await directory.add_member(team.team_id, member)
+                await Directory(db).add_members(team.team_id, roster)  # all of them, or none
             except (Taken, sa.exc.IntegrityError) as exc:
                 raise _taken(exc, "member") from None
             self._forget()
@@ -188,6 +190,9 @@ class GovernanceApi(keys.KeyApi):
         async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             body = await _body(request, ("team_id", "user_id", "role", "max_budget_in_team"), self.proxy.body_timeout)
             team = await self._managed(caller, db, body.get("team_id"))
+            if not caller.admin and caller.user is not None and body.get("user_id") == caller.user.user_id:
+                raise _error(403, "user_id: a team's admin may not change their own role or budget in it",
+                             type="permission_error", param="user_id")  # fmt: skip
             checked = _member({k: body[k] for k in ("user_id", "role", "max_budget_in_team") if k in body}, None)
             changes: dict[str, Any] = {k: checked[k] for k in ("role", "max_budget_in_team") if k in body}
             if not await Directory(db).update_member(team.team_id, body["user_id"], changes):
@@ -231,6 +236,7 @@ class GovernanceApi(keys.KeyApi):
                 _check_id(body["user_id"], "user_id")
             directory = Directory(db)
             teams = _list(body.get("teams"), "teams")
+            _distinct(teams, "teams")
             for team_id in teams:
                 body_team = await self._team(db, team_id)
                 if body_team.team_id != team_id:
@@ -367,11 +373,11 @@ class GovernanceApi(keys.KeyApi):
         async def run(request: Request, caller: Principal, db: store.Store) -> Any:
             body = await _body(request, ("user_ids",), self.proxy.body_timeout)
             given = _list(body.get("user_ids"), "user_ids", required=True)
-            deleted = await Directory(db).delete_customers(given)
-            if len(deleted) != len(given):
-                missing = [u for u in given if u not in deleted]
-                raise _error(404, f"No customer {missing[0]!r} (the others were deleted)", type="not_found_error",
-                             param="user_ids")  # fmt: skip
+            directory = Directory(db)
+            for user_id in given:  # every one there, or none deleted
+                if await directory.customer(user_id) is None:
+                    raise _error(404, f"No customer {user_id!r}", type="not_found_error", param="user_ids")
+            deleted = await directory.delete_customers(given)
             self._forget()
             return {"deleted_customers": deleted}
 
@@ -411,11 +417,17 @@ def _paging(request: Request) -> tuple[int, int]:
     return page, size
 
 
-def _member(given: Any, default_role: str | None = "user") -> dict[str, Any]:
+def _distinct(ids: list[str], param: str) -> None:
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise _error(400, f"{param}: {repeated[0]!r} is named twice", param=param)
+
+
+def _member(given: Any, default_role: str | None = "user", *, param: str = "member") -> dict[str, Any]:
     """A member as ``members_with_roles`` or ``member`` give it: ``user_id``, ``user_email``, ``role``, and the
     member's budget in the team (``max_budget_in_team``)."""
     if not isinstance(given, dict):
-        raise _error(400, "member: an object with user_id (and role: admin or user)", param="member")
+        raise _error(400, f"{param}: an object with user_id (and role: admin or user)", param=param)
     unknown = sorted(set(given) - {"user_id", "user_email", "role", "max_budget_in_team"})
     if unknown:
         raise _error(400, f"{unknown[0]}: not taken in a member (user_id, user_email, role)", param=unknown[0])

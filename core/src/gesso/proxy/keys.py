@@ -30,7 +30,7 @@ from starlette.routing import Route
 from gesso import errors
 from gesso.proxy import store
 from gesso.proxy.config import ProxyConfig
-from gesso.proxy.directory import Directory, Principal
+from gesso.proxy.directory import Directory, Principal, valid_id
 from gesso.proxy.http import Caller, ClientGone, ProxyError, error_response, json_object, json_response, read_body
 from gesso.proxy.ledger import Ledger
 
@@ -159,16 +159,18 @@ class KeyApi:
 
     async def _owned(self, caller: Principal, db: store.Store, values: dict[str, Any]) -> None:
         """Check a new key's team and owner: they exist, the owner is in the team, and a caller who is not the
-        admin makes a key of their own (or, as a team's admin, of one of its members) within the limits of its
-        team and owner."""
+        admin makes a key they own, within the limits of its team and their own. (Not one of another member's,
+        even as a team's admin: a key spends its owner's personal budget, and a key of a ``proxy_admin`` is an
+        admin's. Nor one without an owner: the owner's budget holds on every key of theirs.)"""
         if not caller.writes:
             raise _error(403, f"An {caller.role} may only read", type="permission_error")
         if not caller.admin:
             assert caller.user is not None
-            values.setdefault("user_id", caller.user.user_id)
-            if values["user_id"] != caller.user.user_id and not caller.admin_of(values.get("team_id")):
-                raise _error(403, "user_id: you may make keys for yourself only (or, as a team's admin, for its "
-                             "members, with its team_id)", type="permission_error", param="user_id")  # fmt: skip
+            if "user_id" not in values:
+                values["user_id"] = caller.user.user_id
+            if values["user_id"] != caller.user.user_id:
+                raise _error(403, "user_id: you may make keys you own only (leave user_id out, or give yours)",
+                             type="permission_error", param="user_id")  # fmt: skip
             if values.get("team_id") is not None and not caller.member_of(values["team_id"]):
                 raise _error(403, f"team_id: you are not a member of team {values['team_id']!r}",
                              type="permission_error", param="team_id")  # fmt: skip
@@ -238,6 +240,9 @@ class KeyApi:
         if not caller.manages_key(key):
             raise _error(403, "You may change only your own keys (and those of the teams you administer)",
                          type="permission_error", param="key")  # fmt: skip
+        if "blocked" in values:  # a block is the admin's (/key/block): its owner must not lift it
+            raise _error(403, "blocked: only the admin blocks and unblocks keys", type="permission_error",
+                         param="blocked")  # fmt: skip
         owners = await Directory(db).owners(key.team_id, key.user_id)
         for level, entity in (("team", owners.team), ("user", owners.user)):
             if entity is not None:
@@ -441,7 +446,7 @@ def _within(values: Mapping[str, Any], models: Sequence[str], budget: store.Budg
 
 def _check_id(value: Any, name: str) -> None:
     """A team's, a user's or a customer's id: printable text of 1 to 256 characters."""
-    if not isinstance(value, str) or not value or len(value) > 256 or not value.isprintable():
+    if not valid_id(value):
         raise _error(400, f"{name}: printable text of 1 to 256 characters", param=name)
 
 

@@ -192,13 +192,17 @@ class Ledger:
     async def count(self, key: store.Holder) -> float | None:
         """Count one request against a key's ``rpm_limit``: ``None`` if it may go, else the seconds until the next
         minute."""
-        refused = await self.limit([key], 1)
+        refused, _ = await self.limit([key], 1)
         return refused[3] if refused is not None else None
 
-    async def limit(self, path: Sequence[store.Holder], images: int) -> tuple[store.Holder, str, int, float] | None:
+    async def limit(
+        self, path: Sequence[store.Holder], images: int
+    ) -> tuple[tuple[store.Holder, str, int, float] | None, list[tuple[str, int, int]]]:
         """Count one request of ``images`` images against every ``rpm_limit`` and ``ipm_limit`` on its path (its
-        key, team, member, user, customer): ``None`` if it may go, else the first that refused it (the holder,
-        which limit, its value, the seconds until the next minute)."""
+        key, member, user, team, customer). Returns the first that refused it (the holder, which limit, its value,
+        the seconds until the next minute), or ``None``; and what was counted, for :meth:`refund` (a request
+        refused by one level, here or by a budget, gives back what the others counted: it was never admitted)."""
+        taken: list[tuple[str, int, int]] = []
         for holder in path:
             for name, window_id, amount in (("rpm_limit", holder.holder, 1), ("ipm_limit", "i:" + holder.holder[:62],
                                                                               images)):  # fmt: skip
@@ -206,8 +210,17 @@ class Ledger:
                 if limit is not None:
                     wait = await self._spend_count(window_id, limit, amount)
                     if wait is not None:
-                        return holder, name, limit, wait
-        return None
+                        self.refund(taken)
+                        return (holder, name, limit, wait), []
+                    taken.append((window_id, self.counts[window_id].window, amount))
+        return None, taken
+
+    def refund(self, taken: Sequence[tuple[str, int, int]]) -> None:
+        """Give back counts :meth:`limit` took (to this replica's share of their minute, if it has not ended)."""
+        for window_id, window, amount in taken:
+            counts = self.counts.get(window_id)
+            if counts is not None and counts.window == window:
+                counts.left += amount
 
     async def _spend_count(self, window_id: str, limit: int, amount: int) -> float | None:
         counts = self.counts.setdefault(window_id, Counts())

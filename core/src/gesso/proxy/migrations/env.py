@@ -1,5 +1,5 @@
 """Alembic's environment for the proxy's database: async drivers, and a lock so replicas starting together
-migrate one at a time (on PostgreSQL an advisory lock; on SQLite a lock on a file beside the database's)."""
+migrate one at a time (on PostgreSQL an advisory lock; on SQLite a lock on a file beside the database)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _migrate(connection: sa.Connection) -> None:
 
 @contextlib.contextmanager
 def _sqlite_lock(url: str) -> Iterator[None]:
-    """An exclusive lock on ``<database>.migrating``, beside a SQLite database's file, for as long as it is held."""
+    """An exclusive lock on ``<database>-migrate``, beside a SQLite database's file (as its ``-wal`` and ``-shm``
+    are), for as long as it is held."""
     path = url.split(":///", 1)[1] if ":///" in url else ""
     try:
         import fcntl
@@ -34,7 +35,7 @@ def _sqlite_lock(url: str) -> Iterator[None]:
     if not path or path.startswith(":memory:") or fcntl is None:
         yield
         return
-    with open(path + ".migrating", "a") as lock:
+    with open(path + "-migrate", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
