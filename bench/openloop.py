@@ -105,9 +105,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def open_loop(port: int, key: str, rate: float, seconds: float, size: str, timeout: float) -> dict:
+async def open_loop(
+    port: int, key: str, rate: float, seconds: float, size: str, timeout: float, user: str | None = None
+) -> dict:
     """``rate`` requests a second for ``seconds``, each started when due; latency from when it was due."""
-    request = image_request(port, key, {"model": MODEL_NAME, "prompt": "A cute baby sea otter", "size": size})
+    body = {"model": MODEL_NAME, "prompt": "A cute baby sea otter", "size": size, **({"user": user} if user else {})}
+    request = image_request(port, key, body)
     idle: list[Conn] = []
     results: list[tuple[float, float, int]] = []  # (due, latency, status); status 0: the connection failed
     failures: dict[str, int] = {}  # why, for status 0
@@ -206,8 +209,18 @@ def side(database: str, work: Path, latency: float, workers: int = 1, env: dict 
         proxy = stack.enter_context(running(cmd, port, PROXY_CPU, "gesso serve", work / "gesso.log", environment))
         made = call(port, "POST", "/key/generate", {"key_alias": f"bench-{time.monotonic_ns()}"})
         assert isinstance(made, dict)
+        # --key team: a key of a team's member, under every level's budget (key, member, user, team, customer)
+        members = [{"user_id": "bench-member", "role": "user"}]
+        call(port, "POST", "/team/new", {"team_id": "bench-team", "max_budget": 1e6, "members_with_roles": members})
+        call(port, "POST", "/user/update", {"user_id": "bench-member", "max_budget": 1e6})
+        call(port, "POST", "/team/member_update", {"team_id": "bench-team", "user_id": "bench-member",
+                                                   "max_budget_in_team": 1e6})  # fmt: skip
+        call(port, "POST", "/customer/new", {"user_id": "bench-customer", "max_budget": 1e6})
+        team = call(port, "POST", "/key/generate", {"team_id": "bench-team", "user_id": "bench-member",
+                                                    "max_budget": 1e6})  # fmt: skip
+        assert isinstance(team, dict)
         del emulator
-        yield port, proxy.pid, made["key"], database_url
+        yield port, proxy.pid, {"virtual": made["key"], "team": team["key"]}, database_url
 
 
 @contextlib.contextmanager
@@ -228,12 +241,13 @@ def warm(port: int, key: str, size: str) -> None:
 
 
 def run_side(args: argparse.Namespace, rate: float, work: Path) -> dict:
-    with side(args.database, work, args.latency, profile=args.profile) as (port, pid, virtual, _):
-        key = virtual if args.key == "virtual" else MASTER_KEY
+    with side(args.database, work, args.latency, profile=args.profile) as (port, pid, keys, _):
+        key = keys.get(args.key, MASTER_KEY)
+        user = "bench-customer" if args.key == "team" else None
         warm(port, key, args.size)
         cpu = cpu_seconds(pid)
         with Rss(pid) as rss:
-            result = asyncio.run(open_loop(port, key, rate, args.seconds, args.size, args.timeout))
+            result = asyncio.run(open_loop(port, key, rate, args.seconds, args.size, args.timeout, user))
         result.update(peak_rss_mb=round(rss.peak, 1), key=args.key, database=args.database, held=held(result))
         result["proxy_cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu) * 1000 / max(1, result["requests"]), 3)
         time.sleep(1.0)  # rows of the last answers committed
@@ -300,7 +314,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="requests started per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--latency", type=float, default=1.5, help="the emulated model's latency, seconds")
-    parser.add_argument("--key", choices=("master", "virtual"), default="virtual")
+    parser.add_argument("--key", choices=("master", "virtual", "team"), default="virtual",
+                        help="team: a team member's key and an end customer, every level with a budget")  # fmt: skip
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--size", default="320x320")
     parser.add_argument("--timeout", type=float, default=180.0, help="a request's own limit, seconds")

@@ -193,7 +193,9 @@ def well_formed(status: int, headers: dict[str, str], body: bytes) -> str | None
     error = data.get("error") if isinstance(data, dict) else None
     if not (isinstance(data, dict) and set(data) == {"error"} and isinstance(error, dict)):
         return f"HTTP {status}: not an OpenAI error: {body[:200]!r}"
-    if set(error) != {"message", "type", "param", "code"} or not isinstance(error["message"], str):
+    # OpenAI's four fields; a budget's or a rate limit's refusal also names the level that refused (``level``)
+    extra = {"level"} if error.get("type") in ("budget_exceeded", "rate_limit_error") else set()
+    if set(error) - extra != {"message", "type", "param", "code"} or not isinstance(error["message"], str):
         return f"HTTP {status}: an error without message, type, param and code: {body[:200]!r}"
     if status not in FAULT_STATUSES:
         return f"HTTP {status} is no fault's status: {body[:300]!r}"

@@ -466,3 +466,32 @@ def test_migration_0004_keeps_the_keys_and_leases_already_there(database_url):
         assert after.reserved == pytest.approx(0.0) and after.spend == pytest.approx(0.1)
 
     run(database_url, scenario)
+
+
+def test_a_teams_budget_resets_as_a_keys_does_and_a_lease_holds_every_level_or_none(url):
+    from gesso.proxy.directory import Directory
+
+    async def scenario(s):
+        directory = Directory(s)
+        team = await directory.create_team({"team_id": "t", "max_budget": 0.08, "budget_duration": "1d"})
+        customer = await directory.create_customer({"user_id": "c", "max_budget": 0.04})
+        budget, held = team.budget, customer.budget
+        # both levels at once, or neither: the customer covers one call, so a second takes nothing of the team's
+        (lease_t, amount_t, _), (lease_c, _, _) = await s.grow_leases([(budget, None, 0.04), (held, None, 0.04)],
+                                                                      0.04, 1, 0.5, 60)  # fmt: skip
+        with pytest.raises(store.BudgetExceeded) as refused:
+            await s.grow_leases([(budget, None, 0.04), (held, None, 0.04)], 0.04, 1, 0.5, 60)
+        assert refused.value.key.level == "customer" and refused.value.key.label == "c"
+        assert (await directory.team("t")).budget.reserved == pytest.approx(amount_t)  # nothing more held
+        await s.return_lease(lease_t, budget.budget_id, "budget")
+        await s.return_lease(lease_c, held.budget_id, "budget")
+        async with s.engine.begin() as conn:  # spent, and its day is over
+            await conn.execute(store.budgets.update().where(store.budgets.c.budget_id == budget.budget_id).values(
+                spend=0.08, budget_reset_at=store.now() - datetime.timedelta(seconds=1)))  # fmt: skip
+        due = (await directory.team("t")).budget
+        _, granted, _ = await s.grow_lease(due, None, 0.04, 0.04, 1, 0.5, 60)  # resets, then holds the call
+        after = (await directory.team("t")).budget
+        assert granted == pytest.approx(0.04) and after.spend == 0 and after.reserved == pytest.approx(0.04)
+        assert after.budget_reset_at > store.now() + datetime.timedelta(hours=23)
+
+    run(url, scenario)
