@@ -44,6 +44,8 @@ LEASE_TTL = float(os.environ.get("GESSO_LEASE_TTL", "15"))
 #: the most calls one lease reservation takes; and the seconds a lease may sit unused before it is given back
 LEASE_CALLS = 16
 LEASE_IDLE = 2.0
+#: calls' worth left in a lease under which it is topped up when another lease of the same call's path grows
+LOW_WATER = LEASE_CALLS // 2
 #: the share of what remains of a budget one reservation may take (the rest is left to other replicas)
 LEASE_SHARE = 0.5
 #: seconds admission waits for the database before the request is refused with a 503
@@ -269,8 +271,11 @@ class Ledger:
                 kept = [self.leases[h.holder] for h in budgeted if h not in short]
                 for lease in kept:
                     lease.held += price
+                # the path's other leases running low are topped up in the same transaction: a path's leases then
+                # run out together, one transaction for all of them rather than one for each
+                low = [h for h in budgeted if h not in short and self.leases[h.holder].available < LOW_WATER * price]
                 try:
-                    await self._grow(short, price, deadline)
+                    await self._grow(short + low, price, deadline)
                 finally:
                     for lease in kept:
                         lease.held -= price
@@ -375,9 +380,7 @@ class Ledger:
         """Give back idle leases, renew the others before a third of their life is left, and release the leases
         of replicas that died."""
         moment = time.monotonic()
-        for lease in list(self.leases.values()):
-            if not lease.busy and moment - lease.used >= LEASE_IDLE:
-                await self._give_back(lease)
+        # renewals first: nothing this process does may hold them up past a lease's life
         due = [lease for lease in self.by_id.values() if not lease.retired and moment - lease.renewed >= LEASE_TTL / 3]
         if due:
             alive = await self.store.renew_leases([lease.id for lease in due], LEASE_TTL)
@@ -392,6 +395,10 @@ class Ledger:
             released = await self.store.release_expired_leases()
             if released:
                 logger.warning("released %d budget leases past their expiry (their replica stopped)", released)
+        for lease in list(self.leases.values()):
+            # (one whose lock a call holds is in use: the next round looks again, rather than wait here)
+            if not lease.busy and moment - lease.used >= LEASE_IDLE and not self._lock(lease.holder).locked():
+                await self._give_back(lease)
 
     async def _give_back(self, lease: Lease) -> None:
         async with self._lock(lease.holder):

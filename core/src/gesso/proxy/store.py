@@ -891,56 +891,72 @@ class Store:
 
     async def _write(self, batch: list[_Entry]) -> None:
         """Insert ``batch``'s rows and settle what they held in one transaction, retrying a transient abort:
-        per-call reservations one by one, a lease's shares and a budgetless holder's spend summed (one statement or
-        two per lease or holder)."""
-        steps: list[tuple[tuple[str, str], Any, float]] = []  # ((table, holder), what, cost)
-        leased: dict[str, list[Any]] = {}
-        spent: dict[tuple[str, str], float] = {}
+        per-call reservations one by one; the costs of a lease's shares and of a budgetless holder's calls summed
+        and moved in a few statements for the whole group (:meth:`_move`)."""
+        calls: list[tuple[Reservation, float]] = []
+        moved: dict[tuple[str, str, str], float] = {}  # (table, holder, lease id or "") -> cost
         for _, held, cost, _ in batch:
             for part in held if isinstance(held, tuple) else (held,):
                 if isinstance(part, Reservation):
-                    steps.append((("key", part.token_hash), part, cost))
-                elif isinstance(part, LeaseShare):
-                    leased.setdefault(part.lease_id, [(part.table, part.holder), 0.0])[1] += cost
-                elif isinstance(part, Spend) and cost:
-                    spent[(part.table, part.holder)] = spent.get((part.table, part.holder), 0.0) + cost
-        steps += [(holder, ("lease", lease_id), cost) for lease_id, (holder, cost) in leased.items() if cost]
-        steps += [(holder, ("spend", None), cost) for holder, cost in spent.items()]
-        # rows are settled in one order (by table and id) in every group: two replicas' groups touching the same
-        # keys and budgets would otherwise lock them in opposite orders and deadlock (PostgreSQL aborts one)
-        steps.sort(key=lambda step: step[0])
+                    calls.append((part, cost))
+                elif isinstance(part, LeaseShare) or (isinstance(part, Spend) and cost):
+                    where = (part.table, part.holder, part.lease_id if isinstance(part, LeaseShare) else "")
+                    moved[where] = moved.get(where, 0.0) + cost
+        moved = {where: cost for where, cost in moved.items() if cost}
+        # holders are locked in one order (by table and id) in every transaction: two replicas' groups touching the
+        # same keys and budgets would otherwise lock them in opposite orders and deadlock (PostgreSQL aborts one)
+        holders = sorted({(table, holder) for table, holder, _ in moved} | {("key", r.token_hash) for r, _ in calls})
         for attempt in range(1, FLUSH_ATTEMPTS + 1):
             try:
                 async with self.engine.begin() as conn:
                     await conn.execute(spend_logs.insert(), [entry for entry, _, _, _ in batch])
-                    for (table, holder), what, cost in steps:
-                        if isinstance(what, Reservation):
-                            await self._settle(conn, what, cost)
-                        elif what[0] == "lease":
-                            await self._settle_lease(conn, what[1], table, holder, cost)
-                        else:
-                            target, column = _table(table)
-                            await conn.execute(
-                                target.update().where(column == holder).values(spend=target.c.spend + cost)
-                            )
+                    for table, holder in holders:
+                        await _lock(conn, table, holder)
+                    for reservation, cost in calls:
+                        await self._settle(conn, reservation, cost)
+                    await self._move(conn, moved)
                 return
             except sa.exc.DBAPIError as exc:  # rolled back: a deadlock or serialization failure is retried
                 if attempt == FLUSH_ATTEMPTS or not transient(exc):
                     raise
                 await asyncio.sleep(0.01 * attempt)
 
-    async def _settle_lease(self, conn: Any, lease_id: str, table: str, holder: str, cost: float) -> None:
-        """Move ``cost`` from a lease to its holder's spend; if the lease is gone (released past its expiry), its
-        budget was given back already, so only the spend is added."""
-        await _lock(conn, table, holder)  # the holder's row before the lease's, in every transaction: no deadlock
-        kept = await conn.execute(
-            reservations.update().where(reservations.c.id == lease_id).values(amount=reservations.c.amount - cost)
-        )
-        target, column = _table(table)
-        values = {"spend": target.c.spend + cost}
-        if kept.rowcount:
-            values["reserved"] = target.c.reserved - cost
-        await conn.execute(target.update().where(column == holder).values(**values))
+    async def _move(self, conn: Any, moved: Mapping[tuple[str, str, str], float]) -> None:
+        """Move each cost from its lease (if it has one) to its holder's spend, its holders locked already: the
+        leases still there lose it, and their holders' ``reserved`` with them; a lease gone (released past its
+        expiry) gave its budget back already, so only the spend is added. One statement for the leases and one
+        for each table, whatever the group holds."""
+        if not moved:
+            return
+        leases = [lease for _, _, lease in moved if lease]
+        present: set[str] = set()
+        if leases:
+            present = set((await conn.execute(sa.select(reservations.c.id).where(reservations.c.id.in_(leases))))
+                          .scalars())  # fmt: skip
+        shrunk = [{"lid": lease, "cost": cost} for (_, _, lease), cost in moved.items() if lease in present]
+        if shrunk:
+            await conn.execute(
+                reservations.update()
+                .where(reservations.c.id == sa.bindparam("lid"))
+                .values(amount=reservations.c.amount - sa.bindparam("cost")),
+                shrunk,
+            )
+        for table in ("budget", "key"):
+            target, column = _table(table)
+            spent = [
+                {"hid": holder, "cost": cost, "held": cost if lease in present else 0.0}
+                for (kind, holder, lease), cost in sorted(moved.items())
+                if kind == table
+            ]
+            if spent:
+                await conn.execute(
+                    target.update()
+                    .where(column == sa.bindparam("hid"))
+                    .values(
+                        spend=target.c.spend + sa.bindparam("cost"), reserved=target.c.reserved - sa.bindparam("held")
+                    ),
+                    spent,
+                )
 
     async def spend_logs(
         self,
@@ -1031,6 +1047,8 @@ _REPORT_COLUMNS = {"token": "token_hash", "end_user": "user"}
 async def _lock(conn: Any, table: str, holder: str) -> None:
     """Lock a key's or a budget's row for the transaction (PostgreSQL; SQLite's one writer needs no row lock):
     every transaction that touches a lease locks its holder first, so two never wait for each other in a cycle."""
+    if conn.dialect.name == "sqlite":  # (its one writer holds the whole database: no statement needed)
+        return
     column = _table(table)[1]
     await conn.execute(sa.select(column).where(column == holder).with_for_update())
 
