@@ -191,7 +191,8 @@ def send(proxy, emu, path: str, body: bytes, content_type: str) -> int:
     assert response.getheader("x-request-id")
     # a refusal comes before anything is sent, unless the prompt asked the emulated content filter to act
     marked = b"emulator:block" in body
-    assert not sent or (marked and error["type"] == "content_filter"), f"sent {sent}, then {status}: {error}"
+    # (the provider's content filter: OpenAI's invalid_request_error with code content_policy_violation)
+    assert not sent or (marked and error["code"] == "content_policy_violation"), f"sent {sent}, then {status}: {error}"
     COUNTS[path][f"{status} {error['code'] or error['type']}"] += 1
     return status
 

@@ -44,6 +44,8 @@ LEASE_TTL = float(os.environ.get("GESSO_LEASE_TTL", "15"))
 #: the most calls one lease reservation takes; and the seconds a lease may sit unused before it is given back
 LEASE_CALLS = 16
 LEASE_IDLE = 2.0
+#: seconds between looks at a budget whose rest calls in flight or other replicas' leases hold
+PENDING_POLL = 0.1
 #: calls' worth left in a lease under which it is topped up when another lease of the same call's path grows
 LOW_WATER = LEASE_CALLS // 2
 #: the share of what remains of a budget one reservation may take (the rest is left to other replicas)
@@ -73,6 +75,8 @@ class Lease:
     renewed: float = attrs.field(factory=time.monotonic)
     used: float = attrs.field(factory=time.monotonic)
     retired: bool = False
+    #: granted no more than its call needed (the end of a budget): given back as soon as it is idle
+    tight: bool = False
 
     @property
     def available(self) -> float:
@@ -107,6 +111,8 @@ class Ledger:
         self.leases: dict[str, Lease] = {}  # the current lease of each key or budget (by hash or budget id)
         self.by_id: dict[str, Lease] = {}  # every lease with shares still unsettled
         self.counts: dict[str, Counts] = {}
+        #: budgets found held by calls in flight and other replicas' leases: until when a call waits, and why
+        self.polls: dict[str, tuple[float, store.BudgetPending]] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         self._upkeep: asyncio.Task[None] | None = None
         database.on_settled = self.settled
@@ -255,9 +261,34 @@ class Ledger:
         holders = [path] if isinstance(path, (store.Key, store.Budget)) else list(path)
         budgeted = [h for h in holders if h.max_budget is not None]
         deadline = time.monotonic() + DB_WAIT
+        seen: store.BudgetPending | None = None  # the budget this call waited for
         while True:
             if all(self._lease_for(h.holder, price) is not None for h in budgeted):
                 return self._held(holders, price)
+            pending = self._pending([h for h in budgeted if self._lease_for(h.holder, price) is None])
+            if pending is not None:  # what is held may come back: wait for it (holding nothing), then refuse
+                until, seen = pending
+                if until >= deadline:
+                    raise store.BudgetExceeded(seen.key, seen.amount)
+                await asyncio.sleep(until - time.monotonic())
+                continue
+            try:
+                held = await self._grow_path(holders, budgeted, price, deadline)
+            except DatabaseUnavailable:  # no lock in time: after waiting for a budget, that budget refuses
+                if seen is None:
+                    raise
+                raise store.BudgetExceeded(seen.key, seen.amount) from None
+            if held is not None:
+                return held
+            if time.monotonic() >= deadline:  # (its leases were retired meanwhile, again and again)
+                raise DatabaseUnavailable(f"no lease within {DB_WAIT:g} s")
+
+    async def _grow_path(
+        self, holders: Sequence[store.Holder], budgeted: Sequence[store.Holder], price: float, deadline: float
+    ) -> Any:
+        """Under every level's lock, grow the path's short leases (and top up its low ones) and hold the call's
+        price: what is held, or ``None`` to look again."""
+        if budgeted:
             # every level's lock, not only the short ones': a call of this replica that finds one of them short
             # meanwhile waits for this grow rather than being refused while this call holds its price there
             async with contextlib.AsyncExitStack() as locked:
@@ -266,6 +297,8 @@ class Ledger:
                 short = [h for h in budgeted if self._lease_for(h.holder, price) is None]
                 if not short:
                     return self._held(holders, price)
+                if self._pending(short) is not None:  # another call looked meanwhile: wait as it does
+                    return None
                 # the levels that have the price now hold it while the others' leases grow (else calls with
                 # fewer levels would take it meanwhile, and calls with more would rarely find every level free)
                 kept = [self.leases[h.holder] for h in budgeted if h not in short]
@@ -275,14 +308,22 @@ class Ledger:
                 # run out together, one transaction for all of them rather than one for each
                 low = [h for h in budgeted if h not in short and self.leases[h.holder].available < LOW_WATER * price]
                 try:
-                    await self._grow(short + low, price, deadline)
+                    await self._grow(short, price, deadline, low)
+                except store.BudgetPending as exc:  # looked at again in PENDING_POLL s, by one call for all
+                    assert exc.key is not None
+                    self.polls[exc.key.holder] = (time.monotonic() + PENDING_POLL, exc)
                 finally:
                     for lease in kept:
                         lease.held -= price
                 if all(self._lease_for(h.holder, price) is not None for h in budgeted):
                     return self._held(holders, price)
-            if time.monotonic() >= deadline:  # (its leases were retired meanwhile, again and again)
-                raise DatabaseUnavailable(f"no lease within {DB_WAIT:g} s")
+        return None
+
+    def _pending(self, short: Sequence[store.Holder]) -> tuple[float, store.BudgetPending] | None:
+        """The latest wait a call of this replica found on one of ``short``'s budgets: until when, and why."""
+        moment = time.monotonic()
+        found = [self.polls[h.holder] for h in short if h.holder in self.polls and self.polls[h.holder][0] > moment]
+        return max(found, key=lambda entry: entry[0]) if found else None
 
     def _held(self, holders: Sequence[store.Holder], price: float) -> Any:
         parts: list[Any] = []
@@ -303,17 +344,20 @@ class Ledger:
             return lease
         return None
 
-    async def _grow(self, short: Sequence[store.Holder], price: float, deadline: float) -> None:
+    async def _grow(
+        self, short: Sequence[store.Holder], price: float, deadline: float, low: Sequence[store.Holder] = ()
+    ) -> None:
         """Grow (or make) this replica's lease on each of ``short``'s budgets by at least the rest of ``price``,
-        in one transaction."""
+        and top up ``low``'s by what their budgets spare (nothing needed: they never refuse), in one
+        transaction."""
         wanted = []
-        for holder in short:
+        for holder in [*short, *low]:
             current = self.leases.get(holder.holder)
             reuse = current is not None and current.usable(time.monotonic())
             held_id = current.id if reuse and current is not None else None
             # what the lease has left counts towards the call: only the rest is reserved
             needed = price - max(0.0, current.available) if reuse and current is not None else price
-            wanted.append((holder, held_id, max(needed, 0.0)))
+            wanted.append((holder, held_id, max(needed, 0.0) if holder in short else 0.0))
         for attempt in range(1, 4):
             try:
                 grown = await self._database(
@@ -325,15 +369,17 @@ class Ledger:
                     raise
                 await asyncio.sleep(0.01 * attempt)
         moment = time.monotonic()
-        for (holder, held_id, _), (lease_id, granted, kept) in zip(wanted, grown, strict=True):
+        for (holder, held_id, needed), (lease_id, granted, kept) in zip(wanted, grown, strict=True):
             current = self.leases.get(holder.holder)
+            tight = granted <= needed + 1e-12
             if held_id is not None and kept and current is not None and current.id == held_id:
                 current.amount += granted
                 current.renewed = moment
+                current.tight = tight
                 continue
             if current is not None:  # given up (its shares settle into it as they finish, or as spend if it is gone)
                 current.retired = True
-            lease = Lease(lease_id, holder.table, holder.holder, granted, renewed=moment)
+            lease = Lease(lease_id, holder.table, holder.holder, granted, renewed=moment, tight=tight)
             self.leases[holder.holder] = lease
             self.by_id[lease_id] = lease
 
@@ -380,6 +426,7 @@ class Ledger:
         """Give back idle leases, renew the others before a third of their life is left, and release the leases
         of replicas that died."""
         moment = time.monotonic()
+        self.polls = {holder: poll for holder, poll in self.polls.items() if poll[0] > moment}
         # renewals first: nothing this process does may hold them up past a lease's life
         due = [lease for lease in self.by_id.values() if not lease.retired and moment - lease.renewed >= LEASE_TTL / 3]
         if due:
@@ -397,7 +444,8 @@ class Ledger:
                 logger.warning("released %d budget leases past their expiry (their replica stopped)", released)
         for lease in list(self.leases.values()):
             # (one whose lock a call holds is in use: the next round looks again, rather than wait here)
-            if not lease.busy and moment - lease.used >= LEASE_IDLE and not self._lock(lease.holder).locked():
+            idle = 0.0 if lease.tight else LEASE_IDLE  # (the end of a budget: another replica may be waiting)
+            if not lease.busy and moment - lease.used >= idle and not self._lock(lease.holder).locked():
                 await self._give_back(lease)
 
     async def _give_back(self, lease: Lease) -> None:

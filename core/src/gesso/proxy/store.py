@@ -383,6 +383,11 @@ class BudgetExceeded(Exception):
         self.key, self.amount = key, amount
 
 
+class BudgetPending(BudgetExceeded):
+    """A budget cannot hold a call's price now, but could without what calls in flight and replicas' leases
+    hold: it may once they finish or are given back (the ledger waits, then refuses)."""
+
+
 @attrs.frozen
 class Reservation:
     id: str
@@ -678,7 +683,7 @@ class Store:
         whether ``lease_id`` was still there (a lease past its expiry may have been released by another replica:
         then a new one is made). When any ``needed`` does not fit, nothing is added and :class:`BudgetExceeded`
         names the most restrictive holder that refused (the one with the least left; of those, the smallest
-        budget)."""
+        budget), or :class:`BudgetPending` when every one that refused would fit without what is held."""
         moment = now()
         expires = moment + datetime.timedelta(seconds=ttl)
         order = sorted(range(len(wanted)), key=lambda i: (wanted[i][0].table, wanted[i][0].holder))
@@ -686,7 +691,7 @@ class Store:
         async with self.engine.begin() as conn:
             for i in order:  # every holder's row locked first, in the one order every transaction takes them
                 await _lock(conn, wanted[i][0].table, wanted[i][0].holder)
-            refused: list[tuple[float, Holder]] = []
+            refused: list[tuple[float, Holder, bool]] = []
             granted: dict[int, float] = {}
             for i in order:
                 holder, _, needed = wanted[i]
@@ -697,8 +702,11 @@ class Store:
                 else:
                     granted[i] = amount
             if refused:  # the transaction is rolled back: nothing was added anywhere
-                # the most restrictive: the least left, then the smallest budget (a customer's before its team's)
-                raise BudgetExceeded(min(refused, key=lambda r: (round(r[0], 9), r[1].max_budget or 0.0))[1], price)
+                # the most restrictive: the least left, then the smallest budget (a customer's before its team's);
+                # a level that cannot fit the call whatever comes back refuses before one that may yet
+                definite = [r for r in refused if not r[2]]
+                worst = min(definite or refused, key=lambda r: (round(r[0], 9), r[1].max_budget or 0.0))[1]
+                raise (BudgetExceeded if definite else BudgetPending)(worst, price)
             for i in order:
                 holder, lease_id, _ = wanted[i]
                 kept = False
@@ -720,19 +728,25 @@ class Store:
 
     async def _take(
         self, conn: Any, holder: Holder, needed: float, price: float, calls: int, share: float
-    ) -> float | tuple[float, Holder]:
+    ) -> float | tuple[float, Holder, bool]:
         """Reserve ``needed`` and what more :meth:`grow_leases` allows of one locked holder's budget: the amount,
-        or (what is left, the holder as it is now) when ``needed`` does not fit."""
+        or, when ``needed`` does not fit, (what is left, the holder as it is now, whether it would fit without what
+        calls in flight and leases hold: then it may yet). Near the end of a budget (less than ``calls`` calls
+        beyond this one left) only ``needed`` is reserved: no lease holds calls it may not make."""
         table, column = _table(holder.table)
         budget = float(holder.max_budget or 0.0)
-        remaining = -1.0
+        remaining, pending = -1.0, False
         for _ in range(4):  # another replica may take what was read as remaining (SQLite has no row lock): again
             read = sa.select(table.c.spend, table.c.reserved).where(column == holder.holder)
             row = (await conn.execute(read)).first()
             remaining = budget - row.spend - row.reserved if row is not None else -1.0
             if remaining + 1e-9 < needed:
+                pending = row is not None and row.reserved > 1e-9 and budget - row.spend + 1e-9 >= needed
                 break
-            more = math.floor(max(0.0, remaining - needed) * share / price + 1e-9) if price > 0 else 0
+            if needed <= 0 and remaining < price:  # a top-up with nothing to spare: nothing, and no refusal
+                return 0.0
+            left = max(0.0, remaining - needed)
+            more = math.floor(left * share / price + 1e-9) if price > 0 and left >= calls * price else 0
             amount = needed + price * min(calls - 1, more)
             fits_too = table.c.spend + table.c.reserved + amount <= budget + 1e-9  # what was read still holds
             done = await conn.execute(
@@ -740,7 +754,7 @@ class Store:
             )
             if done.rowcount:
                 return amount
-        return remaining, await self._holder_in(conn, holder)
+        return remaining, await self._holder_in(conn, holder), pending
 
     async def _holder_in(self, conn: Any, holder: Holder) -> Holder:
         """``holder`` as the database has it now (itself, if it is gone)."""
