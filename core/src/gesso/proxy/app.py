@@ -26,7 +26,7 @@ from starlette.datastructures import UploadFile
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from gesso import api, errors, params, telemetry
 from gesso.aio import within
@@ -818,7 +818,7 @@ def build_app(
     Served by uvicorn in the main thread, it stops on SIGTERM as :mod:`gesso.proxy.lifecycle` says."""
     proxy = Proxy(config, overrides)
     lifecycle = Lifecycle(proxy, reloader)
-    routes = []
+    routes: list[Route | Mount] = []
     for prefix in ("", "/v1"):
         routes += [
             Route(
@@ -838,9 +838,9 @@ def build_app(
         Route("/metrics", proxy.metrics_text, methods=["GET"]),
         Route("/openapi.json", proxy.openapi, methods=["GET"]),
     ]
-    from gesso.proxy import governance, keys
+    from gesso.proxy import governance, keys, ui
 
-    routes += keys.routes(proxy) + governance.routes(proxy)
+    routes += [*keys.routes(proxy), *governance.routes(proxy), *ui.routes(proxy)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

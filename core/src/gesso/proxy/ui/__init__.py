@@ -1,0 +1,302 @@
+"""The admin UI at ``/ui``, served by ``gesso serve`` itself: server-rendered pages (Starlette and Jinja2), a
+stylesheet and a little plain JavaScript, every asset in the wheel (nothing from a CDN: it works offline).
+
+Signing in takes the master key, or a key of an internal user (who sees what their role allows,
+:class:`gesso.proxy.directory.Principal`), or any virtual key (which sees its own usage). The session is a signed
+cookie (HMAC-SHA256 under a secret derived from the master key, so every worker and replica reads it, and a new
+master key ends every session): ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over TLS, ``Path=/ui``, for
+:data:`SESSION_SECONDS`. It holds the key's hash, never the key, and the key is read again on every page: a
+key blocked, expired or deleted is signed out at once. Every form carries the session's CSRF token. Every page
+is sent with a Content-Security-Policy that allows no inline script or style and no other origin, and with
+``X-Frame-Options: DENY``; Jinja2 escapes every value a template shows (key aliases, models, users, metadata are
+a tenant's text).
+
+The UI needs ``general_settings.master_key`` and a database, as the key API does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gesso import errors
+from gesso.proxy import keys, store
+from gesso.proxy.directory import Principal
+from gesso.proxy.http import Caller, ClientGone, read_body
+
+#: seconds a session lasts from its sign-in
+SESSION_SECONDS = 8 * 3600
+COOKIE = "gesso_ui"
+#: the cookie that carries the sign-in form's CSRF token (before there is a session)
+LOGIN_COOKIE = "gesso_ui_login"
+#: the largest form the UI reads
+MAX_FORM = 64 * 1024
+#: keys a page of the keys list shows
+PAGE_SIZE = 25
+HERE = Path(__file__).parent
+#: what every page of the UI is sent with: nothing inline runs, nothing from another origin loads, no frame holds it
+HEADERS = {
+    "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=jinja2.select_autoescape(("html",), default=True),
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def routes(proxy: keys.Host) -> list[Route | Mount]:
+    ui = Ui(proxy)
+    return [
+        Route("/ui", ui.home, methods=["GET"]),
+        Route("/ui/", ui.home, methods=["GET"]),
+        Route("/ui/login", ui.login_page, methods=["GET"]),
+        Route("/ui/login", ui.login, methods=["POST"]),
+        Route("/ui/logout", ui.logout, methods=["POST"]),
+        Route("/ui/keys", ui.keys_page, methods=["GET"]),
+        Route("/ui/keys", ui.keys_action, methods=["POST"]),
+        Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
+    ]
+
+
+class Session:
+    """A signed-in caller: who, until when, and the token every form of theirs must carry."""
+
+    def __init__(self, who: Principal, holder: str, expires: float, csrf: str) -> None:
+        self.who, self.holder, self.expires, self.csrf = who, holder, expires, csrf
+
+    @property
+    def name(self) -> str:
+        if self.who.admin and self.who.key is None:
+            return "admin (master key)"
+        key = self.who.key
+        user = self.who.user
+        shown = key.key_alias or key.key_name if key is not None else "?"
+        return f"{user.user_id} ({user.user_role}), key {shown}" if user is not None else f"key {shown}"
+
+
+class Ui:
+    def __init__(self, proxy: keys.Host) -> None:
+        self.proxy = proxy
+        self.api = keys.KeyApi(proxy)
+
+    # -- sessions -----------------------------------------------------------------------------------------
+
+    def _secret(self) -> bytes | None:
+        master = self.proxy.config.master_key
+        return hashlib.sha256(b"gesso ui session\0" + master.encode()).digest() if master else None
+
+    def _sign(self, payload: dict[str, Any]) -> str:
+        secret = self._secret()
+        assert secret is not None
+        body = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+        mac = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+        return f"{body}.{mac}"
+
+    def _unsigned(self, cookie: str | None) -> dict[str, Any] | None:
+        secret = self._secret()
+        if not cookie or secret is None or cookie.count(".") != 1:
+            return None
+        body, mac = cookie.split(".")
+        if not hmac.compare_digest(hmac.new(secret, body.encode(), hashlib.sha256).hexdigest(), mac):
+            return None
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    async def session(self, request: Request) -> Session | None:
+        """The request's session, checked: signed by this proxy, not expired, its key still there and usable."""
+        payload = self._unsigned(request.cookies.get(COOKIE))
+        if payload is None or not isinstance(payload.get("exp"), (int, float)) or payload["exp"] <= time.time():
+            return None
+        holder, csrf = payload.get("h"), payload.get("c")
+        if not isinstance(holder, str) or not isinstance(csrf, str):
+            return None
+        if holder == "admin":
+            return Session(Principal(True), holder, payload["exp"], csrf)
+        db = self.proxy.store
+        key = await db.get_key(holder) if db is not None else None
+        if key is None or key.blocked or (key.expires is not None and key.expires <= store.now()):
+            return None
+        assert db is not None
+        return Session(await self.api.principal(Caller(key=key), db), holder, payload["exp"], csrf)
+
+    async def _signed_in(self, request: Request) -> Session | Response:
+        """The request's session, or the answer for a request without one (a redirect to sign in)."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        session = await self.session(request)
+        return session if session is not None else RedirectResponse("/ui/login", status_code=303, headers=HEADERS)
+
+    def _page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = _templates.get_template(template).render(**context)
+        return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+    def _unavailable(self) -> HTMLResponse | None:
+        if self.proxy.config.master_key is None or self.proxy.store is None:
+            return self._page("unavailable.html", 503)
+        return None
+
+    async def _form(self, request: Request) -> dict[str, str]:
+        raw = await read_body(request, limit=MAX_FORM, timeout=self.proxy.body_timeout, limit_note="a form")
+        try:
+            return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=64))
+        except (UnicodeDecodeError, ValueError):
+            return {}
+
+    # -- sign-in ------------------------------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/ui/keys", status_code=303, headers=HEADERS)
+
+    async def login_page(self, request: Request, error: str | None = None, status: int = 200) -> Response:
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        token = secrets.token_urlsafe(24)
+        page = self._page("login.html", status, csrf=token, error=error)
+        page.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/ui", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")  # fmt: skip
+        return page
+
+    async def login(self, request: Request) -> Response:
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        try:
+            form = await self._form(request)
+        except (errors.GessoError, ClientGone):
+            return await self.login_page(request, "The form could not be read; try again", 400)
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(form.get("csrf", ""), expected):
+            return await self.login_page(request, "The form expired; try again", 403)
+        given = form.get("key", "").strip()
+        master = self.proxy.config.master_key
+        holder = None
+        if given and master and hmac.compare_digest(given.encode(), master.encode()):
+            holder = "admin"
+        elif given and self.proxy.store is not None:
+            key = await self.proxy.store.get_key(store.hash_key(given))
+            if key is not None and not key.blocked and (key.expires is None or key.expires > store.now()):
+                holder = key.token_hash
+        if holder is None:
+            return await self.login_page(request, "That key is not one this proxy accepts", 401)
+        cookie = self._sign({"h": holder, "exp": int(time.time()) + SESSION_SECONDS, "c": secrets.token_urlsafe(24)})
+        answer = RedirectResponse("/ui/keys", status_code=303, headers=HEADERS)
+        answer.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, path="/ui", httponly=True, samesite="strict",
+                          secure=request.url.scheme == "https")  # fmt: skip
+        answer.delete_cookie(LOGIN_COOKIE, path="/ui")
+        return answer
+
+    async def logout(self, request: Request) -> Response:
+        session = await self.session(request)
+        form = await self._form(request)
+        answer = RedirectResponse("/ui/login", status_code=303, headers=HEADERS)
+        if session is not None and hmac.compare_digest(form.get("csrf", ""), session.csrf):
+            answer.delete_cookie(COOKIE, path="/ui")
+        return answer
+
+    # -- keys ---------------------------------------------------------------------------------------------
+
+    async def keys_page(self, request: Request, *, made: dict[str, Any] | None = None, error: str | None = None,
+                        status: int = 200) -> Response:  # fmt: skip
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        query = request.query_params
+        search = query.get("q", "").strip() or None
+        try:
+            page = keys._positive_int(query.get("page", "1"), "page")
+        except errors.GessoError:
+            page = 1
+        found, total = await db.list_keys(key_alias=search, visible=session.who.keys_visible(), page=page,
+                                          size=PAGE_SIZE)  # fmt: skip
+        pages = max(1, math.ceil(total / PAGE_SIZE))
+        return self._page(
+            "keys.html", status, session=session, keys=[k.info() for k in found], total=total, page=page,
+            pages=pages, search=search or "", made=made, error=error, writes=session.who.writes,
+            admin=session.who.admin, link=lambda p: "/ui/keys?" + urlencode({"q": search or "", "page": p}),
+        )  # fmt: skip
+
+    async def keys_action(self, request: Request) -> Response:
+        """A keys form: ``create``, ``block``, ``unblock`` or ``delete``, each as the key API would do it for
+        this caller (the same checks, the same scoping)."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        try:
+            form = await self._form(request)
+        except (errors.GessoError, ClientGone):
+            return await self.keys_page(request, error="The form could not be read", status=400)
+        if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+            return await self.keys_page(request, error="The form expired; reload the page and try again",
+                                        status=403)  # fmt: skip
+        db = self.proxy.store
+        assert db is not None
+        who = session.who
+        try:
+            action = form.get("action")
+            if action == "create":
+                return await self.keys_page(request, made=await self._create(who, db, form))
+            key = await self.api._find(form.get("key", ""))
+            if action in ("block", "unblock"):
+                if not who.admin:
+                    raise keys._error(403, "Only the admin blocks and unblocks keys", type="permission_error")
+                await db.update_key(key.token_hash, {"blocked": action == "block"})
+            elif action == "delete":
+                await self.api._may_change(who, db, key, {})
+                await db.delete_keys([key.token_hash])
+            else:
+                raise keys._error(400, "Unknown action")
+            self.api._changed(key.token_hash)
+        except errors.GessoError as exc:
+            return await self.keys_page(request, error=exc.message, status=getattr(exc, "status_code", 400))
+        return RedirectResponse(request.url.path + ("?" + request.url.query if request.url.query else ""),
+                                status_code=303, headers=HEADERS)  # fmt: skip
+
+    async def _create(self, who: Principal, db: store.Store, form: dict[str, str]) -> dict[str, Any]:
+        """A key from the create form (its fields as the key API takes them; empty ones left out)."""
+        body: dict[str, Any] = {}
+        for name in ("key_alias", "budget_duration", "team_id"):
+            if form.get(name, "").strip():
+                body[name] = form[name].strip()
+        if form.get("models", "").strip():
+            body["models"] = [m.strip() for m in form["models"].split(",") if m.strip()]
+        for name, kind in (("max_budget", float), ("rpm_limit", int), ("ipm_limit", int)):
+            text = form.get(name, "").strip()
+            if text:
+                try:
+                    body[name] = kind(text)
+                except ValueError:
+                    raise keys._error(400, f"{name}: a number (got {keys._shown(text)})", param=name) from None
+        values = keys._checked(body)
+        await self.api._owned(who, db, values)
+        await self.api._unique_alias(values.get("key_alias"))
+        plaintext, key = await db.create_key(**values)
+        self.api._changed(key.token_hash)
+        return {"key": plaintext, **key.info()}

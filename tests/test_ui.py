@@ -1,0 +1,140 @@
+"""The admin UI at /ui through the real proxy (uvicorn on a thread), as a browser's HTTP exchanges are: signing in
+(and who may), the session cookie (its flags, its signature, its expiry, the key read again on every page), CSRF
+on every form, the security headers, escaping of a tenant's text, and the keys page's actions. The same pages in
+a real browser: tests/test_ui_browser.py."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+from test_keys import MASTER, Served, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
+
+from gesso.proxy import store, ui
+
+
+@pytest.fixture
+def proxy(database_url, aws):
+    store.upgrade(database_url)
+    with serving(database_url, aws) as served:
+        yield served
+
+
+PAYLOADS = ("<script>window.__xss=1</script>", '"><img src=x onerror="window.__xss=1">')
+
+
+def signed_in(proxy: Served, key: str = MASTER) -> requests.Session:
+    browser = requests.Session()
+    page = browser.get(proxy.url + "/ui/login", timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    answer = browser.post(proxy.url + "/ui/login", data={"csrf": csrf, "key": key}, timeout=10, allow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui/keys", answer.text
+    return browser
+
+
+def csrf_of(page: requests.Response) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+
+
+def test_signing_in_the_cookie_and_the_headers(proxy, emulator):
+    fresh = requests.Session()
+    answer = fresh.get(proxy.url + "/ui", timeout=10, allow_redirects=False)
+    assert answer.status_code == 303
+    assert fresh.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).headers["location"] == "/ui/login"
+    login = fresh.get(proxy.url + "/ui/login", timeout=10)
+    assert login.status_code == 200 and 'type="password"' in login.text
+    for name, value in ui.HEADERS.items():
+        assert login.headers[name] == value
+    assert "unsafe-inline" not in login.headers["content-security-policy"]
+    assert "<script>" not in login.text and "style=" not in login.text  # nothing inline for the policy to block
+    # a sign-in needs the form's token (a page elsewhere cannot sign a browser in to this proxy)
+    refused = fresh.post(proxy.url + "/ui/login", data={"key": MASTER}, timeout=10, allow_redirects=False)
+    assert refused.status_code == 403
+    wrong = fresh.post(proxy.url + "/ui/login", data={"key": "sk-nope", "csrf": csrf_of(fresh.get(proxy.url + "/ui/login"))},
+                       timeout=10)  # fmt: skip
+    assert wrong.status_code == 401 and "not one this proxy accepts" in wrong.text
+
+    browser = signed_in(proxy)
+    cookie = next(c for c in browser.cookies if c.name == ui.COOKIE)
+    assert cookie.path == "/ui" and not cookie.secure  # (Secure over TLS: this is plain HTTP on loopback)
+    assert cookie.has_nonstandard_attr("HttpOnly") and cookie.get_nonstandard_attr("SameSite") == "strict"
+    assert MASTER not in cookie.value and MASTER[3:] not in cookie.value  # the key's hash or "admin", signed
+    keys_page = browser.get(proxy.url + "/ui/keys", timeout=10)
+    assert keys_page.status_code == 200 and "admin (master key)" in keys_page.text
+
+    # a cookie changed by a byte, or from another master key, or past its expiry, is no session
+    body, mac = cookie.value.split(".")
+    for forged in (body + "." + mac[:-1] + ("0" if mac[-1] != "0" else "1"), body[:-2] + "xx." + mac, "junk"):
+        stranger = requests.Session()
+        stranger.cookies.set(ui.COOKIE, forged, path="/ui")
+        assert stranger.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303
+    app_ui = ui.Ui(type("Host", (), {"config": type("C", (), {"master_key": MASTER})()})())
+    expired = app_ui._sign({"h": "admin", "exp": int(time.time()) - 1, "c": "x"})
+    stale = requests.Session()
+    stale.cookies.set(ui.COOKIE, expired, path="/ui")
+    assert stale.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303
+    # signing out needs the session's token too
+    browser.post(proxy.url + "/ui/logout", data={"csrf": "wrong"}, timeout=10)
+    assert browser.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 200
+    browser.post(proxy.url + "/ui/logout", data={"csrf": csrf_of(keys_page)}, timeout=10)
+    assert browser.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303
+
+
+def test_the_keys_page_makes_blocks_and_deletes_keys_and_escapes_a_tenants_text(proxy, emulator):
+    browser = signed_in(proxy)
+    page = browser.get(proxy.url + "/ui/keys", timeout=10)
+    csrf = csrf_of(page)
+    # every form needs the session's token
+    assert browser.post(proxy.url + "/ui/keys", data={"action": "create"}, timeout=10).status_code == 403
+    made = browser.post(proxy.url + "/ui/keys", timeout=10, data={
+        "csrf": csrf, "action": "create", "key_alias": PAYLOADS[0], "max_budget": "1", "models": "nova"})  # fmt: skip
+    assert made.status_code == 200, made.text
+    plaintext = re.search(r'<code id="made-key">(sk-[^<]+)</code>', made.text).group(1)
+    # the alias is shown escaped, never as markup
+    assert PAYLOADS[0] not in made.text and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in made.text
+    proxy.generate_key(key_alias=PAYLOADS[1], metadata={"note": PAYLOADS[0]})
+    listed = browser.get(proxy.url + "/ui/keys", timeout=10).text
+    assert PAYLOADS[1] not in listed and "&#34;&gt;&lt;img src=x onerror=&#34;window.__xss=1&#34;&gt;" in listed
+    assert plaintext not in listed  # shown once
+    # the key works; blocked from the page, it is refused; unblocked, it works again
+    assert proxy.client(plaintext).images.generate(model="nova", prompt="x", size="320x320").data
+    token = next(k["token"] for k in proxy.call("GET", "/key/list?return_full_object=true")[2]["keys"]
+                 if k["key_alias"] == PAYLOADS[0])  # fmt: skip
+    assert "0.0400" in browser.get(proxy.url + "/ui/keys", timeout=10).text  # its spend
+    browser.post(proxy.url + "/ui/keys", data={"csrf": csrf, "action": "block", "key": token}, timeout=10)
+    status, _, answer = proxy.call(
+        "POST", "/v1/images/generations", key=plaintext, body={"model": "nova", "prompt": "x"}
+    )
+    assert status == 401 and answer["error"]["code"] == "key_blocked"
+    browser.post(proxy.url + "/ui/keys", data={"csrf": csrf, "action": "unblock", "key": token}, timeout=10)
+    assert proxy.call("POST", "/v1/images/generations", key=plaintext, body={"model": "nova", "prompt": "x",
+                                                                           "size": "320x320"})[0] == 200  # fmt: skip
+    # a bad field is the key API's 400, shown on the page
+    bad = browser.post(
+        proxy.url + "/ui/keys", data={"csrf": csrf, "action": "create", "max_budget": "lots"}, timeout=10
+    )
+    assert bad.status_code == 400 and "max_budget: a number" in bad.text
+    # search, then delete
+    found = browser.get(proxy.url + "/ui/keys", params={"q": PAYLOADS[0]}, timeout=10).text
+    assert "1 key" in found
+    browser.post(proxy.url + "/ui/keys", data={"csrf": csrf, "action": "delete", "key": token}, timeout=10)
+    assert proxy.call("GET", f"/key/info?key={token}")[0] == 404
+
+
+def test_a_virtual_key_signs_in_to_its_own_usage_and_loses_its_session_when_blocked(proxy, emulator):
+    own = proxy.generate_key(key_alias="mine")
+    other = proxy.generate_key(key_alias="theirs")
+    browser = signed_in(proxy, own["key"])
+    page = browser.get(proxy.url + "/ui/keys", timeout=10).text
+    assert "mine" in page and "theirs" not in page and "Make a key" not in page and "Block" not in page
+    # not its to block or delete
+    answer = browser.post(proxy.url + "/ui/keys", data={"csrf": csrf_of(browser.get(proxy.url + "/ui/keys")),
+                                                         "action": "block", "key": other["token"]}, timeout=10)  # fmt: skip
+    assert (
+        answer.status_code == 403
+        and proxy.call("GET", f"/key/info?key={other['token']}")[2]["info"]["blocked"] is False
+    )
+    proxy.call("POST", "/key/block", body={"key": own["token"]})
+    assert browser.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303  # signed out

@@ -1,0 +1,114 @@
+"""The admin UI in a real browser: Debian's Chromium, headless, driven by Selenium through Debian's chromedriver
+(.ci/run installs both). The test signs in, makes a key and copies it, sends a request with it through the
+``openai`` client, sees its spend on the page, blocks it there and sees the next request refused, and checks that
+script payloads put into every field the keys page shows never run. Without /usr/bin/chromium it is skipped
+(outside CI only: under CI=true it fails)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import openai
+import pytest
+from test_keys import MASTER, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
+
+from gesso.proxy import store
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+#: what each payload sets if it runs
+PAYLOADS = ('<script>window.__xss=1</script>', '"><img src=x onerror="window.__xss=2">',
+            "<svg onload=window.__xss=3>")  # fmt: skip
+
+
+@pytest.fixture
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail("CI must run the browser tests: apt-get install chromium chromium-driver", pytrace=False)
+        pytest.skip("no Chromium here (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="gesso-chromium-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def proxy(aws, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'ui.db'}"
+    store.upgrade(database_url)
+    with serving(database_url, aws) as served:
+        yield served
+
+
+@pytest.mark.slow  # starts a browser
+def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, emulator, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def submit(button) -> None:
+        """Click a form's button and wait for the page it loads."""
+        old = browser.find_element(By.TAG_NAME, "html")
+        button.click()
+        WebDriverWait(browser, 10).until(lambda _: old.id != browser.find_element(By.TAG_NAME, "html").id)
+
+    def row_of(alias: str):
+        return next(tr for tr in browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+                    if tr.find_element(By.CSS_SELECTOR, "td.alias").text == alias)  # fmt: skip
+
+    def fill(field: str, text: str) -> None:
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(text)
+
+    browser.get(proxy.url + "/ui")
+    assert browser.current_url.endswith("/ui/login")
+    fill("key", MASTER)
+    submit(browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
+    assert browser.current_url.endswith("/ui/keys") and "admin (master key)" in browser.page_source
+
+    # payloads in every field the page shows: the alias, the models, the team and the owner
+    proxy.call("POST", "/team/new", body={"team_id": PAYLOADS[2], "members_with_roles": [{"user_id": PAYLOADS[1]}]})
+    made = proxy.generate_key(key_alias=PAYLOADS[1], models=[PAYLOADS[0]], team_id=PAYLOADS[2], user_id=PAYLOADS[1])
+    assert made["team_id"] == PAYLOADS[2]
+    fill("key_alias", PAYLOADS[0])
+    fill("max_budget", "1")
+    submit(browser.find_element(By.CSS_SELECTOR, "form.create button[type=submit]"))
+    plaintext = browser.find_element(By.ID, "made-key").text
+    assert plaintext.startswith("sk-")
+    browser.find_element(By.CSS_SELECTOR, "button.copy").click()  # the copy button answers (clipboard or not)
+    browser.get(proxy.url + "/ui/keys")
+    assert browser.execute_script("return window.__xss === undefined")
+    cells = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "td.alias")]
+    assert set(cells) == {PAYLOADS[0], PAYLOADS[1]}  # shown as text, exactly as given
+    assert plaintext not in browser.page_source
+
+    client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=plaintext, max_retries=0, timeout=20)
+    assert client.images.generate(model="nova", prompt="a lighthouse", size="320x320").data
+    browser.refresh()
+    row = row_of(PAYLOADS[0])
+    assert "0.0400" in row.text
+    submit(row.find_element(By.XPATH, ".//button[starts-with(@aria-label, 'Block')]"))
+    assert "blocked" in row_of(PAYLOADS[0]).text
+    with pytest.raises(openai.AuthenticationError) as refused:
+        client.images.generate(model="nova", prompt="a lighthouse", size="320x320")
+    assert refused.value.body["code"] == "key_blocked"
+    assert browser.execute_script("return window.__xss === undefined")
+    browser.save_screenshot(str(tmp_path / "keys.png"))
+    assert (tmp_path / "keys.png").stat().st_size > 1000
+    submit(browser.find_element(By.CSS_SELECTOR, "header .signout button"))
+    assert browser.current_url.endswith("/ui/login")
