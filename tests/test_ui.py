@@ -138,3 +138,43 @@ def test_a_virtual_key_signs_in_to_its_own_usage_and_loses_its_session_when_bloc
     )
     proxy.call("POST", "/key/block", body={"key": own["token"]})
     assert browser.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303  # signed out
+
+
+def test_the_logs_filter_page_and_open_a_row_and_the_models_page(proxy, emulator, monkeypatch):
+    monkeypatch.setattr(ui, "LOG_PAGE", 2)
+    mine = proxy.generate_key(key_alias="logged")
+    body = {"model": "nova", "prompt": "a secret prompt", "size": "320x320"}
+    for _ in range(3):
+        assert proxy.call("POST", "/v1/images/generations", key=mine["key"], body=body)[0] == 200
+    assert proxy.call("POST", "/v1/images/generations", key=mine["key"], body={**body, "model": PAYLOADS[1]})[0] == 404
+    assert proxy.call("POST", "/v1/images/generations", body={**body, "model": "canvas"})[0] == 200
+    browser = signed_in(proxy)
+    page = browser.get(proxy.url + "/ui/logs", timeout=10)
+    assert page.status_code == 200 and page.text.count("<tr>") == 1 + 2  # the head and a page of two
+    assert "Older" in page.text and "Newer" not in page.text
+    older = browser.get(proxy.url + "/ui/logs", params={"page": 2}, timeout=10).text
+    assert "Newer" in older and "Older" in older
+    failures = browser.get(proxy.url + "/ui/logs", params={"status": "failure"}, timeout=10).text
+    assert failures.count("<tr>") == 2 and "failure 404" in failures
+    assert PAYLOADS[1] not in failures and "&lt;img src=x onerror=" in failures  # the model name as asked, escaped
+    by_model = browser.get(proxy.url + "/ui/logs", params={"model": "canvas"}, timeout=10).text
+    assert by_model.count("<tr>") == 2 and "canvas" in by_model
+    bad = browser.get(proxy.url + "/ui/logs", params={"start_date": "yesterday"}, timeout=10)
+    assert bad.status_code == 400 and "start_date" in bad.text
+    # a row's detail: every column, never an image, and the prompt only when the proxy keeps prompts
+    request_id = re.search(r'href="/ui/logs/([0-9a-f]{32})"', page.text).group(1)
+    detail = browser.get(proxy.url + f"/ui/logs/{request_id}", timeout=10).text
+    assert request_id in detail and "store_prompts is off" in detail and "a secret prompt" not in detail
+    assert not re.search(r"[A-Za-z0-9+/=]{200,}", detail)
+    assert browser.get(proxy.url + "/ui/logs/" + "0" * 32, timeout=10).status_code == 404
+    # a virtual key sees its own rows only
+    own = signed_in(proxy, mine["key"]).get(proxy.url + "/ui/logs", params={"model": "canvas"}, timeout=10).text
+    assert "No request matches." in own
+    # the models page: each model name's deployments and their state
+    models = browser.get(proxy.url + "/ui/models", timeout=10).text
+    assert (
+        "nova-a" in models
+        and "canvas-a" in models
+        and "ready" in models
+        and "bedrock/amazon.nova-canvas-v1:0" in models
+    )

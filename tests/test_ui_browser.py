@@ -110,5 +110,17 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
     assert browser.execute_script("return window.__xss === undefined")
     browser.save_screenshot(str(tmp_path / "keys.png"))
     assert (tmp_path / "keys.png").stat().st_size > 1000
+    # the logs: filtered to failures, the blocked key's refused request is there (a request refused before it was
+    # authenticated carries no key); it opens to its detail
+    browser.get(proxy.url + "/ui/logs")
+    browser.find_element(By.CSS_SELECTOR, "#f-status option[value=failure]").click()
+    submit(browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert len(rows) == 1 and "failure 401" in rows[0].text
+    submit(rows[0].find_element(By.TAG_NAME, "a"))
+    assert "auth_error" in browser.page_source and "store_prompts is off" in browser.page_source
+    browser.get(proxy.url + "/ui/models")
+    assert "nova-a" in browser.page_source and "ready" in browser.page_source
+    assert browser.execute_script("return window.__xss === undefined")
     submit(browser.find_element(By.CSS_SELECTOR, "header .signout button"))
     assert browser.current_url.endswith("/ui/login")

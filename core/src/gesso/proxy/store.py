@@ -984,14 +984,20 @@ class Store:
         end: datetime.datetime | None = None,
         limit: int = 1000,
         visible: Any = None,
+        status: str | None = None,
+        request_id: str | None = None,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """The newest spend rows, filtered (``visible``: a condition on the rows, what a caller may see)."""
-        query = spend_logs.select().order_by(spend_logs.c.created_at.desc()).limit(limit)
+        """The newest spend rows (from the ``offset``-th), filtered (``visible``: a condition on the rows, what a
+        caller may see)."""
+        query = spend_logs.select().order_by(spend_logs.c.created_at.desc(), spend_logs.c.request_id)
+        query = query.offset(offset).limit(limit)
         if visible is not None:
             query = query.where(visible)
         c = spend_logs.c
         for column, value in ((c.token_hash, token_hash), (c.model_name, model_name), (c.team_id, team_id),
-                              (c.user_id, user_id), (c.user, end_user)):  # fmt: skip
+                              (c.user_id, user_id), (c.user, end_user), (c.status, status),
+                              (c.request_id, request_id)):  # fmt: skip
             if value is not None:
                 if "\x00" in value:  # no row holds one (PostgreSQL text cannot)
                     return []

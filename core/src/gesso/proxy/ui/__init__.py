@@ -24,7 +24,7 @@ import math
 import secrets
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
@@ -37,6 +37,7 @@ from gesso import errors
 from gesso.proxy import keys, store
 from gesso.proxy.directory import Principal
 from gesso.proxy.http import Caller, ClientGone, read_body
+from gesso.proxy.router import Router
 
 #: seconds a session lasts from its sign-in
 SESSION_SECONDS = 8 * 3600
@@ -45,8 +46,9 @@ COOKIE = "gesso_ui"
 LOGIN_COOKIE = "gesso_ui_login"
 #: the largest form the UI reads
 MAX_FORM = 64 * 1024
-#: keys a page of the keys list shows
+#: keys a page of the keys list shows, and spend rows a page of the logs
 PAGE_SIZE = 25
+LOG_PAGE = 50
 HERE = Path(__file__).parent
 #: what every page of the UI is sent with: nothing inline runs, nothing from another origin loads, no frame holds it
 HEADERS = {
@@ -65,10 +67,20 @@ _templates = jinja2.Environment(
 )
 
 
-def routes(proxy: keys.Host) -> list[Route | Mount]:
+class Host(keys.Host, Protocol):
+    """What the UI needs of the proxy it is served by (:class:`gesso.proxy.app.Proxy`)."""
+
+    @property
+    def router(self) -> Router: ...
+
+
+def routes(proxy: Host) -> list[Route | Mount]:
     ui = Ui(proxy)
     return [
         Route("/ui", ui.home, methods=["GET"]),
+        Route("/ui/logs", ui.logs_page, methods=["GET"]),
+        Route("/ui/logs/{request_id}", ui.log_page, methods=["GET"]),
+        Route("/ui/models", ui.models_page, methods=["GET"]),
         Route("/ui/", ui.home, methods=["GET"]),
         Route("/ui/login", ui.login_page, methods=["GET"]),
         Route("/ui/login", ui.login, methods=["POST"]),
@@ -96,7 +108,7 @@ class Session:
 
 
 class Ui:
-    def __init__(self, proxy: keys.Host) -> None:
+    def __init__(self, proxy: Host) -> None:
         self.proxy = proxy
         self.api = keys.KeyApi(proxy)
 
@@ -300,3 +312,78 @@ class Ui:
         plaintext, key = await db.create_key(**values)
         self.api._changed(key.token_hash)
         return {"key": plaintext, **key.info()}
+
+    # -- logs -------------------------------------------------------------------------------------------------
+
+    async def logs_page(self, request: Request) -> Response:
+        """The spend log the caller may see, newest first, filtered by key, team, model, status and days."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        query = request.query_params
+        filters = {name: query.get(name, "").strip() for name in ("key", "team_id", "model", "status", "start_date",
+                                                                  "end_date")}  # fmt: skip
+        error = None
+        rows: list[dict[str, Any]] = []
+        try:
+            page = keys._positive_int(query.get("page", "1"), "page")
+            start, end = keys._dates({k: v for k, v in filters.items() if k in ("start_date", "end_date") and v})
+            token = None
+            if filters["key"]:
+                key = await self.api._find(filters["key"])
+                if not session.who.sees_key(key):
+                    raise keys._error(403, "key: not a key you may see", type="permission_error", param="key")
+                token = key.token_hash
+            rows = await db.spend_logs(
+                token_hash=token, model_name=filters["model"] or None, team_id=filters["team_id"] or None,
+                status=filters["status"] or None, start=start, end=end, limit=LOG_PAGE + 1,
+                offset=(page - 1) * LOG_PAGE, visible=session.who.spend_visible(),
+            )  # fmt: skip
+        except errors.GessoError as exc:
+            page, error = 1, exc.message
+        more = len(rows) > LOG_PAGE
+        link = {p: "/ui/logs?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": p}) for p in
+                (page - 1, page + 1)}  # fmt: skip
+        return self._page("logs.html", 400 if error else 200, session=session, rows=rows[:LOG_PAGE], page=page,
+                          more=more, link=link, error=error, statuses=("success", "failure", "cancelled"),
+                          filters=filters)  # fmt: skip
+
+    async def log_page(self, request: Request) -> Response:
+        """One spend row: every column but an image (a row never holds one); the prompt only if the proxy keeps
+        prompts (``general_settings.store_prompts``)."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        request_id = request.path_params["request_id"]
+        found = await db.spend_logs(request_id=request_id, limit=1, visible=session.who.spend_visible())
+        if not found:
+            return self._page("missing.html", 404, session=session, what=f"No request {request_id} you may see")
+        row = found[0]
+        row.pop("end_user", None)  # (the same value as ``user``)
+        return self._page("log.html", session=session, row=row, keeps_prompts=self.proxy.config.store_prompts)
+
+    # -- models -----------------------------------------------------------------------------------------------
+
+    async def models_page(self, request: Request) -> Response:
+        """Each model name's deployments: the model each calls, and its state now (ready, or resting until when
+        and why; calls in flight)."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        router = self.proxy.router
+        moment = time.monotonic()
+        models = []
+        for name, group in router.groups.items():
+            deployments = []
+            for deployment in group:
+                resting = router.resting_until.get(deployment.id, 0.0) - moment
+                why = router.failures.get(deployment.id, "an error")
+                state = f"resting for {math.ceil(resting)} s more (after {why})" if resting > 0 else "ready"
+                deployments.append({"id": deployment.id, "model": deployment.model, "state": state,
+                                    "in_flight": router.in_flight.get(deployment.id, 0)})  # fmt: skip
+            models.append({"name": name, "deployments": deployments})
+        return self._page("models.html", session=session, models=models, cooldown=router.cooldown)
