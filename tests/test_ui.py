@@ -30,7 +30,7 @@ def signed_in(proxy: Served, key: str = MASTER) -> requests.Session:
     page = browser.get(proxy.url + "/ui/login", timeout=10)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     answer = browser.post(proxy.url + "/ui/login", data={"csrf": csrf, "key": key}, timeout=10, allow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/ui/keys", answer.text
+    assert answer.status_code == 303 and answer.headers["location"] == "/ui/overview", answer.text
     return browser
 
 
@@ -178,3 +178,25 @@ def test_the_logs_filter_page_and_open_a_row_and_the_models_page(proxy, emulator
         and "ready" in models
         and "bedrock/amazon.nova-canvas-v1:0" in models
     )
+
+
+def test_the_overviews_series_and_budget_burn(proxy, emulator):
+    burner = proxy.generate_key(key_alias="burner", max_budget=0.2)
+    body = {"model": "nova", "prompt": "x", "size": "320x320"}
+    for model in ("nova", "nova", "canvas"):
+        assert proxy.call("POST", "/v1/images/generations", key=burner["key"], body={**body, "model": model})[0] == 200
+    assert proxy.call("POST", "/v1/images/generations", key=burner["key"], body={**body, "size": "7x7"})[0] == 400
+    browser = signed_in(proxy)
+    assert requests.get(proxy.url + "/ui/api/overview", timeout=10).status_code == 401  # the session's only
+    for span, buckets in (("hour", 60), ("day", 48), ("month", 30)):
+        data = browser.get(proxy.url + "/ui/api/overview", params={"range": span}, timeout=10).json()
+        assert len(data["times"]) == buckets and data["models"] == ["canvas", "nova"]
+        assert sum(data["requests"]["nova"]) == 3 and sum(data["images"]["nova"]) == 2  # the 400 is nova's too
+        assert sum(data["cost"]["canvas"]) == pytest.approx(0.04)
+        last = [i for i, r in enumerate(data["error_rate"]) if r is not None]
+        assert [data["error_rate"][i] for i in last] == [0.25]  # one failure of four, all in the newest bucket
+        assert data["p50_ms"][last[0]] is not None and data["p99_ms"][last[0]] >= data["p50_ms"][last[0]]
+    page = browser.get(proxy.url + "/ui/overview", timeout=10).text
+    assert "burner" in page and "60%" in page  # 0.12 of 0.20 USD
+    assert '<script src="/ui/static/vendor/uplot/uPlot.iife.min.js" defer></script>' in page
+    assert browser.get(proxy.url + "/ui/static/vendor/uplot/uPlot.iife.min.js", timeout=10).status_code == 200

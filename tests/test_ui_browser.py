@@ -79,7 +79,8 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
     assert browser.current_url.endswith("/ui/login")
     fill("key", MASTER)
     submit(browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
-    assert browser.current_url.endswith("/ui/keys") and "admin (master key)" in browser.page_source
+    assert browser.current_url.endswith("/ui/overview") and "admin (master key)" in browser.page_source
+    browser.get(proxy.url + "/ui/keys")
 
     # payloads in every field the page shows: the alias, the models, the team and the owner
     proxy.call("POST", "/team/new", body={"team_id": PAYLOADS[2], "members_with_roles": [{"user_id": PAYLOADS[1]}]})
@@ -99,7 +100,14 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
 
     client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key=plaintext, max_retries=0, timeout=20)
     assert client.images.generate(model="nova", prompt="a lighthouse", size="320x320").data
-    browser.refresh()
+    # the overview's plots, drawn from the new request (uPlot, served from /ui/static)
+    browser.get(proxy.url + "/ui/overview?range=hour")
+    WebDriverWait(browser, 10).until(lambda _: browser.execute_script(
+        "return document.getElementById('overview').dataset.loaded === 'true'"))  # fmt: skip
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#overview div.chart canvas")) == 5
+    assert browser.execute_script("return window.__xss === undefined")
+    browser.save_screenshot(str(tmp_path / "overview.png"))
+    browser.get(proxy.url + "/ui/keys")
     row = row_of(PAYLOADS[0])
     assert "0.0400" in row.text
     submit(row.find_element(By.XPATH, ".//button[starts-with(@aria-label, 'Block')]"))

@@ -1052,6 +1052,49 @@ class Store:
             for r in rows
         ]
 
+    async def spend_series(
+        self, *, start: datetime.datetime, step: int, visible: Any = None, sample: int = 20_000
+    ) -> tuple[list[dict[str, Any]], dict[int, list[float]]]:
+        """Spend rows since ``start`` in buckets of ``step`` seconds (each bucket named by the epoch second it
+        begins): requests, images, cost and errors by bucket and model name, counted by the database; and the
+        latencies (ms) of the newest ``sample`` rows by bucket, for percentiles."""
+        created = spend_logs.c.created_at
+        if self.sqlite:
+            epoch: Any = sa.cast(sa.func.strftime("%s", created), sa.Integer)
+        else:
+            epoch = sa.cast(sa.func.floor(sa.extract("epoch", created)), sa.BigInteger)
+        bucket = (epoch // step).label("bucket")
+        failed = sa.case((spend_logs.c.status != "success", 1), else_=0)
+        totals = (
+            sa.func.count().label("requests"),
+            sa.func.sum(spend_logs.c.images).label("images"),
+            sa.func.sum(spend_logs.c.cost).label("cost"),
+            sa.func.sum(failed).label("errors"),
+        )
+        counted = (
+            sa.select(bucket, spend_logs.c.model_name, *totals)
+            .where(created >= start)
+            .group_by(bucket, spend_logs.c.model_name)
+        )
+        timed = (
+            sa.select(bucket, spend_logs.c.latency_ms)
+            .where(created >= start, spend_logs.c.status == "success")
+            .order_by(created.desc())
+            .limit(sample)
+        )
+        if visible is not None:
+            counted, timed = counted.where(visible), timed.where(visible)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(counted)).all()
+            latencies: dict[int, list[float]] = {}
+            for row in (await conn.execute(timed)).all():
+                latencies.setdefault(int(row.bucket) * step, []).append(float(row.latency_ms))
+        return [
+            {"t": int(r.bucket) * step, "model_name": r.model_name, "requests": r.requests,
+             "images": int(r.images or 0), "cost": float(r.cost or 0.0), "errors": int(r.errors or 0)}
+            for r in rows
+        ], latencies  # fmt: skip
+
 
 #: ``/spend/report?group_by=``: the fields of each grouping's rows
 GROUPS = {

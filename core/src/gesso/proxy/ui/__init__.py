@@ -17,6 +17,7 @@ The UI needs ``general_settings.master_key`` and a database, as the key API does
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -29,13 +30,13 @@ from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gesso import errors
 from gesso.proxy import keys, store
-from gesso.proxy.directory import Principal
+from gesso.proxy.directory import Directory, Principal
 from gesso.proxy.http import Caller, ClientGone, read_body
 from gesso.proxy.router import Router
 
@@ -46,6 +47,8 @@ COOKIE = "gesso_ui"
 LOGIN_COOKIE = "gesso_ui_login"
 #: the largest form the UI reads
 MAX_FORM = 64 * 1024
+#: the overview's ranges: their length and their buckets, in seconds
+RANGES = {"hour": (3600, 60), "day": (86400, 1800), "month": (30 * 86400, 86400)}
 #: keys a page of the keys list shows, and spend rows a page of the logs
 PAGE_SIZE = 25
 LOG_PAGE = 50
@@ -78,6 +81,8 @@ def routes(proxy: Host) -> list[Route | Mount]:
     ui = Ui(proxy)
     return [
         Route("/ui", ui.home, methods=["GET"]),
+        Route("/ui/overview", ui.overview_page, methods=["GET"]),
+        Route("/ui/api/overview", ui.overview_data, methods=["GET"]),
         Route("/ui/logs", ui.logs_page, methods=["GET"]),
         Route("/ui/logs/{request_id}", ui.log_page, methods=["GET"]),
         Route("/ui/models", ui.models_page, methods=["GET"]),
@@ -182,7 +187,7 @@ class Ui:
     # -- sign-in ------------------------------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
-        return RedirectResponse("/ui/keys", status_code=303, headers=HEADERS)
+        return RedirectResponse("/ui/overview", status_code=303, headers=HEADERS)
 
     async def login_page(self, request: Request, error: str | None = None, status: int = 200) -> Response:
         unavailable = self._unavailable()
@@ -217,7 +222,7 @@ class Ui:
         if holder is None:
             return await self.login_page(request, "That key is not one this proxy accepts", 401)
         cookie = self._sign({"h": holder, "exp": int(time.time()) + SESSION_SECONDS, "c": secrets.token_urlsafe(24)})
-        answer = RedirectResponse("/ui/keys", status_code=303, headers=HEADERS)
+        answer = RedirectResponse("/ui/overview", status_code=303, headers=HEADERS)
         answer.set_cookie(COOKIE, cookie, max_age=SESSION_SECONDS, path="/ui", httponly=True, samesite="strict",
                           secure=request.url.scheme == "https")  # fmt: skip
         answer.delete_cookie(LOGIN_COOKIE, path="/ui")
@@ -387,3 +392,73 @@ class Ui:
                                     "in_flight": router.in_flight.get(deployment.id, 0)})  # fmt: skip
             models.append({"name": name, "deployments": deployments})
         return self._page("models.html", session=session, models=models, cooldown=router.cooldown)
+
+    # -- overview ---------------------------------------------------------------------------------------------
+
+    async def overview_page(self, request: Request) -> Response:
+        """Plots of the last hour, day or 30 days (drawn by ui.js from :meth:`overview_data`), and the budget burn
+        of the keys (and, for the admin, the teams) that have spent most of their budgets."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        span = request.query_params.get("range", "day")
+        span = span if span in RANGES else "day"
+        found, _ = await db.list_keys(visible=session.who.keys_visible(), size=100)
+        burning = sorted((k for k in found if k.max_budget), key=lambda k: k.spend / (k.max_budget or 1), reverse=True)
+        teams = []
+        if session.who.admin:
+            listed = await Directory(db).list_teams(size=100)
+            teams = sorted((t for t in listed if t.budget.max_budget), reverse=True,
+                           key=lambda t: t.budget.spend / (t.budget.max_budget or 1))[:10]  # fmt: skip
+        return self._page("overview.html", session=session, span=span, spans=tuple(RANGES),
+                          keys=[k.info() for k in burning[:10]], teams=[t.info() for t in teams])  # fmt: skip
+
+    async def overview_data(self, request: Request) -> Response:
+        """``?range=hour|day|month``: by bucket of time, requests, images and cost by model name, the error rate
+        and latency p50/p99 (of the successful calls: the newest 20,000 of the range), of the spend rows the
+        caller may see. JSON, for the signed-in only."""
+        session = await self.session(request) if self._unavailable() is None else None
+        if session is None:
+            return JSONResponse({"error": "sign in first"}, status_code=401, headers=HEADERS)
+        db = self.proxy.store
+        assert db is not None
+        span, step = RANGES.get(request.query_params.get("range", "day"), RANGES["day"])
+        now = int(time.time())
+        first = (now - span) // step * step + step
+        rows, latencies = await db.spend_series(
+            start=datetime.datetime.fromtimestamp(first, datetime.timezone.utc), step=step,
+            visible=session.who.spend_visible(),
+        )  # fmt: skip
+        times = list(range(first, now // step * step + 1, step))
+        index = {t: i for i, t in enumerate(times)}
+        names = sorted({str(r["model_name"]) for r in rows})
+        series: dict[str, dict[str, list[float]]] = {
+            what: {name: [0.0] * len(times) for name in names} for what in ("requests", "images", "cost")
+        }
+        errors_at, requests_at = [0] * len(times), [0] * len(times)
+        for row in rows:
+            i = index.get(row["t"])
+            if i is None:
+                continue
+            for what in ("requests", "images", "cost"):
+                series[what][str(row["model_name"])][i] += row[what]
+            errors_at[i] += row["errors"]
+            requests_at[i] += row["requests"]
+        p50, p99 = [], []
+        for t in times:
+            found = sorted(latencies.get(t, ()))
+            p50.append(_percentile(found, 0.50))
+            p99.append(_percentile(found, 0.99))
+        rate = [round(e / r, 4) if r else None for e, r in zip(errors_at, requests_at, strict=True)]
+        return JSONResponse({"range": request.query_params.get("range", "day"), "step": step, "times": times,
+                             "models": names, **series, "error_rate": rate, "p50_ms": p50, "p99_ms": p99},
+                            headers=HEADERS)  # fmt: skip
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``ordered`` (nearest rank), or ``None`` when it is empty."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
