@@ -132,3 +132,114 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
     assert browser.execute_script("return window.__xss === undefined")
     submit(browser.find_element(By.CSS_SELECTOR, "header .signout button"))
     assert browser.current_url.endswith("/ui/login")
+
+
+AXE_VERSION = "4.14.1"
+
+
+@pytest.fixture(scope="module")
+def axe_source(tmp_path_factory) -> str:
+    """axe-core's ``axe.min.js``, from the npm registry (``npm pack axe-core@AXE_VERSION``)."""
+    import subprocess
+    import tarfile
+
+    into = tmp_path_factory.mktemp("axe")
+    try:
+        subprocess.run(["npm", "pack", f"axe-core@{AXE_VERSION}", "--pack-destination", str(into)], check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI must run the accessibility check: npm pack axe-core failed ({exc})", pytrace=False)
+        pytest.skip(f"npm pack axe-core failed ({exc})")
+    with tarfile.open(next(into.glob("axe-core-*.tgz"))) as archive:
+        member = archive.extractfile("package/axe.min.js")
+        assert member is not None
+        return member.read().decode()
+
+
+@pytest.mark.slow  # starts a browser
+def test_every_page_passes_axe_cores_default_rules(browser, proxy, emulator, axe_source):
+    from selenium.webdriver.common.by import By
+
+    made = proxy.generate_key(key_alias="audited", max_budget=1.0)
+    assert proxy.client(made["key"]).images.generate(model="nova", prompt="x", size="320x320").data
+    browser.get(proxy.url + "/ui/login")
+    checked = {}
+
+    def audit(path: str, broken: bool = False) -> None:
+        browser.get(proxy.url + path)
+        if broken:  # the harness's own check: an image without a text alternative is a violation axe reports
+            browser.execute_script("document.querySelector('main').appendChild(document.createElement('img'))")
+        browser.execute_script(axe_source)
+        result = browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document).then((r) => done(r.violations.map((v) => [v.id, v.help, v.nodes.length])),"
+            " (e) => done([['error', String(e), 0]]));"
+        )  # fmt: skip
+        checked[path] = result
+
+    audit("/ui/login")
+    browser.find_element(By.ID, "key").send_keys(MASTER)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    for path in ("/ui/overview", "/ui/keys", "/ui/logs", "/ui/models"):
+        audit(path)
+    audit("/ui/models?broken", broken=True)
+    assert [v[0] for v in checked.pop("/ui/models?broken")] == ["image-alt"]
+    assert set(checked) == {"/ui/login", "/ui/overview", "/ui/keys", "/ui/logs", "/ui/models"}
+    assert all(not violations for violations in checked.values()), checked
+
+
+@pytest.mark.slow  # starts a browser and writes 100,000 rows
+def test_pages_load_in_under_300_ms_with_100000_spend_rows(browser, proxy, emulator):
+    import asyncio
+    import datetime
+    import uuid
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    rows, now = 100_000, store.now()
+    made = proxy.generate_key(key_alias="busy", max_budget=10_000.0)
+
+    async def seed() -> None:
+        database = store.Store(proxy.database_url)
+        try:
+            batch = []
+            for i in range(rows):  # spread over the last 30 days, newest first
+                batch.append({"request_id": uuid.uuid4().hex, "created_at": now - datetime.timedelta(seconds=i * 25),
+                              "token_hash": made["token"], "key_alias": "busy", "route": "generations",
+                              "model_name": ("nova", "canvas")[i % 2], "deployment": "nova-a", "model_id": "m",
+                              "images": 1, "cost": 0.04, "latency_ms": 100.0 + i % 900, "status": "success",
+                              "status_code": 200, "error_type": None, "user": None, "prompt": None, "team_id": None,
+                              "user_id": None})  # fmt: skip
+                if len(batch) == 10_000:
+                    async with database.engine.begin() as conn:
+                        await conn.execute(store.spend_logs.insert(), batch)
+                    batch = []
+        finally:
+            await database.close()
+
+    asyncio.run(seed())
+    browser.get(proxy.url + "/ui/login")
+    browser.find_element(By.ID, "key").send_keys(MASTER)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda _: "/ui/overview" in browser.current_url)
+    timings = {}
+    for path in ("/ui/overview?range=month", "/ui/overview?range=day", "/ui/keys", "/ui/logs",
+                 "/ui/logs?model=canvas&status=success", "/ui/models"):  # fmt: skip
+        best = float("inf")
+        for _ in range(3):  # the best of three loads (the first warms the database's pages)
+            browser.get(proxy.url + path)
+            if path.startswith("/ui/overview"):  # loaded once its plots are drawn (their data fetched)
+                WebDriverWait(browser, 10).until(lambda _: browser.execute_script(
+                    "return document.getElementById('overview').dataset.loaded === 'true'"))  # fmt: skip
+                took = browser.execute_script(
+                    "const fetched = performance.getEntriesByType('resource').find((e) => e.name.includes('/ui/api/'));"
+                    "return Math.max(performance.getEntriesByType('navigation')[0].loadEventEnd, fetched.responseEnd);"
+                )  # fmt: skip
+            else:
+                took = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
+            best = min(best, took)
+        timings[path] = round(best, 1)
+    print(f"\nms to load each page with {rows:,} spend rows (best of three): {timings}")
+    assert all(took < 300 for took in timings.values()), timings
