@@ -200,3 +200,37 @@ def test_the_overviews_series_and_budget_burn(proxy, emulator):
     assert "burner" in page and "60%" in page  # 0.12 of 0.20 USD
     assert '<script src="/ui/static/vendor/uplot/uPlot.iife.min.js" defer></script>' in page
     assert browser.get(proxy.url + "/ui/static/vendor/uplot/uPlot.iife.min.js", timeout=10).status_code == 200
+
+
+def test_the_teams_users_and_customers_pages(proxy, emulator):
+    browser = signed_in(proxy)
+    csrf = csrf_of(browser.get(proxy.url + "/ui/teams", timeout=10))
+    for kind, fields in (("teams", {"team_id": PAYLOADS[0], "team_alias": "Studio", "max_budget": "2", "models": "nova"}),
+                         ("users", {"user_id": "ana", "user_role": "internal_user", "max_budget": "1"}),
+                         ("customers", {"user_id": "acme", "alias": PAYLOADS[1], "max_budget": "0.5"})):  # fmt: skip
+        made = browser.post(proxy.url + f"/ui/{kind}", data={"csrf": csrf, "action": "create", **fields}, timeout=10)
+        assert made.status_code == 200 and "None yet." not in made.text, made.text
+        assert PAYLOADS[0] not in made.text and PAYLOADS[1] not in made.text  # escaped
+    assert proxy.call("GET", "/team/info?team_id=Studio")[2]["team_info"]["max_budget"] == 2.0
+    assert proxy.call("GET", "/customer/info?end_user_id=acme")[2]["alias"] == PAYLOADS[1]
+    # the make forms check as the routes do; a taken id is a 400 shown on the page
+    bad = browser.post(proxy.url + "/ui/users", data={"csrf": csrf, "action": "create", "user_id": "ana"}, timeout=10)
+    assert bad.status_code == 400 and "taken" in bad.text
+    bad = browser.post(proxy.url + "/ui/teams", data={"csrf": csrf, "action": "create", "rpm_limit": "-3"}, timeout=10)
+    assert bad.status_code == 400 and "rpm_limit" in bad.text
+    # block a customer from the page: its requests are refused; delete it
+    browser.post(proxy.url + "/ui/customers", data={"csrf": csrf, "action": "block", "id": "acme"}, timeout=10)
+    status, _, answer = proxy.call("POST", "/v1/images/generations", body={"model": "nova", "prompt": "x",
+                                                                           "user": "acme"})  # fmt: skip
+    assert status == 403 and answer["error"]["code"] == "customer_blocked"
+    browser.post(proxy.url + "/ui/customers", data={"csrf": csrf, "action": "delete", "id": "acme"}, timeout=10)
+    assert proxy.call("GET", "/customer/info?end_user_id=acme")[0] == 404
+    gone = browser.post(proxy.url + "/ui/customers", data={"csrf": csrf, "action": "delete", "id": "acme"}, timeout=10)
+    assert gone.status_code == 404
+    # a virtual key sees none of it; an internal user sees their own teams, read-only
+    plain = signed_in(proxy, proxy.generate_key(key_alias="plain")["key"])
+    assert plain.get(proxy.url + "/ui/users", timeout=10).status_code == 403
+    member = proxy.generate_key(user_id="ana")
+    proxy.call("POST", "/team/member_add", body={"team_id": PAYLOADS[0], "member": {"user_id": "ana"}})
+    page = signed_in(proxy, member["key"]).get(proxy.url + "/ui/teams", timeout=10).text
+    assert "Studio" in page and "Make one" not in page and "Delete" not in page

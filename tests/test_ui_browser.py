@@ -181,11 +181,14 @@ def test_every_page_passes_axe_cores_default_rules(browser, proxy, emulator, axe
     audit("/ui/login")
     browser.find_element(By.ID, "key").send_keys(MASTER)
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    for path in ("/ui/overview", "/ui/keys", "/ui/logs", "/ui/models"):
+    proxy.call("POST", "/team/new", body={"team_id": "audited", "members_with_roles": [{"user_id": "ana"}]})
+    proxy.call("POST", "/customer/new", body={"user_id": "acme", "max_budget": 1})
+    pages = ("/ui/overview", "/ui/keys", "/ui/teams", "/ui/users", "/ui/customers", "/ui/logs", "/ui/models")
+    for path in pages:
         audit(path)
     audit("/ui/models?broken", broken=True)
     assert [v[0] for v in checked.pop("/ui/models?broken")] == ["image-alt"]
-    assert set(checked) == {"/ui/login", "/ui/overview", "/ui/keys", "/ui/logs", "/ui/models"}
+    assert set(checked) == {"/ui/login", *pages}
     assert all(not violations for violations in checked.values()), checked
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -36,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from gesso import errors
 from gesso.proxy import keys, store
-from gesso.proxy.directory import Directory, Principal
+from gesso.proxy.directory import Directory, Principal, Taken
 from gesso.proxy.http import Caller, ClientGone, read_body
 from gesso.proxy.router import Router
 
@@ -47,6 +48,39 @@ COOKIE = "gesso_ui"
 LOGIN_COOKIE = "gesso_ui_login"
 #: the largest form the UI reads
 MAX_FORM = 64 * 1024
+#: the teams, users and customers pages: their title, their table's columns (heading, field of the entity's info),
+#: the fields of their "make" form (name, label), and the actions on a row
+ENTITIES: dict[str, dict[str, Any]] = {
+    "teams": {
+        "title": "Teams", "id": "team_id",
+        "columns": (("Team", "team_id"), ("Alias", "team_alias"), ("Models", "models"), ("Spend (USD)", "spend"),
+                    ("Budget (USD)", "max_budget"), ("Requests a minute", "rpm_limit"),
+                    ("Images a minute", "ipm_limit"), ("Members", "members"), ("State", "state")),
+        "fields": (("team_id", "Team id"), ("team_alias", "Alias"), ("models", "Models (comma-separated)"),
+                   ("max_budget", "Budget (USD)"), ("budget_duration", "Budget period"),
+                   ("rpm_limit", "Requests per minute"), ("ipm_limit", "Images per minute")),
+        "actions": ("block", "delete"),
+    },
+    "users": {
+        "title": "Users", "id": "user_id",
+        "columns": (("User", "user_id"), ("Email", "user_email"), ("Role", "user_role"), ("Models", "models"),
+                    ("Spend (USD)", "spend"), ("Budget (USD)", "max_budget"), ("Teams", "teams")),
+        "fields": (("user_id", "User id"), ("user_email", "Email"), ("user_role", "Role (proxy_admin, "
+                   "internal_user, internal_user_viewer)"), ("models", "Models (comma-separated)"),
+                   ("max_budget", "Budget (USD)"), ("budget_duration", "Budget period")),
+        "actions": ("delete",),
+    },
+    "customers": {
+        "title": "Customers", "id": "user_id",
+        "columns": (("Customer (the request's user)", "user_id"), ("Alias", "alias"), ("Spend (USD)", "spend"),
+                    ("Budget (USD)", "max_budget"), ("Requests a minute", "rpm_limit"),
+                    ("Images a minute", "ipm_limit"), ("State", "state")),
+        "fields": (("user_id", "Customer id (the request's user)"), ("alias", "Alias"), ("max_budget", "Budget (USD)"),
+                   ("budget_duration", "Budget period"), ("rpm_limit", "Requests per minute"),
+                   ("ipm_limit", "Images per minute")),
+        "actions": ("block", "delete"),
+    },
+}  # fmt: skip
 #: the overview's ranges: their length and their buckets, in seconds
 RANGES = {"hour": (3600, 60), "day": (86400, 1800), "month": (30 * 86400, 86400)}
 #: keys a page of the keys list shows, and spend rows a page of the logs
@@ -83,6 +117,8 @@ def routes(proxy: Host) -> list[Route | Mount]:
         Route("/ui", ui.home, methods=["GET"]),
         Route("/ui/overview", ui.overview_page, methods=["GET"]),
         Route("/ui/api/overview", ui.overview_data, methods=["GET"]),
+        *(Route(f"/ui/{kind}", ui.entities_page, methods=["GET"]) for kind in ENTITIES),
+        *(Route(f"/ui/{kind}", ui.entities_action, methods=["POST"]) for kind in ENTITIES),
         Route("/ui/logs", ui.logs_page, methods=["GET"]),
         Route("/ui/logs/{request_id}", ui.log_page, methods=["GET"]),
         Route("/ui/models", ui.models_page, methods=["GET"]),
@@ -298,19 +334,8 @@ class Ui:
 
     async def _create(self, who: Principal, db: store.Store, form: dict[str, str]) -> dict[str, Any]:
         """A key from the create form (its fields as the key API takes them; empty ones left out)."""
-        body: dict[str, Any] = {}
-        for name in ("key_alias", "budget_duration", "team_id"):
-            if form.get(name, "").strip():
-                body[name] = form[name].strip()
-        if form.get("models", "").strip():
-            body["models"] = [m.strip() for m in form["models"].split(",") if m.strip()]
-        for name, kind in (("max_budget", float), ("rpm_limit", int), ("ipm_limit", int)):
-            text = form.get(name, "").strip()
-            if text:
-                try:
-                    body[name] = kind(text)
-                except ValueError:
-                    raise keys._error(400, f"{name}: a number (got {keys._shown(text)})", param=name) from None
+        body = _fields(form, ("key_alias", "budget_duration", "team_id", "models", "max_budget", "rpm_limit",
+                              "ipm_limit"))  # fmt: skip
         values = keys._checked(body)
         await self.api._owned(who, db, values)
         await self.api._unique_alias(values.get("key_alias"))
@@ -456,9 +481,130 @@ class Ui:
                              "models": names, **series, "error_rate": rate, "p50_ms": p50, "p99_ms": p99},
                             headers=HEADERS)  # fmt: skip
 
+    # -- teams, users, customers -------------------------------------------------------------------------
+
+    async def entities_page(self, request: Request, *, error: str | None = None, status: int = 200) -> Response:
+        """The teams (the admin's, or the caller's own), users or customers (the admin's), with the admin's
+        forms: make one, block or unblock it, delete it."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        kind = request.url.path.rsplit("/", 1)[-1]
+        spec = ENTITIES[kind]
+        who, directory = session.who, Directory(db)
+        if kind == "teams":
+            mine = None if who.admin else [t for t, _ in (who.user.teams if who.user else ())]
+            found: list[Any] = await directory.list_teams(size=1000, visible=mine)
+        elif not who.admin:
+            return self._page("missing.html", 403, session=session, what=f"Only the admin sees the {kind}")
+        else:
+            found = await (directory.list_users(size=1000) if kind == "users" else directory.list_customers(size=1000))
+        rows = [_shown_row(entity.info()) for entity in found]
+        return self._page("entities.html", status, session=session, kind=kind, spec=spec, rows=rows, error=error,
+                          admin=who.admin)  # fmt: skip
+
+    async def entities_action(self, request: Request) -> Response:
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        kind = request.url.path.rsplit("/", 1)[-1]
+        try:
+            form = await self._form(request)
+        except (errors.GessoError, ClientGone):
+            return await self.entities_page(request, error="The form could not be read", status=400)
+        if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+            return await self.entities_page(request, error="The form expired; reload the page", status=403)
+        db = self.proxy.store
+        assert db is not None
+        directory = Directory(db)
+        try:
+            if not session.who.admin:
+                raise keys._error(403, f"Only the admin changes the {kind}", type="permission_error")
+            action, given = form.get("action"), form.get("id", "")
+            if action == "create":
+                await self._make(kind, directory, form)
+            elif action in ("block", "unblock") and kind in ("teams", "customers"):
+                blocked = action == "block"
+                done = await (directory.update_team(given, {"blocked": blocked}) if kind == "teams"
+                              else directory.update_customer(given, {"blocked": blocked}))  # fmt: skip
+                if done is None:
+                    raise keys._error(404, f"No such {kind[:-1]}", type="not_found_error")
+            elif action == "delete":
+                gone = await (directory.delete_team(given) if kind == "teams" else directory.delete_user(given)
+                              if kind == "users" else directory.delete_customers([given]))  # fmt: skip
+                if gone is None or (kind == "customers" and not gone):
+                    raise keys._error(404, f"No such {kind[:-1]}", type="not_found_error")
+            else:
+                raise keys._error(400, "Unknown action")
+            self.api._changed("")
+        except errors.GessoError as exc:
+            return await self.entities_page(request, error=exc.message, status=getattr(exc, "status_code", 400))
+        return RedirectResponse(request.url.path, status_code=303, headers=HEADERS)
+
+    async def _make(self, kind: str, directory: Directory, form: dict[str, str]) -> None:
+        """A team, user or customer from its "make" form, checked as its route checks it."""
+        from gesso.proxy import governance
+
+        names = tuple(name for name, _ in ENTITIES[kind]["fields"])
+        body = governance._limits(_fields(form, names))
+        for name in ("team_alias", "alias", "user_email"):
+            governance._text(body, name)
+        if kind == "users":
+            governance._user_fields(body)
+        ids = [body[name] for name in ("team_id", "user_id") if name in body]
+        for value in ids:
+            keys._check_id(value, ENTITIES[kind]["id"])
+        if kind == "customers" and not ids:
+            raise keys._error(400, "user_id: required (the value apps send as user)", param="user_id")
+        try:
+            if kind == "teams":
+                await directory.create_team(body)
+            elif kind == "users":
+                await directory.create_user(body)
+            else:
+                await directory.create_customer(body)
+        except Exception as exc:  # an id or alias taken (by another request, too)
+            if not isinstance(exc, Taken | sa.exc.IntegrityError):
+                raise
+            raise keys._error(400, str(exc) if isinstance(exc, Taken) else "taken meanwhile") from None
+
 
 def _percentile(ordered: list[float], q: float) -> float | None:
     """The ``q`` quantile of ``ordered`` (nearest rank), or ``None`` when it is empty."""
     if not ordered:
         return None
     return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 1)
+
+
+def _fields(form: dict[str, str], names: tuple[str, ...]) -> dict[str, Any]:
+    """A form's non-empty fields among ``names``, as the API takes them: ``models`` a list, the budget a number,
+    the limits whole numbers (a 400 naming the field when one is not)."""
+    body: dict[str, Any] = {}
+    for name in names:
+        text = form.get(name, "").strip()
+        if not text:
+            continue
+        if name == "models":
+            body[name] = [m.strip() for m in text.split(",") if m.strip()]
+        elif name in ("max_budget", "rpm_limit", "ipm_limit"):
+            try:
+                body[name] = float(text) if name == "max_budget" else int(text)
+            except ValueError:
+                raise keys._error(400, f"{name}: a number (got {keys._shown(text)})", param=name) from None
+        else:
+            body[name] = text
+    return body
+
+
+def _shown_row(info: dict[str, Any]) -> dict[str, Any]:
+    """An entity's info as its table shows it."""
+    row = dict(info)
+    row["models"] = ", ".join(info.get("models") or ()) or "all"
+    row["spend"] = f"{info.get('spend', 0.0):.4f}"
+    row["max_budget"] = f"{info['max_budget']:.2f}" if info.get("max_budget") is not None else "none"
+    row["members"] = len(info.get("members_with_roles") or ())
+    row["teams"] = ", ".join(info.get("teams") or ())
+    row["state"] = "blocked" if info.get("blocked") else "active"
+    return row
