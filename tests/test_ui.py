@@ -234,3 +234,33 @@ def test_the_teams_users_and_customers_pages(proxy, emulator):
     proxy.call("POST", "/team/member_add", body={"team_id": PAYLOADS[0], "member": {"user_id": "ana"}})
     page = signed_in(proxy, member["key"]).get(proxy.url + "/ui/teams", timeout=10).text
     assert "Studio" in page and "Make one" not in page and "Delete" not in page
+
+
+def test_a_keys_page_shows_its_spend_over_time_and_changes_its_limits(proxy, emulator):
+    made = proxy.generate_key(key_alias="edited", max_budget=1.0, rpm_limit=5)
+    assert proxy.client(made["key"]).images.generate(model="nova", prompt="x", size="320x320").data
+    browser = signed_in(proxy)
+    page = browser.get(proxy.url + f"/ui/keys/{made['token']}", timeout=10)
+    assert page.status_code == 200 and 'data-key="' + made["token"] in page.text and "0.0400" in page.text
+    series = browser.get(proxy.url + "/ui/api/overview", params={"range": "month", "key": made["token"]}, timeout=10)
+    assert sum(series.json()["cost"]["nova"]) == pytest.approx(0.04)
+    other = proxy.generate_key(key_alias="other")
+    empty = browser.get(proxy.url + "/ui/api/overview", params={"range": "month", "key": other["token"]}, timeout=10)
+    assert empty.json()["models"] == []
+    saved = browser.post(proxy.url + f"/ui/keys/{made['token']}", timeout=10, data={
+        "csrf": csrf_of(page), "models": "nova", "max_budget": "2.5", "rpm_limit": "", "ipm_limit": "7"})  # fmt: skip
+    assert saved.status_code == 200
+    info = proxy.call("GET", f"/key/info?key={made['token']}")[2]["info"]
+    assert (info["models"], info["max_budget"], info["rpm_limit"], info["ipm_limit"]) == (["nova"], 2.5, None, 7)
+    bad = browser.post(proxy.url + f"/ui/keys/{made['token']}", data={"csrf": csrf_of(page), "ipm_limit": "many"},
+                       timeout=10)  # fmt: skip
+    assert bad.status_code == 400 and "ipm_limit" in bad.text
+    # a key signed in sees its own page, not another's, and cannot change its limits
+    own = signed_in(proxy, made["key"])
+    assert own.get(proxy.url + f"/ui/keys/{other['token']}", timeout=10).status_code == 404
+    assert own.get(proxy.url + "/ui/api/overview", params={"key": other["token"]}, timeout=10).status_code == 404
+    mine = own.get(proxy.url + f"/ui/keys/{made['token']}", timeout=10)
+    assert mine.status_code == 200 and "Save" not in mine.text
+    refused = own.post(proxy.url + f"/ui/keys/{made['token']}", data={"csrf": csrf_of(mine), "max_budget": "99"},
+                       timeout=10)  # fmt: skip
+    assert refused.status_code == 403

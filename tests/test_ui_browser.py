@@ -183,7 +183,8 @@ def test_every_page_passes_axe_cores_default_rules(browser, proxy, emulator, axe
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     proxy.call("POST", "/team/new", body={"team_id": "audited", "members_with_roles": [{"user_id": "ana"}]})
     proxy.call("POST", "/customer/new", body={"user_id": "acme", "max_budget": 1})
-    pages = ("/ui/overview", "/ui/keys", "/ui/teams", "/ui/users", "/ui/customers", "/ui/logs", "/ui/models")
+    pages = ("/ui/overview", "/ui/keys", f"/ui/keys/{made['token']}", "/ui/teams", "/ui/users", "/ui/customers",
+             "/ui/logs", "/ui/models")  # fmt: skip
     for path in pages:
         audit(path)
     audit("/ui/models?broken", broken=True)

@@ -128,6 +128,8 @@ def routes(proxy: Host) -> list[Route | Mount]:
         Route("/ui/logout", ui.logout, methods=["POST"]),
         Route("/ui/keys", ui.keys_page, methods=["GET"]),
         Route("/ui/keys", ui.keys_action, methods=["POST"]),
+        Route("/ui/keys/{token}", ui.key_page, methods=["GET"]),
+        Route("/ui/keys/{token}", ui.key_update, methods=["POST"]),
         Mount("/ui/static", app=StaticFiles(directory=HERE / "static"), name="ui-static"),
     ]
 
@@ -332,6 +334,43 @@ class Ui:
         return RedirectResponse(request.url.path + ("?" + request.url.query if request.url.query else ""),
                                 status_code=303, headers=HEADERS)  # fmt: skip
 
+    async def key_page(self, request: Request, *, error: str | None = None, status: int = 200) -> Response:
+        """One key: its settings and spend, its spend over time (a plot), and a form to change its limits."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        token = request.path_params["token"]
+        key = await db.get_key(token) if "\x00" not in token else None
+        if key is None or not session.who.sees_key(key):
+            return self._page("missing.html", 404, session=session, what="No such key you may see")
+        return self._page("key.html", status, session=session, key=key.info(), error=error,
+                          writes=session.who.manages_key(key))  # fmt: skip
+
+    async def key_update(self, request: Request) -> Response:
+        """Change a key's limits, as ``/key/update`` would for this caller (an empty field clears the limit)."""
+        session = await self._signed_in(request)
+        if not isinstance(session, Session):
+            return session
+        db = self.proxy.store
+        assert db is not None
+        try:
+            form = await self._form(request)
+            if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+                raise keys._error(403, "The form expired; reload the page and try again")
+            key = await self.api._find(request.path_params["token"])
+            names = ("models", "max_budget", "budget_duration", "rpm_limit", "ipm_limit")
+            given = _fields(form, names)
+            values = keys._checked({name: given.get(name) for name in names})  # (an empty field: none)
+            await self.api._may_change(session.who, db, key, values)
+            await db.update_key(key.token_hash, values)
+            self.api._changed(key.token_hash)
+        except (errors.GessoError, ClientGone) as exc:
+            message = exc.message if isinstance(exc, errors.GessoError) else "The form could not be read"
+            return await self.key_page(request, error=message, status=getattr(exc, "status_code", 400))
+        return RedirectResponse(request.url.path, status_code=303, headers=HEADERS)
+
     async def _create(self, who: Principal, db: store.Store, form: dict[str, str]) -> dict[str, Any]:
         """A key from the create form (its fields as the key API takes them; empty ones left out)."""
         body = _fields(form, ("key_alias", "budget_duration", "team_id", "models", "max_budget", "rpm_limit",
@@ -452,10 +491,17 @@ class Ui:
         span, step = RANGES.get(request.query_params.get("range", "day"), RANGES["day"])
         now = int(time.time())
         first = (now - span) // step * step + step
+        visible = session.who.spend_visible()
+        token = request.query_params.get("key")
+        if token is not None:  # one key's series (``?key=<token>``), if the caller may see it
+            key = await db.get_key(token) if "\x00" not in token else None
+            if key is None or not session.who.sees_key(key):
+                return JSONResponse({"error": "no such key"}, status_code=404, headers=HEADERS)
+            mine = store.spend_logs.c.token_hash == token
+            visible = mine if visible is None else sa.and_(visible, mine)
         rows, latencies = await db.spend_series(
-            start=datetime.datetime.fromtimestamp(first, datetime.timezone.utc), step=step,
-            visible=session.who.spend_visible(),
-        )  # fmt: skip
+            start=datetime.datetime.fromtimestamp(first, datetime.timezone.utc), step=step, visible=visible
+        )
         times = list(range(first, now // step * step + 1, step))
         index = {t: i for i, t in enumerate(times)}
         names = sorted({str(r["model_name"]) for r in rows})

@@ -12,7 +12,9 @@ document.addEventListener("submit", (event) => {
 
 // The overview's plots: the series from /ui/api/overview, drawn by uPlot (vendor/uplot), one chart each.
 function drawOverview(root) {
-  fetch("/ui/api/overview?range=" + encodeURIComponent(root.dataset.range), { credentials: "same-origin" })
+  let url = "/ui/api/overview?range=" + encodeURIComponent(root.dataset.range);
+  if (root.dataset.key) url += "&key=" + encodeURIComponent(root.dataset.key);
+  fetch(url, { credentials: "same-origin" })
     .then((answer) => answer.json())
     .then((data) => {
       const colors = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
