@@ -178,6 +178,7 @@ def test_the_logs_filter_page_and_open_a_row_and_the_models_page(proxy, emulator
         and "ready" in models
         and "bedrock/amazon.nova-canvas-v1:0" in models
     )
+    assert "0.04-0.08" in models and "end of life 2026-09-30 (passed: calls may fail)" in models  # price, lifecycle
 
 
 def test_the_overviews_series_and_budget_burn(proxy, emulator):

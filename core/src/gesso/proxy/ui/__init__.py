@@ -453,7 +453,8 @@ class Ui:
                 why = router.failures.get(deployment.id, "an error")
                 state = f"resting for {math.ceil(resting)} s more (after {why})" if resting > 0 else "ready"
                 deployments.append({"id": deployment.id, "model": deployment.model, "state": state,
-                                    "in_flight": router.in_flight.get(deployment.id, 0)})  # fmt: skip
+                                    "in_flight": router.in_flight.get(deployment.id, 0),
+                                    **_described(deployment.model, deployment.params)})  # fmt: skip
             models.append({"name": name, "deployments": deployments})
         return self._page("models.html", session=session, models=models, cooldown=router.cooldown)
 
@@ -654,3 +655,21 @@ def _shown_row(info: dict[str, Any]) -> dict[str, Any]:
     row["teams"] = ", ".join(info.get("teams") or ())
     row["state"] = "blocked" if info.get("blocked") else "active"
     return row
+
+
+def _described(model: str, options: Any) -> dict[str, str]:
+    """A deployment's model as its plugin declares it: its price per image (USD, a range when it depends on the
+    size or quality) and its lifecycle (status, end of life, and whether that date has passed)."""
+    from gesso.plugins import get_registry
+
+    try:
+        found = get_registry().resolve(model, options)[1].model
+    except Exception:  # (a model no installed plugin knows: the config's check let it through with a warning)
+        return {"price": "unknown", "lifecycle": "unknown"}
+    prices = sorted(float(v) for v in found.prices.values()) if found.prices else []
+    price = "unknown" if not prices else f"{prices[0]:g}" + (f"-{prices[-1]:g}" if prices[-1] != prices[0] else "")
+    life, end = found.lifecycle.status, found.lifecycle.end_of_life
+    lifecycle = life + (f", end of life {end}" if end else "")
+    if end and end < datetime.date.today().isoformat():
+        lifecycle += " (passed: calls may fail)"
+    return {"price": price, "lifecycle": lifecycle}
