@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import openai
 import pytest
@@ -66,6 +67,12 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
         button.click()
         WebDriverWait(browser, 10).until(lambda _: old.id != browser.find_element(By.TAG_NAME, "html").id)
 
+    # screenshots: into the test's directory, or (GESSO_UI_SCREENSHOTS=docs/img) the docs' own
+    shots = Path(os.environ.get("GESSO_UI_SCREENSHOTS") or tmp_path)
+
+    def shot(name: str) -> None:
+        browser.save_screenshot(str(shots / f"ui-{name}.png"))
+
     def row_of(alias: str):
         return next(tr for tr in browser.find_elements(By.CSS_SELECTOR, "tbody tr")
                     if tr.find_element(By.CSS_SELECTOR, "td.alias").text == alias)  # fmt: skip
@@ -106,7 +113,7 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
         "return document.getElementById('overview').dataset.loaded === 'true'"))  # fmt: skip
     assert len(browser.find_elements(By.CSS_SELECTOR, "#overview div.chart canvas")) == 5
     assert browser.execute_script("return window.__xss === undefined")
-    browser.save_screenshot(str(tmp_path / "overview.png"))
+    shot("overview")
     browser.get(proxy.url + "/ui/keys")
     row = row_of(PAYLOADS[0])
     assert "0.0400" in row.text
@@ -116,8 +123,8 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
         client.images.generate(model="nova", prompt="a lighthouse", size="320x320")
     assert refused.value.body["code"] == "key_blocked"
     assert browser.execute_script("return window.__xss === undefined")
-    browser.save_screenshot(str(tmp_path / "keys.png"))
-    assert (tmp_path / "keys.png").stat().st_size > 1000
+    shot("keys")
+    assert (shots / "ui-keys.png").stat().st_size > 1000
     # the logs: filtered to failures, the blocked key's refused request is there (a request refused before it was
     # authenticated carries no key); it opens to its detail
     browser.get(proxy.url + "/ui/logs")
@@ -127,8 +134,11 @@ def test_sign_in_make_a_key_use_it_block_it_and_no_payload_runs(browser, proxy, 
     assert len(rows) == 1 and "failure 401" in rows[0].text
     submit(rows[0].find_element(By.TAG_NAME, "a"))
     assert "auth_error" in browser.page_source and "store_prompts is off" in browser.page_source
+    browser.get(proxy.url + "/ui/logs")
+    shot("logs")
     browser.get(proxy.url + "/ui/models")
     assert "nova-a" in browser.page_source and "ready" in browser.page_source
+    shot("models")
     assert browser.execute_script("return window.__xss === undefined")
     submit(browser.find_element(By.CSS_SELECTOR, "header .signout button"))
     assert browser.current_url.endswith("/ui/login")
@@ -247,3 +257,58 @@ def test_pages_load_in_under_300_ms_with_100000_spend_rows(browser, proxy, emula
         timings[path] = round(best, 1)
     print(f"\nms to load each page with {rows:,} spend rows (best of three): {timings}")
     assert all(took < 300 for took in timings.values()), timings
+
+
+@pytest.fixture
+def prompts_kept(aws, tmp_path):
+    """A proxy that keeps prompts (general_settings.store_prompts), so the log detail shows them."""
+    database_url = f"sqlite:///{tmp_path / 'prompts.db'}"
+    store.upgrade(database_url)
+    with serving(database_url, aws, store_prompts=True) as served:
+        yield served
+
+
+#: the tenant-supplied fields the UI shows, where the test puts each payload
+FIELDS = ("key alias", "key models", "team id", "team alias", "owner (user id)", "user email", "customer id",
+          "customer alias", "requested model name", "request user", "prompt")  # fmt: skip
+
+
+@pytest.mark.slow  # starts a browser
+def test_no_payload_runs_in_any_field_on_any_page(browser, prompts_kept, emulator):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    proxy = prompts_kept
+    for n, payload in enumerate(PAYLOADS):
+        team = f"t{n}{payload}"
+        proxy.call("POST", "/team/new", body={"team_id": team, "team_alias": f"a{n}{payload}",
+                                              "members_with_roles": [{"user_id": f"u{n}{payload}",
+                                                                      "user_email": f"e{n}{payload}"}]})  # fmt: skip
+        made = proxy.generate_key(key_alias=f"k{n}{payload}", models=["nova", f"m{n}{payload}"], team_id=team,
+                                  user_id=f"u{n}{payload}")  # fmt: skip
+        proxy.call("POST", "/customer/new", body={"user_id": f"c{n}{payload}", "alias": f"ca{n}{payload}"})
+        body = {"model": "nova", "prompt": f"p{n}{payload}", "size": "320x320", "user": f"c{n}{payload}"}
+        assert proxy.call("POST", "/v1/images/generations", key=made["key"], body=body)[0] == 200
+        proxy.call("POST", "/v1/images/generations", key=made["key"], body={**body, "model": f"x{n}{payload}"})
+    browser.get(proxy.url + "/ui/login")
+    browser.find_element(By.ID, "key").send_keys(MASTER)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda _: browser.current_url.endswith("/ui/overview"))
+
+    def links(page: str) -> list[str]:
+        browser.get(proxy.url + page)
+        return [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "tbody a")]
+
+    details, keys = links("/ui/logs"), links("/ui/keys")
+    assert len(details) == 2 * len(PAYLOADS) and len(keys) == len(PAYLOADS)
+    pages = ["/ui/overview", "/ui/keys", "/ui/teams", "/ui/users", "/ui/customers", "/ui/logs", "/ui/models",
+             *details, *keys]  # fmt: skip
+    seen = set()
+    for page in pages:
+        browser.get(page if page.startswith("http") else proxy.url + page)
+        assert browser.execute_script("return window.__xss === undefined"), page
+        assert not browser.find_elements(By.CSS_SELECTOR, "main script, main img, main svg"), page  # none parsed
+        seen.update(payload for payload in PAYLOADS if payload in browser.find_element(By.TAG_NAME, "main").text)
+    assert seen == set(PAYLOADS)  # every payload was on a page, as text
+    print(f"\nno payload ran: {len(PAYLOADS)} payloads {PAYLOADS} in {len(FIELDS)} fields {FIELDS}, "
+          f"{len(pages)} pages")  # fmt: skip
