@@ -312,3 +312,31 @@ def test_no_payload_runs_in_any_field_on_any_page(browser, prompts_kept, emulato
     assert seen == set(PAYLOADS)  # every payload was on a page, as text
     print(f"\nno payload ran: {len(PAYLOADS)} payloads {PAYLOADS} in {len(FIELDS)} fields {FIELDS}, "
           f"{len(pages)} pages")  # fmt: skip
+
+
+@pytest.mark.slow  # starts a browser
+def test_signing_in_and_blocking_a_key_by_keyboard_alone(browser, proxy, emulator):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    leaked = proxy.generate_key(key_alias="leaked")
+
+    def tab_to(found) -> None:
+        """Press Tab until the focused element is the one ``found`` accepts."""
+        for _ in range(60):
+            if found(browser.switch_to.active_element):
+                return
+            ActionChains(browser).send_keys(Keys.TAB).perform()
+        pytest.fail("not reached with Tab")
+
+    browser.get(proxy.url + "/ui/login")
+    tab_to(lambda element: element.get_attribute("id") == "key")
+    ActionChains(browser).send_keys(MASTER + Keys.ENTER).perform()
+    WebDriverWait(browser, 10).until(lambda _: browser.current_url.endswith("/ui/overview"))
+    browser.get(proxy.url + "/ui/keys")
+    tab_to(lambda element: element.get_attribute("aria-label") == "Block key leaked")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    WebDriverWait(browser, 10).until(
+        lambda _: proxy.call("GET", f"/key/info?key={leaked['token']}")[2]["info"]["blocked"]
+    )
