@@ -242,7 +242,7 @@ def test_pages_load_in_under_300_ms_with_100000_spend_rows(browser, proxy, emula
     for path in ("/ui/overview?range=month", "/ui/overview?range=day", "/ui/keys", "/ui/logs",
                  "/ui/logs?model=canvas&status=success", "/ui/models"):  # fmt: skip
         best = float("inf")
-        for _ in range(3):  # the best of three loads (the first warms the database's pages)
+        for _ in range(5):  # the best of five loads (the first warms the database's pages)
             browser.get(proxy.url + path)
             if path.startswith("/ui/overview"):  # loaded once its plots are drawn (their data fetched)
                 WebDriverWait(browser, 10).until(lambda _: browser.execute_script(
@@ -255,7 +255,7 @@ def test_pages_load_in_under_300_ms_with_100000_spend_rows(browser, proxy, emula
                 took = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
             best = min(best, took)
         timings[path] = round(best, 1)
-    print(f"\nms to load each page with {rows:,} spend rows (best of three): {timings}")
+    print(f"\nms to load each page with {rows:,} spend rows (best of five): {timings}")
     assert all(took < 300 for took in timings.values()), timings
 
 

@@ -482,7 +482,7 @@ class Ui:
 
     async def overview_data(self, request: Request) -> Response:
         """``?range=hour|day|month``: by bucket of time, requests, images and cost by model name, the error rate
-        and latency p50/p99 (of the successful calls: the newest 20,000 of the range), of the spend rows the
+        and latency p50/p99 (of the successful calls: the newest 5,000 of the range), of the spend rows the
         caller may see. JSON, for the signed-in only."""
         session = await self.session(request) if self._unavailable() is None else None
         if session is None:
