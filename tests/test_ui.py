@@ -80,6 +80,9 @@ def test_signing_in_the_cookie_and_the_headers(proxy, emulator):
     assert browser.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 200
     browser.post(proxy.url + "/ui/logout", data={"csrf": csrf_of(keys_page)}, timeout=10)
     assert browser.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303
+    copied = requests.Session()  # a copy of the signed-out cookie (stolen, say) is refused too
+    copied.cookies.set(ui.COOKIE, cookie.value, path="/ui")
+    assert copied.get(proxy.url + "/ui/keys", timeout=10, allow_redirects=False).status_code == 303
 
 
 def test_the_keys_page_makes_blocks_and_deletes_keys_and_escapes_a_tenants_text(proxy, emulator):

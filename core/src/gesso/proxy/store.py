@@ -172,6 +172,14 @@ spend_logs = sa.Table(
     sa.Index("ix_gesso_spend_logs_series", "created_at", "model_name", "status", "images", "cost", "latency_ms"),
 )
 
+#: admin UI sessions signed out before their expiry (migration 0005): refused until then, then swept
+signouts = sa.Table(
+    "gesso_ui_signouts",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 _EMPTY_LOG = {column.name: None for column in spend_logs.columns}
 #: Seconds after which a reservation nobody settled (its replica died) is released.
 STALE_RESERVATION = 3600.0
@@ -828,6 +836,23 @@ class Store:
                 .values(reserved=target.c.reserved - reservation.amount, spend=target.c.spend + actual)
             )
         return bool(gone.rowcount)
+
+    # -- admin UI sessions --------------------------------------------------------------------------------
+
+    async def sign_out(self, session_id: str, expires_at: datetime.datetime) -> None:
+        """Remember that a UI session ended before ``expires_at`` (and forget those past their expiry)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(signouts.delete().where(signouts.c.expires_at < now()))
+            await conn.execute(
+                _insert(self.sqlite, signouts)
+                .values(session_id=session_id, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=[signouts.c.session_id])
+            )
+
+    async def signed_out(self, session_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = await conn.execute(sa.select(signouts.c.session_id).where(signouts.c.session_id == session_id))
+            return found.first() is not None
 
     # -- spend logs ---------------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ Signing in takes the master key, or a key of an internal user (who sees what the
 :class:`gesso.proxy.directory.Principal`), or any virtual key (which sees its own usage). The session is a signed
 cookie (HMAC-SHA256 under a secret derived from the master key, so every worker and replica reads it, and a new
 master key ends every session): ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over TLS, ``Path=/ui``, for
-:data:`SESSION_SECONDS`. It holds the key's hash, never the key, and the key is read again on every page: a
+:data:`SESSION_SECONDS`; signing out records the session as ended in the database, so a copy of the cookie is
+refused too. It holds the key's hash, never the key, and the key is read again on every page: a
 key blocked, expired or deleted is signed out at once. Every form carries the session's CSRF token. Every page
 is sent with a Content-Security-Policy that allows no inline script or style and no other origin, and with
 ``X-Frame-Options: DENY``; Jinja2 escapes every value a template shows (key aliases, models, users, metadata are
@@ -189,13 +190,14 @@ class Ui:
         holder, csrf = payload.get("h"), payload.get("c")
         if not isinstance(holder, str) or not isinstance(csrf, str):
             return None
+        db = self.proxy.store
+        if db is None or await db.signed_out(csrf):  # (the CSRF token names the session: one per sign-in)
+            return None
         if holder == "admin":
             return Session(Principal(True), holder, payload["exp"], csrf)
-        db = self.proxy.store
-        key = await db.get_key(holder) if db is not None else None
+        key = await db.get_key(holder)
         if key is None or key.blocked or (key.expires is not None and key.expires <= store.now()):
             return None
-        assert db is not None
         return Session(await self.api.principal(Caller(key=key), db), holder, payload["exp"], csrf)
 
     async def _signed_in(self, request: Request) -> Session | Response:
@@ -271,6 +273,11 @@ class Ui:
         form = await self._form(request)
         answer = RedirectResponse("/ui/login", status_code=303, headers=HEADERS)
         if session is not None and hmac.compare_digest(form.get("csrf", ""), session.csrf):
+            # ended for good: the cookie, if it was copied, is refused by every replica until its expiry
+            assert self.proxy.store is not None
+            await self.proxy.store.sign_out(
+                session.csrf, datetime.datetime.fromtimestamp(session.expires, datetime.timezone.utc)
+            )
             answer.delete_cookie(COOKIE, path="/ui")
         return answer
 
