@@ -268,3 +268,68 @@ def test_a_keys_page_shows_its_spend_over_time_and_changes_its_limits(proxy, emu
     refused = own.post(proxy.url + f"/ui/keys/{made['token']}", data={"csrf": csrf_of(mine), "max_budget": "99"},
                        timeout=10)  # fmt: skip
     assert refused.status_code == 403
+
+
+def test_what_the_review_found_stays_fixed(proxy, emulator):
+    import http.client
+    from urllib.parse import urlsplit
+
+    # non-ASCII in a cookie or a token is refused as any bad token is, never a 500
+    where = urlsplit(proxy.url)
+    for method, path, headers, body in (
+        ("GET", "/ui/keys", {"Cookie": "gesso_ui=abc.\xe9"}, None),
+        ("GET", "/ui/api/overview", {"Cookie": "gesso_ui=abc.\xe9"}, None),
+        ("POST", "/ui/login", {"Cookie": "gesso_ui_login=x", "Content-Type": "application/x-www-form-urlencoded"},
+         "csrf=%C3%A9&key=k"),
+        ("POST", "/ui/logout", {"Content-Type": "application/x-www-form-urlencoded"}, "csrf=x&x=" + "a" * 70_000),
+    ):  # fmt: skip
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        conn.putrequest(method, path)
+        for name, value in headers.items():
+            conn.putheader(name, value.encode("latin-1"))
+        data = body.encode() if body else b""
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data)
+        status = conn.getresponse().status
+        conn.close()
+        assert status < 500, (method, path, status)
+    browser = signed_in(proxy)
+    page = browser.get(proxy.url + "/ui/keys", timeout=10)
+    assert (
+        browser.post(proxy.url + "/ui/keys", data={"csrf": "\u00e9", "action": "create"}, timeout=10).status_code == 403
+    )
+    # a sign-in form's token of another site's making (a planted cookie) is refused
+    planted = requests.Session()
+    planted.cookies.set(ui.LOGIN_COOKIE, "chosen.0", path="/ui")
+    answer = planted.post(proxy.url + "/ui/login", data={"csrf": "chosen.0", "key": MASTER}, timeout=10,
+                          allow_redirects=False)  # fmt: skip
+    assert answer.status_code == 403
+    # saving a key's limits does not restart its budget period
+    made = proxy.generate_key(key_alias="periodic", max_budget=1.0, budget_duration="30d")
+    before = proxy.call("GET", f"/key/info?key={made['token']}")[2]["info"]["budget_reset_at"]
+    time.sleep(1.1)
+    form = browser.get(proxy.url + f"/ui/keys/{made['token']}", timeout=10)
+    browser.post(proxy.url + f"/ui/keys/{made['token']}", timeout=10, data={
+        "csrf": csrf_of(form), "max_budget": "1", "budget_duration": "30d", "rpm_limit": "9"})  # fmt: skip
+    after = proxy.call("GET", f"/key/info?key={made['token']}")[2]["info"]
+    assert after["rpm_limit"] == 9 and after["budget_reset_at"] == before
+    # the budget burn is the database's top, not the oldest keys'
+    for n in range(3):
+        proxy.generate_key(key_alias=f"idle-{n}", max_budget=1.0)
+    burner = proxy.generate_key(key_alias="newest-burner", max_budget=0.05)
+    assert proxy.client(burner["key"]).images.generate(model="nova", prompt="x", size="320x320").data
+    overview = browser.get(proxy.url + "/ui/overview", timeout=10).text
+    assert overview.index("newest-burner") < overview.index("periodic")
+    # every /ui answer carries the security headers: static files, 404s and 405s too
+    for path, method in (("/ui/static/ui.js", "GET"), ("/ui/nope", "GET"), ("/ui/logout", "GET")):
+        answer = requests.request(method, proxy.url + path, timeout=10)
+        assert answer.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in answer.headers[
+            "content-security-policy"], path  # fmt: skip
+    # a tenant cannot tell another tenant's key alias from one that does not exist
+    own = signed_in(proxy, burner["key"])
+    theirs = own.get(proxy.url + "/ui/logs", params={"key": "periodic"}, timeout=10)
+    nobody = own.get(proxy.url + "/ui/logs", params={"key": "nobody-has-this"}, timeout=10)
+    assert theirs.status_code == nobody.status_code == 404 and "no such key you may see" in theirs.text
+    # the search finds aliases that contain the text
+    assert "3 keys" in browser.get(proxy.url + "/ui/keys", params={"q": "idle"}, timeout=10).text
+    assert page.status_code == 200

@@ -867,7 +867,8 @@ def build_app(
 
     image_paths = frozenset(f"{prefix}/images/{route}" for prefix in ("", "/v1") for route in ROUTES.values())
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=lifespan,
-                    middleware=[Middleware(AccessLog, logged_by_app=image_paths)])  # fmt: skip
+                    middleware=[Middleware(AccessLog, logged_by_app=image_paths),
+                                Middleware(ui.SecurityHeaders)])  # fmt: skip
     app.state.proxy = proxy
     return app
 

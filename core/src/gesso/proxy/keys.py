@@ -309,9 +309,9 @@ class KeyApi:
             query = request.query_params
             token = None
             if query.get("api_key"):
-                key = await self._find(query["api_key"])
-                if not caller.sees_key(key):
-                    raise _error(403, "api_key: not a key you may see", type="permission_error", param="api_key")
+                key = await db.find_key(query["api_key"])
+                if key is None or not caller.sees_key(key):  # (one answer: whether it exists is not said)
+                    raise _error(404, "api_key: no such key you may see", type="not_found_error", param="api_key")
                 token = key.token_hash
             start, end = _dates(query)
             return await db.spend_logs(

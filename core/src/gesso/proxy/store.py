@@ -543,12 +543,17 @@ class Store:
         visible: Any = None,
         page: int = 1,
         size: int = 10,
+        alias_contains: str | None = None,
     ) -> tuple[list[Key], int]:
         """A page of keys (and how many there are), filtered by alias, team and owner, and by ``visible`` (a
         condition on the keys' columns: what a caller who is not the admin may see)."""
         query = keys.select()
         count = sa.select(sa.func.count()).select_from(keys)
         conditions = [] if visible is None else [visible]
+        if alias_contains is not None:
+            if "\x00" in alias_contains:
+                return [], 0
+            conditions.append(keys.c.key_alias.contains(alias_contains, autoescape=True))
         for column, value in ((keys.c.key_alias, key_alias), (keys.c.team_id, team_id), (keys.c.user_id, user_id)):
             if value is not None:
                 if "\x00" in value:  # no row holds one (PostgreSQL text cannot)
@@ -561,6 +566,14 @@ class Store:
             rows = (await conn.execute(query)).all()
             total = (await conn.execute(count)).scalar_one()
         return [Key.from_row(r) for r in rows], total
+
+    async def burning_keys(self, *, visible: Any = None, limit: int = 10) -> list[Key]:
+        """The keys with a budget that have spent the largest share of it (``visible``: which the caller sees)."""
+        query = keys.select().where(keys.c.max_budget > 0).order_by((keys.c.spend / keys.c.max_budget).desc())
+        if visible is not None:
+            query = query.where(visible)
+        async with self.engine.connect() as conn:
+            return [Key.from_row(row) for row in (await conn.execute(query.limit(limit))).all()]
 
     async def update_key(self, token_hash: str, changes: Mapping[str, Any]) -> Key | None:
         values = dict(changes)

@@ -174,13 +174,28 @@ class Ui:
         if not cookie or secret is None or cookie.count(".") != 1:
             return None
         body, mac = cookie.split(".")
-        if not hmac.compare_digest(hmac.new(secret, body.encode(), hashlib.sha256).hexdigest(), mac):
+        if not _same(hmac.new(secret, body.encode(), hashlib.sha256).hexdigest(), mac):
             return None
         try:
             payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         except ValueError:
             return None
         return payload if isinstance(payload, dict) else None
+
+    def _login_token(self) -> str:
+        """The sign-in form's token: random, and signed, so a cookie planted by another site (a sibling domain's,
+        say) cannot carry one of its own making."""
+        secret = self._secret()
+        assert secret is not None
+        nonce = secrets.token_urlsafe(18)
+        return nonce + "." + hmac.new(secret, b"login\0" + nonce.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _login_token_ok(self, token: str) -> bool:
+        secret = self._secret()
+        if secret is None or token.count(".") != 1 or not token.isascii():
+            return False
+        nonce, mac = token.split(".")
+        return _same(hmac.new(secret, b"login\0" + nonce.encode(), hashlib.sha256).hexdigest()[:32], mac)
 
     async def session(self, request: Request) -> Session | None:
         """The request's session, checked: signed by this proxy, not expired, its key still there and usable."""
@@ -233,7 +248,9 @@ class Ui:
         unavailable = self._unavailable()
         if unavailable is not None:
             return unavailable
-        token = secrets.token_urlsafe(24)
+        token = request.cookies.get(LOGIN_COOKIE, "")  # (another tab's form stays good)
+        if not self._login_token_ok(token):
+            token = self._login_token()
         page = self._page("login.html", status, csrf=token, error=error)
         page.set_cookie(LOGIN_COOKIE, token, max_age=3600, path="/ui", httponly=True, samesite="strict",
                         secure=request.url.scheme == "https")  # fmt: skip
@@ -248,7 +265,7 @@ class Ui:
         except (errors.GessoError, ClientGone):
             return await self.login_page(request, "The form could not be read; try again", 400)
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or not hmac.compare_digest(form.get("csrf", ""), expected):
+        if not expected or not _same(form.get("csrf", ""), expected) or not self._login_token_ok(expected):
             return await self.login_page(request, "The form expired; try again", 403)
         given = form.get("key", "").strip()
         master = self.proxy.config.master_key
@@ -270,9 +287,12 @@ class Ui:
 
     async def logout(self, request: Request) -> Response:
         session = await self.session(request)
-        form = await self._form(request)
+        try:
+            form = await self._form(request)
+        except (errors.GessoError, ClientGone):
+            form = {}
         answer = RedirectResponse("/ui/login", status_code=303, headers=HEADERS)
-        if session is not None and hmac.compare_digest(form.get("csrf", ""), session.csrf):
+        if session is not None and _same(form.get("csrf", ""), session.csrf):
             # ended for good: the cookie, if it was copied, is refused by every replica until its expiry
             assert self.proxy.store is not None
             await self.proxy.store.sign_out(
@@ -296,7 +316,7 @@ class Ui:
             page = keys._positive_int(query.get("page", "1"), "page")
         except errors.GessoError:
             page = 1
-        found, total = await db.list_keys(key_alias=search, visible=session.who.keys_visible(), page=page,
+        found, total = await db.list_keys(alias_contains=search, visible=session.who.keys_visible(), page=page,
                                           size=PAGE_SIZE)  # fmt: skip
         pages = max(1, math.ceil(total / PAGE_SIZE))
         return self._page(
@@ -315,7 +335,7 @@ class Ui:
             form = await self._form(request)
         except (errors.GessoError, ClientGone):
             return await self.keys_page(request, error="The form could not be read", status=400)
-        if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+        if not _same(form.get("csrf", ""), session.csrf):
             return await self.keys_page(request, error="The form expired; reload the page and try again",
                                         status=403)  # fmt: skip
         db = self.proxy.store
@@ -364,12 +384,14 @@ class Ui:
         assert db is not None
         try:
             form = await self._form(request)
-            if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+            if not _same(form.get("csrf", ""), session.csrf):
                 raise keys._error(403, "The form expired; reload the page and try again")
             key = await self.api._find(request.path_params["token"])
             names = ("models", "max_budget", "budget_duration", "rpm_limit", "ipm_limit")
             given = _fields(form, names)
             values = keys._checked({name: given.get(name) for name in names})  # (an empty field: none)
+            if values.get("budget_duration") == key.budget_duration:  # unchanged: its period is not restarted
+                values.pop("budget_duration")
             await self.api._may_change(session.who, db, key, values)
             await db.update_key(key.token_hash, values)
             self.api._changed(key.token_hash)
@@ -401,16 +423,16 @@ class Ui:
         query = request.query_params
         filters = {name: query.get(name, "").strip() for name in ("key", "team_id", "model", "status", "start_date",
                                                                   "end_date")}  # fmt: skip
-        error = None
+        error, status = None, 200
         rows: list[dict[str, Any]] = []
         try:
             page = keys._positive_int(query.get("page", "1"), "page")
             start, end = keys._dates({k: v for k, v in filters.items() if k in ("start_date", "end_date") and v})
             token = None
             if filters["key"]:
-                key = await self.api._find(filters["key"])
-                if not session.who.sees_key(key):
-                    raise keys._error(403, "key: not a key you may see", type="permission_error", param="key")
+                key = await db.find_key(filters["key"])
+                if key is None or not session.who.sees_key(key):  # (one answer: whether it exists is not said)
+                    raise keys._error(404, "key: no such key you may see", type="not_found_error", param="key")
                 token = key.token_hash
             rows = await db.spend_logs(
                 token_hash=token, model_name=filters["model"] or None, team_id=filters["team_id"] or None,
@@ -418,11 +440,11 @@ class Ui:
                 offset=(page - 1) * LOG_PAGE, visible=session.who.spend_visible(),
             )  # fmt: skip
         except errors.GessoError as exc:
-            page, error = 1, exc.message
+            page, error, status = 1, exc.message, getattr(exc, "status_code", 400)
         more = len(rows) > LOG_PAGE
         link = {p: "/ui/logs?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": p}) for p in
                 (page - 1, page + 1)}  # fmt: skip
-        return self._page("logs.html", 400 if error else 200, session=session, rows=rows[:LOG_PAGE], page=page,
+        return self._page("logs.html", status if error else 200, session=session, rows=rows[:LOG_PAGE], page=page,
                           more=more, link=link, error=error, statuses=("success", "failure", "cancelled"),
                           filters=filters)  # fmt: skip
 
@@ -477,15 +499,14 @@ class Ui:
         assert db is not None
         span = request.query_params.get("range", "day")
         span = span if span in RANGES else "day"
-        found, _ = await db.list_keys(visible=session.who.keys_visible(), size=100)
-        burning = sorted((k for k in found if k.max_budget), key=lambda k: k.spend / (k.max_budget or 1), reverse=True)
+        burning = await db.burning_keys(visible=session.who.keys_visible(), limit=10)
         teams = []
         if session.who.admin:
-            listed = await Directory(db).list_teams(size=100)
+            listed = await Directory(db).list_teams(size=1000)
             teams = sorted((t for t in listed if t.budget.max_budget), reverse=True,
                            key=lambda t: t.budget.spend / (t.budget.max_budget or 1))[:10]  # fmt: skip
         return self._page("overview.html", session=session, span=span, spans=tuple(RANGES),
-                          keys=[k.info() for k in burning[:10]], teams=[t.info() for t in teams])  # fmt: skip
+                          keys=[k.info() for k in burning], teams=[t.info() for t in teams])  # fmt: skip
 
     async def overview_data(self, request: Request) -> Response:
         """``?range=hour|day|month``: by bucket of time, requests, images and cost by model name, the error rate
@@ -568,7 +589,7 @@ class Ui:
             form = await self._form(request)
         except (errors.GessoError, ClientGone):
             return await self.entities_page(request, error="The form could not be read", status=400)
-        if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
+        if not _same(form.get("csrf", ""), session.csrf):
             return await self.entities_page(request, error="The form expired; reload the page", status=403)
         db = self.proxy.store
         assert db is not None
@@ -680,3 +701,32 @@ def _described(model: str, options: Any) -> dict[str, str]:
     if end and end < datetime.date.today().isoformat():
         lifecycle += " (passed: calls may fail)"
     return {"price": price, "lifecycle": lifecycle}
+
+
+def _same(given: str, expected: str) -> bool:
+    """Whether two tokens are equal, in constant time (as bytes: a caller's text may be any Unicode)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+class SecurityHeaders:
+    """ASGI middleware: :data:`HEADERS` on every answer under ``/ui`` (static files, 404s and 405s too), those the
+    pages set already kept."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not (scope["path"] == "/ui" or scope["path"].startswith("/ui/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k.encode(), v.encode()) for k, v in HEADERS.items() if k.encode() not in present]
+                if scope["path"].startswith("/ui/static/"):  # (the assets may be cached; the pages may not)
+                    extra = [(k, v) for k, v in extra if k != b"cache-control"]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
