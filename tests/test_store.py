@@ -489,7 +489,7 @@ def test_a_teams_budget_resets_as_a_keys_does_and_a_lease_holds_every_level_or_n
             await conn.execute(store.budgets.update().where(store.budgets.c.budget_id == budget.budget_id).values(
                 spend=0.08, budget_reset_at=store.now() - datetime.timedelta(seconds=1)))  # fmt: skip
         due = (await directory.team("t")).budget
-        _, granted, _ = await s.grow_lease(due, None, 0.04, 0.04, 1, 0.5, 60)  # resets, then holds the call
+        [(_, granted, _)] = await s.grow_leases([(due, None, 0.04)], 0.04, 1, 0.5, 60)  # resets, then holds it
         after = (await directory.team("t")).budget
         assert granted == pytest.approx(0.04) and after.spend == 0 and after.reserved == pytest.approx(0.04)
         assert after.budget_reset_at > store.now() + datetime.timedelta(hours=23)

@@ -298,7 +298,7 @@ class Proxy:
         refused here."""
         key = caller.key
         if key is None or self.ledger is None:
-            return directory.Owners()
+            return directory.NOBODY
         owners: directory.Owners = await self._ledger(self.ledger.owners(key))
         team = owners.team
         if team is not None and team.blocked:

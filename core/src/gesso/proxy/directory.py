@@ -198,6 +198,10 @@ class Principal:
         return sa.or_(own, logs.user_id == user_id, logs.team_id.in_(teams_run))
 
 
+#: the owners of a key that has no team and no owner (most keys: one object for all of their calls)
+NOBODY = Owners()
+
+
 class Taken(Exception):
     """The id or alias is someone else's already."""
 

@@ -144,7 +144,7 @@ class Ledger:
     async def owners(self, key: store.Key) -> directory.Owners:
         """The key's team, its owner's membership of it, and its owner, at most :data:`KEY_TTL` seconds old."""
         if key.team_id is None and key.user_id is None:
-            return directory.Owners()
+            return directory.NOBODY
         owners: directory.Owners = await self._entity(
             ("owners", key.team_id, key.user_id), lambda: self.directory.owners(key.team_id, key.user_id)
         )
@@ -196,12 +196,6 @@ class Ledger:
             self.reading.pop(token_hash, None)
 
     # -- rate limits ------------------------------------------------------------------------------------------
-
-    async def count(self, key: store.Holder) -> float | None:
-        """Count one request against a key's ``rpm_limit``: ``None`` if it may go, else the seconds until the next
-        minute."""
-        refused, _ = await self.limit([key], 1)
-        return refused[3] if refused is not None else None
 
     async def limit(
         self, path: Sequence[store.Holder], images: int

@@ -686,12 +686,6 @@ class Store:
 
     # -- budget leases (gesso.proxy.ledger) ----------------------------------------------------------------
 
-    async def grow_lease(
-        self, key: Holder, lease_id: str | None, needed: float, price: float, calls: int, share: float, ttl: float
-    ) -> tuple[str, float, bool]:
-        """:meth:`grow_leases` for one key or budget."""
-        return (await self.grow_leases([(key, lease_id, needed)], price, calls, share, ttl))[0]
-
     async def grow_leases(
         self,
         wanted: Sequence[tuple[Holder, str | None, float]],

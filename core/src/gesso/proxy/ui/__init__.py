@@ -215,6 +215,18 @@ class Ui:
             return None
         return Session(await self.api.principal(Caller(key=key), db), holder, payload["exp"], csrf)
 
+    @property
+    def db(self) -> store.Store:
+        """The proxy's database (every page but the sign-in form's and :meth:`_unavailable`'s has one)."""
+        found = self.proxy.store
+        assert found is not None
+        return found
+
+    async def _visible_key(self, session: Session, token: str) -> store.Key | None:
+        """The key with this hash, if the session's caller may see it."""
+        key = await self.db.get_key(token) if "\x00" not in token else None
+        return key if key is not None and session.who.sees_key(key) else None
+
     async def _signed_in(self, request: Request) -> Session | Response:
         """The request's session, or the answer for a request without one (a redirect to sign in)."""
         unavailable = self._unavailable()
@@ -294,8 +306,7 @@ class Ui:
         answer = RedirectResponse("/ui/login", status_code=303, headers=HEADERS)
         if session is not None and _same(form.get("csrf", ""), session.csrf):
             # ended for good: the cookie, if it was copied, is refused by every replica until its expiry
-            assert self.proxy.store is not None
-            await self.proxy.store.sign_out(
+            await self.db.sign_out(
                 session.csrf, datetime.datetime.fromtimestamp(session.expires, datetime.timezone.utc)
             )
             answer.delete_cookie(COOKIE, path="/ui")
@@ -308,8 +319,7 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         query = request.query_params
         search = query.get("q", "").strip() or None
         try:
@@ -338,8 +348,7 @@ class Ui:
         if not _same(form.get("csrf", ""), session.csrf):
             return await self.keys_page(request, error="The form expired; reload the page and try again",
                                         status=403)  # fmt: skip
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         who = session.who
         try:
             action = form.get("action")
@@ -366,11 +375,8 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
-        token = request.path_params["token"]
-        key = await db.get_key(token) if "\x00" not in token else None
-        if key is None or not session.who.sees_key(key):
+        key = await self._visible_key(session, request.path_params["token"])
+        if key is None:
             return self._page("missing.html", 404, session=session, what="No such key you may see")
         return self._page("key.html", status, session=session, key=key.info(), error=error,
                           writes=session.who.manages_key(key))  # fmt: skip
@@ -380,8 +386,7 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         try:
             form = await self._form(request)
             if not _same(form.get("csrf", ""), session.csrf):
@@ -418,8 +423,7 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         query = request.query_params
         filters = {name: query.get(name, "").strip() for name in ("key", "team_id", "model", "status", "start_date",
                                                                   "end_date")}  # fmt: skip
@@ -454,8 +458,7 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         request_id = request.path_params["request_id"]
         found = await db.spend_logs(request_id=request_id, limit=1, visible=session.who.spend_visible())
         if not found:
@@ -495,8 +498,7 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         span = request.query_params.get("range", "day")
         span = span if span in RANGES else "day"
         burning = await db.burning_keys(visible=session.who.keys_visible(), limit=10)
@@ -515,16 +517,14 @@ class Ui:
         session = await self.session(request) if self._unavailable() is None else None
         if session is None:
             return JSONResponse({"error": "sign in first"}, status_code=401, headers=HEADERS)
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         span, step = RANGES.get(request.query_params.get("range", "day"), RANGES["day"])
         now = int(time.time())
         first = (now - span) // step * step + step
         visible = session.who.spend_visible()
         token = request.query_params.get("key")
         if token is not None:  # one key's series (``?key=<token>``), if the caller may see it
-            key = await db.get_key(token) if "\x00" not in token else None
-            if key is None or not session.who.sees_key(key):
+            if await self._visible_key(session, token) is None:
                 return JSONResponse({"error": "no such key"}, status_code=404, headers=HEADERS)
             mine = store.spend_logs.c.token_hash == token
             visible = mine if visible is None else sa.and_(visible, mine)
@@ -564,8 +564,7 @@ class Ui:
         session = await self._signed_in(request)
         if not isinstance(session, Session):
             return session
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         kind = request.url.path.rsplit("/", 1)[-1]
         spec = ENTITIES[kind]
         who, directory = session.who, Directory(db)
@@ -591,8 +590,7 @@ class Ui:
             return await self.entities_page(request, error="The form could not be read", status=400)
         if not _same(form.get("csrf", ""), session.csrf):
             return await self.entities_page(request, error="The form expired; reload the page", status=403)
-        db = self.proxy.store
-        assert db is not None
+        db = self.db
         directory = Directory(db)
         try:
             if not session.who.admin:
