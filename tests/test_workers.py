@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -105,6 +106,31 @@ def test_a_worker_killed_mid_call_keeps_its_counts_and_leaves_no_call_in_flight(
         text = served.call("GET", "/metrics")[1]
         assert requests_counted(text) == 8 + answered  # the warm-up counts, the killed worker's share too, kept
         assert "gesso_requests_in_flight 0.0" in text  # its calls, cut off, no longer counted
+
+
+@pytest.mark.slow  # starts gesso serve with two worker processes
+def test_a_stopping_parent_refuses_new_connections_while_its_calls_in_flight_finish(tmp_path, aws, emulator):
+    """A load balancer passes a refused connection to another replica; one the kernel queued on a socket no worker
+    accepts any more would hang until the stop ended and then be reset (a 502 for a POST already sent)."""
+    with serving(tmp_path, aws, "--workers", "2", processes=3) as served, ThreadPoolExecutor(1) as pool:
+        emulator.inject("latency", seconds=3.0)
+        pending = pool.submit(_status, served)
+        deadline = time.monotonic() + 10
+        while emulator.stats()["in_flight"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        served.process.send_signal(signal.SIGTERM)
+        port = int(served.url.rsplit(":", 1)[1])
+        deadline, refused = time.monotonic() + 2, False
+        while not refused and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.05)
+            except ConnectionRefusedError:
+                refused = True
+        assert refused, "a stopping gesso serve still takes connections"
+        assert pending.result() == 200  # the call in flight finished
+        assert served.process.wait(30) == 0
 
 
 def test_a_worker_ended_but_not_yet_collected_counts_as_stopped(tmp_path):

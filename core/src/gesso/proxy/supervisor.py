@@ -22,7 +22,9 @@ class Supervisor(Multiprocess):
       when it is valid each worker is told (SIGHUP) and reloads it in place, its calls in flight unhurried
       (uvicorn's own SIGHUP would restart every worker instead);
     - **a second SIGTERM or SIGINT** while the workers stop is passed on to them (they stop waiting for their
-      calls in flight); uvicorn's own supervisor would keep it until they had stopped."""
+      calls in flight); uvicorn's own supervisor would keep it until they had stopped;
+    - **on a stop the listening socket closes** with the workers' copies: uvicorn's supervisor keeps its copy
+      until every worker has finished, so connections made meanwhile wait unanswered and are then reset."""
 
     def __init__(self, config: Any, *, reload: Callable[[], bool]) -> None:
         socket_ = config.bind_socket()
@@ -37,6 +39,15 @@ class Supervisor(Multiprocess):
             for process in self.processes:
                 if process.pid is not None and process.exitcode is None:
                     os.kill(process.pid, signal.SIGHUP)
+
+    def terminate_all(self) -> None:
+        """Stop: this process's copy of the listening socket is closed before the workers are told, so the socket
+        is gone once they have closed theirs and a new connection is refused (a load balancer passes it to another
+        replica). Held open, it would keep queueing connections no worker will take, each reset at the end."""
+        for socket_ in self.sockets:
+            with contextlib.suppress(OSError):
+                socket_.close()
+        super().terminate_all()
 
     def join_all(self) -> None:
         for process in self.processes:
