@@ -16,6 +16,7 @@ from unittest import mock
 
 import pytest
 
+from gesso import redact
 from gesso.proxy import config as proxy_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -219,6 +220,30 @@ def test_os_environ_values():
         os.environ.pop("PROXY_TEST_UNSET", None)
         assert config_error({"model_list": [entry(aws_secret_access_key="os.environ/PROXY_TEST_UNSET")]}) == (
             "model_list[0].litellm_params.aws_secret_access_key: environment variable PROXY_TEST_UNSET is not set"
+        )
+
+
+def test_os_environ_values_from_a_secret_file(tmp_path):
+    """``os.environ/NAME`` with NAME unset reads the file ``$NAME_FILE`` names (Docker's secrets are mounted as
+    files): one trailing newline dropped, the value redacted like any secret; an unreadable file is named."""
+    (tmp_path / "master").write_text("sk-from-a-file\n")
+    (tmp_path / "url").write_text("postgresql://gesso:hex0123@db:5432/gesso")
+    env = {"PROXY_TEST_MK_FILE": str(tmp_path / "master"), "PROXY_TEST_DB_FILE": str(tmp_path / "url")}
+    with mock.patch.dict(os.environ, env):
+        for name in ("PROXY_TEST_MK", "PROXY_TEST_DB"):
+            os.environ.pop(name, None)
+        settings = {"master_key": "os.environ/PROXY_TEST_MK", "database_url": "os.environ/PROXY_TEST_DB"}
+        config = proxy_config.parse({"model_list": [entry()], "general_settings": settings})
+        assert config.master_key == "sk-from-a-file"
+        assert config.database_url == "postgresql://gesso:hex0123@db:5432/gesso"
+        assert "sk-from-a-file" not in redact.redact("the key sk-from-a-file leaked")
+        os.environ["PROXY_TEST_MK"] = "sk-from-the-environment"  # the variable itself wins over the file
+        again = proxy_config.parse({"model_list": [entry()], "general_settings": settings})
+        assert again.master_key == "sk-from-the-environment"
+        os.environ.pop("PROXY_TEST_MK")
+        os.environ["PROXY_TEST_MK_FILE"] = str(tmp_path / "missing")
+        assert config_error({"model_list": [entry()], "general_settings": settings}) == (
+            f"general_settings.master_key: cannot read PROXY_TEST_MK_FILE ({tmp_path / 'missing'}): FileNotFoundError"
         )
 
 

@@ -343,14 +343,24 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _env(value: Any, where: str) -> Any:
-    """``value``, or the environment variable an ``os.environ/NAME`` value names: a value from the environment
-    is taken for a secret, never shown in a log line or an answer (only the field is named)."""
+    """``value``, or the environment variable an ``os.environ/NAME`` value names, or else the text of the file
+    ``$NAME_FILE`` names (the convention of Docker's secrets, mounted as files; one trailing newline dropped): a
+    value from either is taken for a secret, never shown in a log line or an answer (only the field is named)."""
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX) :]
-        if name not in os.environ:
+        if name in os.environ:
+            found = os.environ[name]
+        elif f"{name}_FILE" in os.environ:
+            path = os.environ[f"{name}_FILE"]
+            try:
+                with open(path, encoding="utf-8") as file:
+                    found = file.read().removesuffix("\n").removesuffix("\r")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{where}: cannot read {name}_FILE ({path}): {exc.__class__.__name__}") from None
+        else:
             raise ConfigError(f"{where}: environment variable {name} is not set")
-        redact.remember([os.environ[name]])
-        return os.environ[name]
+        redact.remember([found])
+        return found
     return value
 
 
