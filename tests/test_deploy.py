@@ -1,0 +1,166 @@
+"""The deployment files hold together: ``deploy/compose.yaml``'s services, secrets and mounts match the image
+(``deploy/Dockerfile``), the config (``deploy/config.yaml``) and nginx's upstreams (``deploy/nginx.conf``, which
+the OS's nginx accepts as CI renders it); ``deploy/secrets.sh`` writes secrets the config reads; the Kubernetes
+manifests (``deploy/kubernetes/``) run the image as it expects. .ci/run also checks the compose file against the
+Compose specification's schema and the manifests with kubernetes-validate, and runs the whole topology under load
+(bench/rolling_restart.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gesso.proxy import config as proxy_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+sys.path.insert(0, str(ROOT / "bench"))
+from rolling_restart import render_nginx  # noqa: E402
+
+
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def dockerfile() -> str:
+    return (DEPLOY / "Dockerfile").read_text()
+
+
+def test_the_replicas_run_the_image_on_the_config_and_secrets_it_reads():
+    services = compose()["services"]
+    replicas = sorted(name for name in services if name.startswith("gesso-"))
+    assert replicas == ["gesso-1", "gesso-2"]
+    config_text = (DEPLOY / "config.yaml").read_text()
+    referenced = set(re.findall(r"^\s*\w+: os\.environ/(\w+)$", config_text, re.MULTILINE))
+    assert referenced == {"GESSO_MASTER_KEY", "DATABASE_URL"}
+    graceful = yaml.safe_load(config_text)["general_settings"]["graceful_timeout"]
+    assert 'CMD ["--config", "/etc/gesso/config.yaml"]' in dockerfile()
+    for name in [*replicas, "migrate"]:
+        service = services[name]
+        assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
+        assert {"source": "gesso_config", "target": "/etc/gesso/config.yaml"} in service["configs"]
+        env = service["environment"]
+        for variable in referenced:  # each secret the config reads, from a mounted secret file
+            secret = env[f"{variable}_FILE"].removeprefix("/run/secrets/")
+            assert secret in service["secrets"] and secret in compose()["secrets"]
+        assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+        assert float(service["stop_grace_period"].removesuffix("s")) > graceful
+        assert "GESSO_MASTER_KEY" not in env and "DATABASE_URL" not in env  # never a secret's value inline
+    assert services["migrate"]["entrypoint"] == ["gesso", "db", "upgrade"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in replicas:  # the schema is migrated once, before any replica starts
+        assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
+    assert compose()["configs"] == {"gesso_config": {"file": "./config.yaml"}, "nginx_config": {"file": "./nginx.conf"}}
+    assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"] and "pgdata" in compose()["volumes"]
+
+
+def test_nginx_forwards_to_both_replicas_on_the_port_the_image_exposes():
+    services = compose()["services"]
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    port = re.search(r"^EXPOSE (\d+)$", dockerfile(), re.MULTILINE).group(1)
+    upstreams = re.findall(r"^\s*server (\S+) ", nginx, re.MULTILINE)
+    assert upstreams == [f"gesso-1:{port}", f"gesso-2:{port}"]
+    listen = re.search(r"^\s*listen (\d+);", nginx, re.MULTILINE).group(1)
+    assert services["nginx"]["ports"] == [f"4000:{listen}"]
+    assert {"source": "nginx_config", "target": "/etc/nginx/nginx.conf"} in services["nginx"]["configs"]
+    assert set(services["nginx"]["depends_on"]) == {"gesso-1", "gesso-2"}
+    # a POST is never sent twice (no non_idempotent), and no keepalive to the replicas (see the file's comments)
+    assert re.search(r"proxy_next_upstream error timeout;", nginx) and "non_idempotent" not in nginx
+    assert not re.search(r"^\s*keepalive \d", nginx, re.MULTILINE)
+    assert not re.search(r"^\s*(daemon|pid|error_log)\b", nginx, re.MULTILINE)  # the caller sets them (-g, -e)
+
+
+def test_ci_renders_nginx_conf_changing_only_the_addresses():
+    original = (DEPLOY / "nginx.conf").read_text()
+    rendered = render_nginx(original, [41001, 41002], 41000)
+    changed = [(a, b) for a, b in zip(original.splitlines(), rendered.splitlines(), strict=True) if a != b]
+    assert [b.strip() for _, b in changed] == [
+        "server 127.0.0.1:41001 max_fails=0;",
+        "server 127.0.0.1:41002 max_fails=0;",
+        "listen 127.0.0.1:41000;",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx") and not os.environ.get("CI"),
+                    reason="nginx is not installed (.ci/run installs it)")  # fmt: skip
+def test_nginx_accepts_the_file(tmp_path):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx((DEPLOY / "nginx.conf").read_text(), [41001, 41002], 41000))
+    checked = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(tmp_path), "-e", str(tmp_path / "e.log"),
+                              "-g", f"pid {tmp_path / 'nginx.pid'};"], capture_output=True, text=True)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr + (tmp_path / "e.log").read_text()
+
+
+def test_the_secrets_script_writes_what_the_config_reads(tmp_path, monkeypatch):
+    secrets = tmp_path / "secrets"
+    subprocess.run(["sh", str(DEPLOY / "secrets.sh"), str(secrets)], check=True, capture_output=True)
+    assert oct(secrets.stat().st_mode & 0o777) == "0o700"
+    password = (secrets / "postgres_password").read_text()
+    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    assert (secrets / "database_url").read_text() == f"postgresql://gesso:{password}@postgres:5432/gesso"
+    for variable, name in (("GESSO_MASTER_KEY", "master_key"), ("DATABASE_URL", "database_url")):
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv(f"{variable}_FILE", str(secrets / name))
+    data = yaml.safe_load((DEPLOY / "config.yaml").read_text())
+    config = proxy_config.parse(data)
+    assert config.master_key == (secrets / "master_key").read_text() and config.master_key.startswith("sk-")
+    assert config.database_url == (secrets / "database_url").read_text()
+    again = subprocess.run(["sh", str(DEPLOY / "secrets.sh"), str(secrets)], capture_output=True, text=True)
+    assert again.returncode == 1 and "exists: left as it is" in again.stderr  # never overwritten
+
+
+# -- Kubernetes (deploy/kubernetes/; .ci/run validates every manifest with kubernetes-validate) --------------
+
+
+def manifests() -> dict[str, dict]:
+    folder = DEPLOY / "kubernetes"
+    return {path.name: yaml.safe_load(path.read_text()) for path in sorted(folder.glob("*.yaml"))}
+
+
+def test_kustomize_applies_every_manifest_and_the_configmap_is_the_config():
+    found = manifests()
+    assert sorted(found.pop("kustomization.yaml")["resources"]) == sorted(found)
+    configmap = found["configmap.yaml"]
+    assert configmap["data"]["config.yaml"] == (DEPLOY / "config.yaml").read_text()
+    selector = {"app.kubernetes.io/name": "gesso"}
+    assert found["service.yaml"]["spec"]["selector"] == selector
+    assert found["pdb.yaml"]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
+    assert found["hpa.yaml"]["spec"]["scaleTargetRef"]["name"] == found["deployment.yaml"]["metadata"]["name"]
+
+
+def test_the_pod_runs_as_the_image_user_read_only_probed_and_migrated_first():
+    deployment = manifests()["deployment.yaml"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (migrate,) = pod["initContainers"]
+    user = re.search(r"^USER (\d+):(\d+)$", dockerfile(), re.MULTILINE)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == int(user.group(1))
+    for each in (container, migrate):
+        assert each["securityContext"]["readOnlyRootFilesystem"] is True
+        assert each["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]
+        # the secrets the config reads, from the Secret, never inline
+        env = {item["name"]: item for item in each["env"]}
+        assert env["GESSO_MASTER_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "gesso", "key": "master-key"}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "gesso", "key": "database-url"}
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+    assert migrate["command"] == ["gesso", "db", "upgrade", "--config", "/etc/gesso/config.yaml"]
+    port = int(re.search(r"^EXPOSE (\d+)$", dockerfile(), re.MULTILINE).group(1))
+    assert container["ports"] == [{"name": "http", "containerPort": port}]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/liveliness"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health/liveliness"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/readiness"
+    sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    graceful = yaml.safe_load((DEPLOY / "config.yaml").read_text())["general_settings"]["graceful_timeout"]
+    assert pod["terminationGracePeriodSeconds"] > sleep + graceful
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert "cpu" not in container["resources"]["limits"] and container["resources"]["limits"]["memory"]
