@@ -6,6 +6,7 @@ emulator exactly 10 times and leave exactly 100 spend rows. Run with ``-s`` to s
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -60,13 +61,21 @@ def replicas(database_url, aws, tmp_path, monkeypatch):
     lock), each with its own config naming its deployment ``replica-a`` or ``replica-b``; their URLs."""
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
+    with started(database_url, aws, tmp_path) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def started(database_url, aws, tmp_path, names=("a", "b"), model_info=None, general=None):
+    """``gesso serve`` replicas (one a name) on ``database_url``, their configs beside each other in
+    ``tmp_path`` (so they share the result store), with more ``model_info`` and ``general_settings``."""
     processes, urls = [], []
     try:
-        for name in ("a", "b"):
+        for name in names:
             config = {
-                "model_list": [{"model_name": "nova", "model_info": {"id": f"replica-{name}"},
+                "model_list": [{"model_name": "nova", "model_info": {"id": f"replica-{name}", **(model_info or {})},
                                 "litellm_params": {"model": NOVA, **aws, "max_retries": 0}}],
-                "general_settings": {"master_key": MASTER, "database_url": database_url},
+                "general_settings": {"master_key": MASTER, "database_url": database_url, **(general or {})},
             }  # fmt: skip
             path = tmp_path / f"replica-{name}.yaml"
             path.write_text(yaml.safe_dump(config))
@@ -77,7 +86,7 @@ def replicas(database_url, aws, tmp_path, monkeypatch):
             processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)))
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
-        for process, url, name in zip(processes, urls, "ab", strict=True):
+        for process, url, name in zip(processes, urls, names, strict=True):
             while True:
                 assert process.poll() is None, (tmp_path / f"replica-{name}.log").read_text()
                 assert time.monotonic() < deadline, "a replica did not start"

@@ -13,6 +13,8 @@ import asyncio
 import concurrent.futures
 import contextvars
 import datetime
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -22,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from gesso import operations, options, output, params, plugins, redact, telemetry
+from gesso import cache, errors, operations, options, output, params, plugins, redact, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, printable, refused, text_problems
 from gesso.errors import (
@@ -64,6 +66,8 @@ class _Call:
     hooks: Any  # the stage hooks, routed to the plugins that own the model
     plan: output.Output = output.NONE  # the images' format and store
     deadline: float | None = None  # seconds one gesso_invoke may run (Provider.deadline); None: unlimited
+    results: Any = None  # the store of answers (``cache=``, or the configured one), if any
+    idempotency_key: str | None = None
 
 
 def image_generation(
@@ -374,7 +378,121 @@ def price(call: _Call) -> float | None:
     return None if cost is None else round(float(cost), 6)
 
 
+def cache_key(call: _Call, scope: str = "") -> str | None:
+    """A hash of a prepared call exactly as its provider would be sent it (the model as given, with its provider
+    and any routing prefix; every body) and of what its images are made into, within ``scope``: two calls with
+    the same key may be answered with the same stored images. None when a cache must not answer it: a body that
+    does not fix its seed (the provider picks one at random), or images written to a store (their URLs are the
+    store's, and may expire)."""
+    if not call.prepared.seeded or call.plan.store is not None:
+        return None
+    try:
+        bodies = [params.to_json(body) for body in call.prepared.bodies]
+    except (ValueError, TypeError, RecursionError):
+        return None
+    plan = (call.request.response_format, call.plan.encode, call.plan.quality, call.plan.requested)
+    digest = hashlib.sha256()
+    for part in (scope.encode(), call.request.model_name.encode(), repr(plan).encode(), *bodies):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def _answers_store(kwargs: dict[str, Any]) -> tuple[Any, str | None]:
+    """``cache=`` (else the configured store) and ``idempotency_key=``, taken out of a call's kwargs and checked."""
+    results = kwargs.pop("cache", None)
+    key = kwargs.pop("idempotency_key", None)
+    if results is not None and not all(callable(getattr(results, name, None)) for name in ("get", "put")):
+        raise InvalidRequestError("cache: must be a store of answers, such as gesso.cache.DiskCache(path)",
+                                  param="cache")  # fmt: skip
+    if key is not None and not (isinstance(key, str) and 1 <= len(key) <= 255 and all(" " <= c <= "~" for c in key)):
+        raise InvalidRequestError("idempotency_key: 1 to 255 printable ASCII characters", param="idempotency_key")
+    if results is None:
+        results = cache.configured()
+    if key is not None and results is None:
+        results = cache.process_store()
+    return results, key
+
+
+def _asked(call: _Call) -> str:
+    """A hash of what a call asks for, as given (its bodies may hold seeds chosen at random): an idempotency
+    key's repeat must ask for the same."""
+    request = call.request
+
+    def digest(value: Any) -> str:
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(data).hexdigest()
+
+    asked = {"model": request.model_name, "operation": request.operation, "prompt": request.prompt, "n": request.n,
+             "size": str(request.size) if request.size else None, "quality": request.quality,
+             "response_format": request.response_format, "style": request.style, "user": request.user,
+             "params": request.params, "images": [digest(image) for image in request.images],
+             "mask": None if request.mask is None else digest(request.mask),
+             "plan": repr((call.plan.encode, call.plan.quality, call.plan.requested))}  # fmt: skip
+    return digest(json.dumps(asked, sort_keys=True, default=repr))
+
+
+def _entry(call: _Call) -> tuple[str, str | None] | None:
+    """Where a call's answer is kept in its store, and the hash a repeat must match (idempotency keys); None when
+    the call is not kept (no store, or a cached call whose bodies do not fix their seed)."""
+    if call.results is None:
+        return None
+    if call.idempotency_key is not None:
+        return hashlib.sha256(f"idempotency\x00{call.idempotency_key}".encode()).hexdigest(), _asked(call)
+    key = cache_key(call)
+    return (key, None) if key is not None else None
+
+
+def _replayed(call: _Call, entry: tuple[str, str | None], data: bytes | None) -> ImageResponse | None:
+    """The stored answer (costing nothing now), or None; a repeat of an idempotency key that asks for something
+    else is refused."""
+    if data is None:
+        return None
+    try:
+        stored = json.loads(data)
+        response = ImageResponse.from_dict(stored["response"])
+    except (ValueError, KeyError, TypeError, errors.GessoError):
+        return None  # unreadable: run the call again
+    if entry[1] is not None and stored.get("asked") != entry[1]:
+        raise InvalidRequestError(
+            f"idempotency_key {call.idempotency_key!r} was used with another request; a retry must ask for the "
+            "same, or use a new key", model=call.request.model_name, param="idempotency_key",
+            code="idempotency_key_reused",
+        )  # fmt: skip
+    why = "the answer to this idempotency key" if entry[1] is not None else "an identical seeded call's answer"
+    paid = f"{response.cost:.6f} USD" if response.cost is not None else "an unknown price"
+    note = f"served from the cache: {why}, stored earlier (it cost {paid} then; no call was made now)"
+    return attrs.evolve(response, cost=0.0 if response.cost is not None else None, warnings=(*response.warnings, note))
+
+
+def _stored(response: ImageResponse, entry: tuple[str, str | None]) -> bytes:
+    return json.dumps({"asked": entry[1], "response": response.to_dict()}).encode()
+
+
 def _run(call: _Call) -> ImageResponse:
+    entry = _entry(call)
+    if entry is not None:
+        replayed = _replayed(call, entry, call.results.get(entry[0]))
+        if replayed is not None:
+            return replayed
+    response = _send(call)
+    if entry is not None:
+        call.results.put(entry[0], _stored(response, entry))
+    return response
+
+
+async def _arun(call: _Call) -> ImageResponse:
+    entry = _entry(call)
+    if entry is not None:
+        replayed = _replayed(call, entry, await asyncio.to_thread(call.results.get, entry[0]))
+        if replayed is not None:
+            return replayed
+    response = await _asend(call)
+    if entry is not None:
+        await asyncio.to_thread(call.results.put, entry[0], _stored(response, entry))
+    return response
+
+
+def _send(call: _Call) -> ImageResponse:
     bodies = call.prepared.bodies
     with telemetry.attempt(call) as record:  # a client span when OpenTelemetry is set up
         if len(bodies) == 1:
@@ -386,7 +504,7 @@ def _run(call: _Call) -> ImageResponse:
         return response
 
 
-async def _arun(call: _Call) -> ImageResponse:
+async def _asend(call: _Call) -> ImageResponse:
     bodies = call.prepared.bodies
     with telemetry.attempt(call) as record:  # a client span when OpenTelemetry is set up
         if len(bodies) == 1:  # awaited in this task: no second task for the one call
@@ -408,6 +526,7 @@ def _prepare(
     mask: Any = None,
     untrusted: Untrusted | None = None,
 ) -> _Call:
+    results, idempotency_key = _answers_store(kwargs)
     registry = plugins.get_registry()
     opts, problems = options.split(kwargs, registry.split_provider(model_string))
     provider, resolved = registry.resolve(model_string, opts)
@@ -487,7 +606,7 @@ def _prepare(
         prepared = attrs.evolve(prepared, warnings=(*notes, *prepared.warnings))
     if request.user:
         logger.debug("gesso call for user %s to %s", printable(request.user), model_name)
-    return _Call(request, prepared, hooks, plan, provider.deadline(target))
+    return _Call(request, prepared, hooks, plan, provider.deadline(target), results, idempotency_key)
 
 
 def _check_operation(registry: Registry, model: Model, model_name: str, operation: str, mask: Any) -> None:

@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--option", action="append", type=_param, default=[], metavar="KEY=VALUE",
                      help="an option of the provider given to every line (a line's own wins). Repeatable.")  # fmt: skip
     bat.add_argument("--emulator", action="store_true", help="run each provider's local emulator and use it")
+    bat.add_argument("--cache", metavar="DIR", help="answer a seeded line from DIR when an identical call was made "
+                     "before (any batch, any run), and keep each answer there (gesso.cache.DiskCache)")  # fmt: skip
     bat.add_argument("--json", action="store_true", help="print the summary as JSON")
     _provider_flags(bat, providers)
     for name, handler in (
@@ -500,6 +502,10 @@ def _batch(args: argparse.Namespace) -> int:
 
     options = dict(args.option)
     options.update(_flag_options(args))
+    if args.cache:
+        from gesso.cache import DiskCache
+
+        options["cache"] = DiskCache(args.cache)
     if args.concurrency < 1:
         print("gesso: error: --concurrency must be at least 1", file=sys.stderr)
         return 2

@@ -268,6 +268,7 @@ class PreparedRequest:
     """What ``gesso_transform_request`` returns: the plan of the call, which the parse and cost hooks read.
 
     ``bodies`` to send (usually one; several when a model returns one image per call and ``n > 1``);
+    ``seeded`` whether each body fixes its seed (a cache may then answer an identical one);
     ``task`` the family's task, when it has several; ``size`` the output size asked for (or implied by an
     input image); ``quality`` the provider's own quality level; ``requested`` the images asked for over all
     bodies; ``warnings`` notes for the response (what was sent in place of what was asked, e.g. a size
@@ -279,6 +280,9 @@ class PreparedRequest:
     quality: str | None = None
     requested: int = 1
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    #: every body fixes the seed the model starts from (given, or a default the provider documents), so an
+    #: identical body may be answered from a cache (``gesso.cache``); False when the provider picks a random one
+    seeded: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -1,7 +1,8 @@
 """The admin's commands against a running proxy (its management API, with the master key): ``gesso keys
 generate|list|info|delete|block|unblock``, ``gesso teams new|list|info|update|delete|block|unblock|add-member|
 update-member|remove-member``, ``gesso users new|list|info|update|delete`` and ``gesso customers new|list|info|
-update|delete|block|unblock``; and ``gesso db upgrade`` (the proxy's schema migrations, without starting it)."""
+update|delete|block|unblock``; ``gesso cache purge [--model M] [--older-than 7d]``; and ``gesso db upgrade``
+(the proxy's schema migrations, without starting it)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,14 @@ def add_commands(sub: Any) -> None:
         actions.add_parser(action, help=what).add_argument("user_ids", nargs="+")
     customers.set_defaults(handler=_customers)
 
+    cache = sub.add_parser("cache", help="a running proxy's exact cache (needs its master key)")
+    _connection(cache)
+    cache_actions = cache.add_subparsers(dest="action", required=True)
+    purge = cache_actions.add_parser("purge", help="remove entries: all, or those of --model older than --older-than")
+    purge.add_argument("--model", help="a model name")
+    purge.add_argument("--older-than", help="made more than this long ago: 30m, 24h, 7d...")
+    cache.set_defaults(handler=_cache)
+
     db = sub.add_parser("db", help="the proxy's database")
     db_actions = db.add_subparsers(dest="action", required=True)
     upgrade = db_actions.add_parser("upgrade", help="apply the schema migrations")
@@ -169,6 +178,11 @@ def _keys(args: argparse.Namespace) -> int:
     if args.action in ("block", "unblock"):
         return _run(args, "POST", f"/key/{args.action}", {"key": args.key})
     return _run(args, "POST", "/key/delete", {"keys": args.keys})
+
+
+def _cache(args: argparse.Namespace) -> int:
+    body = {name: value for name, value in (("model", args.model), ("older_than", args.older_than)) if value}
+    return _run(args, "POST", "/cache/purge", body)
 
 
 def _teams(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import functools
 import hmac
 import logging
@@ -31,7 +32,10 @@ from starlette.routing import Mount, Route
 from gesso import api, errors, params, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
-from gesso.proxy import directory, probes, store
+from gesso.cache import DiskCache
+from gesso.proxy import cached, directory, idempotency, probes, store
+from gesso.proxy import config as proxy_config
+from gesso.proxy.cached import ExactCache
 from gesso.proxy.config import Deployment, ProxyConfig
 from gesso.proxy.http import (
     Caller,
@@ -43,6 +47,7 @@ from gesso.proxy.http import (
     model_not_found,
     read_body,
 )  # fmt: skip
+from gesso.proxy.idempotency import Idempotency, Replay
 from gesso.proxy.ledger import DB_WAIT, DatabaseUnavailable, Ledger
 from gesso.proxy.lifecycle import Lifecycle, Reloader
 from gesso.proxy.logs import AccessLog, Line
@@ -113,6 +118,17 @@ class Exchange:
     away: bool = False
     #: seconds from its arrival to its settling (its answer and its spend row)
     seconds: float = 0.0
+    #: the idempotency key this request holds while its call runs (gesso.proxy.idempotency)
+    claim: Any = None
+    #: answered from what was stored ("idempotency"), the request that paid for it, and its images
+    served_from: str | None = None
+    replay_of: str | None = None
+    replayed_images: int = 0
+    #: the exact cache: hit, miss or bypass (None: the model name does not cache); each deployment's key and
+    #: policy; whether the answer may be kept (not when the request said Cache-Control: no-store)
+    cache_state: str | None = None
+    cache_keys: dict[str, tuple[str, Any]] = attrs.Factory(dict)
+    cache_store: bool = True
 
     @property
     def response(self) -> ImageResponse | None:
@@ -142,6 +158,10 @@ class Call:
     fields: dict[str, Any]
     #: deployment id -> the call prepared (and priced) for that deployment, when it was priced
     prepared: dict[str, Any] = attrs.Factory(dict)
+    #: the model as the request gave it
+    given: Any = None
+    #: its price and prepared calls, once :meth:`Proxy._quote` has made them
+    quoted: tuple[float | None, dict[str, Any]] | None = None
 
 
 def _spend_row(exchange: Exchange) -> dict[str, Any]:
@@ -157,7 +177,7 @@ def _spend_row(exchange: Exchange) -> dict[str, Any]:
         "model_name": _column_text(exchange.model_name, "model_name"),
         "deployment": deployment.id if deployment is not None else None,
         "model_id": deployment.model if deployment is not None else None,
-        "images": len(response.data) if response is not None else 0,
+        "images": len(response.data) if response is not None else exchange.replayed_images,
         "cost": (response.cost or 0.0) if response is not None else 0.0,
         "latency_ms": round(exchange.seconds * 1000, 3),
         "status": "success" if status == 200 else "cancelled" if exchange.cancelled else "failure",
@@ -166,6 +186,8 @@ def _spend_row(exchange: Exchange) -> dict[str, Any]:
         "user": _column_text(user, "user") if isinstance(user, str) else None,
         "team_id": key.team_id if key is not None else None,
         "user_id": key.user_id if key is not None else None,
+        "served_from": exchange.served_from,
+        "replay_of": exchange.replay_of,
     }
 
 
@@ -197,6 +219,14 @@ class Proxy:
         self.body_timeout = BODY_TIMEOUT
         self.store = store.Store(config.database_url) if config.database_url else None
         self.ledger = Ledger(self.store) if self.store is not None else None
+        self.idempotency: Idempotency | None = None
+        self.cache: ExactCache | None = None
+        results = config.result_store or proxy_config.default_result_store(config.database_url)
+        if self.store is not None and results is not None:
+            retention = datetime.timedelta(seconds=config.idempotency_retention)
+            cache = DiskCache(results, max_bytes=config.result_store_max_bytes)
+            self.idempotency = Idempotency(self.store.engine, cache, retention)
+            self.cache = ExactCache(self.store.engine, cache)
         #: asked to stop: calls in flight finish (until :meth:`hurry`), readiness says so
         self.stopping = False
         #: the image requests being answered (:meth:`hurry` cancels them)
@@ -355,11 +385,29 @@ class Proxy:
         if task is not None:
             self.answering.add(task)
         try:
-            call = await self._admitted(request, operation, exchange)
+            call, path = await self._admitted(request, operation, exchange)
+            replay = await self._idempotent(request, exchange, call)
+            if replay is not None:
+                return self._replayed(exchange, replay, "idempotency")
+            hit = await self._cached(request, exchange, call)
+            if hit is not None:
+                answer = self._replayed(exchange, hit, "cache")
+                if exchange.claim is not None:  # the hit is this key's answer too
+                    await self._keep(exchange, answer)
+                return answer
+            await self._hold(call, path, exchange)
             sending = self.router.call(call.model_name, self._sender(call, exchange))
-            served = await self._until_disconnect(request, sending)
+            # a client that leaves cancels its call, unless it holds an idempotency key: then the call runs on and
+            # its answer is kept, so the client's retry gets it rather than paying for a second call
+            served = await (sending if exchange.claim is not None else self._until_disconnect(request, sending))
             exchange.served = served
-            return self._answer(exchange, *served)
+            answer = self._answer(exchange, *served)
+            if exchange.cache_state is not None:
+                answer.headers["x-gesso-cache"] = exchange.cache_state
+                await self._cache_answer(exchange, answer)
+            if exchange.claim is not None:
+                await self._keep(exchange, answer)
+            return answer
         except asyncio.CancelledError:
             if self.stopping:  # cancelled by a stop that would not wait longer (:meth:`hurry`): answered
                 return self._stopped(exchange)
@@ -370,15 +418,18 @@ class Proxy:
         finally:
             self.answering.discard(task)
             self.metrics.in_flight -= 1
+            if exchange.claim is not None and self.idempotency is not None:  # not answered: a retry runs again
+                with contextlib.suppress(Exception):
+                    await self.idempotency.abandon(exchange.claim)
             await self._settle(exchange)
             if span is not None:
                 span.end(exchange.status, _span_attributes(exchange))
             if logger.isEnabledFor(logging.INFO):
                 _log_access(exchange, request.method, request.url.path)
 
-    async def _admitted(self, request: Request, operation: str, exchange: Exchange) -> Call:
-        """The request's caller, body and call, each checked; the call priced and, for a virtual key, admitted
-        against its rate limit and budget (what it holds is kept in ``exchange``). Nothing is sent."""
+    async def _admitted(self, request: Request, operation: str, exchange: Exchange) -> tuple[Call, list[Any]]:
+        """The request's caller, body and call, each checked, and the budgets its call would hold (its key's, its
+        team's, ...: :meth:`_hold` holds them). Nothing is sent."""
         exchange.caller = caller = await self.authenticate(request)
         images: list[bytes | str] = []
         mask: bytes | str | None = None
@@ -396,14 +447,134 @@ class Proxy:
         owners = await self.owners(caller)
         self._may_use(caller, model_name, owners)  # before the model's own checks: they would describe it
         call = Call(model_name, operation, prompt, images, mask, fields)
-        path = await self.path(caller, owners, user)
+        call.given = given
+        return call, await self.path(caller, owners, user)
+
+    async def _hold(self, call: Call, path: list[Any], exchange: Exchange) -> None:
+        """The call priced and, for a virtual key, admitted against the rate limits and budgets of ``path`` (what
+        it holds is kept in ``exchange``)."""
         quote = None
         if path:
-            quote, call.prepared = self._quote(call)
+            quote, call.prepared = call.quoted or self._quote(call)
         exchange.price_of = functools.partial(_given_or, quote, self._quote, call)
-        n = fields.get("n", 1)
+        n = call.fields.get("n", 1)
         exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1)
-        return call
+
+    async def _idempotent(self, request: Request, exchange: Exchange, call: Call) -> Replay | None:
+        """With an ``Idempotency-Key``: the stored answer of the request that ran it (waiting while it runs), or
+        None once this request holds the key (``exchange.claim``); without one, None."""
+        key = idempotency.read_key(request.headers)
+        if key is None:
+            return None
+        if self.idempotency is None:
+            raise ProxyError(400, f"{idempotency.HEADER}: this proxy keeps no database (general_settings."
+                             "database_url), so it cannot keep answers for idempotency keys",
+                             type="invalid_request_error", param=idempotency.HEADER,
+                             code="idempotency_unavailable")  # fmt: skip
+        caller = exchange.caller
+        who = caller.key.token_hash if caller is not None and caller.key is not None else (
+            "master" if self.config.master_key is not None else "anyone")  # fmt: skip
+        print_ = idempotency.fingerprint(call.operation, call.given, call.prompt, call.fields, call.images, call.mask)
+        try:
+            outcome = await self._until_disconnect(
+                request, self.idempotency.claim(who, key, print_, exchange.request_id, idempotency.WAIT)
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            raise ProxyError(503, f"The proxy's database did not answer ({type(exc).__name__}); nothing was sent or "
+                             "charged. Try again shortly", type="api_error", code="database_unavailable",
+                             headers={"retry-after": "1"}) from None  # fmt: skip
+        if isinstance(outcome, Replay):
+            return outcome
+        exchange.claim = outcome
+        return None
+
+    def _replayed(self, exchange: Exchange, replay: Replay, source: str) -> Response:
+        """A stored answer, as it was (its images, its headers), marked as served again (``source``: an
+        idempotency key's repeat, or the exact cache's hit); it costs nothing."""
+        exchange.status = replay.status
+        exchange.served_from, exchange.replay_of = source, replay.request_id
+        exchange.replayed_images = replay.images
+        headers = {**replay.headers, "x-request-id": exchange.request_id, "x-gesso-replay-of": replay.request_id}
+        if source == "idempotency":
+            headers["idempotent-replayed"] = "true"
+        else:
+            headers["x-gesso-cache"] = "hit"
+        return Response(replay.body, status_code=replay.status, headers=headers, media_type="application/json")
+
+    async def _cached(self, request: Request, exchange: Exchange, call: Call) -> Replay | None:
+        """The exact cache's answer for ``call``, when its model name caches, its bodies fix their seed, a live
+        entry of its scope has it, and the request did not say ``Cache-Control: no-cache``; else None (with
+        ``exchange`` noting what to keep after the call)."""
+        if self.cache is None:
+            return None
+        policies = [(d, self.config.cache_of(d)) for d in self.router.groups[call.model_name]]
+        if not any(policy is not None for _, policy in policies):
+            return None
+        control = cached.directives(request.headers)
+        call.quoted = self._quote(call)  # (checked as it will be sent: bad input is refused here)
+        prepared = call.quoted[1]
+        for deployment, policy in policies:
+            if policy is not None:
+                key = api.cache_key(prepared[deployment.id], self._cache_scope(exchange, policy.scope))
+                if key is not None:
+                    exchange.cache_keys[deployment.id] = (key, policy)
+        exchange.cache_store = "no-store" not in control
+        exchange.cache_state = "miss" if exchange.cache_keys and "no-cache" not in control else "bypass"
+        hit = None
+        if exchange.cache_state == "miss":
+            keys = list(dict.fromkeys(key for key, _ in exchange.cache_keys.values()))
+            try:
+                hit = await self.cache.find(keys)
+            except sa.exc.SQLAlchemyError as exc:  # a miss: the call is made, as without a cache
+                logger.warning("request %s: the cache could not be read (%s)", exchange.request_id, type(exc).__name__)
+            if hit is not None:
+                exchange.cache_state = "hit"
+        self.metrics.cached(call.model_name, exchange.cache_state)
+        return hit
+
+    def _cache_scope(self, exchange: Exchange, scope: str) -> str:
+        """Whose entries a lookup sees: the virtual key's, its team's (a key in no team: its own), or everyone's."""
+        key = exchange.caller.key if exchange.caller is not None else None
+        if scope == "global":
+            return "global"
+        if scope == "team" and key is not None and key.team_id is not None:
+            return f"team:{key.team_id}"
+        if key is not None:
+            return f"key:{key.token_hash}"
+        return "master" if self.config.master_key is not None else "anyone"
+
+    async def _cache_answer(self, exchange: Exchange, answer: Response) -> None:
+        """A miss's answer kept for the next identical request (unless it said ``Cache-Control: no-store``); a
+        failure to keep it is logged: the answer stands."""
+        deployment, response = exchange.deployment, exchange.response
+        if self.cache is None or deployment is None or response is None or not exchange.cache_store:
+            return
+        entry = exchange.cache_keys.get(deployment.id)
+        if entry is None or exchange.cache_state != "miss":
+            return
+        key, policy = entry
+        kept = {name: answer.headers[name] for name in ("x-gesso-deployment", "x-gesso-response-cost")}
+        try:
+            await self.cache.keep(key, model_name=exchange.model_name, deployment=deployment.id,
+                                  request_id=exchange.request_id, ttl=policy.ttl, headers=kept,
+                                  images=len(response.data), body=bytes(answer.body))  # fmt: skip
+        except Exception:
+            logger.exception("request %s: its answer could not be kept in the cache", exchange.request_id)
+
+    async def _keep(self, exchange: Exchange, answer: Response) -> None:
+        """A successful answer stored for its idempotency key's repeats (a failure to store it is logged: the
+        answer stands, and a repeat runs again)."""
+        assert self.idempotency is not None
+        claim, exchange.claim = exchange.claim, None
+        names = ("x-gesso-deployment", "x-gesso-response-cost", "x-gesso-cache")
+        kept = {name: answer.headers[name] for name in names if name in answer.headers}
+        images = len(exchange.response.data) if exchange.response is not None else exchange.replayed_images
+        try:
+            await self.idempotency.complete(claim, answer.status_code, kept, images, bytes(answer.body))
+        except Exception:
+            logger.exception("request %s: its answer could not be kept for its idempotency key", exchange.request_id)
+            with contextlib.suppress(Exception):
+                await self.idempotency.abandon(claim)
 
     def _sender(self, call: Call, exchange: Exchange) -> Send:
         """What the router sends ``call`` with, once for each deployment it tries (``overrides``: the router's
@@ -683,6 +854,39 @@ class Proxy:
             await self._record(_spend_row(exchange), None, exchange.request_id, paid=error is None)
         return exchange.response, error, exchange.seconds
 
+    async def cache_purge(self, request: Request) -> Response:
+        """``POST /cache/purge`` (the master key's): the exact cache's entries removed, all of them or those of
+        ``model`` (a model name) made more than ``older_than`` (a duration: 30m, 24h, 7d) ago, with every expired
+        one; answers how many. Entries are never listed."""
+        request_id = uuid.uuid4().hex
+        try:
+            caller = await self.authenticate(request)
+            if not caller.admin or self.config.master_key is None:
+                raise ProxyError(401, "Only the master key can purge the cache", type="auth_error")
+            if self.cache is None:
+                raise ProxyError(501, "This proxy has no database (general_settings.database_url), so no cache",
+                                 type="api_error")  # fmt: skip
+            body = await self._body(request)
+            fields = json_object(body) if body.strip() else {}
+            unknown = sorted(str(name) for name in fields if name not in ("model", "older_than"))
+            if unknown:
+                raise ProxyError(400, f"{printable(unknown[0])}: unknown (this route takes model and older_than)",
+                                 type="invalid_request_error", param=printable(unknown[0]))  # fmt: skip
+            model = fields.get("model")
+            if model is not None and not (isinstance(model, str) and is_text(model) and 0 < len(model) <= 256):
+                raise ProxyError(400, "model: a model name", type="invalid_request_error", param="model")
+            older = fields.get("older_than")
+            try:
+                older_than = None if older is None else store.parse_duration(older, "older_than").total_seconds()
+            except ValueError as exc:
+                raise ProxyError(400, str(exc), type="invalid_request_error", param="older_than") from None
+            deleted = await self.cache.purge(model, older_than)
+            return json_response({"deleted": deleted}, 200, {"x-request-id": request_id})
+        except errors.GessoError as exc:
+            return error_response(exc, request_id)
+        except ClientGone:
+            return Response(status_code=499)
+
     async def readiness(self, request: Request) -> Response:
         return await probes.readiness(self, request)
 
@@ -735,6 +939,8 @@ def _span_attributes(exchange: Exchange) -> dict[str, Any]:
         "gesso.response.images": len(response.data) if response is not None else None,
         "gesso.cost.usd": response.cost if response is not None else None,
         "error.type": exchange.failure,
+        "gesso.cache": exchange.cache_state,
+        "gesso.served_from": exchange.served_from,
     }
 
 
@@ -768,7 +974,7 @@ def _log_access(exchange: Exchange, method: str, path: str) -> None:
         "team": getattr(key, "team_id", None),
         "status": exchange.status,
         "error_type": exchange.failure,
-        "images": len(response.data) if response is not None else 0,
+        "images": len(response.data) if response is not None else exchange.replayed_images,
         "cost": response.cost if response is not None else None,
         "latency_ms": round(exchange.seconds * 1000, 3),
         "attempts": len(exchange.sent),
@@ -837,6 +1043,7 @@ def build_app(
         Route("/health", proxy.health, methods=["GET"]),
         Route("/metrics", proxy.metrics_text, methods=["GET"]),
         Route("/openapi.json", proxy.openapi, methods=["GET"]),
+        Route("/cache/purge", proxy.cache_purge, methods=["POST"]),
     ]
     from gesso.proxy import governance, keys, ui
 

@@ -33,6 +33,11 @@ GENERAL_SETTINGS = {
     "max_concurrency": "calls in flight per process; more wait (default 4096; --max-concurrency sets it too)",
     "graceful_timeout": "seconds a stop (SIGTERM) lets calls in flight finish before it cancels them (default 60)",
     "health_check_paid": "GET /health?model=NAME by the master key makes one paid call per deployment (default false)",
+    "result_store": "the directory of stored answers (idempotency keys); default: gesso-results beside the database "
+    "or the config",
+    "result_store_max_mb": "the most the result store holds, least recently used removed first (default 1024)",
+    "idempotency_retention": "how long an Idempotency-Key's answer is replayed: 30m, 24h, 7d (default 24h)",
+    "cache": "the exact cache of every model name (seeded calls only): true, or ttl (7d) and scope (key|team|global)",
 }
 #: general_settings that guard access: a key a small edit from one of these (``master_kye``, ``Master-Key``) is
 #: an error, not a warning, since ignoring it would leave open what its author meant to close
@@ -93,10 +98,48 @@ class Deployment:
     #: options the deployer lets callers set (``model_info.caller_params``), besides OpenAI's fields and the
     #: model's own parameters (gesso.boundary)
     caller_params: frozenset[str] = frozenset()
+    #: its exact cache (``model_info.cache``; None: the config's ``general_settings.cache``, else none); False: off
+    cache: CachePolicy | bool | None = None
 
     @property
     def model(self) -> str:
         return str(self.params["model"])  # (a string: parse refuses a deployment whose model is not one)
+
+
+@attrs.frozen
+class CachePolicy:
+    """An exact cache's settings: how long an answer is served again (seconds), and to whom: the virtual key that
+    paid for it (``key``), its team (``team``), or every caller who may use the model (``global``)."""
+
+    ttl: float = 7 * 24 * 3600.0
+    scope: str = "key"
+
+
+CACHE_SCOPES = ("key", "team", "global")
+
+
+def _cache_policy(value: Any, at: str) -> CachePolicy | bool | None:
+    """``cache``: true (the defaults), false (off), or a mapping of ``ttl`` (a duration, 7d by default) and
+    ``scope`` (key, team or global; key by default)."""
+    if value is None or value is False:
+        return value
+    if value is True:
+        return CachePolicy()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{at}: true, false, or a mapping of ttl (such as 7d) and scope (key, team or global)")
+    unknown = sorted(str(name) for name in value if name not in ("ttl", "scope"))
+    if unknown:
+        raise ConfigError(f"{at}.{unknown[0]}: unknown (cache takes ttl and scope)")
+    from gesso.proxy.store import parse_duration
+
+    try:
+        ttl = parse_duration(value.get("ttl", "7d"), f"{at}.ttl").total_seconds()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    scope = value.get("scope", "key")
+    if scope not in CACHE_SCOPES:
+        raise ConfigError(f"{at}.scope: must be one of {', '.join(CACHE_SCOPES)} (got {scope!r})")
+    return CachePolicy(ttl=ttl, scope=scope)
 
 
 @attrs.frozen
@@ -115,6 +158,19 @@ class ProxyConfig:
     health_check_paid: bool = False
     #: USD: the budget of an end customer (a request's ``user``) the admin has not given one (litellm's setting)
     max_end_user_budget: float | None = None
+    #: the directory of stored answers, its bound in bytes, and how long an idempotency key's answer is replayed
+    result_store: str | None = None
+    result_store_max_bytes: int = 1 << 30
+    idempotency_retention: float = 24 * 3600.0
+    #: the exact cache of every deployment that sets none of its own (general_settings.cache; None: off)
+    cache: CachePolicy | None = None
+
+    def cache_of(self, deployment: Deployment) -> CachePolicy | None:
+        """The cache that answers ``deployment``'s calls, if any."""
+        own = deployment.cache
+        if own is False:
+            return None
+        return own if isinstance(own, CachePolicy) else self.cache
 
     @property
     def model_names(self) -> list[str]:
@@ -136,7 +192,18 @@ def load(path: str | Path) -> ProxyConfig:
     config = parse(data if data is not None else {}, where=str(path))
     if config.database_url is None:  # the embedded default: a SQLite file beside the config
         config = attrs.evolve(config, database_url=f"sqlite:///{Path(path).resolve().with_name('gesso.db')}")
+    if config.result_store is None:  # beside a SQLite database's file, else beside the config
+        config = attrs.evolve(config, result_store=default_result_store(config.database_url, path))
     return config
+
+
+def default_result_store(database_url: str | None, config_path: str | Path | None = None) -> str | None:
+    """``gesso-results`` beside a SQLite database's file, else beside the config (None: neither is a file)."""
+    if database_url is not None and database_url.startswith("sqlite:///"):
+        file = database_url[len("sqlite:///") :].split("?", 1)[0]
+        if file and not file.startswith(":memory:"):
+            return str(Path(file).resolve().with_name("gesso-results"))
+    return str(Path(config_path).resolve().with_name("gesso-results")) if config_path is not None else None
 
 
 def parse(data: Any, *, where: str = "config") -> ProxyConfig:
@@ -209,7 +276,25 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
             raise ConfigError("litellm_settings.max_end_user_budget: must be a finite number of USD")
         if database_url is None:  # an end customer's spend lives in the database
             raise ConfigError("litellm_settings.max_end_user_budget: needs general_settings.database_url")
+    result_store = _env(general.get("result_store"), "general_settings.result_store")
+    if result_store is not None and (not isinstance(result_store, str) or not result_store.strip()):
+        raise ConfigError("general_settings.result_store: must be a directory")
+    store_mb = _number(general.get("result_store_max_mb", 1024), "general_settings.result_store_max_mb")
+    if not 1 <= store_mb < float("inf"):
+        raise ConfigError("general_settings.result_store_max_mb: must be at least 1 (MB)")
+    retention = general.get("idempotency_retention", "24h")
+    try:
+        from gesso.proxy.store import parse_duration
+
+        retention_seconds = parse_duration(retention, "general_settings.idempotency_retention").total_seconds()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    cache = _cache_policy(general.get("cache"), "general_settings.cache")
     return ProxyConfig(
+        cache=cache if isinstance(cache, CachePolicy) else None,
+        result_store=result_store,
+        result_store_max_bytes=int(store_mb * 1024 * 1024),
+        idempotency_retention=retention_seconds,
         deployments=tuple(deployments),
         master_key=master,
         cooldown=cooldown,
@@ -259,9 +344,9 @@ def _deployments(entries: Any, warnings: list[str]) -> list[Deployment]:
             raise ConfigError(f"{at}.model_info.id: {ident!r} is used twice")
         ids.add(ident)
         granted = _caller_params(info.get("caller_params"), f"{at}.model_info.caller_params", raw["model"], registry)
-        found.append(
-            Deployment(model_name=name.strip(), id=ident, params=params, info=dict(info), caller_params=granted)
-        )
+        cache = _cache_policy(info.get("cache"), f"{at}.model_info.cache")
+        deployment = Deployment(name.strip(), ident, params, dict(info), granted, cache)
+        found.append(deployment)
     return found
 
 

@@ -88,6 +88,11 @@ class Metrics:
         self.cost = Counter("gesso_cost_usd", "Cost of the images returned, USD.", ("model_name",),
                             registry=self.registry)  # fmt: skip
         self.errors = Counter("gesso_errors", "Error answers, by error type.", ("type",), registry=self.registry)
+        self.cache = Counter(
+            "gesso_cache_lookups", "Exact-cache lookups of the model names that cache, by result: hit, miss, or "
+            "bypass (the call does not fix its seed, or the request said Cache-Control: no-cache).",
+            ("model_name", "result"), registry=self.registry,
+        )  # fmt: skip
         self._in_flight = 0
         self._in_flight_gauge = Gauge("gesso_requests_in_flight", "Requests being answered now.",
                                       registry=self.registry, multiprocess_mode="livesum")  # fmt: skip
@@ -137,6 +142,9 @@ class Metrics:
             self.images.labels(name).inc(images)
         if cost and math.isfinite(cost) and cost > 0:
             self.cost.labels(name).inc(cost)
+
+    def cached(self, model_name: str, result: str) -> None:
+        self.cache.labels(self._model(model_name), result).inc()
 
     def render(self) -> str:
         """The text exposition format (:data:`CONTENT_TYPE`), by prometheus_client: this proxy's values, or with

@@ -109,7 +109,14 @@ def _multipart(with_mask: bool) -> dict[str, Any]:
 
 
 def spec(model_names: list[str]) -> dict[str, Any]:
-    errors = (400, 401, 403, 404, 408, 413, 429, 502, 504)
+    errors = (400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)
+    # an Idempotency-Key runs the request once for the caller's key (409: the first still runs; 422: another
+    # body); Cache-Control: no-cache skips the exact cache's lookup, no-store its keeping
+    headers = [
+        {"name": "Idempotency-Key", "in": "header", "required": False,
+         "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}},
+        {"name": "Cache-Control", "in": "header", "required": False, "schema": {"type": "string"}},
+    ]  # fmt: skip
     generation = {
         "required": True,
         "content": {
@@ -127,18 +134,25 @@ def spec(model_names: list[str]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for prefix in ("", "/v1"):
         paths[f"{prefix}/images/generations"] = {
-            "post": {"summary": "Generate images", "requestBody": generation, "responses": _answers(*errors)}
-        }
-        paths[f"{prefix}/images/edits"] = {
-            "post": {"summary": "Edit an image", "requestBody": _multipart(True), "responses": _answers(*errors)}
-        }
-        paths[f"{prefix}/images/variations"] = {
             "post": {
-                "summary": "Variations of an image",
-                "requestBody": _multipart(False),
+                "summary": "Generate images",
+                "requestBody": generation,
                 "responses": _answers(*errors),
+                "parameters": headers,
             }
         }
+        paths[f"{prefix}/images/edits"] = {
+            "post": {
+                "summary": "Edit an image",
+                "requestBody": _multipart(True),
+                "responses": _answers(*errors),
+                "parameters": headers,
+            }
+        }
+        paths[f"{prefix}/images/variations"] = {
+            "post": {"summary": "Variations of an image", "requestBody": _multipart(False),
+                     "responses": _answers(*errors), "parameters": headers}
+        }  # fmt: skip
         paths[f"{prefix}/models"] = {
             "get": {
                 "summary": "The configured model names",
@@ -211,6 +225,9 @@ def _key_paths() -> dict[str, Any]:
 
     keyed = {"key": {"type": "string"}}
     return {
+        "/cache/purge": {"post": {"summary": "Remove exact-cache entries (of a model name, older than a duration)",
+                                  "responses": answers(), "requestBody": json_body(
+            {"model": {"type": "string"}, "older_than": {"type": "string"}})}},
         "/key/generate": {"post": {"summary": "Make a virtual key (shown once)", "responses": answers(),
                                    "requestBody": json_body({**keyed, **_KEY_FIELDS})}},
         "/key/info": {"get": {"summary": "A key's settings and spend", "parameters": query("key"),

@@ -170,6 +170,10 @@ spend_logs = sa.Table(
     sa.Column("user_id", sa.String(256), index=True),
     # migration 0005: covers the admin UI's overview (Store.spend_series) without reading the rows
     sa.Index("ix_gesso_spend_logs_series", "created_at", "model_name", "status", "images", "cost", "latency_ms"),
+    # migration 0006: an answer stored earlier, served again (``served_from``: "idempotency" or "cache") costs 0
+    # and names the request that paid for it
+    sa.Column("served_from", sa.String(16)),
+    sa.Column("replay_of", sa.String(32)),
 )
 
 #: admin UI sessions signed out before their expiry (migration 0005): refused until then, then swept
@@ -178,6 +182,38 @@ signouts = sa.Table(
     metadata,
     sa.Column("session_id", sa.String(64), primary_key=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+#: migration 0006: a request's Idempotency-Key, for the key that sent it (``token_hash``: a virtual key's hash, or
+#: ``master``/``anyone``): its body's fingerprint, and the request that runs or ran it: ``running`` (``beat_at``
+#: renewed while it runs; a claim not renewed for a while was its replica's, which died, and is taken over) or
+#: ``done`` (its answer kept in the result store until ``expires_at``; ``answer``: its status, headers, images)
+idempotency = sa.Table(
+    "gesso_idempotency",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("idempotency_key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), index=True),
+    sa.Column("answer", sa.JSON),
+)
+
+#: migration 0006: the exact cache's entries: an answer by the hash of its request as sent (``gesso.api.cache_key``,
+#: its scope included), served again until ``expires_at`` (its bytes in the result store, under the same key)
+cache_entries = sa.Table(
+    "gesso_cache",
+    metadata,
+    sa.Column("cache_key", sa.String(64), primary_key=True),
+    sa.Column("model_name", sa.String(256), nullable=False, index=True),
+    sa.Column("deployment", sa.String(256), nullable=False),
+    sa.Column("request_id", sa.String(32), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("answer", sa.JSON, nullable=False),
 )
 
 _EMPTY_LOG = {column.name: None for column in spend_logs.columns}

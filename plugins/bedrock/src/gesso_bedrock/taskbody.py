@@ -104,6 +104,8 @@ class TaskLayout:
     default_size: Size = attrs.field(factory=lambda: Size(1024, 1024))
     #: where an edit's or variation's inputs go, per task (tasks not in ``tasks`` are ignored)
     inputs: Mapping[str, TaskInputs] = attrs.field(factory=lambda: AMAZON_INPUTS)
+    #: the provider documents the seed a config without one uses (Nova Canvas: 12), so every config fixes it
+    default_seed: bool = False
 
     @property
     def body_objects(self) -> frozenset[str]:
@@ -457,6 +459,7 @@ def plan(
         quality=config.get("quality", "standard"),
         requested=1 if task in layout.no_config else config.get("numberOfImages", 1),
         warnings=warnings,
+        seeded=task not in layout.no_config and (layout.default_seed or "seed" in config),
     )
 
 

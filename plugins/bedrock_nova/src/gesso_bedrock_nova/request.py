@@ -79,6 +79,10 @@ LAYOUT = taskbody.TaskLayout(
     input_sized=INPUT_SIZED_TASKS,
     main_image=MAIN_IMAGE,
     shorthands={"VIRTUAL_TRY_ON": VTO_SHORTHANDS},
+    # imageGenerationConfig.seed: "Default: 12" (AWS, Nova user guide, "Image generation request and response
+    # structure", https://docs.aws.amazon.com/nova/latest/userguide/image-gen-req-resp-structure.html): a body
+    # without a seed still fixes it, so it may be answered from a cache
+    default_seed=True,
 )
 
 

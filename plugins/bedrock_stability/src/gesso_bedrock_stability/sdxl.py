@@ -95,7 +95,8 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     else:
         size = Size(1024, 1024)
     n = request.n or 1
-    return PreparedRequest(bodies=common.fan_out(body, n, seed_max=SEED_MAX), size=size, requested=n, warnings=notes)
+    bodies = common.fan_out(body, n, seed_max=SEED_MAX)  # (0 or no seed: random, so not seeded)
+    return PreparedRequest(bodies=bodies, size=size, requested=n, warnings=notes, seeded=bool(body.get("seed")))
 
 
 def _fit_size(request: ImageRequest, builder: BodyBuilder, problems: list[Violation]) -> list[str]:

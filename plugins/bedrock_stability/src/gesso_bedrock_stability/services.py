@@ -47,7 +47,8 @@ def prepare(request: ImageRequest) -> PreparedRequest:
     )  # fmt: skip
     n = request.n or 1
     bodies = common.fan_out(body, n, seed_max=SEED_MAX) if "seed" in body_schema["properties"] else [body] * n
-    return PreparedRequest(bodies=bodies, requested=n, warnings=notes)
+    # seeded only by a seed the caller chose: 0 or none means random (AWS's Stability pages)
+    return PreparedRequest(bodies=bodies, requested=n, warnings=notes, seeded=bool(body.get("seed")))
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:

@@ -39,7 +39,9 @@ def prepare(request: ImageRequest) -> PreparedRequest:
         raise InvalidRequestError(explained, model=request.model_name) from exc
     seed_max = body_schema["properties"]["seed"]["maximum"]
     n = request.n or 1
-    return PreparedRequest(bodies=common.fan_out(body, n, seed_max=seed_max), requested=n, warnings=notes)
+    bodies = common.fan_out(body, n, seed_max=seed_max)
+    # seeded only by a seed the caller chose: 0 or none means random (AWS's Stability pages)
+    return PreparedRequest(bodies=bodies, requested=n, warnings=notes, seeded=bool(body.get("seed")))
 
 
 def cost(model: Model, prepared: PreparedRequest, response: ImageResponse) -> float | None:

@@ -1,0 +1,92 @@
+"""The proxy's exact cache: an answer kept by the hash of its request exactly as the provider was sent it
+(:func:`gesso.api.cache_key`: the model as invoked, every body, what the images were made into, and the scope),
+served again until its time to live ends. Only calls whose bodies fix their seed are kept (each family says
+which do: ``PreparedRequest.seeded``), so a hit is the stored result of an identical earlier request, never a
+claim that the provider would draw the same image again.
+
+The entries are rows of ``gesso_cache`` (shared by replicas); their bytes are in the result store, under the same
+key. An entry whose bytes are gone (evicted by the store's bound, or on another host's disk) is a miss, and its
+row goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from gesso.cache import ResultStore
+from gesso.proxy import store
+from gesso.proxy.idempotency import Replay
+
+#: the request header that steers the cache (``no-cache``: no lookup; ``no-store``: the answer is not kept)
+CACHE_CONTROL = "cache-control"
+
+
+def directives(headers: Any) -> set[str]:
+    """The request's ``Cache-Control`` directives, lowercase (``no-cache``, ``no-store``...)."""
+    value = headers.get(CACHE_CONTROL) or ""
+    return {part.strip().split("=", 1)[0].lower() for part in value.split(",") if part.strip()}
+
+
+class ExactCache:
+    """The entries (in the database at ``engine``) and their answers (in ``results``)."""
+
+    def __init__(self, engine: Any, results: ResultStore) -> None:
+        self.engine, self.results = engine, results
+
+    async def find(self, keys: list[str]) -> Replay | None:
+        """The live entry of the first of ``keys`` that has one, as its stored answer."""
+        table = store.cache_entries
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(table).where(table.c.cache_key.in_(keys),
+                                                              table.c.expires_at > store.now()))).all()  # fmt: skip
+        found = {row.cache_key: row for row in rows}
+        for key in keys:
+            row = found.get(key)
+            if row is None:
+                continue
+            body = await asyncio.to_thread(self.results.get, key)
+            if body is None:  # its bytes are gone: a miss, and the entry with them
+                async with self.engine.begin() as conn:
+                    await conn.execute(table.delete().where(table.c.cache_key == key))
+                continue
+            answer = row.answer or {}
+            return Replay(row.request_id, int(answer.get("status", 200)), dict(answer.get("headers", {})),
+                          int(answer.get("images", 0)), body)  # fmt: skip
+        return None
+
+    async def keep(self, key: str, *, model_name: str, deployment: str, request_id: str, ttl: float,
+                   headers: dict[str, str], images: int, body: bytes) -> None:  # fmt: skip
+        """Keep a successful answer under ``key`` for ``ttl`` seconds (replacing an entry that expired or whose
+        bytes went)."""
+        await asyncio.to_thread(self.results.put, key, body)
+        table = store.cache_entries
+        now = store.now()
+        row = {"cache_key": key, "model_name": model_name, "deployment": deployment, "request_id": request_id,
+               "created_at": now, "expires_at": now + datetime.timedelta(seconds=ttl),
+               "answer": {"status": 200, "headers": headers, "images": images}}  # fmt: skip
+        async with self.engine.begin() as conn:
+            await conn.execute(table.delete().where(table.c.cache_key == key))
+            await conn.execute(table.insert().values(**row))
+
+    async def purge(self, model_name: str | None = None, older_than: float | None = None) -> int:
+        """Remove the entries (of ``model_name``; made more than ``older_than`` seconds ago), and every expired one;
+        how many were removed."""
+        table = store.cache_entries
+        now = store.now()
+        chosen = []
+        if model_name is not None:
+            chosen.append(table.c.model_name == model_name)
+        if older_than is not None:
+            chosen.append(table.c.created_at < now - datetime.timedelta(seconds=older_than))
+        where = sa.or_(sa.and_(sa.true(), *chosen), table.c.expires_at <= now)
+        async with self.engine.begin() as conn:
+            keys = [row.cache_key for row in (await conn.execute(sa.select(table.c.cache_key).where(where))).all()]
+            for start in range(0, len(keys), 500):
+                await conn.execute(table.delete().where(table.c.cache_key.in_(keys[start : start + 500])))
+        for key in keys:
+            await asyncio.to_thread(self.results.delete, key)
+        return len(keys)

@@ -1,0 +1,203 @@
+"""Idempotency keys (the convention Stripe made common): a request with an ``Idempotency-Key`` header is run once
+for that key and the virtual key that sent it; a repeat gets the stored answer.
+
+- The first request **claims** the key in the database (``gesso_idempotency``: one row a key, so one claim wins
+  across replicas) with its body's fingerprint, and renews the claim every :data:`BEAT` seconds while its call
+  runs. A claim not renewed for :data:`STALE` seconds was held by a replica that died: a repeat takes it over.
+- A repeat **with the same body** while the first runs waits for it (polling every :data:`POLL` seconds, within
+  its deadline: a 409 after it); once the first has answered, it is **replayed** from the store until the key's
+  retention ends. A repeat **with a different body** is refused (422).
+- The answer is kept only when the call succeeded: a failed first attempt (the provider's error, a budget's
+  refusal) gives the claim back, so a retry runs again.
+- The answer's bytes are in the result store (:class:`gesso.cache.ResultStore`: a directory by default); the row
+  holds its status and headers. A replay whose bytes are gone (evicted, or another host's directory) runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hashlib
+import json
+import time
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from gesso.cache import ResultStore
+from gesso.proxy import store
+from gesso.proxy.http import ProxyError
+from gesso.proxy.store import _aware
+
+#: the request header, as sent (headers are matched without regard to case)
+HEADER = "Idempotency-Key"
+#: at most this many characters, each printable ASCII
+MAX_LENGTH = 255
+#: seconds between renewals of a running claim; an unrenewed claim is taken over after STALE seconds
+BEAT = 5.0
+STALE = 20.0
+#: seconds between looks at a claim another request holds
+POLL = 0.05
+#: the most seconds a repeat waits for the request that runs its key (a client that leaves stops waiting)
+WAIT = 600.0
+#: how long an answer is replayed by default (general_settings.idempotency_retention)
+DEFAULT_RETENTION = datetime.timedelta(hours=24)
+
+
+def read_key(headers: Any) -> str | None:
+    """The request's idempotency key, checked: None when it sends none; a 400 naming the header otherwise."""
+    value: str | None = headers.get(HEADER.lower())
+    if value is None:
+        return None
+    if not 1 <= len(value) <= MAX_LENGTH or not all(" " <= ch <= "~" for ch in value):
+        raise ProxyError(400, f"{HEADER}: 1 to {MAX_LENGTH} printable ASCII characters", type="invalid_request_error",
+                         param=HEADER, code="invalid_idempotency_key")  # fmt: skip
+    return value
+
+
+def fingerprint(operation: str, model: Any, prompt: Any, fields: dict[str, Any], images: list[Any], mask: Any) -> str:
+    """A hash of what a request asks for, as parsed (a multipart body's boundary differs from one send to the
+    next; its fields and files do not)."""
+
+    def digest(value: Any) -> Any:
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(data).hexdigest()
+
+    asked = {"operation": operation, "model": model, "prompt": prompt, "fields": fields,
+             "images": [digest(image) for image in images], "mask": None if mask is None else digest(mask)}  # fmt: skip
+    text = json.dumps(asked, sort_keys=True, ensure_ascii=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@attrs.define
+class Claim:
+    """This request holds the key: it runs the call, then :meth:`Idempotency.complete` or ``abandon``."""
+
+    token_hash: str
+    key: str
+    request_id: str
+    beating: asyncio.Task[None] | None = None
+
+
+@attrs.frozen
+class Replay:
+    """The stored answer of the request that ran the key first."""
+
+    request_id: str
+    status: int
+    headers: dict[str, str]
+    images: int
+    body: bytes
+
+
+def _entry(token_hash: str, key: str) -> str:
+    """The result store's key of an idempotency key's answer."""
+    return hashlib.sha256(f"idempotency\x00{token_hash}\x00{key}".encode()).hexdigest()
+
+
+class Idempotency:
+    """The claims (in the database at ``engine``) and the answers (in ``results``)."""
+
+    def __init__(self, engine: Any, results: ResultStore, retention: datetime.timedelta = DEFAULT_RETENTION) -> None:
+        self.engine, self.results, self.retention = engine, results, retention
+
+    async def claim(self, token_hash: str, key: str, print_: str, request_id: str, wait: float) -> Claim | Replay:
+        """Claim ``key`` for this request, or the stored answer of the request that ran it; waits (at most
+        ``wait`` seconds) while another request runs it. A 422 when the key came with another body."""
+        table = store.idempotency
+        where = sa.and_(table.c.token_hash == token_hash, table.c.idempotency_key == key)
+        deadline = time.monotonic() + wait
+        while True:
+            now = store.now()
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(table.insert().values(
+                        token_hash=token_hash, idempotency_key=key, fingerprint=print_, request_id=request_id,
+                        state="running", created_at=now, beat_at=now))  # fmt: skip
+                return self._claimed(Claim(token_hash, key, request_id))
+            except sa.exc.IntegrityError:
+                pass  # claimed before: see by whom
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(sa.select(table).where(where))).first()
+            if row is None:
+                continue  # given back meanwhile: claim it again
+            if row.fingerprint != print_:
+                raise ProxyError(422, f"{HEADER} {key!r} was used with another request body; a retry must send the "
+                                 "same body, or a new key", type="invalid_request_error", param=HEADER,
+                                 code="idempotency_key_reused")  # fmt: skip
+            mine = sa.and_(where, table.c.request_id == row.request_id)
+            if row.state == "done":
+                if _aware(row.expires_at) > now:
+                    body = await asyncio.to_thread(self.results.get, _entry(token_hash, key))
+                    if body is not None:
+                        answer = row.answer or {}
+                        return Replay(row.request_id, int(answer.get("status", 200)), dict(answer.get("headers", {})),
+                                      int(answer.get("images", 0)), body)  # fmt: skip
+                async with self.engine.begin() as conn:  # expired, or its answer is gone: run again
+                    await conn.execute(table.delete().where(mine))
+                continue
+            if _aware(row.beat_at) < now - datetime.timedelta(seconds=STALE):  # its replica died: take it over
+                async with self.engine.begin() as conn:
+                    taken = await conn.execute(table.update().where(mine).values(request_id=request_id, beat_at=now))
+                if taken.rowcount == 1:
+                    return self._claimed(Claim(token_hash, key, request_id))
+                continue
+            if time.monotonic() >= deadline:
+                raise ProxyError(409, f"A request with {HEADER} {key!r} is still running; retry later",
+                                 type="invalid_request_error", param=HEADER, code="idempotency_key_in_use",
+                                 headers={"retry-after": "1"})  # fmt: skip
+            await asyncio.sleep(POLL)
+
+    def _claimed(self, claim: Claim) -> Claim:
+        claim.beating = asyncio.ensure_future(self._beat(claim))
+        return claim
+
+    async def _beat(self, claim: Claim) -> None:
+        table = store.idempotency
+        while True:
+            await asyncio.sleep(BEAT)
+            with contextlib.suppress(Exception):  # a missed beat is retried; STALE allows several
+                async with self.engine.begin() as conn:
+                    await conn.execute(table.update().where(self._held(claim)).values(beat_at=store.now()))
+
+    @staticmethod
+    def _held(claim: Claim) -> Any:
+        table = store.idempotency
+        return sa.and_(table.c.token_hash == claim.token_hash, table.c.idempotency_key == claim.key,
+                       table.c.request_id == claim.request_id)  # fmt: skip
+
+    async def complete(self, claim: Claim, status: int, headers: dict[str, str], images: int, body: bytes) -> None:
+        """The call succeeded: its answer stored, then the claim marked done (so a repeat finds the bytes)."""
+        self._stop(claim)
+        await asyncio.to_thread(self.results.put, _entry(claim.token_hash, claim.key), body)
+        answer = {"status": status, "headers": headers, "images": images}
+        async with self.engine.begin() as conn:
+            await conn.execute(store.idempotency.update().where(self._held(claim)).values(
+                state="done", answer=answer, expires_at=store.now() + self.retention))  # fmt: skip
+
+    async def abandon(self, claim: Claim) -> None:
+        """The call failed or never ran: the claim given back, so a retry runs again."""
+        self._stop(claim)
+        async with self.engine.begin() as conn:
+            await conn.execute(store.idempotency.delete().where(self._held(claim)))
+
+    @staticmethod
+    def _stop(claim: Claim) -> None:
+        if claim.beating is not None:
+            claim.beating.cancel()
+            claim.beating = None
+
+    async def purge(self) -> int:
+        """Rows whose retention ended removed (their answers with them); how many."""
+        table = store.idempotency
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(sa.select(table.c.token_hash, table.c.idempotency_key)
+                                       .where(table.c.expires_at < store.now()))).all()  # fmt: skip
+            for row in rows:
+                await conn.execute(table.delete().where(sa.and_(table.c.token_hash == row.token_hash,
+                                   table.c.idempotency_key == row.idempotency_key)))  # fmt: skip
+        for row in rows:
+            await asyncio.to_thread(self.results.delete, _entry(row.token_hash, row.idempotency_key))
+        return len(rows)

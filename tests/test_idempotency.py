@@ -1,0 +1,136 @@
+"""Idempotency keys through real ``gesso serve`` replicas on the Bedrock emulator: on SQLite (one replica) and on
+PostgreSQL (two replicas sharing the database and the result store), 50 concurrent requests with one key make
+one provider call and get 50 identical answers; a client that gives up before the first answer and retries pays
+for no second call; another body, a failed first attempt, another virtual key and a bad header each do what the
+docs say."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_replicas import MASTER, PRICE, call, replicas  # noqa: F401  (replicas: the fixture)
+
+BODY = {"model": "nova", "prompt": "a lighthouse", "size": "320x320"}
+
+
+def post(url: str, key: str, idempotency_key: str | None, body=BODY, timeout: float = 60):
+    """POST an image request; (status, headers, JSON)."""
+    request = urllib.request.Request(url + "/v1/images/generations", data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {key}")
+    if idempotency_key is not None:
+        request.add_header("Idempotency-Key", idempotency_key)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.load(exc)
+
+
+def new_key(url: str, alias: str) -> tuple[str, str]:
+    status, _, made = call(url, "POST", "/key/generate", body={"key_alias": alias, "max_budget": 10})
+    assert status == 200, made
+    return made["key"], made["token"]
+
+
+def rows(url: str, token: str) -> list[dict]:
+    return call(url, "GET", f"/spend/logs?api_key={token}&limit=1000")[2]
+
+
+@pytest.mark.slow  # starts subprocesses
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_fifty_concurrent_requests_with_one_key_make_one_provider_call(replicas, emulator, database_url):  # noqa: F811
+    # on SQLite one replica takes them all (replicas share PostgreSQL); on PostgreSQL both, alternately
+    urls = list(replicas) if database_url.startswith("postgresql") else [replicas[0]]
+    key, token = new_key(urls[0], "idempotent")
+    emulator.inject("latency", seconds=0.5)  # the repeats arrive while the first runs: they wait for it
+    gate = threading.Barrier(50)
+
+    def one(index: int):
+        gate.wait()
+        return post(urls[index % len(urls)], key, "order-1234")
+
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(one, range(50)))
+    assert [status for status, _, _ in answers] == [200] * 50
+    assert emulator.stats()["requests"] == 1
+    images = {answer["data"][0]["b64_json"] for _, _, answer in answers}
+    assert len(images) == 1 and base64.b64decode(images.pop()).startswith(b"\x89PNG")
+    assert len({json.dumps(answer, sort_keys=True) for _, _, answer in answers}) == 1  # 50 identical answers
+    first = [headers for _, headers, _ in answers if "idempotent-replayed" not in headers]
+    replayed = [headers for _, headers, _ in answers if headers.get("idempotent-replayed") == "true"]
+    assert len(first) == 1 and len(replayed) == 49
+    original = first[0]["x-request-id"]
+    for headers in replayed:  # the same headers, marked, each with its own request id naming the original
+        assert headers["x-gesso-replay-of"] == original and headers["x-request-id"] != original
+        assert headers["x-gesso-response-cost"] == first[0]["x-gesso-response-cost"] == f"{PRICE:.6f}"
+        assert headers["x-gesso-deployment"] == first[0]["x-gesso-deployment"]
+    logged = rows(urls[0], token)
+    assert len(logged) == 50 and {row["request_id"] for row in logged} == {h["x-request-id"] for _, h, _ in answers}
+    paid = [row for row in logged if row["served_from"] is None]
+    assert [(row["request_id"], row["cost"], row["images"]) for row in paid] == [(original, PRICE, 1)]
+    again = [row for row in logged if row["served_from"] == "idempotency"]
+    assert len(again) == 49 and {(row["cost"], row["replay_of"], row["images"], row["status"]) for row in again} == {
+        (0.0, original, 1, "success")
+    }
+    status, _, info = call(urls[-1], "GET", "/key/info?key=idempotent")
+    assert status == 200 and info["info"]["spend"] == pytest.approx(PRICE)  # paid once
+
+
+@pytest.mark.slow  # starts subprocesses
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_client_that_gives_up_and_retries_pays_for_one_call(replicas, emulator):  # noqa: F811
+    url = replicas[0]
+    key, token = new_key(url, "retrier")
+    emulator.inject("latency", seconds=1.5, count=1)  # the first call takes longer than the client waits
+    with pytest.raises((TimeoutError, socket.timeout, urllib.error.URLError)):
+        post(url, key, "retry-me", timeout=0.5)
+    status, headers, answer = post(url, key, "retry-me")  # the retry waits for the first call, then gets it
+    assert status == 200 and headers["idempotent-replayed"] == "true" and len(answer["data"]) == 1
+    assert emulator.stats()["requests"] == 1
+    deadline = time.monotonic() + 5
+    while len(logged := rows(url, token)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    by_source = collections.Counter((row["served_from"], row["status"], row["cost"]) for row in logged)
+    assert by_source == {(None, "success", PRICE): 1, ("idempotency", "success", 0.0): 1}
+
+
+@pytest.mark.slow  # starts subprocesses
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_another_body_a_failed_attempt_another_key_and_a_bad_header(replicas, emulator):  # noqa: F811
+    url = replicas[0]
+    key, _ = new_key(url, "first")
+    other, _ = new_key(url, "second")
+    assert post(url, key, "k-1")[0] == 200
+    status, _, answer = post(url, key, "k-1", body={**BODY, "prompt": "a lighthouse at night"})
+    assert status == 422 and answer["error"]["code"] == "idempotency_key_reused"
+    assert "k-1" in answer["error"]["message"] and answer["error"]["param"] == "Idempotency-Key"
+    assert post(url, other, "k-1")[1].get("idempotent-replayed") is None  # another virtual key: its own call
+    assert emulator.stats()["requests"] == 2
+
+    emulator.inject("throttle", count=1)  # the first attempt fails: nothing kept, the retry runs again
+    status, _, answer = post(url, key, "k-2")
+    assert status == 429, answer
+    status, headers, _ = post(url, key, "k-2")
+    assert status == 200 and "idempotent-replayed" not in headers
+    assert emulator.stats()["requests"] == 4
+
+    for bad in ("", "x" * 256, "caf\u00e9"):
+        request = urllib.request.Request(url + "/v1/images/generations", data=json.dumps(BODY).encode())
+        request.add_header("Authorization", f"Bearer {key}")
+        request.add_header("Content-Type", "application/json")
+        request.add_header("Idempotency-Key", bad)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        error = json.load(caught.value)["error"]
+        assert caught.value.code == 400 and error["code"] == "invalid_idempotency_key", (bad, error)
+    assert emulator.stats()["requests"] == 4
