@@ -59,6 +59,9 @@ def test_the_replicas_run_the_image_on_the_config_and_secrets_it_reads():
         assert services[name]["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert compose()["configs"] == {"gesso_config": {"file": "./config.yaml"}, "nginx_config": {"file": "./nginx.conf"}}
     assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"] and "pgdata" in compose()["volumes"]
+    result_store = yaml.safe_load(config_text)["general_settings"]["result_store"]
+    for name in replicas:  # one volume for both replicas: a repeat is served by either
+        assert services[name]["volumes"] == ["gesso-data:/var/lib/gesso"] and result_store.startswith("/var/lib/gesso/")
 
 
 def test_nginx_forwards_to_both_replicas_on_the_port_the_image_exposes():
@@ -148,6 +151,7 @@ def test_the_pod_runs_as_the_image_user_read_only_probed_and_migrated_first():
         assert each["securityContext"]["readOnlyRootFilesystem"] is True
         assert each["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]
+        assert {"name": "data", "mountPath": "/var/lib/gesso"} in each["volumeMounts"]  # the result store
         # the secrets the config reads, from the Secret, never inline
         env = {item["name"]: item for item in each["env"]}
         assert env["GESSO_MASTER_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "gesso", "key": "master-key"}
