@@ -253,3 +253,25 @@ def test_s3_upload_failure_is_a_provider_error_without_secrets(aws, bucket):
     assert message.startswith("could not upload the image to s3://no-such-bucket-here/x/")
     assert "NoSuchBucket" in message and info.value.provider_code == "NoSuchBucket"
     assert "s3-test-secret" not in message and "s3-test-secret" not in repr(info.value.to_dict())
+
+
+def test_s3_as_a_store_of_answers_for_the_sdk_cache(aws, bucket, emulator):
+    """``cache="s3://bucket/prefix"`` (and a proxy's ``result_store``): answers kept as objects under the
+    prefix, read back by the next identical seeded call; a missing object is a miss, a bad URL a clear error."""
+    from gesso import cache
+    from gesso.errors import InvalidRequestError
+
+    name, client = bucket
+    first = gesso.image_generation(NOVA, "otter", size="320x320", cache=f"s3://{name}/answers", **aws)
+    again = gesso.image_generation(NOVA, "otter", size="320x320", cache=f"s3://{name}/answers", **aws)
+    assert emulator.stats()["requests"] == 1 and again.cost == 0.0
+    assert again.data[0].b64_json == first.data[0].b64_json
+    (listed,) = client.list_objects_v2(Bucket=name, Prefix="answers/")["Contents"]
+    assert re.fullmatch(r"answers/[0-9a-f]{64}", listed["Key"])
+    store = cache.open_store(f"s3://{name}/answers")
+    assert store.get("0" * 64) is None
+    store.delete(listed["Key"].split("/", 1)[1])
+    gesso.image_generation(NOVA, "otter", size="320x320", cache=store, **aws)  # its answer gone: a call again
+    assert emulator.stats()["requests"] == 2
+    with pytest.raises(InvalidRequestError, match="cache: must be s3://<bucket>/<prefix>"):
+        gesso.image_generation(NOVA, "otter", cache="s3://No_Such..Bucket/x", **aws)

@@ -436,3 +436,22 @@ def test_a_graceful_timeout_that_is_not_a_number_of_seconds_is_refused(value):
             "general_settings": {"graceful_timeout": value}}  # fmt: skip
     with pytest.raises(proxy_config.ConfigError, match="general_settings.graceful_timeout: must be a non-negative"):
         proxy_config.parse(data)
+
+
+def test_the_result_store_is_a_directory_or_an_installed_scheme(tmp_path):
+    def parsed(where):
+        return proxy_config.parse({"model_list": [entry()], "general_settings": {"result_store": where}})
+
+    assert parsed(str(tmp_path / "answers")).result_store == str(tmp_path / "answers")
+    assert parsed("s3://my-bucket/gesso/answers").result_store == "s3://my-bucket/gesso/answers"  # gesso-bedrock's
+    assert config_error({"model_list": [entry()], "general_settings": {"result_store": "ftp://host/x"}}) == (
+        "general_settings.result_store: scheme 'ftp://' has no installed store of answers (installed: a directory, "
+        "s3://)"
+    )
+    assert config_error({"model_list": [entry()], "general_settings": {"idempotency_retention": "forever"}}).startswith(
+        "general_settings.idempotency_retention: must be a duration"
+    )
+    bad_cache = {"model_list": [{**entry(), "model_info": {"cache": {"scope": "everyone"}}}]}
+    assert config_error(bad_cache) == (
+        "model_list[0].model_info.cache.scope: must be one of key, team, global (got 'everyone')"
+    )

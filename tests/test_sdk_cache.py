@@ -73,7 +73,9 @@ def test_an_idempotency_key_runs_a_call_once(aws, emulator):
         with pytest.raises(InvalidRequestError, match="idempotency_key: 1 to 255 printable ASCII"):
             gesso.image_generation(core, "a harbour", idempotency_key=bad, **aws)
     with pytest.raises(InvalidRequestError, match="cache: must be a store of answers"):
-        gesso.image_generation(core, "a harbour", cache="/tmp/somewhere", **aws)
+        gesso.image_generation(core, "a harbour", cache=42, **aws)
+    with pytest.raises(InvalidRequestError, match="cache: scheme 'ftp://' has no installed store of answers"):
+        gesso.image_generation(core, "a harbour", cache="ftp://host/dir", **aws)
     assert emulator.stats()["requests"] == 2
 
 

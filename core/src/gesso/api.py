@@ -401,9 +401,14 @@ def _answers_store(kwargs: dict[str, Any]) -> tuple[Any, str | None]:
     """``cache=`` (else the configured store) and ``idempotency_key=``, taken out of a call's kwargs and checked."""
     results = kwargs.pop("cache", None)
     key = kwargs.pop("idempotency_key", None)
+    if isinstance(results, str):  # a directory, or a plugin's URL (s3://bucket/prefix)
+        try:
+            results = cache.open_store(results)
+        except ValueError as exc:
+            raise InvalidRequestError(f"cache: {exc}", param="cache") from None
     if results is not None and not all(callable(getattr(results, name, None)) for name in ("get", "put")):
-        raise InvalidRequestError("cache: must be a store of answers, such as gesso.cache.DiskCache(path)",
-                                  param="cache")  # fmt: skip
+        raise InvalidRequestError("cache: must be a store of answers, such as gesso.cache.DiskCache(path), a "
+                                  "directory or an s3:// URL", param="cache")  # fmt: skip
     if key is not None and not (isinstance(key, str) and 1 <= len(key) <= 255 and all(" " <= c <= "~" for c in key)):
         raise InvalidRequestError("idempotency_key: 1 to 255 printable ASCII characters", param="idempotency_key")
     if results is None:

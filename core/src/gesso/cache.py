@@ -74,6 +74,26 @@ class MemoryCache:
                 self._size -= len(old)
 
 
+def open_store(where: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ResultStore:
+    """The store of answers ``where`` names: a directory (or ``file://`` URL) is a :class:`DiskCache`; another
+    scheme is a plugin's (``s3://bucket/prefix``: gesso-bedrock's). Raises ``ValueError`` saying what is wrong."""
+    import urllib.parse
+
+    scheme = urllib.parse.urlsplit(where).scheme.lower() if "://" in where else ""
+    if scheme in ("", "file"):
+        path = urllib.parse.unquote(urllib.parse.urlsplit(where).path) if scheme else where
+        return DiskCache(path, max_bytes=max_bytes)
+    from gesso import store
+
+    installed = {name: entry for name, entry in store.schemes().items() if entry.results is not None}
+    entry = installed.get(scheme)
+    if entry is None or entry.results is None:
+        names = ", ".join(["a directory", *(f"{name}://" for name in installed if name != "file")])
+        raise ValueError(f"scheme {scheme + '://'!r} has no installed store of answers (installed: {names})")
+    opened: ResultStore = entry.results(where)
+    return opened
+
+
 _configured: ResultStore | None = None
 _process = MemoryCache()
 

@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--option", action="append", type=_param, default=[], metavar="KEY=VALUE",
                      help="an option of the provider given to every line (a line's own wins). Repeatable.")  # fmt: skip
     bat.add_argument("--emulator", action="store_true", help="run each provider's local emulator and use it")
-    bat.add_argument("--cache", metavar="DIR", help="answer a seeded line from DIR when an identical call was made "
-                     "before (any batch, any run), and keep each answer there (gesso.cache.DiskCache)")  # fmt: skip
+    bat.add_argument("--cache", metavar="DIR", help="answer a seeded line from DIR (or s3://bucket/prefix) when an "
+                     "identical call was made before (any batch, any run), and keep each answer there")  # fmt: skip
     bat.add_argument("--json", action="store_true", help="print the summary as JSON")
     _provider_flags(bat, providers)
     for name, handler in (
@@ -503,9 +503,13 @@ def _batch(args: argparse.Namespace) -> int:
     options = dict(args.option)
     options.update(_flag_options(args))
     if args.cache:
-        from gesso.cache import DiskCache
+        from gesso.cache import open_store
 
-        options["cache"] = DiskCache(args.cache)
+        try:
+            options["cache"] = open_store(args.cache)
+        except ValueError as exc:
+            print(f"gesso: error: --cache: {exc}", file=sys.stderr)
+            return 2
     if args.concurrency < 1:
         print("gesso: error: --concurrency must be at least 1", file=sys.stderr)
         return 2

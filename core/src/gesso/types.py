@@ -179,12 +179,15 @@ class StoreScheme:
     ``name`` (``<uuid4 hex>.<ext>``) and returns its URL, raising a :class:`gesso.errors.GessoError` when it
     cannot. ``open`` raises ``ValueError`` saying what is wrong with a malformed ``url``; it must not block
     on the network. ``expires_in`` is how long, in seconds, the URLs must stay valid where they can expire.
-    ``title`` names the store in messages.
+    ``title`` names the store in messages. ``results(url)``, when given, opens the same scheme as a store of
+    answers (:class:`gesso.cache.ResultStore`: ``get``/``put``/``delete`` of bytes by key), for the proxy's
+    ``result_store`` and the SDK's ``cache=``; it raises ``ValueError`` for a malformed ``url``.
     """
 
     scheme: str = attrs.field(converter=_lower)
     open: Callable[[str, int], Any] = attrs.field(repr=False, eq=False)
     title: str = ""
+    results: Callable[[str], Any] | None = attrs.field(default=None, repr=False, eq=False)
 
 
 # --------------------------------------------------------------------------------------------------

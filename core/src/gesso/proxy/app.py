@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from gesso import api, errors, params, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
-from gesso.cache import DiskCache
+from gesso.cache import open_store
 from gesso.proxy import cached, directory, idempotency, probes, store
 from gesso.proxy import config as proxy_config
 from gesso.proxy.cached import ExactCache
@@ -224,7 +224,7 @@ class Proxy:
         results = config.result_store or proxy_config.default_result_store(config.database_url)
         if self.store is not None and results is not None:
             retention = datetime.timedelta(seconds=config.idempotency_retention)
-            cache = DiskCache(results, max_bytes=config.result_store_max_bytes)
+            cache = open_store(results, max_bytes=config.result_store_max_bytes)
             self.idempotency = Idempotency(self.store.engine, cache, retention)
             self.cache = ExactCache(self.store.engine, cache)
         #: asked to stop: calls in flight finish (until :meth:`hurry`), readiness says so

@@ -278,7 +278,14 @@ def parse(data: Any, *, where: str = "config") -> ProxyConfig:
             raise ConfigError("litellm_settings.max_end_user_budget: needs general_settings.database_url")
     result_store = _env(general.get("result_store"), "general_settings.result_store")
     if result_store is not None and (not isinstance(result_store, str) or not result_store.strip()):
-        raise ConfigError("general_settings.result_store: must be a directory")
+        raise ConfigError("general_settings.result_store: must be a directory or a URL such as s3://bucket/prefix")
+    if isinstance(result_store, str) and "://" in result_store:
+        from gesso.cache import open_store
+
+        try:
+            open_store(result_store)  # (checks the URL; nothing is reached over the network)
+        except ValueError as exc:
+            raise ConfigError(f"general_settings.result_store: {exc}") from None
     store_mb = _number(general.get("result_store_max_mb", 1024), "general_settings.result_store_max_mb")
     if not 1 <= store_mb < float("inf"):
         raise ConfigError("general_settings.result_store_max_mb: must be at least 1 (MB)")

@@ -66,7 +66,57 @@ class S3Store:
         return url
 
 
-S3 = StoreScheme(scheme="s3", title="Amazon S3", open=S3Store)
+class S3Results:
+    """``s3://bucket/prefix`` as a store of answers (:class:`gesso.cache.ResultStore`): each entry is the object
+    ``<prefix>/<key>``, for the proxy's ``result_store`` shared by replicas on several hosts, or the SDK's
+    ``cache=``. S3 keeps what it is given: bound it with a lifecycle rule on the prefix (gesso's
+    ``result_store_max_mb`` bounds a directory only). A failure is a :class:`gesso.errors.ProviderError` naming
+    the bucket and key."""
+
+    def __init__(self, url: str) -> None:
+        self._where = S3Store(url, 1)  # (the same checks of the bucket and prefix)
+        self.bucket, self.prefix = self._where.bucket, self._where.prefix
+
+    def __repr__(self) -> str:
+        return f"S3Results('s3://{self.bucket}/{self.prefix}')"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = _client().get_object(Bucket=self.bucket, Key=self._key(key))
+            data: bytes = answer["Body"].read()
+            return data
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise self._failed("read", key, exc) from exc
+        except Exception as exc:
+            raise self._failed("read", key, exc) from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        try:
+            _client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:
+            raise self._failed("write", key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            _client().delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._failed("delete", key, exc) from exc
+
+    def _failed(self, what: str, key: str, exc: Exception) -> ProviderError:
+        from botocore.exceptions import ClientError
+
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+        return ProviderError(f"could not {what} s3://{self.bucket}/{self._key(key)}: {code}")
+
+
+S3 = StoreScheme(scheme="s3", title="Amazon S3", open=S3Store, results=S3Results)
 
 _clients: dict[tuple[tuple[str, str], ...], Any] = {}
 _lock = threading.Lock()
