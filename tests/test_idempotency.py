@@ -134,3 +134,50 @@ def test_another_body_a_failed_attempt_another_key_and_a_bad_header(replicas, em
         error = json.load(caught.value)["error"]
         assert caught.value.code == 400 and error["code"] == "invalid_idempotency_key", (bad, error)
     assert emulator.stats()["requests"] == 4
+
+
+def test_the_sweep_removes_what_is_past_its_time(tmp_path):
+    """Keys past their retention and claims a dead replica left (rows and bytes), and expired cache entries."""
+    import asyncio
+    import datetime
+
+    import sqlalchemy as sa
+
+    from gesso.cache import DiskCache
+    from gesso.proxy import store
+    from gesso.proxy.cached import ExactCache
+    from gesso.proxy.idempotency import Idempotency
+
+    url = f"sqlite:///{tmp_path / 'gesso.db'}"
+    store.upgrade(url)
+    results = DiskCache(tmp_path / "results")
+
+    async def run():
+        db = store.Store(url)
+        try:
+            keys = Idempotency(db.engine, results, retention=datetime.timedelta(seconds=-1))  # expired at once
+            done = await keys.claim("key:a", "k-done", "f" * 64, "1" * 32, wait=1)
+            await keys.complete(done, 200, {}, 1, b"{}")
+            left = await keys.claim("key:a", "k-left", "f" * 64, "2" * 32, wait=1)
+            keys._stop(left)  # its replica died: no more beats
+            hour_ago = store.now() - datetime.timedelta(hours=2)
+            live = await keys.claim("key:a", "k-live", "f" * 64, "3" * 32, wait=1)
+            async with db.engine.begin() as conn:
+                await conn.execute(store.idempotency.update().where(store.idempotency.c.request_id == "2" * 32)
+                                   .values(beat_at=hour_ago))  # fmt: skip
+            assert await keys.purge() == 2
+            async with db.engine.connect() as conn:
+                kept = (await conn.execute(sa.select(store.idempotency.c.idempotency_key))).scalars().all()
+            assert kept == ["k-live"] and results.size() == 0
+            await keys.abandon(live)
+            entries = ExactCache(db.engine, results)
+            await entries.keep("a" * 64, model_name="nova", deployment="d", request_id="4" * 32, ttl=-1, headers={},
+                               images=1, body=b"{}")  # fmt: skip
+            await entries.keep("b" * 64, model_name="nova", deployment="d", request_id="5" * 32, ttl=60, headers={},
+                               images=1, body=b"{}")  # fmt: skip
+            assert await entries.expire() == 1 and await entries.find(["a" * 64, "b" * 64]) is not None
+            assert results.get("a" * 64) is None and results.get("b" * 64) == b"{}"
+        finally:
+            await db.close()
+
+    asyncio.run(run())

@@ -67,6 +67,8 @@ SPEND_ATTEMPTS = 3
 SPEND_RETRY_DELAY = 0.1
 #: seconds a request body may take to arrive, once its headers have: 50 MB (the default size limit) at 0.5 MB/s
 BODY_TIMEOUT = 100.0
+#: seconds between sweeps of the stored answers whose time is over (Proxy.sweep)
+SWEEP_EVERY = 600.0
 
 
 def _presented_key(request: Request) -> str:
@@ -854,6 +856,21 @@ class Proxy:
             await self._record(_spend_row(exchange), None, exchange.request_id, paid=error is None)
         return exchange.response, error, exchange.seconds
 
+    async def sweep(self, every: float = SWEEP_EVERY) -> None:
+        """Every ``every`` seconds: idempotency keys past their retention (and claims their replica left) and
+        expired cache entries removed, rows and bytes (each replica sweeps; what one removes, the others find
+        gone)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                assert self.idempotency is not None and self.cache is not None
+                gone = await self.idempotency.purge()
+                expired = await self.cache.expire()
+                if gone or expired:
+                    logger.info("swept %d idempotency keys and %d cache entries past their time", gone, expired)
+            except Exception as exc:  # tried again at the next sweep
+                logger.warning("the sweep of stored answers failed: %s", type(exc).__name__)
+
     async def cache_purge(self, request: Request) -> Response:
         """``POST /cache/purge`` (the master key's): the exact cache's entries removed, all of them or those of
         ``model`` (a model name) made more than ``older_than`` (a duration: 30m, 24h, 7d) ago, with every expired
@@ -1059,10 +1076,13 @@ def build_app(
             if released:
                 logger.warning("released %d budget reservations no replica settled", released)
             proxy.ledger.start()
+        sweeping = asyncio.ensure_future(proxy.sweep()) if proxy.idempotency is not None else None
         lifecycle.install()
         try:
             yield
         finally:
+            if sweeping is not None:
+                sweeping.cancel()
             # uvicorn has waited for the requests being answered; those cancelled at a stop finish answering
             await proxy.settled(timeout=10.0)
             lifecycle.uninstall()

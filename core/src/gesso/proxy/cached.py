@@ -72,6 +72,10 @@ class ExactCache:
             await conn.execute(table.delete().where(table.c.cache_key == key))
             await conn.execute(table.insert().values(**row))
 
+    async def expire(self) -> int:
+        """Remove the entries whose time to live is over; how many."""
+        return await self._remove(store.cache_entries.c.expires_at <= store.now())
+
     async def purge(self, model_name: str | None = None, older_than: float | None = None) -> int:
         """Remove the entries (of ``model_name``; made more than ``older_than`` seconds ago), and every expired one;
         how many were removed."""
@@ -82,7 +86,10 @@ class ExactCache:
             chosen.append(table.c.model_name == model_name)
         if older_than is not None:
             chosen.append(table.c.created_at < now - datetime.timedelta(seconds=older_than))
-        where = sa.or_(sa.and_(sa.true(), *chosen), table.c.expires_at <= now)
+        return await self._remove(sa.or_(sa.and_(sa.true(), *chosen), table.c.expires_at <= now))
+
+    async def _remove(self, where: Any) -> int:
+        table = store.cache_entries
         async with self.engine.begin() as conn:
             keys = [row.cache_key for row in (await conn.execute(sa.select(table.c.cache_key).where(where))).all()]
             for start in range(0, len(keys), 500):

@@ -4,9 +4,9 @@ for that key and the virtual key that sent it; a repeat gets the stored answer.
 - The first request **claims** the key in the database (``gesso_idempotency``: one row a key, so one claim wins
   across replicas) with its body's fingerprint, and renews the claim every :data:`BEAT` seconds while its call
   runs. A claim not renewed for :data:`STALE` seconds was held by a replica that died: a repeat takes it over.
-- A repeat **with the same body** while the first runs waits for it (polling every :data:`POLL` seconds, within
-  its deadline: a 409 after it); once the first has answered, it is **replayed** from the store until the key's
-  retention ends. A repeat **with a different body** is refused (422).
+- A repeat **with the same body** while the first runs waits for it (looking every :data:`POLL` seconds at first,
+  every :data:`MAX_POLL` at most, within its deadline: a 409 after it); once the first has answered, it is
+  **replayed** from the store until the key's retention ends. A repeat **with a different body** is refused (422).
 - The answer is kept only when the call succeeded: a failed first attempt (the provider's error, a budget's
   refusal) gives the claim back, so a retry runs again.
 - The answer's bytes are in the result store (:class:`gesso.cache.ResultStore`: a directory by default); the row
@@ -38,8 +38,9 @@ MAX_LENGTH = 255
 #: seconds between renewals of a running claim; an unrenewed claim is taken over after STALE seconds
 BEAT = 5.0
 STALE = 20.0
-#: seconds between looks at a claim another request holds
+#: seconds between looks at a claim another request holds: at first, and at most
 POLL = 0.05
+MAX_POLL = 0.5
 #: the most seconds a repeat waits for the request that runs its key (a client that leaves stops waiting)
 WAIT = 600.0
 #: how long an answer is replayed by default (general_settings.idempotency_retention)
@@ -109,6 +110,7 @@ class Idempotency:
         table = store.idempotency
         where = sa.and_(table.c.token_hash == token_hash, table.c.idempotency_key == key)
         deadline = time.monotonic() + wait
+        pause = POLL
         while True:
             now = store.now()
             try:
@@ -148,7 +150,8 @@ class Idempotency:
                 raise ProxyError(409, f"A request with {HEADER} {key!r} is still running; retry later",
                                  type="invalid_request_error", param=HEADER, code="idempotency_key_in_use",
                                  headers={"retry-after": "1"})  # fmt: skip
-            await asyncio.sleep(POLL)
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, MAX_POLL)  # a long call is looked at less often: the database is shared
 
     def _claimed(self, claim: Claim) -> Claim:
         claim.beating = asyncio.ensure_future(self._beat(claim))
@@ -190,11 +193,14 @@ class Idempotency:
             claim.beating = None
 
     async def purge(self) -> int:
-        """Rows whose retention ended removed (their answers with them); how many."""
+        """Keys whose retention ended removed (their answers with them), and claims left by a replica that died
+        (not renewed for an hour: a repeat would have taken them over); how many."""
         table = store.idempotency
+        now = store.now()
+        left = sa.and_(table.c.state == "running", table.c.beat_at < now - datetime.timedelta(hours=1))
+        over = sa.or_(table.c.expires_at < now, left)
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(sa.select(table.c.token_hash, table.c.idempotency_key)
-                                       .where(table.c.expires_at < store.now()))).all()  # fmt: skip
+            rows = (await conn.execute(sa.select(table.c.token_hash, table.c.idempotency_key).where(over))).all()
             for row in rows:
                 await conn.execute(table.delete().where(sa.and_(table.c.token_hash == row.token_hash,
                                    table.c.idempotency_key == row.idempotency_key)))  # fmt: skip
