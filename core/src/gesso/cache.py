@@ -76,7 +76,8 @@ class MemoryCache:
 
 def open_store(where: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ResultStore:
     """The store of answers ``where`` names: a directory (or ``file://`` URL) is a :class:`DiskCache`; another
-    scheme is a plugin's (``s3://bucket/prefix``: gesso-bedrock's). Raises ``ValueError`` saying what is wrong."""
+    scheme is a plugin's (``gesso_register_image_stores``: a ``StoreScheme`` with ``results``). Raises
+    ``ValueError`` saying what is wrong."""
     import urllib.parse
 
     scheme = urllib.parse.urlsplit(where).scheme.lower() if "://" in where else ""
