@@ -165,3 +165,16 @@ def _png() -> bytes:
     from gesso_bedrock.emulator.images import synth_png
 
     return synth_png(320, 320, "input")
+
+
+@pytest.mark.slow  # starts a subprocess
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_hits_and_replays_count_against_the_request_rate_limit(database_url, aws, emulator, tmp_path):
+    """A hit or an idempotency key's replay makes no image, but it is a request: rpm_limit counts it."""
+    with started(database_url, aws, tmp_path, model_info={"cache": True}) as replicas:
+        url = replicas[0]
+        key = new_key(url, "limited", rpm_limit=3)
+        assert [post(url, key, "a mill")[1]["x-gesso-cache"] for _ in range(3)] == ["miss", "hit", "hit"]
+        status, headers, answer = post(url, key, "a mill")
+        assert status == 429 and answer["error"]["code"] == "rpm_limit" and "retry-after" in headers
+        assert emulator.stats()["requests"] == 1

@@ -299,15 +299,7 @@ class Proxy:
                 raise ProxyError(400, f"n: {images} images, more than {who} may make in a minute (ipm_limit "
                                  f"{holder.ipm_limit})", type="invalid_request_error", param="n",
                                  code="ipm_limit", extra={"level": holder.level})  # fmt: skip
-        refused, taken = await self._ledger(self.ledger.limit(path, images))
-        if refused is not None:
-            holder, name, limit, wait = refused
-            who = "this key" if holder.level == "key" else f"{holder.level} {holder.label}"
-            unit = "requests" if name == "rpm_limit" else "images"
-            raise ProxyError(
-                429, f"Rate limit exceeded for {who}: {limit} {unit} per minute", type="rate_limit_error",
-                code=name, headers={"retry-after": str(math.ceil(wait))}, extra={"level": holder.level},
-            )  # fmt: skip
+        taken = await self._rate(path, images)
         try:
             return await self._ledger(self.ledger.hold(path, quote or 0.0))
         except BaseException as exc:
@@ -324,6 +316,22 @@ class Proxy:
                 f"this call costs {exc.amount:.4f}{reset}", type="budget_exceeded", code="budget_exceeded",
                 headers={"x-should-retry": "false"}, extra={"level": now.level},
             ) from None  # fmt: skip
+
+    async def _rate(self, path: list[store.Holder], images: int) -> list[Any]:
+        """Count one request of ``images`` images against the rate limits of ``path``; a 429 naming the level
+        that refuses it. What was counted (for a refund)."""
+        assert self.ledger is not None
+        refused, taken = await self._ledger(self.ledger.limit(path, images))
+        if refused is not None:
+            holder, name, limit, wait = refused
+            who = "this key" if holder.level == "key" else f"{holder.level} {holder.label}"
+            unit = "requests" if name == "rpm_limit" else "images"
+            raise ProxyError(
+                429, f"Rate limit exceeded for {who}: {limit} {unit} per minute", type="rate_limit_error",
+                code=name, headers={"retry-after": str(math.ceil(wait))}, extra={"level": holder.level},
+            )  # fmt: skip
+        taken_: list[Any] = taken
+        return taken_
 
     async def owners(self, caller: Caller) -> directory.Owners:
         """A virtual key's team, membership and owner; a blocked team, or a key whose owner left its team, is
@@ -390,9 +398,13 @@ class Proxy:
             call, path = await self._admitted(request, operation, exchange)
             replay = await self._idempotent(request, exchange, call)
             if replay is not None:
+                if path and self.ledger is not None:  # a replay is a request: rpm_limit counts it (no images made)
+                    await self._rate(path, 0)
                 return self._replayed(exchange, replay, "idempotency")
             hit = await self._cached(request, exchange, call)
             if hit is not None:
+                if path and self.ledger is not None:  # a hit too
+                    await self._rate(path, 0)
                 answer = self._replayed(exchange, hit, "cache")
                 if exchange.claim is not None:  # the hit is this key's answer too
                     await self._keep(exchange, answer)
