@@ -423,17 +423,13 @@ def _asked(call: _Call) -> str:
     key's repeat must ask for the same."""
     request = call.request
 
-    def digest(value: Any) -> str:
-        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
-        return hashlib.sha256(data).hexdigest()
-
     asked = {"model": request.model_name, "operation": request.operation, "prompt": request.prompt, "n": request.n,
              "size": str(request.size) if request.size else None, "quality": request.quality,
              "response_format": request.response_format, "style": request.style, "user": request.user,
-             "params": request.params, "images": [digest(image) for image in request.images],
-             "mask": None if request.mask is None else digest(request.mask),
+             "params": request.params, "images": [cache.digest(image) for image in request.images],
+             "mask": None if request.mask is None else cache.digest(request.mask),
              "plan": repr((call.plan.encode, call.plan.quality, call.plan.requested))}  # fmt: skip
-    return digest(json.dumps(asked, sort_keys=True, default=repr))
+    return cache.digest(json.dumps(asked, sort_keys=True, default=repr))
 
 
 def _entry(call: _Call) -> tuple[str, str | None] | None:
@@ -442,7 +438,7 @@ def _entry(call: _Call) -> tuple[str, str | None] | None:
     if call.results is None:
         return None
     if call.idempotency_key is not None:
-        return hashlib.sha256(f"idempotency\x00{call.idempotency_key}".encode()).hexdigest(), _asked(call)
+        return cache.digest(f"idempotency\x00{call.idempotency_key}"), _asked(call)
     key = cache_key(call)
     return (key, None) if key is not None else None
 

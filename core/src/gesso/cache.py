@@ -16,6 +16,7 @@ served from a store says so in ``warnings``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -27,6 +28,13 @@ from typing import Protocol
 #: the default bound of a DiskCache: 1 GiB
 DEFAULT_MAX_BYTES = 1 << 30
 _KEY = re.compile(r"[0-9a-f]{16,128}")
+
+
+def digest(value: object) -> str:
+    """The SHA-256 (hex) of bytes, or of a value's text (lone surrogates kept): how a request's parts are
+    compared without keeping them."""
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 class ResultStore(Protocol):

@@ -67,6 +67,8 @@ SPEND_ATTEMPTS = 3
 SPEND_RETRY_DELAY = 0.1
 #: seconds a request body may take to arrive, once its headers have: 50 MB (the default size limit) at 0.5 MB/s
 BODY_TIMEOUT = 100.0
+#: the headers of an answer kept with it, and served again with its replays and cache hits
+STORED_HEADERS = ("x-gesso-deployment", "x-gesso-response-cost")
 #: seconds between sweeps of the stored answers whose time is over (Proxy.sweep)
 SWEEP_EVERY = 600.0
 
@@ -330,8 +332,7 @@ class Proxy:
                 429, f"Rate limit exceeded for {who}: {limit} {unit} per minute", type="rate_limit_error",
                 code=name, headers={"retry-after": str(math.ceil(wait))}, extra={"level": holder.level},
             )  # fmt: skip
-        taken_: list[Any] = taken
-        return taken_
+        return list(taken)
 
     async def owners(self, caller: Caller) -> directory.Owners:
         """A virtual key's team, membership and owner; a blocked team, or a key whose owner left its team, is
@@ -567,7 +568,7 @@ class Proxy:
         if entry is None or exchange.cache_state != "miss":
             return
         key, policy = entry
-        kept = {name: answer.headers[name] for name in ("x-gesso-deployment", "x-gesso-response-cost")}
+        kept = {name: answer.headers[name] for name in STORED_HEADERS}
         try:
             await self.cache.keep(key, model_name=exchange.model_name, deployment=deployment.id,
                                   request_id=exchange.request_id, ttl=policy.ttl, headers=kept,
@@ -580,8 +581,7 @@ class Proxy:
         answer stands, and a repeat runs again)."""
         assert self.idempotency is not None
         claim, exchange.claim = exchange.claim, None
-        names = ("x-gesso-deployment", "x-gesso-response-cost", "x-gesso-cache")
-        kept = {name: answer.headers[name] for name in names if name in answer.headers}
+        kept = {name: answer.headers[name] for name in (*STORED_HEADERS, "x-gesso-cache") if name in answer.headers}
         images = len(exchange.response.data) if exchange.response is not None else exchange.replayed_images
         try:
             await self.idempotency.complete(claim, answer.status_code, kept, images, bytes(answer.body))

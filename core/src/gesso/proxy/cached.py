@@ -53,9 +53,7 @@ class ExactCache:
                 async with self.engine.begin() as conn:
                     await conn.execute(table.delete().where(table.c.cache_key == key))
                 continue
-            answer = row.answer or {}
-            return Replay(row.request_id, int(answer.get("status", 200)), dict(answer.get("headers", {})),
-                          int(answer.get("images", 0)), body)  # fmt: skip
+            return Replay.stored(row.request_id, row.answer, body)
         return None
 
     async def keep(self, key: str, *, model_name: str, deployment: str, request_id: str, ttl: float,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hashlib
 import json
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from gesso.cache import ResultStore
+from gesso.cache import ResultStore, digest
 from gesso.proxy import store
 from gesso.proxy.http import ProxyError
 from gesso.proxy.store import _aware
@@ -62,14 +61,10 @@ def fingerprint(operation: str, model: Any, prompt: Any, fields: dict[str, Any],
     """A hash of what a request asks for, as parsed (a multipart body's boundary differs from one send to the
     next; its fields and files do not)."""
 
-    def digest(value: Any) -> Any:
-        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
-        return hashlib.sha256(data).hexdigest()
-
     asked = {"operation": operation, "model": model, "prompt": prompt, "fields": fields,
              "images": [digest(image) for image in images], "mask": None if mask is None else digest(mask)}  # fmt: skip
     text = json.dumps(asked, sort_keys=True, ensure_ascii=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return digest(text)
 
 
 @attrs.define
@@ -92,10 +87,17 @@ class Replay:
     images: int
     body: bytes
 
+    @classmethod
+    def stored(cls, request_id: str, answer: dict[str, Any] | None, body: bytes) -> Replay:
+        """The replay of a stored answer: its row's ``answer`` (status, headers, images) and its bytes."""
+        answer = answer or {}
+        return cls(request_id, int(answer.get("status", 200)), dict(answer.get("headers", {})),
+                   int(answer.get("images", 0)), body)  # fmt: skip
+
 
 def _entry(token_hash: str, key: str) -> str:
     """The result store's key of an idempotency key's answer."""
-    return hashlib.sha256(f"idempotency\x00{token_hash}\x00{key}".encode()).hexdigest()
+    return digest(f"idempotency\x00{token_hash}\x00{key}")
 
 
 class Idempotency:
@@ -134,9 +136,7 @@ class Idempotency:
                 if _aware(row.expires_at) > now:
                     body = await asyncio.to_thread(self.results.get, _entry(token_hash, key))
                     if body is not None:
-                        answer = row.answer or {}
-                        return Replay(row.request_id, int(answer.get("status", 200)), dict(answer.get("headers", {})),
-                                      int(answer.get("images", 0)), body)  # fmt: skip
+                        return Replay.stored(row.request_id, row.answer, body)
                 async with self.engine.begin() as conn:  # expired, or its answer is gone: run again
                     await conn.execute(table.delete().where(mine))
                 continue
