@@ -128,7 +128,7 @@ def mostly(good, other, share: int = 6):
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=40)
 extra_headers = st.dictionaries(
     st.sampled_from(["x-request-id", "user-agent", "x-forwarded-for", "traceparent", "x-gesso-deployment",
-                     "openai-organization", "x-litellm-tags", "api-key"]),
+                     "openai-organization", "x-litellm-tags", "api-key", "idempotency-key", "cache-control"]),
     st.one_of(header_text, st.sampled_from([f"os.environ/{n}" for n in SECRETS])), max_size=3,
 )  # fmt: skip
 
@@ -238,10 +238,12 @@ def target(tmp_path_factory, backend):
         nova = "bedrock/amazon.nova-canvas-v1:0"
         config = proxy_config.parse({
             "model_list": [
-                {"model_name": "nova", "litellm_params": {"model": nova, **aws}},
+                {"model_name": "nova", "litellm_params": {"model": nova, **aws}, "model_info": {"cache": True}},
                 {"model_name": "stored", "litellm_params": {"model": nova, **aws, "image_store": f"file://{image_store}"}},
             ],
-            "general_settings": {"master_key": f"os.environ/{MASTER_ENV}", "database_url": database_url},
+            "general_settings": {"master_key": f"os.environ/{MASTER_ENV}", "database_url": database_url,
+                                 # the stored answers (idempotency keys, the cache): outside the root watched
+                                 "result_store": str(tmp_path_factory.mktemp("boundary-results"))},
         })  # fmt: skip
         proxy_config.check(config)  # as gesso serve does: every deployment, the one with a store among them
         store.upgrade(database_url)

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import attrs
 import pytest
 from test_replicas import MASTER, PRICE, call, started
 
@@ -23,8 +24,8 @@ from gesso import api
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 
 
-def post(url: str, key: str, prompt: str, headers: dict[str, str] | None = None):
-    body = {"model": "nova", "prompt": prompt, "size": "320x320"}
+def post(url: str, key: str, prompt: str, headers: dict[str, str] | None = None, model: str = "nova"):
+    body = {"model": model, "prompt": prompt, "size": "320x320"}
     request = urllib.request.Request(url + "/v1/images/generations", data=json.dumps(body).encode(), method="POST")
     request.add_header("Content-Type", "application/json")
     request.add_header("Authorization", f"Bearer {key}")
@@ -178,3 +179,112 @@ def test_hits_and_replays_count_against_the_request_rate_limit(database_url, aws
         status, headers, answer = post(url, key, "a mill")
         assert status == 429 and answer["error"]["code"] == "rpm_limit" and "retry-after" in headers
         assert emulator.stats()["requests"] == 1
+
+
+@pytest.mark.slow  # starts a subprocess
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_stored_answers_stay_apart_and_a_failing_store_costs_no_second_call(database_url, aws, emulator, tmp_path):
+    """The model name asked for is part of a cache key (a caller allowed one name never gets another's entries);
+    a team made again under a deleted team's id does not see its entries; an idempotency key's answer that is
+    gone is an error, not a second paid call; a result store that fails is a cache miss; a caller's input never
+    makes a 500 of the key's fingerprint or of a purge."""
+    with started(database_url, aws, tmp_path, names=("a",), model_info={"cache": {"scope": "team"}},
+                 aliases=("nova-b",)) as replicas:  # fmt: skip
+        url, results = replicas[0], tmp_path / "gesso-results"
+        assert call(url, "POST", "/team/new", key=MASTER, body={"team_id": "studio", "max_budget": 50})[0] == 200
+        first = new_key(url, "first", team_id="studio")
+
+        def ask(key: str, model: str, prompt: str = "a dock", headers: dict[str, str] | None = None):
+            return post(url, key, prompt, headers, model)
+
+        assert ask(first, "nova")[1]["x-gesso-cache"] == "miss"
+        assert ask(first, "nova")[1]["x-gesso-cache"] == "hit"
+        assert ask(first, "nova-b")[1]["x-gesso-cache"] == "miss"  # the same model, another name: its own entries
+        calls = emulator.stats()["requests"]
+        assert calls == 2
+
+        # the team deleted and made again under the same id: a new team, none of the old one's entries
+        assert call(url, "POST", "/team/delete", key=MASTER, body={"team_ids": ["studio"]})[0] == 200
+        assert call(url, "POST", "/team/new", key=MASTER, body={"team_id": "studio", "max_budget": 50})[0] == 200
+        second = new_key(url, "second", team_id="studio")
+        assert ask(second, "nova")[1]["x-gesso-cache"] == "miss"
+
+        # an idempotency key's answer whose bytes are gone: a 409 the openai client does not retry, no new call
+        status, headers, _ = ask(second, "nova", "a pier", {"Idempotency-Key": "pier-1"})
+        assert status == 200 and "idempotent-replayed" not in headers
+        kept = [path for path in (results / "keys").rglob("*") if path.is_file()]
+        assert len(kept) == 1
+        kept[0].unlink()
+        calls = emulator.stats()["requests"]
+        status, headers, answer = ask(second, "nova", "a pier", {"Idempotency-Key": "pier-1"})
+        assert status == 409 and answer["error"]["code"] == "idempotency_answer_lost", answer
+        assert headers["x-should-retry"] == "false" and emulator.stats()["requests"] == calls
+
+        # the cache's store fails (its directory is a file now): a miss, the call made and answered
+        (results / "cache").rename(results / "cache-gone")
+        (results / "cache").write_text("not a directory")
+        status, headers, answer = ask(second, "nova")
+        assert status == 200 and headers["x-gesso-cache"] == "miss" and answer["data"]
+        assert emulator.stats()["requests"] == calls + 1
+
+        # an integer of 5,000 digits beside an Idempotency-Key, and a NUL in a purge: each a 400
+        huge = b'{"model": "nova", "prompt": "a dock", "seed": ' + b"9" * 5000 + b"}"
+        request = urllib.request.Request(url + "/v1/images/generations", data=huge)
+        for name, value in {"Content-Type": "application/json", "Authorization": f"Bearer {second}",
+                            "Idempotency-Key": "huge-1"}.items():  # fmt: skip
+            request.add_header(name, value)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=60)
+        assert caught.value.code == 400, caught.value.read()
+        status, _, answer = call(url, "POST", "/cache/purge", key=MASTER, body={"model": "nova\x00"})
+        assert status == 400 and answer["error"]["param"] == "model"
+
+
+@pytest.mark.slow  # starts a subprocess
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_repeat_is_rate_limited_before_it_waits(database_url, aws, emulator, tmp_path):
+    """rpm_limit counts a repeat before it waits for the request that runs its key: over the limit, its 429 comes
+    at once, not after the first call's answer."""
+    with started(database_url, aws, tmp_path, names=("a",)) as replicas:
+        url = replicas[0]
+        key = new_key(url, "limited", rpm_limit=2)
+        emulator.inject("latency", seconds=2.0)
+        repeat = {"Idempotency-Key": "slow-1"}
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(post, url, key, "a lock", repeat)
+            time.sleep(0.5)
+            waiting = pool.submit(post, url, key, "a lock", repeat)  # the second request: it waits
+            time.sleep(0.3)
+            began = time.monotonic()
+            status, _, answer = post(url, key, "a lock", repeat)  # the third: over the limit
+            assert status == 429 and answer["error"]["code"] == "rpm_limit"
+            assert time.monotonic() - began < 1.0  # refused before waiting for the first
+            assert first.result()[0] == 200 and waiting.result()[1].get("idempotent-replayed") == "true"
+        assert emulator.stats()["requests"] == 1
+
+
+def test_answers_are_kept_apart_by_where_a_call_goes_and_as_whom(aws):
+    """The SDK's and the proxy's cache keys and idempotency entries name the endpoint, the Region and who signs:
+    an answer of the emulator is never served to a call to AWS (or to another account), whatever port the
+    emulator listened on."""
+    from gesso.api import _entry
+
+    def prepared(**options):
+        return api.prepare(NOVA, "a lighthouse", size="320x320", **{**aws, **options})
+
+    here = api.cache_key(prepared())
+    port = aws["aws_bedrock_runtime_endpoint"].rsplit(":", 1)[1]
+    moved = aws["aws_bedrock_runtime_endpoint"].replace(f":{port}", f":{int(port) + 1}")
+    assert here == api.cache_key(prepared(aws_bedrock_runtime_endpoint=moved))  # the emulator, on another port
+    assert here != api.cache_key(
+        prepared(aws_bedrock_runtime_endpoint="https://bedrock-runtime.us-east-1.amazonaws.com")
+    )
+    assert here != api.cache_key(prepared(aws_access_key_id="AKIAOTHERACCOUNT0000"))
+    assert here != api.cache_key(prepared(aws_region_name="us-west-2"))
+    assert here == api.cache_key(prepared(timeout=30))  # how long to wait is not where the call goes
+
+    def keyed(**options):
+        call = prepared(**options)
+        return _entry(attrs.evolve(call, results=object(), idempotency_key="order-1"))[0]
+
+    assert keyed() != keyed(aws_access_key_id="AKIAOTHERACCOUNT0000")

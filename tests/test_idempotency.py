@@ -176,8 +176,101 @@ def test_the_sweep_removes_what_is_past_its_time(tmp_path):
             await entries.keep("b" * 64, model_name="nova", deployment="d", request_id="5" * 32, ttl=60, headers={},
                                images=1, body=b"{}")  # fmt: skip
             assert await entries.expire() == 1 and await entries.find(["a" * 64, "b" * 64]) is not None
-            assert results.get("a" * 64) is None and results.get("b" * 64) == b"{}"
+            assert results.size() == len(b"{}")  # the live entry's bytes only (kept under its request's id)
         finally:
             await db.close()
 
     asyncio.run(run())
+
+
+def test_claims_are_fenced_released_and_waited_for_by_reading(tmp_path):
+    """A holder that stalled and lost its claim never replaces the answer of the request that took the key over;
+    a claim won just as its client left is given back; a key past its retention is free for another body; a
+    waiting repeat reads the row rather than trying to claim it every time; a store that cannot be read is a 503
+    naming no store, never a second call."""
+    import asyncio
+    import datetime
+
+    import sqlalchemy as sa
+
+    from gesso.cache import DiskCache
+    from gesso.proxy import store
+    from gesso.proxy.http import ProxyError
+    from gesso.proxy.idempotency import Claim, Idempotency, Replay
+
+    url = f"sqlite:///{tmp_path / 'gesso.db'}"
+    store.upgrade(url)
+    results = DiskCache(tmp_path / "results", max_bytes=None)
+
+    async def run():
+        db = store.Store(url)
+        inserts = []
+        sa.event.listen(db.engine.sync_engine, "before_cursor_execute",
+                        lambda *args: inserts.append(1) if args[2].lstrip().upper().startswith("INSERT") else None)  # fmt: skip
+        try:
+            keys = Idempotency(db.engine, results)
+            stalled = await keys.claim("key:a", "k", "f" * 64, "1" * 32, wait=1)
+            assert isinstance(stalled, Claim)
+            keys._stop(stalled)  # its replica stalls: no more beats
+            async with db.engine.begin() as conn:
+                await conn.execute(
+                    store.idempotency.update().values(beat_at=store.now() - datetime.timedelta(minutes=1))
+                )
+            taker = await keys.claim("key:a", "k", "f" * 64, "2" * 32, wait=1)
+            assert isinstance(taker, Claim) and taker.request_id == "2" * 32
+            await keys.complete(taker, 200, {}, 1, b'{"by": "taker"}')
+            await keys.complete(stalled, 200, {}, 1, b'{"by": "stalled"}')  # too late: fenced out
+            replay = await keys.claim("key:a", "k", "f" * 64, "3" * 32, wait=1)
+            assert isinstance(replay, Replay) and replay.body == b'{"by": "taker"}' and replay.request_id == "2" * 32
+            assert results.size() == len(b'{"by": "taker"}')  # the stalled holder's bytes went
+
+            won = await keys.claim("key:a", "left", "f" * 64, "4" * 32, wait=1)
+            await keys.release("4" * 32)  # its client left as it won: given back, no beat left running
+            assert won.beating is None and keys.held == {}
+            again = await keys.claim("key:a", "left", "e" * 64, "5" * 32, wait=1)
+            assert isinstance(again, Claim)  # free, for any body
+            await keys.abandon(again)
+
+            short = Idempotency(db.engine, results, retention=datetime.timedelta(seconds=-1))
+            await short.complete(await short.claim("key:a", "old", "f" * 64, "6" * 32, wait=1), 200, {}, 1, b"{}")
+            fresh = await short.claim("key:a", "old", "d" * 64, "7" * 32, wait=1)  # over: another body, no 422
+            assert isinstance(fresh, Claim)
+
+            inserts.clear()
+            with pytest.raises(ProxyError) as caught:  # "old" is held by request 7: a repeat waits, then a 409
+                await keys.claim("key:a", "old", "d" * 64, "8" * 32, wait=0.6)
+            assert caught.value.status_code == 409 and len(inserts) == 1  # one try to claim, then reads only
+            await short.abandon(fresh)
+
+            class Failing(DiskCache):
+                def get(self, key):
+                    raise OSError("s3://secret-bucket/answers: AccessDenied")
+
+            broken = Idempotency(db.engine, Failing(tmp_path / "results", max_bytes=None))
+            with pytest.raises(ProxyError) as caught:
+                await broken.claim("key:a", "k", "f" * 64, "9" * 32, wait=1)
+            assert caught.value.status_code == 503 and "secret-bucket" not in str(caught.value)
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+
+
+def test_a_disk_cache_counts_and_removes_only_its_own_files(tmp_path):
+    from gesso.cache import DiskCache
+
+    folder = tmp_path / "shared"
+    (folder / "ab").mkdir(parents=True)
+    foreign = [folder / "notes.txt", folder / "ab" / "README", folder / ("a" * 64), folder / "ab" / ("c" * 64)]
+    for path in foreign:
+        path.write_bytes(b"x" * 1000)
+    store = DiskCache(folder, max_bytes=3000)
+    for index in range(5):
+        store.put(f"{index:x}" * 64, b"y" * 1000)
+    assert store.size() <= 3000 and all(path.read_bytes() == b"x" * 1000 for path in foreign)
+    assert store.purge() > 0 and store.size() == 0
+    assert all(path.exists() for path in foreign)
+    unbounded = DiskCache(tmp_path / "keys", max_bytes=None)
+    for index in range(5):
+        unbounded.put(f"{index:x}" * 64, b"z" * 1000)
+    assert unbounded.size() == 5000  # never evicted: its owner removes what is over

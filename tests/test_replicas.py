@@ -66,15 +66,18 @@ def replicas(database_url, aws, tmp_path, monkeypatch):
 
 
 @contextlib.contextmanager
-def started(database_url, aws, tmp_path, names=("a", "b"), model_info=None, general=None):
+def started(database_url, aws, tmp_path, names=("a", "b"), model_info=None, general=None, aliases=()):
     """``gesso serve`` replicas (one a name) on ``database_url``, their configs beside each other in
-    ``tmp_path`` (so they share the result store), with more ``model_info`` and ``general_settings``."""
+    ``tmp_path`` (so they share the result store), with more ``model_info`` and ``general_settings``, and more
+    model names (``aliases``) for the same model."""
     processes, urls = [], []
     try:
         for name in names:
             config = {
-                "model_list": [{"model_name": "nova", "model_info": {"id": f"replica-{name}", **(model_info or {})},
-                                "litellm_params": {"model": NOVA, **aws, "max_retries": 0}}],
+                "model_list": [{"model_name": model, "litellm_params": {"model": NOVA, **aws, "max_retries": 0},
+                                "model_info": {"id": f"replica-{name}" + ("" if model == "nova" else f"-{model}"),
+                                               **(model_info or {})}}
+                               for model in ("nova", *aliases)],
                 "general_settings": {"master_key": MASTER, "database_url": database_url, **(general or {})},
             }  # fmt: skip
             path = tmp_path / f"replica-{name}.yaml"

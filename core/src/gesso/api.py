@@ -68,6 +68,7 @@ class _Call:
     deadline: float | None = None  # seconds one gesso_invoke may run (Provider.deadline); None: unlimited
     results: Any = None  # the store of answers (``cache=``, or the configured one), if any
     idempotency_key: str | None = None
+    identity: str = ""  # where the call goes and as whom (Provider.identity): stored answers are kept apart by it
 
 
 def image_generation(
@@ -392,7 +393,9 @@ def cache_key(call: _Call, scope: str = "") -> str | None:
         return None
     plan = (call.request.response_format, call.plan.encode, call.plan.quality, call.plan.requested)
     digest = hashlib.sha256()
-    for part in (scope.encode(), call.request.model_name.encode(), repr(plan).encode(), *bodies):
+    where = call.identity.encode("utf-8", "surrogatepass")
+    for part in (scope.encode("utf-8", "surrogatepass"), where, call.request.model_name.encode(), repr(plan).encode(),
+                 *bodies):  # fmt: skip
         digest.update(len(part).to_bytes(8, "big") + part)
     return digest.hexdigest()
 
@@ -438,7 +441,7 @@ def _entry(call: _Call) -> tuple[str, str | None] | None:
     if call.results is None:
         return None
     if call.idempotency_key is not None:
-        return cache.digest(f"idempotency\x00{call.idempotency_key}"), _asked(call)
+        return cache.digest(f"idempotency\x00{call.identity}\x00{call.idempotency_key}"), _asked(call)
     key = cache_key(call)
     return (key, None) if key is not None else None
 
@@ -607,7 +610,9 @@ def _prepare(
         prepared = attrs.evolve(prepared, warnings=(*notes, *prepared.warnings))
     if request.user:
         logger.debug("gesso call for user %s to %s", printable(request.user), model_name)
-    return _Call(request, prepared, hooks, plan, provider.deadline(target), results, idempotency_key)
+    return _Call(
+        request, prepared, hooks, plan, provider.deadline(target), results, idempotency_key, provider.identity(target)
+    )
 
 
 def _check_operation(registry: Registry, model: Model, model_name: str, operation: str, mask: Any) -> None:

@@ -28,6 +28,7 @@ from typing import Protocol
 #: the default bound of a DiskCache: 1 GiB
 DEFAULT_MAX_BYTES = 1 << 30
 _KEY = re.compile(r"[0-9a-f]{16,128}")
+_FOLDER = re.compile(r"[0-9a-f]{2}")
 
 
 def digest(value: object) -> str:
@@ -82,10 +83,10 @@ class MemoryCache:
                 self._size -= len(old)
 
 
-def open_store(where: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ResultStore:
-    """The store of answers ``where`` names: a directory (or ``file://`` URL) is a :class:`DiskCache`; another
-    scheme is a plugin's (``gesso_register_image_stores``: a ``StoreScheme`` with ``results``). Raises
-    ``ValueError`` saying what is wrong."""
+def open_store(where: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> ResultStore:
+    """The store of answers ``where`` names: a directory (or ``file://`` URL) is a :class:`DiskCache` (``max_bytes``
+    its bound; None: unbounded); another scheme is a plugin's (``gesso_register_image_stores``: a ``StoreScheme``
+    with ``results``). Raises ``ValueError`` saying what is wrong."""
     import urllib.parse
 
     scheme = urllib.parse.urlsplit(where).scheme.lower() if "://" in where else ""
@@ -101,6 +102,13 @@ def open_store(where: str, max_bytes: int = DEFAULT_MAX_BYTES) -> ResultStore:
         raise ValueError(f"scheme {scheme + '://'!r} has no installed store of answers (installed: {names})")
     opened: ResultStore = entry.results(where)
     return opened
+
+
+def within(where: str, name: str) -> str:
+    """The store ``name`` inside the store ``where`` names: a subdirectory, or a URL's sub-prefix."""
+    if "://" in where:
+        return f"{where.rstrip('/')}/{name}"
+    return os.path.join(where, name)
 
 
 _configured: ResultStore | None = None
@@ -126,11 +134,12 @@ def process_store() -> ResultStore:
 class DiskCache:
     """A directory of entries, ``<path>/<first two characters>/<key>``; reading an entry marks it used (its
     modification time), and once the entries hold more than ``max_bytes`` the least recently used go until
-    they hold at most nine tenths of it."""
+    they hold at most nine tenths of it (``max_bytes=None``: none is evicted; the owner removes them). Only
+    files named so count and are ever removed: nothing else in the directory is touched."""
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes: must be a positive whole number of bytes (got {max_bytes!r})")
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+            raise ValueError(f"max_bytes: must be a positive whole number of bytes, or None (got {max_bytes!r})")
         self.path = Path(path)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -173,7 +182,7 @@ class DiskCache:
         with self._lock:
             if self._size is not None:
                 self._size += len(data) - replaced
-        if self.size() > self.max_bytes:
+        if self.max_bytes is not None and self.size() > self.max_bytes:
             self._evict()
 
     def delete(self, key: str) -> None:
@@ -212,10 +221,11 @@ class DiskCache:
         if not self.path.is_dir():
             return found
         for folder in self.path.iterdir():
-            if not folder.is_dir():
+            if not _FOLDER.fullmatch(folder.name) or not folder.is_dir():
                 continue
             for entry in os.scandir(folder):
-                if entry.name.startswith(".tmp-"):
+                ours = _KEY.fullmatch(entry.name) and entry.name.startswith(folder.name)
+                if not ours or not entry.is_file(follow_symlinks=False):
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     stat = entry.stat()
@@ -225,6 +235,7 @@ class DiskCache:
     def _evict(self) -> None:
         """The least recently used entries removed until the rest hold at most nine tenths of ``max_bytes``
         (counted from the directory again: other processes may share it)."""
+        assert self.max_bytes is not None
         entries = sorted(self._entries(), key=lambda entry: entry[2])
         total = sum(size for _, size, _ in entries)
         for path, size, _ in entries:

@@ -112,6 +112,12 @@ class Provider:
         :class:`~gesso.errors.PluginHookError` naming the plugin that hangs. ``None`` (the default): no limit."""
         return None
 
+    def identity(self, target: Any) -> str:
+        """Where a call of ``target`` goes and as whom (an endpoint, a region, an account or credentials' id;
+        never a secret): an answer stored for one identity is never served for another (:mod:`gesso.cache`). By
+        default the target's ``repr``; a provider whose targets hold more than that names only what counts."""
+        return "" if target is None else repr(target)
+
     def usable_ids(self, model: Model) -> tuple[str, ...]:
         """The ids a caller can use for ``model`` (listed by ``gesso models`` and in errors)."""
         return model.ids

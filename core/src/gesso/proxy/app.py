@@ -33,6 +33,7 @@ from gesso import api, errors, params, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.cache import open_store
+from gesso.cache import within as store_within
 from gesso.proxy import cached, directory, idempotency, probes, store
 from gesso.proxy import config as proxy_config
 from gesso.proxy.cached import ExactCache
@@ -133,6 +134,11 @@ class Exchange:
     cache_state: str | None = None
     cache_keys: dict[str, tuple[str, Any]] = attrs.Factory(dict)
     cache_store: bool = True
+    #: the team's entries of the exact cache (its budget's id: a team made again under a deleted one's id does
+    #: not see them)
+    team_scope: str | None = None
+    #: the rate counts taken before the lookup of a stored answer (the request is counted once, then)
+    rated: list[Any] | None = None
 
     @property
     def response(self) -> ImageResponse | None:
@@ -228,9 +234,12 @@ class Proxy:
         results = config.result_store or proxy_config.default_result_store(config.database_url)
         if self.store is not None and results is not None:
             retention = datetime.timedelta(seconds=config.idempotency_retention)
-            cache = open_store(results, max_bytes=config.result_store_max_bytes)
-            self.idempotency = Idempotency(self.store.engine, cache, retention)
-            self.cache = ExactCache(self.store.engine, cache)
+            # two stores: the cache's is bounded (least recently used removed), an idempotency key's answer is
+            # kept until its retention ends (the sweep removes it), whatever the cache holds
+            answers = open_store(store_within(results, "keys"), max_bytes=None)
+            self.idempotency = Idempotency(self.store.engine, answers, retention)
+            entries = open_store(store_within(results, "cache"), max_bytes=config.result_store_max_bytes)
+            self.cache = ExactCache(self.store.engine, entries)
         #: asked to stop: calls in flight finish (until :meth:`hurry`), readiness says so
         self.stopping = False
         #: the image requests being answered (:meth:`hurry` cancels them)
@@ -241,7 +250,8 @@ class Proxy:
     def reload(self, config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """Serve ``config`` (checked) from now on: requests that arrive from here on use its model names,
         deployments, keys and settings; calls in flight keep the deployments they were routed to. The database,
-        the metrics and the limit on calls in flight stay those the process started with."""
+        the metrics, the limit on calls in flight, the result store and the idempotency keys' retention stay those
+        the process started with."""
         self.config = config
         self.overrides = {key: dict(value) for key, value in (overrides or {}).items()}
         self.router = Router(config.deployments, config.cooldown)
@@ -288,11 +298,13 @@ class Proxy:
                              type="auth_error", code="missing_key")  # fmt: skip
         raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
 
-    async def admit(self, path: list[store.Holder], quote: float | None, images: int = 1) -> Any:
+    async def admit(self, path: list[store.Holder], quote: float | None, images: int = 1,
+                    rated: list[Any] | None = None) -> Any:  # fmt: skip
         """The rate limits and budgets of a call's path (its key, member, user, team and end customer; their
         model lists were checked before the call was priced), checked before anything is sent: every budget
         holds the call's price (``quote``) at once, or the most restrictive refuses; what is held is settled when
-        the request's spend row is written."""
+        the request's spend row is written. ``rated``: the request was counted already (what was taken), so only
+        its images are counted now."""
         if not path or self.ledger is None:
             return None
         for holder in path:  # more images than a level allows a minute would be refused every minute: a 400
@@ -301,7 +313,11 @@ class Proxy:
                 raise ProxyError(400, f"n: {images} images, more than {who} may make in a minute (ipm_limit "
                                  f"{holder.ipm_limit})", type="invalid_request_error", param="n",
                                  code="ipm_limit", extra={"level": holder.level})  # fmt: skip
-        taken = await self._rate(path, images)
+        try:
+            taken = await self._rate(path, images, requests=0 if rated is not None else 1) + (rated or [])
+        except ProxyError:
+            self.ledger.refund(rated or [])  # refused: not admitted, so the request's count goes back too
+            raise
         try:
             return await self._ledger(self.ledger.hold(path, quote or 0.0))
         except BaseException as exc:
@@ -319,11 +335,11 @@ class Proxy:
                 headers={"x-should-retry": "false"}, extra={"level": now.level},
             ) from None  # fmt: skip
 
-    async def _rate(self, path: list[store.Holder], images: int) -> list[Any]:
-        """Count one request of ``images`` images against the rate limits of ``path``; a 429 naming the level
-        that refuses it. What was counted (for a refund)."""
+    async def _rate(self, path: list[store.Holder], images: int, requests: int = 1) -> list[Any]:
+        """Count ``requests`` requests (one, or none when counted before) of ``images`` images against the rate
+        limits of ``path``; a 429 naming the level that refuses it. What was counted (for a refund)."""
         assert self.ledger is not None
-        refused, taken = await self._ledger(self.ledger.limit(path, images))
+        refused, taken = await self._ledger(self.ledger.limit(path, images, requests))
         if refused is not None:
             holder, name, limit, wait = refused
             who = "this key" if holder.level == "key" else f"{holder.level} {holder.label}"
@@ -397,15 +413,15 @@ class Proxy:
             self.answering.add(task)
         try:
             call, path = await self._admitted(request, operation, exchange)
+            if path and self.ledger is not None and self._looks_up(request, call):
+                # a replay or a hit is a request too: rpm_limit counts it before anything is looked up or waited
+                # for (no images are made: ipm_limit counts them if the call is made)
+                exchange.rated = await self._rate(path, 0)
             replay = await self._idempotent(request, exchange, call)
             if replay is not None:
-                if path and self.ledger is not None:  # a replay is a request: rpm_limit counts it (no images made)
-                    await self._rate(path, 0)
                 return self._replayed(exchange, replay, "idempotency")
             hit = await self._cached(request, exchange, call)
             if hit is not None:
-                if path and self.ledger is not None:  # a hit too
-                    await self._rate(path, 0)
                 answer = self._replayed(exchange, hit, "cache")
                 if exchange.claim is not None:  # the hit is this key's answer too
                     await self._keep(exchange, answer)
@@ -463,7 +479,17 @@ class Proxy:
         self._may_use(caller, model_name, owners)  # before the model's own checks: they would describe it
         call = Call(model_name, operation, prompt, images, mask, fields)
         call.given = given
+        if owners.team is not None:
+            exchange.team_scope = owners.team.budget.budget_id
         return call, await self.path(caller, owners, user)
+
+    def _looks_up(self, request: Request, call: Call) -> bool:
+        """Whether the request may be answered from what is stored: it sends an idempotency key, or its model
+        name caches."""
+        if idempotency.HEADER.lower() in request.headers:
+            return True
+        groups = self.router.groups.get(call.model_name, ())
+        return self.cache is not None and any(self.config.cache_of(d) is not None for d in groups)
 
     async def _hold(self, call: Call, path: list[Any], exchange: Exchange) -> None:
         """The call priced and, for a virtual key, admitted against the rate limits and budgets of ``path`` (what
@@ -473,7 +499,7 @@ class Proxy:
             quote, call.prepared = call.quoted or self._quote(call)
         exchange.price_of = functools.partial(_given_or, quote, self._quote, call)
         n = call.fields.get("n", 1)
-        exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1)
+        exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1, exchange.rated)
 
     async def _idempotent(self, request: Request, exchange: Exchange, call: Call) -> Replay | None:
         """With an ``Idempotency-Key``: the stored answer of the request that ran it (waiting while it runs), or
@@ -494,6 +520,10 @@ class Proxy:
             outcome = await self._until_disconnect(
                 request, self.idempotency.claim(who, key, print_, exchange.request_id, idempotency.WAIT)
             )
+        except ClientGone:  # the key may have been claimed just as the client left: given back, not held on
+            with contextlib.suppress(Exception):
+                await self.idempotency.release(exchange.request_id)
+            raise
         except sa.exc.SQLAlchemyError as exc:
             raise ProxyError(503, f"The proxy's database did not answer ({type(exc).__name__}); nothing was sent or "
                              "charged. Try again shortly", type="api_error", code="database_unavailable",
@@ -530,7 +560,9 @@ class Proxy:
         prepared = call.quoted[1]
         for deployment, policy in policies:
             if policy is not None:
-                key = api.cache_key(prepared[deployment.id], self._cache_scope(exchange, policy.scope))
+                # the model name asked for is part of the key: a caller allowed one name never gets another's
+                scope = f"{self._cache_scope(exchange, policy.scope)}\x00{call.model_name}"
+                key = api.cache_key(prepared[deployment.id], scope)
                 if key is not None:
                     exchange.cache_keys[deployment.id] = (key, policy)
         exchange.cache_store = "no-store" not in control
@@ -552,8 +584,8 @@ class Proxy:
         key = exchange.caller.key if exchange.caller is not None else None
         if scope == "global":
             return "global"
-        if scope == "team" and key is not None and key.team_id is not None:
-            return f"team:{key.team_id}"
+        if scope == "team" and key is not None and exchange.team_scope is not None:
+            return f"team:{exchange.team_scope}"
         if key is not None:
             return f"key:{key.token_hash}"
         return "master" if self.config.master_key is not None else "anyone"
@@ -902,7 +934,8 @@ class Proxy:
                 raise ProxyError(400, f"{printable(unknown[0])}: unknown (this route takes model and older_than)",
                                  type="invalid_request_error", param=printable(unknown[0]))  # fmt: skip
             model = fields.get("model")
-            if model is not None and not (isinstance(model, str) and is_text(model) and 0 < len(model) <= 256):
+            if model is not None and not (isinstance(model, str) and is_text(model) and model.isprintable()
+                                          and 0 < len(model) <= 256):  # fmt: skip
                 raise ProxyError(400, "model: a model name", type="invalid_request_error", param="model")
             older = fields.get("older_than")
             try:

@@ -9,8 +9,11 @@ for that key and the virtual key that sent it; a repeat gets the stored answer.
   **replayed** from the store until the key's retention ends. A repeat **with a different body** is refused (422).
 - The answer is kept only when the call succeeded: a failed first attempt (the provider's error, a budget's
   refusal) gives the claim back, so a retry runs again.
-- The answer's bytes are in the result store (:class:`gesso.cache.ResultStore`: a directory by default); the row
-  holds its status and headers. A replay whose bytes are gone (evicted, or another host's directory) runs again.
+- The answer's bytes are in the result store (:class:`gesso.cache.ResultStore`: a directory by default, never
+  bounded by size: the retention bounds it), under the key and the id of the request that ran it, so a holder
+  that stalled and lost its claim never overwrites the answer of the request that took it over; the row holds
+  its status and headers. A repeat whose answer cannot be read (another host's directory, a store that fails)
+  is refused with an error rather than run again: it was paid for once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import time
 from typing import Any
 
@@ -29,6 +33,8 @@ from gesso.cache import ResultStore, digest
 from gesso.proxy import store
 from gesso.proxy.http import ProxyError
 from gesso.proxy.store import _aware
+
+logger = logging.getLogger("gesso.proxy")
 
 #: the request header, as sent (headers are matched without regard to case)
 HEADER = "Idempotency-Key"
@@ -61,10 +67,22 @@ def fingerprint(operation: str, model: Any, prompt: Any, fields: dict[str, Any],
     """A hash of what a request asks for, as parsed (a multipart body's boundary differs from one send to the
     next; its fields and files do not)."""
 
-    asked = {"operation": operation, "model": model, "prompt": prompt, "fields": fields,
+    asked = {"operation": operation, "model": model, "prompt": prompt, "fields": _plain(fields),
              "images": [digest(image) for image in images], "mask": None if mask is None else digest(mask)}  # fmt: skip
     text = json.dumps(asked, sort_keys=True, ensure_ascii=True, default=repr)
     return digest(text)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with each integer too long for Python's decimal conversion (a caller may send one of any length)
+    written in hexadecimal instead, so hashing a body never fails."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 10_000:
+        return {"int": hex(value)}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 @attrs.define
@@ -95,9 +113,9 @@ class Replay:
                    int(answer.get("images", 0)), body)  # fmt: skip
 
 
-def _entry(token_hash: str, key: str) -> str:
-    """The result store's key of an idempotency key's answer."""
-    return digest(f"idempotency\x00{token_hash}\x00{key}")
+def _entry(token_hash: str, key: str, request_id: str) -> str:
+    """The result store's key of the answer the request ``request_id`` gave for an idempotency key."""
+    return digest(f"idempotency\x00{token_hash}\x00{key}\x00{request_id}")
 
 
 class Idempotency:
@@ -105,6 +123,8 @@ class Idempotency:
 
     def __init__(self, engine: Any, results: ResultStore, retention: datetime.timedelta = DEFAULT_RETENTION) -> None:
         self.engine, self.results, self.retention = engine, results, retention
+        #: the claims this process holds, by request id (:meth:`release`)
+        self.held: dict[str, Claim] = {}
 
     async def claim(self, token_hash: str, key: str, print_: str, request_id: str, wait: float) -> Claim | Replay:
         """Claim ``key`` for this request, or the stored answer of the request that ran it; waits (at most
@@ -113,33 +133,36 @@ class Idempotency:
         where = sa.and_(table.c.token_hash == token_hash, table.c.idempotency_key == key)
         deadline = time.monotonic() + wait
         pause = POLL
+        free = True  # no row was seen: try to claim (a waiting repeat only reads until the row goes)
         while True:
             now = store.now()
-            try:
-                async with self.engine.begin() as conn:
-                    await conn.execute(table.insert().values(
-                        token_hash=token_hash, idempotency_key=key, fingerprint=print_, request_id=request_id,
-                        state="running", created_at=now, beat_at=now))  # fmt: skip
-                return self._claimed(Claim(token_hash, key, request_id))
-            except sa.exc.IntegrityError:
-                pass  # claimed before: see by whom
+            if free:
+                try:
+                    async with self.engine.begin() as conn:
+                        await conn.execute(table.insert().values(
+                            token_hash=token_hash, idempotency_key=key, fingerprint=print_, request_id=request_id,
+                            state="running", created_at=now, beat_at=now))  # fmt: skip
+                    return self._claimed(Claim(token_hash, key, request_id))
+                except sa.exc.IntegrityError:
+                    pass  # claimed before: see by whom
             async with self.engine.connect() as conn:
                 row = (await conn.execute(sa.select(table).where(where))).first()
+            free = row is None
             if row is None:
                 continue  # given back meanwhile: claim it again
+            mine = sa.and_(where, table.c.request_id == row.request_id)
+            if row.state == "done" and _aware(row.expires_at) <= now:  # its retention is over: a new request
+                async with self.engine.begin() as conn:
+                    await conn.execute(table.delete().where(mine))
+                await self._forget(token_hash, key, row.request_id)
+                free = True
+                continue
             if row.fingerprint != print_:
                 raise ProxyError(422, f"{HEADER} {key!r} was used with another request body; a retry must send the "
                                  "same body, or a new key", type="invalid_request_error", param=HEADER,
                                  code="idempotency_key_reused")  # fmt: skip
-            mine = sa.and_(where, table.c.request_id == row.request_id)
             if row.state == "done":
-                if _aware(row.expires_at) > now:
-                    body = await asyncio.to_thread(self.results.get, _entry(token_hash, key))
-                    if body is not None:
-                        return Replay.stored(row.request_id, row.answer, body)
-                async with self.engine.begin() as conn:  # expired, or its answer is gone: run again
-                    await conn.execute(table.delete().where(mine))
-                continue
+                return Replay.stored(row.request_id, row.answer, await self._answer(token_hash, key, row.request_id))
             if _aware(row.beat_at) < now - datetime.timedelta(seconds=STALE):  # its replica died: take it over
                 async with self.engine.begin() as conn:
                     taken = await conn.execute(table.update().where(mine).values(request_id=request_id, beat_at=now))
@@ -153,9 +176,39 @@ class Idempotency:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, MAX_POLL)  # a long call is looked at less often: the database is shared
 
+    async def _answer(self, token_hash: str, key: str, request_id: str) -> bytes:
+        """The stored answer of a key's request; an error when it cannot be read: the key was paid for once, so
+        it is never run again within its retention."""
+        try:
+            body = await asyncio.to_thread(self.results.get, _entry(token_hash, key, request_id))
+        except Exception as exc:
+            logger.warning("the stored answer of request %s could not be read (%s)", request_id, type(exc).__name__)
+            raise ProxyError(503, f"The stored answer of {HEADER} {key!r} could not be read from the proxy's result "
+                             "store; it is not run again, so as not to pay twice. Try again shortly",
+                             type="api_error", param=HEADER, code="idempotency_answer_unavailable",
+                             headers={"retry-after": "1"}) from None  # fmt: skip
+        if body is None:
+            raise ProxyError(409, f"{HEADER} {key!r} was answered (request {request_id}), but its stored answer is "
+                             "not in this proxy's result store (a directory on another host?); it is not run again, "
+                             "so as not to pay twice. Send a new key to run it again", type="invalid_request_error",
+                             param=HEADER, code="idempotency_answer_lost",
+                             headers={"x-should-retry": "false"})  # fmt: skip
+        return body
+
+    async def _forget(self, token_hash: str, key: str, request_id: str) -> None:
+        with contextlib.suppress(Exception):  # (what is left is an orphan file: nothing reads it)
+            await asyncio.to_thread(self.results.delete, _entry(token_hash, key, request_id))
+
     def _claimed(self, claim: Claim) -> Claim:
         claim.beating = asyncio.ensure_future(self._beat(claim))
+        self.held[claim.request_id] = claim
         return claim
+
+    async def release(self, request_id: str) -> None:
+        """Give back the claim of ``request_id`` if it still holds one (one won just as its client left)."""
+        claim = self.held.get(request_id)
+        if claim is not None:
+            await self.abandon(claim)
 
     async def _beat(self, claim: Claim) -> None:
         table = store.idempotency
@@ -174,11 +227,13 @@ class Idempotency:
     async def complete(self, claim: Claim, status: int, headers: dict[str, str], images: int, body: bytes) -> None:
         """The call succeeded: its answer stored, then the claim marked done (so a repeat finds the bytes)."""
         self._stop(claim)
-        await asyncio.to_thread(self.results.put, _entry(claim.token_hash, claim.key), body)
+        await asyncio.to_thread(self.results.put, _entry(claim.token_hash, claim.key, claim.request_id), body)
         answer = {"status": status, "headers": headers, "images": images}
         async with self.engine.begin() as conn:
-            await conn.execute(store.idempotency.update().where(self._held(claim)).values(
+            done = await conn.execute(store.idempotency.update().where(self._held(claim)).values(
                 state="done", answer=answer, expires_at=store.now() + self.retention))  # fmt: skip
+        if done.rowcount != 1:  # the claim was taken over (this replica stalled): the other request's answer stands
+            await self._forget(claim.token_hash, claim.key, claim.request_id)
 
     async def abandon(self, claim: Claim) -> None:
         """The call failed or never ran: the claim given back, so a retry runs again."""
@@ -186,8 +241,8 @@ class Idempotency:
         async with self.engine.begin() as conn:
             await conn.execute(store.idempotency.delete().where(self._held(claim)))
 
-    @staticmethod
-    def _stop(claim: Claim) -> None:
+    def _stop(self, claim: Claim) -> None:
+        self.held.pop(claim.request_id, None)
         if claim.beating is not None:
             claim.beating.cancel()
             claim.beating = None
@@ -200,10 +255,12 @@ class Idempotency:
         left = sa.and_(table.c.state == "running", table.c.beat_at < now - datetime.timedelta(hours=1))
         over = sa.or_(table.c.expires_at < now, left)
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(sa.select(table.c.token_hash, table.c.idempotency_key).where(over))).all()
-            for row in rows:
+            rows = (await conn.execute(sa.select(table.c.token_hash, table.c.idempotency_key,
+                                                 table.c.request_id).where(over))).all()  # fmt: skip
+            for row in rows:  # (the row of that request only: a new one for the key keeps its answer)
                 await conn.execute(table.delete().where(sa.and_(table.c.token_hash == row.token_hash,
-                                   table.c.idempotency_key == row.idempotency_key)))  # fmt: skip
+                                   table.c.idempotency_key == row.idempotency_key,
+                                   table.c.request_id == row.request_id)))  # fmt: skip
         for row in rows:
-            await asyncio.to_thread(self.results.delete, _entry(row.token_hash, row.idempotency_key))
+            await self._forget(row.token_hash, row.idempotency_key, row.request_id)
         return len(rows)

@@ -198,18 +198,19 @@ class Ledger:
     # -- rate limits ------------------------------------------------------------------------------------------
 
     async def limit(
-        self, path: Sequence[store.Holder], images: int
+        self, path: Sequence[store.Holder], images: int, requests: int = 1
     ) -> tuple[tuple[store.Holder, str, int, float] | None, list[tuple[str, int, int]]]:
-        """Count one request of ``images`` images against every ``rpm_limit`` and ``ipm_limit`` on its path (its
-        key, member, user, team, customer). Returns the first that refused it (the holder, which limit, its value,
-        the seconds until the next minute), or ``None``; and what was counted, for :meth:`refund` (a request
-        refused by one level, here or by a budget, gives back what the others counted: it was never admitted)."""
+        """Count ``requests`` requests (one; none for one counted before) of ``images`` images against every
+        ``rpm_limit`` and ``ipm_limit`` on its path (its key, member, user, team, customer). Returns the first that
+        refused it (the holder, which limit, its value, the seconds until the next minute), or ``None``; and what
+        was counted, for :meth:`refund` (a request refused by one level, here or by a budget, gives back what the
+        others counted: it was never admitted)."""
         taken: list[tuple[str, int, int]] = []
         for holder in path:
-            for name, window_id, amount in (("rpm_limit", holder.holder, 1), ("ipm_limit", "i:" + holder.holder[:62],
-                                                                              images)):  # fmt: skip
+            for name, window_id, amount in (("rpm_limit", holder.holder, requests),
+                                            ("ipm_limit", "i:" + holder.holder[:62], images)):  # fmt: skip
                 limit = getattr(holder, name)
-                if limit is not None:
+                if limit is not None and amount > 0:
                     wait = await self._spend_count(window_id, limit, amount)
                     if wait is not None:
                         self.refund(taken)

@@ -110,8 +110,8 @@ def _multipart(with_mask: bool) -> dict[str, Any]:
 
 def spec(model_names: list[str]) -> dict[str, Any]:
     errors = (400, 401, 403, 404, 408, 409, 413, 422, 429, 502, 504)
-    # an Idempotency-Key runs the request once for the caller's key (409: the first still runs; 422: another
-    # body); Cache-Control: no-cache skips the exact cache's lookup, no-store its keeping
+    # an Idempotency-Key runs the request once for the caller's key (409: the first still runs, or its stored
+    # answer is lost; 422: another body); Cache-Control: no-cache skips the exact cache's lookup, no-store its keeping
     headers = [
         {"name": "Idempotency-Key", "in": "header", "required": False,
          "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}},

@@ -174,6 +174,24 @@ class Bedrock(Provider):
 
         return transport.deadline(target)
 
+    def identity(self, target: Any) -> str:
+        """The endpoint, the Region, and who signs (the access key id, profile or role; a Bedrock API key by its
+        hash): an answer stored for one account or endpoint (the emulator's, say) is never served for another.
+        Timeouts, retries and per-call headers are not part of it, nor the port of a loopback endpoint (the
+        emulator listens on a new one each run; its credentials tell it apart from AWS)."""
+        import hashlib
+        import urllib.parse
+
+        creds = target.credentials
+        bearer = hashlib.sha256(creds.api_key.encode()).hexdigest()[:32] if creds.api_key else None
+        who = (creds.access_key_id, creds.profile_name, creds.role_name, creds.web_identity_token is not None, bearer)
+        endpoint = target.endpoint_url
+        if endpoint:
+            parts = urllib.parse.urlsplit(endpoint)
+            if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+                endpoint = f"{parts.scheme}://{parts.hostname}{parts.path}"
+        return repr((target.model_id, endpoint, target.region, who))
+
     def secrets(self, opts: Mapping[str, Any]) -> Iterable[str | None]:
         return [opts.get(name) for name in options.SECRET_OPTIONS]
 
