@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import math
 import os
 import platform
 import shutil
@@ -52,9 +53,9 @@ BODY = {"model": "nova", "prompt": "a lighthouse at dusk", "size": "320x320", "r
 
 def render_nginx(text: str, replicas: list[int], listen: int) -> str:
     """``deploy/nginx.conf`` with the two replicas' addresses and its listener swapped for loopback ports, and
-    nothing else changed."""
-    swaps = {"server gesso-1:4000 ": f"server 127.0.0.1:{replicas[0]} ",
-             "server gesso-2:4000 ": f"server 127.0.0.1:{replicas[1]} ",
+    nothing else changed (but ``resolve``: an address needs no lookup, and the OS's nginx may predate it)."""
+    swaps = {"server gesso-1:4000 resolve ": f"server 127.0.0.1:{replicas[0]} ",
+             "server gesso-2:4000 resolve ": f"server 127.0.0.1:{replicas[1]} ",
              "listen 8080;": f"listen 127.0.0.1:{listen};"}  # fmt: skip
     for old, new in swaps.items():
         if text.count(old) != 1:
@@ -160,8 +161,9 @@ async def load(base: str, key: str, seconds: float, callers: int, retries: int,
                 raw = await client.images.with_raw_response.generate(**BODY)
                 image = raw.parse()
                 assert image.data and image.data[0].b64_json
-                outcome.update(ok=True, request_id=raw.headers.get("x-request-id"),
-                               cost=float(raw.headers.get("x-gesso-response-cost", "nan")))  # fmt: skip
+                cost = float(raw.headers["x-gesso-response-cost"])  # every answer states its cost
+                assert math.isfinite(cost) and cost > 0, cost
+                outcome.update(ok=True, request_id=raw.headers.get("x-request-id"), cost=cost)
             except Exception as exc:  # every failure is counted, whatever it is
                 outcome.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:160]}")
             outcome["latency"] = time.monotonic() - began
@@ -178,7 +180,8 @@ async def load(base: str, key: str, seconds: float, callers: int, retries: int,
 
 
 async def database_facts(url: str, keys: dict[str, str]) -> dict[str, Any]:
-    """Per key alias: its spend and reserved, and its spend rows (request id, status, cost)."""
+    """Per key alias: its spend and reserved, the leases still held on it, and its spend rows (request id,
+    status, cost)."""
     import asyncpg
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
@@ -188,7 +191,8 @@ async def database_facts(url: str, keys: dict[str, str]) -> dict[str, Any]:
             row = await conn.fetchrow("SELECT spend, reserved FROM gesso_keys WHERE key_alias = $1", alias)
             rows = await conn.fetch("SELECT request_id, status, cost FROM gesso_spend_logs WHERE key_alias = $1",
                                     alias)  # fmt: skip
-            leases = await conn.fetchval("SELECT count(*) FROM gesso_reservations")
+            leases = await conn.fetchval("SELECT count(*) FROM gesso_reservations r JOIN gesso_keys k "
+                                         "ON k.token_hash = r.token_hash WHERE k.key_alias = $1", alias)  # fmt: skip
             facts[alias] = {"spend": row["spend"], "reserved": row["reserved"], "leases": leases,
                             "rows": [(r["request_id"], r["status"], r["cost"]) for r in rows]}  # fmt: skip
         return facts
@@ -326,6 +330,9 @@ def run(args: argparse.Namespace, work: Path, database_url: str) -> tuple[dict[s
         problems.append(f"rolling restart: {len(rows) - len(success)} spend rows are not successes")
     if abs(facts["rolling"]["spend"] - cost) > 1e-6 or abs(sum(c for *_, c in rows) - cost) > 1e-6:
         problems.append(f"rolling restart: the key's spend {facts['rolling']['spend']} is not the answers' {cost}")
+    report["rolling_restart"]["leases_after_stop"] = facts["rolling"]["leases"]
+    if facts["rolling"]["leases"]:  # each replica stopped cleanly, giving back its leases on the key
+        problems.append(f"rolling restart: {facts['rolling']['leases']} leases still held after the replicas stopped")
     if abs(facts["rolling"]["reserved"]) > 1e-9:  # (a float column: what leases put back sums to 0 within 1e-15)
         problems.append(f"rolling restart: {facts['rolling']['reserved']} still reserved after the replicas stopped")
     crash_rows = facts["killed"]["rows"]

@@ -10,9 +10,12 @@ mkdir -p "$dir" && chmod 0700 "$dir"
 for name in master_key postgres_password database_url; do
   if [ -e "$dir/$name" ]; then echo "$dir/$name exists: left as it is" >&2; exit 1; fi
 done
-token() { python3 -c "import secrets; print(secrets.token_hex($1))"; }
-printf 'sk-%s' "$(token 24)" >"$dir/master_key"
-password=$(token 24)
+# 24 random bytes in hexadecimal, from the kernel: python3 is not needed
+token() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
+# both made (and checked) before anything is written: a failure leaves no half-made secret behind
+key=$(token) && password=$(token)
+if [ ${#key} -ne 48 ] || [ ${#password} -ne 48 ]; then echo "could not read 24 random bytes from /dev/urandom" >&2; exit 1; fi
+printf 'sk-%s' "$key" >"$dir/master_key"
 printf '%s' "$password" >"$dir/postgres_password"
 printf 'postgresql://gesso:%s@postgres:5432/gesso' "$password" >"$dir/database_url"
 chmod 0644 "$dir/master_key" "$dir/postgres_password" "$dir/database_url"

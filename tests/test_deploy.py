@@ -64,6 +64,19 @@ def test_the_replicas_run_the_image_on_the_config_and_secrets_it_reads():
         assert services[name]["volumes"] == ["gesso-data:/var/lib/gesso"] and result_store.startswith("/var/lib/gesso/")
 
 
+def test_the_build_context_leaves_out_what_the_image_never_copies():
+    """``.dockerignore`` keeps the repository's history, venvs, caches, databases and the secrets deploy/secrets.sh
+    writes out of the build context, and none of what the Dockerfile copies."""
+    ignored = [line for line in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")]  # fmt: skip
+    for needed in (".git", "**/.venv*", "**/__pycache__", "**/*.db", "deploy/secrets"):
+        assert needed in ignored
+    copied = re.findall(r"^COPY (?!--from)(\S+) ", dockerfile(), re.MULTILINE)
+    assert set(copied) == {"core", "plugins", "deploy/image.sh"}
+    for source in copied:
+        assert not any(source == pattern or source.startswith(pattern + "/") for pattern in ignored), source
+
+
 def test_nginx_forwards_to_both_replicas_on_the_port_the_image_exposes():
     services = compose()["services"]
     nginx = (DEPLOY / "nginx.conf").read_text()
@@ -80,13 +93,35 @@ def test_nginx_forwards_to_both_replicas_on_the_port_the_image_exposes():
     assert not re.search(r"^\s*(daemon|pid|error_log)\b", nginx, re.MULTILINE)  # the caller sets them (-g, -e)
 
 
+def test_nginx_finds_replicas_again_and_skips_a_dead_one_briefly():
+    """The replicas' names are looked up again (a recreated container's new address; nginx starts while one is
+    missing), a replica that refuses is skipped for 2 s, a body gesso would refuse gets gesso's 413, and the
+    replicas take X-Forwarded-* from nginx."""
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=5s", nginx, re.MULTILINE)  # Docker's embedded DNS
+    assert re.search(r"^\s*zone gesso \d+k;", nginx, re.MULTILINE)
+    servers = re.findall(r"^\s*server gesso-\d:4000 (.*);$", nginx, re.MULTILINE)
+    assert servers == ["resolve max_fails=1 fail_timeout=2s"] * 2
+    services = compose()["services"]
+    version = re.fullmatch(r"nginx:(\d+)\.(\d+)(?:\.(\d+))?-alpine", services["nginx"]["image"])
+    assert version and tuple(int(v or 0) for v in version.groups()) >= (1, 27, 3)  # "resolve" is in 1.27.3
+    body = int(re.search(r"client_max_body_size (\d+)m;", nginx).group(1))
+    gesso_limit = proxy_config.parse({"model_list": [{"model_name": "x", "litellm_params": {
+        "model": "bedrock/amazon.nova-canvas-v1:0"}}]}).max_request_bytes  # fmt: skip
+    assert body * 1024 * 1024 > gesso_limit
+    for name in ("gesso-1", "gesso-2"):
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "*" and "ports" not in services[name]
+    # the database is ready when it answers over TCP (the first start's temporary server has only the socket)
+    assert "pg_isready -h 127.0.0.1 " in services["postgres"]["healthcheck"]["test"][1]
+
+
 def test_ci_renders_nginx_conf_changing_only_the_addresses():
     original = (DEPLOY / "nginx.conf").read_text()
     rendered = render_nginx(original, [41001, 41002], 41000)
     changed = [(a, b) for a, b in zip(original.splitlines(), rendered.splitlines(), strict=True) if a != b]
     assert [b.strip() for _, b in changed] == [
-        "server 127.0.0.1:41001 max_fails=0;",
-        "server 127.0.0.1:41002 max_fails=0;",
+        "server 127.0.0.1:41001 max_fails=1 fail_timeout=2s;",
+        "server 127.0.0.1:41002 max_fails=1 fail_timeout=2s;",
         "listen 127.0.0.1:41000;",
     ]
 
@@ -120,6 +155,24 @@ def test_the_secrets_script_writes_what_the_config_reads(tmp_path, monkeypatch):
     assert again.returncode == 1 and "exists: left as it is" in again.stderr  # never overwritten
 
 
+def test_the_secrets_script_needs_no_python_and_writes_nothing_it_cannot_finish(tmp_path):
+    """On a host with only a POSIX shell's tools, the secrets are made all the same; without a source of random
+    bytes, nothing is written (never a master key of ``sk-`` alone)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("mkdir", "chmod", "od", "tr"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    script, shell = str(DEPLOY / "secrets.sh"), shutil.which("sh")
+    made = subprocess.run([shell, script, str(tmp_path / "a")], env={"PATH": str(tools)}, capture_output=True,
+                          text=True)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert re.fullmatch(r"sk-[0-9a-f]{48}", (tmp_path / "a" / "master_key").read_text())
+    (tools / "od").unlink()  # no way to read random bytes
+    failed = subprocess.run([shell, script, str(tmp_path / "b")], env={"PATH": str(tools)}, capture_output=True,
+                            text=True)  # fmt: skip
+    assert failed.returncode != 0 and list((tmp_path / "b").iterdir()) == []
+
+
 # -- Kubernetes (deploy/kubernetes/; .ci/run validates every manifest with kubernetes-validate) --------------
 
 
@@ -130,9 +183,11 @@ def manifests() -> dict[str, dict]:
 
 def test_kustomize_applies_every_manifest_and_the_configmap_is_the_config():
     found = manifests()
-    assert sorted(found.pop("kustomization.yaml")["resources"]) == sorted(found)
-    configmap = found["configmap.yaml"]
-    assert configmap["data"]["config.yaml"] == (DEPLOY / "config.yaml").read_text()
+    kustomization = found.pop("kustomization.yaml")
+    assert sorted(kustomization["resources"]) == sorted(found)
+    (configmap,) = kustomization["configMapGenerator"]  # generated from a copy of the config, kept equal
+    source = configmap["files"][0].split("=", 1)[1]
+    assert (DEPLOY / "kubernetes" / source).read_text() == (DEPLOY / "config.yaml").read_text()
     selector = {"app.kubernetes.io/name": "gesso"}
     assert found["service.yaml"]["spec"]["selector"] == selector
     assert found["pdb.yaml"]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
@@ -168,3 +223,39 @@ def test_the_pod_runs_as_the_image_user_read_only_probed_and_migrated_first():
     assert pod["terminationGracePeriodSeconds"] > sleep + graceful
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert "cpu" not in container["resources"]["limits"] and container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.slow  # starts a subprocess
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_migration_waits_for_a_database_that_is_not_up_yet(database_url):
+    """compose's ``migrate`` runs ``gesso db upgrade --wait 60``: a database that refuses its first 1.5 s (here a
+    relay to PostgreSQL that closes every connection until then) is migrated, not failed; one that never comes
+    fails after the wait, saying so."""
+    import socket
+    import threading
+    import time
+    import urllib.parse
+
+    from test_probes import Relay
+
+    migrate = compose()["services"]["migrate"]
+    assert migrate["command"][-2:] == ["--wait", "60"] and migrate["restart"] == "no"
+    real = urllib.parse.urlsplit(database_url)
+    relay = Relay((real.hostname, real.port))
+    relay.open = False  # not ready: every connection is closed at once
+    threading.Timer(1.5, lambda: setattr(relay, "open", True)).start()
+    late = real._replace(netloc=real.netloc.replace(f":{real.port}", f":{relay.port}")).geturl()
+    began = time.monotonic()
+    try:
+        done = subprocess.run([sys.executable, "-m", "gesso", "db", "upgrade", "--database-url", late, "--wait", "30"],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        relay.close()
+    assert done.returncode == 0 and "newest schema" in done.stdout, done.stderr
+    assert time.monotonic() - began >= 1.5  # it did wait
+    with socket.socket() as probe:  # a port nobody will listen on
+        probe.bind(("127.0.0.1", 0))
+        closed = real._replace(netloc=real.netloc.replace(f":{real.port}", f":{probe.getsockname()[1]}")).geturl()
+        failed = subprocess.run([sys.executable, "-m", "gesso", "db", "upgrade", "--database-url", closed, "--wait",
+                                 "1"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert failed.returncode == 1 and "tried for 1 s" in failed.stderr, failed.stderr

@@ -73,14 +73,16 @@ def test_kustomization_lists_every_other_manifest_and_names_the_image():
     # no Secret with values is shipped: the pods read one created by hand
     kinds = {doc["kind"] for name in others for doc in documents(name)}
     assert "Secret" not in kinds
-    assert kinds == {"ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+    assert kinds == {"ServiceAccount", "PersistentVolumeClaim", "Deployment", "Service", "PodDisruptionBudget",
                      "HorizontalPodAutoscaler", "NetworkPolicy"}  # fmt: skip
 
 
 def test_the_configmap_is_the_config_byte_for_byte():
-    configmap = only("configmap.yaml")
-    assert configmap["metadata"]["name"] == "gesso-config"
-    assert configmap["data"] == {"config.yaml": CONFIG.read_text()}
+    # generated from a copy of the config (kustomize reads no file outside its folder), under a name with a hash
+    # of the text: a change of the config rolls the pods
+    (generated,) = only("kustomization.yaml")["configMapGenerator"]
+    assert generated == {"name": "gesso-config", "files": ["config.yaml=files/config.yaml"]}
+    assert (FOLDER / "files" / "config.yaml").read_text() == CONFIG.read_text()
     volumes = {volume["name"]: volume for volume in pod()["volumes"]}
     assert volumes["config"]["configMap"]["name"] == "gesso-config"
 
@@ -115,15 +117,19 @@ def test_the_pod_runs_as_the_image_user_on_a_read_only_root_with_a_writable_tmp(
         assert mounts["/tmp"].get("readOnly") is not True
         assert mounts["/etc/gesso"]["readOnly"] is True
         assert volumes[mounts["/etc/gesso"]["name"]]["configMap"]["name"] == "gesso-config"
-    # the result store is a directory the read-only root cannot hold: it lies under a writable mount
+    # the result store is a directory the read-only root cannot hold: it lies under a writable mount, one every
+    # pod shares (a repeat reaching another pod finds the first answer)
     serve, _ = containers()
     store = PurePosixPath(config()["general_settings"]["result_store"])
-    writable = [
+    claims = {doc["metadata"]["name"]: doc for doc in documents("pvc.yaml")}
+    shared = [
         PurePosixPath(mount["mountPath"])
         for mount in serve["volumeMounts"]
-        if not mount.get("readOnly") and "emptyDir" in volumes[mount["name"]]
-    ]
-    assert any(store.is_relative_to(path) for path in writable), (store, writable)
+        if not mount.get("readOnly") and "persistentVolumeClaim" in volumes[mount["name"]]
+        and claims[volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]]["spec"]["accessModes"]
+        == ["ReadWriteMany"]
+    ]  # fmt: skip
+    assert any(store.is_relative_to(path) for path in shared), (store, shared)
 
 
 def test_the_container_serves_the_image_port_with_its_probes():
@@ -146,8 +152,13 @@ def test_the_container_serves_the_image_port_with_its_probes():
     }
     assert serve["readinessProbe"]["periodSeconds"] == 5 and serve["readinessProbe"]["failureThreshold"] == 2
     resources = serve["resources"]
-    assert resources["requests"] == {"cpu": "500m", "memory": "256Mi"}
-    assert resources["limits"] == {"memory": "512Mi"}  # no CPU limit
+    assert resources["requests"] == {"cpu": "500m", "memory": "512Mi"}
+    assert resources["limits"] == {"memory": "2Gi"}  # no CPU limit
+    # the limit covers what the config lets one process hold: ~200 MiB of its own, and for each call in flight
+    # its request body and a few MiB of images (the arithmetic in deploy/config.yaml)
+    general = config()["general_settings"]
+    needed = 200 + general["max_concurrency"] * (general["max_request_size_mb"] + 4)
+    assert needed <= 2 * 1024, needed
 
 
 def test_the_schema_is_migrated_before_the_server_starts():
@@ -167,7 +178,8 @@ def test_a_stopping_pod_leaves_the_service_then_drains_within_its_grace_period()
     rollout = only("deployment.yaml")["spec"]
     assert rollout["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert only("pdb.yaml")["spec"]["minAvailable"] == 1
-    assert only("hpa.yaml")["spec"]["minReplicas"] == rollout["replicas"] == 2
+    # the autoscaler alone sets the count: a spec.replicas beside it would reset it on every apply
+    assert "replicas" not in rollout and only("hpa.yaml")["spec"]["minReplicas"] == 2
 
 
 def test_the_pod_sets_every_variable_the_config_reads_from_the_secret():

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -137,6 +138,13 @@ def add_commands(sub: Any) -> None:
     where = upgrade.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="the proxy's config (its general_settings.database_url, or gesso.db beside it)")
     where.add_argument("--database-url", help="sqlite:///PATH or postgresql://...")
+    upgrade.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="while the database cannot be reached, try again for up to this long (default 0: once)",
+    )
     db.set_defaults(handler=_db)
 
 
@@ -262,10 +270,32 @@ def _db(args: argparse.Namespace) -> int:
         except proxy_config.ConfigError as exc:
             print(f"gesso: error: {args.config}: {exc}", file=sys.stderr)
             return 2
-    try:
-        store.upgrade(url)
-    except Exception as exc:  # unreachable database, or a schema gesso does not know
-        print(f"gesso: error: cannot upgrade the database: {exc}", file=sys.stderr)
-        return 1
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while True:
+        try:
+            store.upgrade(url)
+            break
+        except Exception as exc:  # unreachable database, or a schema gesso does not know
+            if _unreachable(exc) and time.monotonic() < deadline:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                continue
+            waited = f" (tried for {args.wait:g} s)" if args.wait > 0 and _unreachable(exc) else ""
+            print(f"gesso: error: cannot upgrade the database{waited}: {exc}", file=sys.stderr)
+            return 1
     print(f"gesso: the database is at the newest schema ({store.redacted(url)})")
     return 0
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the database could not be reached, or is starting up: worth
+    trying again, unlike a schema the migrations do not know."""
+    import sqlalchemy as sa
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (OSError, sa.exc.OperationalError, sa.exc.InterfaceError)):
+            return True
+        if type(seen).__name__ in ("CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"):
+            return True  # (asyncpg's: "the database system is starting up"...)
+        seen = seen.__cause__ or seen.__context__
+    return False
