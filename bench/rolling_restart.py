@@ -1,13 +1,14 @@
 """The deployment's topology run for real, without containers: PostgreSQL, two ``gesso serve --workers 2``
 replicas and nginx (the OS's, on ``deploy/nginx.conf`` as ``deploy/compose.yaml`` mounts it, only the addresses
-swapped for loopback ports), under continuous load from the ``openai`` client; the model is the emulator, at
-2 s a call.
+swapped for loopback ports and the servers' ``resolve`` dropped), under continuous load from the ``openai``
+client; the model is the emulator, at 2 s a call.
 
 1. **Rolling restart** (60 s, 32 callers, the client's retries off so that any failure counts): each replica in
    turn is stopped (SIGTERM to its PID 1, as an orchestrator does), drains, and is started again once the other
-   serves. Checked: no request failed; every answered request has exactly one spend row (by its
-   ``x-request-id``) and no other row is a success; the key's spend is the sum of the answers' costs; nothing is
-   left reserved once the replicas have stopped.
+   serves. Checked: no request failed; every answer states a finite cost (``x-gesso-response-cost``: an answer
+   without one is a failed request, so the spend check below cannot pass on nothing); every answered request has
+   exactly one spend row (by its ``x-request-id``) and no other row is a success; the key's spend is the sum of
+   the answers' costs; once the replicas have stopped, nothing is left reserved and no lease is left on the key.
 2. **A replica killed outright** (SIGKILL to its whole process group, as a crashed container, 30 s, 32 callers,
    the client's default retries): reported, with the answers callers saw (nginx's 502 for the calls the killed
    replica had taken) and whether the client's retry of each succeeded. Its unrecorded calls (the emulator
@@ -161,8 +162,7 @@ async def load(base: str, key: str, seconds: float, callers: int, retries: int,
                 raw = await client.images.with_raw_response.generate(**BODY)
                 image = raw.parse()
                 assert image.data and image.data[0].b64_json
-                cost = float(raw.headers["x-gesso-response-cost"])  # every answer states its cost
-                assert math.isfinite(cost) and cost > 0, cost
+                cost = stated_cost(raw.headers)  # every answer states its cost, or it is a failure
                 outcome.update(ok=True, request_id=raw.headers.get("x-request-id"), cost=cost)
             except Exception as exc:  # every failure is counted, whatever it is
                 outcome.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:160]}")
@@ -198,6 +198,40 @@ async def database_facts(url: str, keys: dict[str, str]) -> dict[str, Any]:
         return facts
     finally:
         await conn.close()
+
+
+def stated_cost(headers: Any) -> float:
+    """The cost an answer states (``x-gesso-response-cost``); a ValueError when it states none, or no finite,
+    positive number: such an answer counts as a failed request, so that the spend checks never pass on nothing."""
+    stated = headers.get("x-gesso-response-cost")
+    cost = float(stated) if stated is not None else math.nan
+    if not (math.isfinite(cost) and cost > 0):
+        raise ValueError(f"x-gesso-response-cost is {stated!r}, not a finite cost")
+    return cost
+
+
+def ledger_problems(results: list[dict], fact: dict[str, Any]) -> list[str]:
+    """What the rolling restart's key shows wrong once the replicas have stopped: an answer without its one spend
+    row (or a row without an answer), a row that is not a success, a spend that is not the answers' costs, a
+    lease still held, or anything still reserved."""
+    problems = []
+    rows = fact["rows"]
+    answered = {r["request_id"]: r["cost"] for r in results if r["ok"]}
+    success = [request_id for request_id, status, _ in rows if status == "success"]
+    cost = round(sum(answered.values()), 6)
+    if sorted(success) != sorted(answered) or len(set(success)) != len(success):
+        missing, extra = set(answered) - set(success), set(success) - set(answered)
+        problems.append(f"rolling restart: spend rows do not match the answers ({len(missing)} answers without "
+                        f"a row, {len(extra)} rows without an answer, {len(success)} for {len(answered)})")  # fmt: skip
+    if len(rows) != len(success):
+        problems.append(f"rolling restart: {len(rows) - len(success)} spend rows are not successes")
+    if abs(fact["spend"] - cost) > 1e-6 or abs(sum(c for *_, c in rows) - cost) > 1e-6:
+        problems.append(f"rolling restart: the key's spend {fact['spend']} is not the answers' {cost}")
+    if fact["leases"] != 0:  # each replica stopped cleanly, giving back its leases on the key
+        problems.append(f"rolling restart: {fact['leases']} leases still held after the replicas stopped")
+    if abs(fact["reserved"]) > 1e-9:  # (a float column: what leases put back sums to 0 within 1e-15)
+        problems.append(f"rolling restart: {fact['reserved']} still reserved after the replicas stopped")
+    return problems
 
 
 def summarize(results: list[dict]) -> dict[str, Any]:
@@ -316,25 +350,13 @@ def run(args: argparse.Namespace, work: Path, database_url: str) -> tuple[dict[s
     facts = asyncio.run(database_facts(database_url, keys))
 
     rows = facts["rolling"]["rows"]
-    answered = {r["request_id"]: r["cost"] for r in results if r["ok"]}
     success = [request_id for request_id, status, _ in rows if status == "success"]
-    cost = round(sum(answered.values()), 6)
     report["rolling_restart"].update(
         spend_rows=len(rows), success_rows=len(success), key_spend=round(facts["rolling"]["spend"], 6),
-        answers_cost=cost, key_reserved_after_stop=round(facts["rolling"]["reserved"], 9) + 0.0)  # fmt: skip
-    if sorted(success) != sorted(answered) or len(set(success)) != len(success):
-        missing, extra = set(answered) - set(success), set(success) - set(answered)
-        problems.append(f"rolling restart: spend rows do not match the answers ({len(missing)} answers without "
-                        f"a row, {len(extra)} rows without an answer, {len(success)} for {len(answered)})")  # fmt: skip
-    if len(rows) != len(success):
-        problems.append(f"rolling restart: {len(rows) - len(success)} spend rows are not successes")
-    if abs(facts["rolling"]["spend"] - cost) > 1e-6 or abs(sum(c for *_, c in rows) - cost) > 1e-6:
-        problems.append(f"rolling restart: the key's spend {facts['rolling']['spend']} is not the answers' {cost}")
-    report["rolling_restart"]["leases_after_stop"] = facts["rolling"]["leases"]
-    if facts["rolling"]["leases"]:  # each replica stopped cleanly, giving back its leases on the key
-        problems.append(f"rolling restart: {facts['rolling']['leases']} leases still held after the replicas stopped")
-    if abs(facts["rolling"]["reserved"]) > 1e-9:  # (a float column: what leases put back sums to 0 within 1e-15)
-        problems.append(f"rolling restart: {facts['rolling']['reserved']} still reserved after the replicas stopped")
+        answers_cost=round(sum(r["cost"] for r in results if r["ok"]), 6),
+        key_reserved_after_stop=round(facts["rolling"]["reserved"], 9) + 0.0,
+        leases_after_stop=facts["rolling"]["leases"])  # fmt: skip
+    problems += ledger_problems(results, facts["rolling"])
     crash_rows = facts["killed"]["rows"]
     crash_cost = round(sum(r["cost"] for r in crash if r["ok"]), 6)
     report["sigkill"].update(

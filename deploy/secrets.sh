@@ -6,15 +6,16 @@
 # them as they are and the containers read them as their own users (gesso's uid 10001, postgres's).
 set -eu
 dir=${1:?usage: sh deploy/secrets.sh DIR}
-mkdir -p "$dir" && chmod 0700 "$dir"
 for name in master_key postgres_password database_url; do
   if [ -e "$dir/$name" ]; then echo "$dir/$name exists: left as it is" >&2; exit 1; fi
 done
-# 24 random bytes in hexadecimal, from the kernel: python3 is not needed
+# 24 random bytes in hexadecimal, from the kernel with od (POSIX, in busybox too): python3 is not needed
 token() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
-# both made (and checked) before anything is written: a failure leaves no half-made secret behind
+# both made and checked before anything is written, the directory included: a failure leaves nothing behind,
+# never a master key of "sk-" alone
 key=$(token) && password=$(token)
 if [ ${#key} -ne 48 ] || [ ${#password} -ne 48 ]; then echo "could not read 24 random bytes from /dev/urandom" >&2; exit 1; fi
+mkdir -p "$dir" && chmod 0700 "$dir"
 printf 'sk-%s' "$key" >"$dir/master_key"
 printf '%s' "$password" >"$dir/postgres_password"
 printf 'postgresql://gesso:%s@postgres:5432/gesso' "$password" >"$dir/database_url"

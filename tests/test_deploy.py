@@ -1,9 +1,11 @@
 """The deployment files hold together: ``deploy/compose.yaml``'s services, secrets and mounts match the image
 (``deploy/Dockerfile``), the config (``deploy/config.yaml``) and nginx's upstreams (``deploy/nginx.conf``, which
-the OS's nginx accepts as CI renders it); ``deploy/secrets.sh`` writes secrets the config reads; the Kubernetes
-manifests (``deploy/kubernetes/``) run the image as it expects. .ci/run also checks the compose file against the
-Compose specification's schema and the manifests with kubernetes-validate, and runs the whole topology under load
-(bench/rolling_restart.py)."""
+the OS's nginx accepts as CI renders it); the replicas trust nginx's X-Forwarded-* headers; the migration is
+retried and still gates the replicas; ``deploy/secrets.sh`` writes secrets the config reads, or nothing; the
+image's documented ``docker run`` keeps SQLite where its user writes; the Kubernetes manifests
+(``deploy/kubernetes/``) run the image as it expects; bench/rolling_restart.py's checks cannot pass on nothing.
+.ci/run also checks the compose file against the Compose specification's schema and the manifests with
+kubernetes-validate, and runs the whole topology under load (bench/rolling_restart.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from gesso.proxy import config as proxy_config
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 sys.path.insert(0, str(ROOT / "bench"))
-from rolling_restart import render_nginx  # noqa: E402
+from rolling_restart import ledger_problems, render_nginx, stated_cost  # noqa: E402
 
 
 def compose() -> dict:
@@ -64,12 +66,78 @@ def test_the_replicas_run_the_image_on_the_config_and_secrets_it_reads():
         assert services[name]["volumes"] == ["gesso-data:/var/lib/gesso"] and result_store.startswith("/var/lib/gesso/")
 
 
+def test_postgres_is_healthy_only_when_it_answers_over_tcp_and_a_failed_migration_runs_again():
+    """The image's first start runs a temporary server on the Unix socket only, so pg_isready asks over TCP. The
+    migration (a one-shot) is run again when it fails (restart: on-failure), and the replicas still wait for it to
+    complete: Docker takes a container it will restart from running to "restarting", never to "exited", and compose's
+    service_completed_successfully waits for "exited" (with code 0 the replicas start; once the retries are spent,
+    the exit code stops compose)."""
+    services = compose()["services"]
+    check = services["postgres"]["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL" and re.search(r"\bpg_isready -h 127\.0\.0\.1 -U gesso -d gesso$", check[1])
+    migrate = services["migrate"]
+    assert re.fullmatch(r"on-failure(:[1-9]\d*)?", migrate["restart"]), migrate["restart"]
+    assert migrate["command"][-2:] == ["--wait", "60"]  # and a database not answering yet is waited for
+    for name in ("gesso-1", "gesso-2"):
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+        assert services[name]["restart"] == "unless-stopped"
+
+
+def test_the_replicas_take_the_client_address_and_scheme_from_nginx(monkeypatch):
+    """uvicorn takes X-Forwarded-For and -Proto only from the addresses FORWARDED_ALLOW_IPS names (127.0.0.1 when
+    unset), and gesso serve leaves that to it: with compose's value a request that nginx forwards from another
+    container reaches the app with the caller's address and scheme; unset, nginx's own address stays."""
+    import asyncio
+    import types
+
+    import uvicorn
+
+    from gesso.proxy import serve
+
+    services = compose()["services"]
+    allowed = {services[name]["environment"]["FORWARDED_ALLOW_IPS"] for name in ("gesso-1", "gesso-2")}
+    assert allowed == {"*"} and not any("ports" in services[name] for name in ("gesso-1", "gesso-2"))
+
+    seen: list[tuple] = []
+
+    async def app(scope, receive, send):
+        seen.append((scope["client"], scope["scheme"]))
+
+    options: dict = {}  # what gesso serve gives uvicorn (run here without serving)
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **given: options.update(given))
+    monkeypatch.setattr("gesso.proxy.app.build_app", lambda *args, **kwargs: app)
+    monkeypatch.setattr(serve, "tune_gc", lambda: None)
+    monkeypatch.setattr(serve.signal, "signal", lambda *args: None)
+    args = types.SimpleNamespace(host="0.0.0.0", port=4000, log_level="info", log_format=None, workers=1,
+                                 config="config.yaml")  # fmt: skip
+    config = types.SimpleNamespace(graceful_timeout=60, model_names=["stills"])
+    serve._serve(args, config, {})
+    assert options and "forwarded_allow_ips" not in options and options.get("proxy_headers", True)
+
+    def forwarded(environment: str | None) -> tuple:
+        if environment is None:
+            monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+        else:
+            monkeypatch.setenv("FORWARDED_ALLOW_IPS", environment)
+        server = {k: v for k, v in options.items() if k in ("proxy_headers", "forwarded_allow_ips")}
+        loaded = uvicorn.Config(app, **server)
+        loaded.load()
+        scope = {"type": "http", "scheme": "http", "client": ("172.18.0.5", 40000), "path": "/", "headers": [
+            (b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https")]}  # fmt: skip
+        asyncio.run(loaded.loaded_app(scope, None, None))
+        return seen.pop()
+
+    assert forwarded(allowed.pop()) == (("203.0.113.7", 0), "https")  # nginx, on the compose network
+    assert forwarded(None) == (("172.18.0.5", 40000), "http")  # uvicorn's default trusts loopback only
+
+
 def test_the_build_context_leaves_out_what_the_image_never_copies():
     """``.dockerignore`` keeps the repository's history, venvs, caches, databases and the secrets deploy/secrets.sh
     writes out of the build context, and none of what the Dockerfile copies."""
     ignored = [line for line in (DEPLOY.parent / ".dockerignore").read_text().splitlines()
                if line and not line.startswith("#")]  # fmt: skip
-    for needed in (".git", "**/.venv*", "**/__pycache__", "**/*.db", "deploy/secrets"):
+    for needed in (".git", "**/.venv*", "**/__pycache__", "**/.mypy_cache", "**/.hypothesis", "**/*.db", "bench",
+                   "site", "deploy/secrets"):  # fmt: skip
         assert needed in ignored
     copied = re.findall(r"^COPY (?!--from)(\S+) ", dockerfile(), re.MULTILINE)
     assert set(copied) == {"core", "plugins", "deploy/image.sh"}
@@ -93,10 +161,10 @@ def test_nginx_forwards_to_both_replicas_on_the_port_the_image_exposes():
     assert not re.search(r"^\s*(daemon|pid|error_log)\b", nginx, re.MULTILINE)  # the caller sets them (-g, -e)
 
 
-def test_nginx_finds_replicas_again_and_skips_a_dead_one_briefly():
+def test_nginx_finds_replicas_again_and_skips_a_dead_one_briefly(monkeypatch):
     """The replicas' names are looked up again (a recreated container's new address; nginx starts while one is
-    missing), a replica that refuses is skipped for 2 s, a body gesso would refuse gets gesso's 413, and the
-    replicas take X-Forwarded-* from nginx."""
+    missing), on an nginx that has "resolve" (1.27.3); a replica that refuses is skipped for 2 s; a body gesso
+    would refuse gets gesso's 413."""
     nginx = (DEPLOY / "nginx.conf").read_text()
     assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=5s", nginx, re.MULTILINE)  # Docker's embedded DNS
     assert re.search(r"^\s*zone gesso \d+k;", nginx, re.MULTILINE)
@@ -105,14 +173,15 @@ def test_nginx_finds_replicas_again_and_skips_a_dead_one_briefly():
     services = compose()["services"]
     version = re.fullmatch(r"nginx:(\d+)\.(\d+)(?:\.(\d+))?-alpine", services["nginx"]["image"])
     assert version and tuple(int(v or 0) for v in version.groups()) >= (1, 27, 3)  # "resolve" is in 1.27.3
+
+    # a body over gesso's limit (deploy/config.yaml's, as the replicas read it) gets gesso's JSON 413, not nginx's
+    # HTML one: nginx's limit is above it, and the comment beside it names it
     body = int(re.search(r"client_max_body_size (\d+)m;", nginx).group(1))
-    gesso_limit = proxy_config.parse({"model_list": [{"model_name": "x", "litellm_params": {
-        "model": "bedrock/amazon.nova-canvas-v1:0"}}]}).max_request_bytes  # fmt: skip
-    assert body * 1024 * 1024 > gesso_limit
-    for name in ("gesso-1", "gesso-2"):
-        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "*" and "ports" not in services[name]
-    # the database is ready when it answers over TCP (the first start's temporary server has only the socket)
-    assert "pg_isready -h 127.0.0.1 " in services["postgres"]["healthcheck"]["test"][1]
+    monkeypatch.setenv("GESSO_MASTER_KEY", "sk-test")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://gesso:password@postgres:5432/gesso")
+    gesso_limit = proxy_config.parse(yaml.safe_load((DEPLOY / "config.yaml").read_text())).max_request_bytes
+    assert gesso_limit < body * 1024 * 1024 <= gesso_limit + 1024 * 1024
+    assert f"gesso answers a body over {gesso_limit // (1024 * 1024)} MB" in nginx
 
 
 def test_ci_renders_nginx_conf_changing_only_the_addresses():
@@ -170,7 +239,45 @@ def test_the_secrets_script_needs_no_python_and_writes_nothing_it_cannot_finish(
     (tools / "od").unlink()  # no way to read random bytes
     failed = subprocess.run([shell, script, str(tmp_path / "b")], env={"PATH": str(tools)}, capture_output=True,
                             text=True)  # fmt: skip
-    assert failed.returncode != 0 and list((tmp_path / "b").iterdir()) == []
+    assert failed.returncode != 0 and "could not read 24 random bytes" in failed.stderr
+    assert not (tmp_path / "b").exists()  # not even the directory
+
+
+def test_the_documented_docker_run_keeps_sqlite_where_the_image_user_writes():
+    """docs/deployment.md's ``docker run`` mounts a volume at the image user's home, the config's SQLite database
+    (and so the stored answers, beside it) lies in it, and flags after the image replace CMD only with --config."""
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    home = re.search(r"--home-dir (\S+) --create-home", dockerfile()).group(1)
+    assert re.search(rf"^WORKDIR {re.escape(home)}$", dockerfile(), re.MULTILINE)
+    run = re.search(r"^docker run .*?(?<!\\)$", docs, re.MULTILINE | re.DOTALL).group(0)
+    assert re.search(rf" -v [\w-]+:{re.escape(home)} ", run.replace("\\\n", " "))
+    url = re.search(r"database_url: (sqlite:///\S+?)`", docs).group(1)
+    models = yaml.safe_load((DEPLOY / "config.yaml").read_text())["model_list"]
+    parsed = proxy_config.parse({"model_list": models, "general_settings": {"database_url": url}})
+    assert parsed.database_url == url
+    for written in (url.removeprefix("sqlite:///"), proxy_config.default_result_store(url)):
+        assert written.startswith(home + "/"), written
+    assert f"`{proxy_config.default_result_store(url)}`" in docs
+    # arguments after the image's name replace CMD as a whole: every documented example keeps --config
+    for example in re.findall(r"docker run \.\.\. gesso (.*?)`", docs):
+        assert example.startswith("--config /etc/gesso/config.yaml"), example
+
+
+def test_the_rolling_restart_bench_cannot_pass_on_nothing():
+    """bench/rolling_restart.py counts an answer without a finite cost as a failed request (so the spend check is
+    never vacuous), and fails when a lease or a reservation is left on the key once the replicas have stopped."""
+    assert stated_cost({"x-gesso-response-cost": "0.04"}) == 0.04
+    for stated in (None, "nan", "inf", "-0.04", "0", "free"):
+        with pytest.raises(ValueError):
+            stated_cost({} if stated is None else {"x-gesso-response-cost": stated})
+    results = [{"ok": True, "request_id": f"r{i}", "cost": 0.04} for i in range(3)] + [{"ok": False}]
+    clean = {"rows": [(f"r{i}", "success", 0.04) for i in range(3)], "spend": 0.12, "reserved": 0.0, "leases": 0}
+    assert ledger_problems(results, clean) == []
+    assert ledger_problems(results, clean | {"leases": 1}) == [
+        "rolling restart: 1 leases still held after the replicas stopped"
+    ]
+    assert ledger_problems(results, clean | {"reserved": 0.04}) != []
+    assert ledger_problems(results, clean | {"rows": clean["rows"][:2], "spend": 0.08}) != []
 
 
 # -- Kubernetes (deploy/kubernetes/; .ci/run validates every manifest with kubernetes-validate) --------------
@@ -185,9 +292,9 @@ def test_kustomize_applies_every_manifest_and_the_configmap_is_the_config():
     found = manifests()
     kustomization = found.pop("kustomization.yaml")
     assert sorted(kustomization["resources"]) == sorted(found)
-    (configmap,) = kustomization["configMapGenerator"]  # generated from a copy of the config, kept equal
-    source = configmap["files"][0].split("=", 1)[1]
-    assert (DEPLOY / "kubernetes" / source).read_text() == (DEPLOY / "config.yaml").read_text()
+    (configmap,) = kustomization["configMapGenerator"]  # generated from the pods' config (a change rolls them)
+    source = yaml.safe_load((DEPLOY / "kubernetes" / configmap["files"][0].split("=", 1)[1]).read_text())
+    assert source["model_list"] == yaml.safe_load((DEPLOY / "config.yaml").read_text())["model_list"]
     selector = {"app.kubernetes.io/name": "gesso"}
     assert found["service.yaml"]["spec"]["selector"] == selector
     assert found["pdb.yaml"]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": selector}}
@@ -206,7 +313,6 @@ def test_the_pod_runs_as_the_image_user_read_only_probed_and_migrated_first():
         assert each["securityContext"]["readOnlyRootFilesystem"] is True
         assert each["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert {"name": "tmp", "mountPath": "/tmp"} in each["volumeMounts"]
-        assert {"name": "data", "mountPath": "/var/lib/gesso"} in each["volumeMounts"]  # the result store
         # the secrets the config reads, from the Secret, never inline
         env = {item["name"]: item for item in each["env"]}
         assert env["GESSO_MASTER_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "gesso", "key": "master-key"}
@@ -239,7 +345,7 @@ def test_the_migration_waits_for_a_database_that_is_not_up_yet(database_url):
     from test_probes import Relay
 
     migrate = compose()["services"]["migrate"]
-    assert migrate["command"][-2:] == ["--wait", "60"] and migrate["restart"] == "no"
+    assert migrate["command"][-2:] == ["--wait", "60"]
     real = urllib.parse.urlsplit(database_url)
     relay = Relay((real.hostname, real.port))
     relay.open = False  # not ready: every connection is closed at once
