@@ -220,7 +220,21 @@ def test_stored_answers_stay_apart_and_a_failing_store_costs_no_second_call(data
         assert status == 409 and answer["error"]["code"] == "idempotency_answer_lost", answer
         assert headers["x-should-retry"] == "false" and emulator.stats()["requests"] == calls
 
+        # the keys' store cannot be written: the answer stands, and its repeat is refused rather than paid again
+        (results / "keys").rename(results / "keys-gone")
+        (results / "keys").write_text("not a directory")
+        calls = emulator.stats()["requests"]
+        assert ask(second, "nova", "a jetty", {"Idempotency-Key": "jetty-1"})[0] == 200
+        status, _, answer = ask(second, "nova", "a jetty", {"Idempotency-Key": "jetty-1"})  # the store fails
+        assert status == 503 and answer["error"]["code"] == "idempotency_answer_unavailable"
+        (results / "keys").unlink()
+        (results / "keys-gone").rename(results / "keys")  # the store is back, without the answer it never got
+        status, _, answer = ask(second, "nova", "a jetty", {"Idempotency-Key": "jetty-1"})
+        assert status == 409 and answer["error"]["code"] == "idempotency_answer_lost"
+        assert emulator.stats()["requests"] == calls + 1
+
         # the cache's store fails (its directory is a file now): a miss, the call made and answered
+        calls = emulator.stats()["requests"]
         (results / "cache").rename(results / "cache-gone")
         (results / "cache").write_text("not a directory")
         status, headers, answer = ask(second, "nova")
@@ -236,6 +250,16 @@ def test_stored_answers_stay_apart_and_a_failing_store_costs_no_second_call(data
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=60)
         assert caught.value.code == 400, caught.value.read()
+        deep = {"model": "nova", "prompt": "a dock", "style": json.loads("[" * 700 + "]" * 700)}
+        status, _, answer = call(url, "POST", "/v1/images/generations", key=second, body=deep)
+        assert status == 400  # (without a key)
+        request = urllib.request.Request(url + "/v1/images/generations", data=json.dumps(deep).encode())
+        for name, value in {"Content-Type": "application/json", "Authorization": f"Bearer {second}",
+                            "Idempotency-Key": "deep-1"}.items():  # fmt: skip
+            request.add_header(name, value)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=60)
+        assert caught.value.code == 400, caught.value.read()  # the same refusal, with a key: the key is not claimed
         status, _, answer = call(url, "POST", "/cache/purge", key=MASTER, body={"model": "nova\x00"})
         assert status == 400 and answer["error"]["param"] == "model"
 
@@ -248,13 +272,19 @@ def test_a_repeat_is_rate_limited_before_it_waits(database_url, aws, emulator, t
     with started(database_url, aws, tmp_path, names=("a",)) as replicas:
         url = replicas[0]
         key = new_key(url, "limited", rpm_limit=2)
-        emulator.inject("latency", seconds=2.0)
+        for _ in range(2):  # refused before they are admitted: they do not count
+            status, _, _ = post(url, key, "a lock", {"Idempotency-Key": "bad-size"}, model="no-such-model")
+            assert status in (400, 404)
+        emulator.inject("latency", seconds=3.0)
         repeat = {"Idempotency-Key": "slow-1"}
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(post, url, key, "a lock", repeat)
-            time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while emulator.stats()["requests"] < 1:  # the first is counted and at the model
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             waiting = pool.submit(post, url, key, "a lock", repeat)  # the second request: it waits
-            time.sleep(0.3)
+            time.sleep(0.8)
             began = time.monotonic()
             status, _, answer = post(url, key, "a lock", repeat)  # the third: over the limit
             assert status == 429 and answer["error"]["code"] == "rpm_limit"
@@ -282,6 +312,19 @@ def test_answers_are_kept_apart_by_where_a_call_goes_and_as_whom(aws):
     assert here != api.cache_key(prepared(aws_access_key_id="AKIAOTHERACCOUNT0000"))
     assert here != api.cache_key(prepared(aws_region_name="us-west-2"))
     assert here == api.cache_key(prepared(timeout=30))  # how long to wait is not where the call goes
+
+    # what the call leaves to boto3's environment counts too: the Region, the endpoint, the default credentials
+    def bare(**environment):
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in environment.items():
+                patch.setenv(name, value)
+            return api.cache_key(api.prepare(NOVA, "a lighthouse", size="320x320"))
+
+    base = {"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "AKIAONEACCOUNT000000"}
+    assert bare(**base) == bare(**base)
+    assert bare(**base) != bare(**{**base, "AWS_REGION": "eu-west-1"})
+    assert bare(**base) != bare(**{**base, "AWS_ACCESS_KEY_ID": "AKIAOTHERACCOUNT0000"})
+    assert bare(**base) != bare(**base, AWS_ENDPOINT_URL_BEDROCK_RUNTIME="http://127.0.0.1:9")
 
     def keyed(**options):
         call = prepared(**options)

@@ -149,7 +149,7 @@ def test_cost_prices_a_call_without_credentials_or_region(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout == "$0.1200 (2 images, amazon.nova-canvas-v1:0; nothing sent)\n"  # as generate charged it
     as_json = json.loads(run("cost", "bedrock/stability.sd3-5-large-v1:0", "-n", "3", "--json").stdout)
-    assert as_json == {"model": "bedrock/stability.sd3-5-large-v1:0", "n": 3, "cost": 0.24}
+    assert as_json == {"model": "bedrock/stability.sd3-5-large-v1:0", "n": 3, "cost": 0.24, "pricing": "public"}
     from gesso.testing import contract_image
 
     (tmp_path / "a.png").write_bytes(contract_image((512, 512)))

@@ -274,3 +274,59 @@ def test_a_disk_cache_counts_and_removes_only_its_own_files(tmp_path):
     for index in range(5):
         unbounded.put(f"{index:x}" * 64, b"z" * 1000)
     assert unbounded.size() == 5000  # never evicted: its owner removes what is over
+
+
+def test_a_takeover_never_takes_a_claim_that_finished_meanwhile(tmp_path):
+    """A repeat that found a stale claim takes it only if it is still running and still stale when it writes:
+    here the holder completes between the repeat's look and its takeover, and the repeat gets the answer."""
+    import asyncio
+    import datetime
+
+    import sqlalchemy as sa
+
+    from gesso.cache import DiskCache
+    from gesso.proxy import store
+    from gesso.proxy.idempotency import Claim, Idempotency, Replay
+    from gesso.proxy.idempotency import _entry as idempotency_entry
+
+    url = f"sqlite:///{tmp_path / 'gesso.db'}"
+    store.upgrade(url)
+    results = DiskCache(tmp_path / "results", max_bytes=None)
+
+    async def run():
+        db = store.Store(url)
+        try:
+            keys = Idempotency(db.engine, results)
+            holder = await keys.claim("key:a", "k", "f" * 64, "a" * 32, wait=1)
+            assert isinstance(holder, Claim)
+            keys._stop(holder)
+            long_ago = store.now() - datetime.timedelta(minutes=1)
+            async with db.engine.begin() as conn:
+                await conn.execute(store.idempotency.update().values(beat_at=long_ago))
+            results.put(idempotency_entry("key:a", "k", "a" * 32), b'{"by": "holder"}')
+            fired = []
+
+            def holder_finishes(conn, cursor, statement, parameters, context, executemany):
+                if statement.startswith("UPDATE gesso_idempotency SET request_id") and not fired:
+                    fired.append(statement)  # the holder completes just before the takeover writes
+                    cursor.execute("UPDATE gesso_idempotency SET state = 'done', answer = '{}', expires_at = "
+                                   "'2999-01-01 00:00:00.000000' WHERE request_id = ?", ("a" * 32,))  # fmt: skip
+
+            sa.event.listen(db.engine.sync_engine, "before_cursor_execute", holder_finishes)
+            got = await keys.claim("key:a", "k", "f" * 64, "b" * 32, wait=2)
+            assert fired and isinstance(got, Replay) and got.request_id == "a" * 32 and got.body == b'{"by": "holder"}'
+            sa.event.remove(db.engine.sync_engine, "before_cursor_execute", holder_finishes)
+
+            # an answer a sweep removed at the end of its retention, by a clock a little ahead: the key is free,
+            # not lost (an answer gone well within its retention is: see the proxy tests)
+            async with db.engine.begin() as conn:
+                await conn.execute(store.idempotency.update().values(
+                    expires_at=store.now() + datetime.timedelta(seconds=30)))  # fmt: skip
+            results.delete(idempotency_entry("key:a", "k", "a" * 32))
+            again = await keys.claim("key:a", "k", "f" * 64, "c" * 32, wait=2)
+            assert isinstance(again, Claim) and again.request_id == "c" * 32
+            await keys.abandon(again)
+        finally:
+            await db.close()
+
+    asyncio.run(run())

@@ -124,7 +124,7 @@ def test_response_shape_and_cost(aws):
     assert len(resp.data) == 1 and resp.data[0].url is None
     assert png_info(resp.data[0].b64_json).format == "png"
     as_dict = resp.to_dict()
-    assert set(as_dict) == {"created", "data", "model", "cost", "size"}
+    assert set(as_dict) == {"created", "data", "model", "cost", "pricing", "size"}
     assert set(as_dict["data"][0]) == {"b64_json"}
     assert gesso.ImageResponse.from_dict(as_dict) == resp
 

@@ -150,7 +150,7 @@ GENERIC = ["__init__.py", "__main__.py", "_fastschema.py", "aio.py", "api.py", "
            "proxy/lifecycle.py", "proxy/logs.py", "proxy/metrics.py", "proxy/openapi.py", "proxy/probes.py", "proxy/router.py", "proxy/serve.py", "proxy/store.py", "proxy/supervisor.py", "proxy/workers.py",
            "proxy/migrations/__init__.py", "proxy/migrations/env.py", "proxy/migrations/versions/__init__.py",
            "proxy/migrations/versions/0001_keys_budgets_spend.py", "proxy/migrations/versions/0003_budget_leases.py", "proxy/ledger.py", "proxy/migrations/versions/0002_key_blocked.py",
-           "proxy/migrations/versions/0004_teams_users_customers.py", "proxy/migrations/versions/0005_admin_ui.py", "proxy/migrations/versions/0006_idempotency.py", "cache.py", "proxy/idempotency.py", "proxy/cached.py", "proxy/directory.py", "proxy/governance.py", "proxy/ui/__init__.py",
+           "proxy/migrations/versions/0004_teams_users_customers.py", "proxy/migrations/versions/0005_admin_ui.py", "proxy/migrations/versions/0006_idempotency.py", "cache.py", "pricing.py", "proxy/idempotency.py", "proxy/cached.py", "proxy/directory.py", "proxy/governance.py", "proxy/ui/__init__.py",
            "bulk/__init__.py", "bulk/lines.py", "bulk/manifest.py", "bulk/output.py", "bulk/pricing.py",
            "bulk/progress.py", "bulk/result.py", "bulk/run.py"]  # fmt: skip
 FORBIDDEN = re.compile(r"(?i)\b(aws|bedrock|boto3?|botocore|arn:|sigv4|inference[ -]profile|amazon)\b")

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from gesso import cache, errors, operations, options, output, params, plugins, redact, telemetry
+from gesso import cache, errors, operations, options, output, params, plugins, pricing, redact, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, printable, refused, text_problems
 from gesso.errors import (
@@ -69,6 +69,7 @@ class _Call:
     results: Any = None  # the store of answers (``cache=``, or the configured one), if any
     idempotency_key: str | None = None
     identity: str = ""  # where the call goes and as whom (Provider.identity): stored answers are kept apart by it
+    pricing: str = "public"  # "deployment" when the call was given prices= (its model priced at them)
 
 
 def image_generation(
@@ -531,10 +532,15 @@ def _prepare(
     untrusted: Untrusted | None = None,
 ) -> _Call:
     results, idempotency_key = _answers_store(kwargs)
+    prices, problems = pricing.parse(kwargs.pop("prices", None))  # (a program's or a deployment's, never a caller's)
     registry = plugins.get_registry()
-    opts, problems = options.split(kwargs, registry.split_provider(model_string))
+    opts, more = options.split(kwargs, registry.split_provider(model_string))
+    problems += more
     provider, resolved = registry.resolve(model_string, opts)
     model, model_name = resolved.model, resolved.model_name
+    if prices is not None:
+        model, more = pricing.apply(model, prices)
+        problems += more
     if untrusted is not None:  # the request's own fields: data (never the environment), and only what is allowed
         found = refused(untrusted, model, provider)
         if found:
@@ -543,7 +549,7 @@ def _prepare(
         call_options = options.names(provider)
         for key, value in untrusted.fields.items():
             (opts if key in call_options else kwargs)[key] = value
-    kwargs, opts = params.as_sent(kwargs), params.as_sent(opts)  # every check sees the values as they are sent
+    kwargs, opts = _as_sent(kwargs, problems), _as_sent(opts, problems)  # every check sees the values as sent
     if operation != "generate":
         _check_operation(registry, model, model_name, operation, mask)
         images, mask = operations.inputs(images, mask, problems)
@@ -610,9 +616,20 @@ def _prepare(
         prepared = attrs.evolve(prepared, warnings=(*notes, *prepared.warnings))
     if request.user:
         logger.debug("gesso call for user %s to %s", printable(request.user), model_name)
-    return _Call(
-        request, prepared, hooks, plan, provider.deadline(target), results, idempotency_key, provider.identity(target)
-    )
+    priced = "deployment" if prices is not None else "public"
+    identity = provider.identity(target)
+    return _Call(request, prepared, hooks, plan, provider.deadline(target), results, idempotency_key, identity, priced)
+
+
+def _as_sent(values: dict[str, Any], problems: list[Violation]) -> dict[str, Any]:
+    """:func:`gesso.params.as_sent` of each value; one nested too deeply to walk is a violation naming it."""
+    sent: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            sent[key] = params.as_sent(value)
+        except RecursionError:
+            problems.append(Violation(key, "nested too deeply"))
+    return sent
 
 
 def _check_operation(registry: Registry, model: Model, model_name: str, operation: str, mask: Any) -> None:
@@ -768,7 +785,11 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         warnings=tuple(dict.fromkeys((*call.prepared.warnings, *(w for p in parsed for w in p.warnings)))),
     )
     cost = hooks.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
-    return response if cost is None else attrs.evolve(response, cost=round(float(cost), 6))
+    if cost is None:
+        if not pricing.has_price(request.model):  # unknown, never 0: said once a model
+            pricing.warn_unpriced(request.model)
+        return response
+    return attrs.evolve(response, cost=round(float(cost), 6), pricing=call.pricing)
 
 
 async def _afinish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:

@@ -31,6 +31,23 @@ def _param(text: str) -> tuple[str, Any]:
     return key, _files(value)
 
 
+def _prices(text: str) -> dict[str, Any]:
+    """``--prices``: a JSON object of deployment prices (gesso.pricing)."""
+    try:
+        value = params.json_loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        example = '\'{"input_cost_per_token": 1e-6, "output_cost_per_token": 4e-5}\''
+        raise argparse.ArgumentTypeError(f"a JSON object, e.g. '{{\"output_cost_per_image\": 0.05}}' or {example}")
+    return value
+
+
+_PRICES_HELP = ("your price, when no public one holds (a negotiated rate, a preview model): a JSON object of "
+                "output_cost_per_image (USD an image, or by the model's price classes) or input_cost_per_token and "
+                "output_cost_per_token")  # fmt: skip
+
+
 def _files(value: Any) -> Any:
     """``@path`` (as with curl) names a file: it is passed as a ``pathlib.Path``, which gesso reads."""
     if isinstance(value, str) and value.startswith("@") and len(value) > 1:
@@ -103,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a model parameter, as with gesso generate. Repeatable.")  # fmt: skip
     cost.add_argument("--option", action="append", type=_param, default=[], metavar="KEY=VALUE",
                       help="an option of the model's provider. Repeatable.")  # fmt: skip
+    cost.add_argument("--prices", type=_prices, metavar="JSON", help=_PRICES_HELP)
     cost.add_argument("--json", action="store_true", help="print JSON")
     _provider_flags(cost, providers)
 
@@ -127,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     bat.add_argument("--emulator", action="store_true", help="run each provider's local emulator and use it")
     bat.add_argument("--cache", metavar="DIR", help="answer a seeded line from DIR (or s3://bucket/prefix) when an "
                      "identical call was made before (any batch, any run), and keep each answer there")  # fmt: skip
+    bat.add_argument("--prices", type=_prices, metavar="JSON", help=_PRICES_HELP + " (every line; a line's own wins)")
     bat.add_argument("--json", action="store_true", help="print the summary as JSON")
     _provider_flags(bat, providers)
     for name, handler in (
@@ -468,6 +487,8 @@ def _cost(args: argparse.Namespace) -> int:
     kwargs.update(args.option)
     kwargs.update({k: v for k, v in {"size": args.size, "n": args.n, "quality": args.quality}.items() if v is not None})
     kwargs.update(_flag_options(args))
+    if args.prices is not None:
+        kwargs["prices"] = args.prices
     images = [Path(p) for p in args.image]
     if images:
         kwargs["image"] = images[0] if len(images) == 1 else images
@@ -487,10 +508,13 @@ def _cost(args: argparse.Namespace) -> int:
         assert first is not None
         raise first
     count = args.n or 1
+    pricing = None if price is None else "deployment" if args.prices is not None else "public"
     if args.json:
-        print(json.dumps({"model": args.model, "n": count, "cost": price}))
+        print(json.dumps({"model": args.model, "n": count, "cost": price, "pricing": pricing}))
         return 0
     shown = "unknown (the model has no price)" if price is None else f"${price:.4f}"
+    if args.prices is not None and price is not None:
+        shown += " at your price"
     print(f"{shown} ({count} image{'s' if count != 1 else ''}, {args.model.rpartition('/')[2]}; nothing sent)")
     return 0
 
@@ -502,6 +526,8 @@ def _batch(args: argparse.Namespace) -> int:
 
     options = dict(args.option)
     options.update(_flag_options(args))
+    if args.prices is not None:
+        options["prices"] = args.prices
     if args.cache:
         from gesso.cache import open_store
 

@@ -115,6 +115,7 @@ class Model:
     (SDXL's ``negative_prompt``): with the schema's names and OpenAI's fields they are what a proxy's callers may
     send (:mod:`gesso.boundary`); anything else a family takes outside its schema (a cost cap such as
     Stability's ``max_fanout``) only a program or a proxy deployment can set.
+    ``priced_per`` and ``token_prices``: a model priced by tokens rather than per image (:mod:`gesso.pricing`).
     ``distribution`` is filled in by gesso with the distribution that registered the model.
     ``example`` marks an example or test model: it works, but is never recommended as an alternative.
     """
@@ -127,6 +128,10 @@ class Model:
     routing_prefixes: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     param_schema: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
     prices: Mapping[str, float] = attrs.field(factory=dict)
+    #: what the cost hook prices: ``"image"`` (``prices``, USD an image by class) or ``"token"``
+    #: (``token_prices``: USD a token of ``input`` and of ``output``, counted by the response's ``usage``)
+    priced_per: str = attrs.field(default="image", validator=attrs.validators.in_(("image", "token")))
+    token_prices: Mapping[str, float] = attrs.field(factory=dict)
     capabilities: frozenset[str] = attrs.field(factory=frozenset, converter=_string_set)
     lifecycle: Lifecycle = attrs.field(factory=Lifecycle)
     emulator: Callable[..., Any] | None = attrs.field(default=None, repr=False, eq=False)
@@ -349,15 +354,18 @@ class ImageData:
 @attrs.frozen(kw_only=True)
 class ImageResponse:
     """The result of ``image_generation``. ``to_dict()`` gives the OpenAI images response JSON, with
-    gesso's additions ``model``, ``cost`` (USD, or null when no price is known), ``size`` when known,
-    ``warnings`` when there are any (e.g. some outputs withheld by the content filter), and ``mask`` when
-    the model returned one. ``output_format`` (``png``, ``jpeg`` or ``webp``, as in OpenAI's gpt-image
+    gesso's additions ``model``, ``cost`` (USD, or null when no price is known) and ``pricing`` (which price),
+    ``size`` when known, ``warnings`` when there are any (e.g. some outputs withheld by the content filter), and
+    ``mask`` when the model returned one. ``output_format`` (``png``, ``jpeg`` or ``webp``, as in OpenAI's gpt-image
     responses) says what the images are, when the caller asked for a format."""
 
     created: int = attrs.field(factory=lambda: int(time.time()))
     data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=_image_data)
     model: str = ""
     cost: float | None = None
+    #: which price ``cost`` is at: ``"deployment"`` (the caller's or the proxy deployment's ``prices``) or
+    #: ``"public"`` (the model's own table); None when the cost is unknown
+    pricing: str | None = None
     size: str | None = None
     output_format: str | None = None
     filtered: int = 0
@@ -389,7 +397,7 @@ def _make_converter() -> cattrs.Converter:
 
     def unstructure_response(resp: ImageResponse) -> dict[str, Any]:
         out = base_response(resp)
-        for optional in ("size", "output_format", "warnings", "filtered", "mask"):
+        for optional in ("pricing", "size", "output_format", "warnings", "filtered", "mask"):
             if not out.get(optional):
                 out.pop(optional, None)
         return out

@@ -172,6 +172,8 @@ class Call:
     given: Any = None
     #: its price and prepared calls, once :meth:`Proxy._quote` has made them
     quoted: tuple[float | None, dict[str, Any]] | None = None
+    #: the deployments of its model name that have no price (no public table, no model_info price)
+    unpriced: list[str] = attrs.Factory(list)
 
 
 def _spend_row(exchange: Exchange) -> dict[str, Any]:
@@ -299,12 +301,12 @@ class Proxy:
         raise ProxyError(401, "Invalid API key", type="auth_error", code="invalid_api_key")
 
     async def admit(self, path: list[store.Holder], quote: float | None, images: int = 1,
-                    rated: list[Any] | None = None) -> Any:  # fmt: skip
+                    rated: bool = False) -> Any:  # fmt: skip
         """The rate limits and budgets of a call's path (its key, member, user, team and end customer; their
         model lists were checked before the call was priced), checked before anything is sent: every budget
         holds the call's price (``quote``) at once, or the most restrictive refuses; what is held is settled when
-        the request's spend row is written. ``rated``: the request was counted already (what was taken), so only
-        its images are counted now."""
+        the request's spend row is written. ``rated``: the request was counted already, so only its images are
+        counted now (and a refusal gives back only those: the caller gives back the request's count)."""
         if not path or self.ledger is None:
             return None
         for holder in path:  # more images than a level allows a minute would be refused every minute: a 400
@@ -313,11 +315,7 @@ class Proxy:
                 raise ProxyError(400, f"n: {images} images, more than {who} may make in a minute (ipm_limit "
                                  f"{holder.ipm_limit})", type="invalid_request_error", param="n",
                                  code="ipm_limit", extra={"level": holder.level})  # fmt: skip
-        try:
-            taken = await self._rate(path, images, requests=0 if rated is not None else 1) + (rated or [])
-        except ProxyError:
-            self.ledger.refund(rated or [])  # refused: not admitted, so the request's count goes back too
-            raise
+        taken = await self._rate(path, images, requests=0 if rated else 1)
         try:
             return await self._ledger(self.ledger.hold(path, quote or 0.0))
         except BaseException as exc:
@@ -445,6 +443,8 @@ class Proxy:
             self._gone(exchange)
             raise
         except Exception as exc:
+            if exchange.rated and self.ledger is not None:  # refused before it was admitted: not counted
+                self.ledger.refund(exchange.rated)
             return self._failed(exchange, exc)
         finally:
             self.answering.discard(task)
@@ -497,9 +497,18 @@ class Proxy:
         quote = None
         if path:
             quote, call.prepared = call.quoted or self._quote(call)
+            budgeted = [holder for holder in path if holder.max_budget is not None]
+            if budgeted and call.unpriced:  # a cost it cannot count would pass every budget: refused
+                who = "this key" if budgeted[0].level == "key" else f"{budgeted[0].level} {budgeted[0].label}"
+                raise ProxyError(400, f"Model {call.model_name!r} has no price (deployment {call.unpriced[0]}: no "
+                                 "public price, and no model_info.output_cost_per_image or input_cost_per_token/"
+                                 f"output_cost_per_token), so {who}, which has a budget, cannot use it",
+                                 type="invalid_request_error", param="model", code="unpriced_model")  # fmt: skip
         exchange.price_of = functools.partial(_given_or, quote, self._quote, call)
         n = call.fields.get("n", 1)
-        exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1, exchange.rated)
+        exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1,
+                                                exchange.rated is not None)  # fmt: skip
+        exchange.rated = None  # admitted: the request's count stands
 
     async def _idempotent(self, request: Request, exchange: Exchange, call: Call) -> Replay | None:
         """With an ``Idempotency-Key``: the stored answer of the request that ran it (waiting while it runs), or
@@ -515,6 +524,7 @@ class Proxy:
         caller = exchange.caller
         who = caller.key.token_hash if caller is not None and caller.key is not None else (
             "master" if self.config.master_key is not None else "anyone")  # fmt: skip
+        call.quoted = call.quoted or self._quote(call)  # checked as it will be sent: a bad body claims no key
         print_ = idempotency.fingerprint(call.operation, call.given, call.prompt, call.fields, call.images, call.mask)
         try:
             outcome = await self._until_disconnect(
@@ -556,7 +566,7 @@ class Proxy:
         if not any(policy is not None for _, policy in policies):
             return None
         control = cached.directives(request.headers)
-        call.quoted = self._quote(call)  # (checked as it will be sent: bad input is refused here)
+        call.quoted = call.quoted or self._quote(call)  # (checked as it will be sent: bad input is refused here)
         prepared = call.quoted[1]
         for deployment, policy in policies:
             if policy is not None:
@@ -778,10 +788,13 @@ class Proxy:
         """The most ``call`` can cost on any of its deployments, and the call prepared for each (checked as it
         will be sent: bad input is refused here, before a budget is touched)."""
         prices, prepared = [], {}
+        call.unpriced = []
         for deployment in self.router.groups[call.model_name]:
             ready = self._prepare(deployment, {}, call)
             prepared[deployment.id] = ready
             prices.append(api.price(ready))
+            if prices[-1] is None:
+                call.unpriced.append(deployment.id)
         known = [p for p in prices if p is not None]
         return (max(known) if known else None), prepared
 

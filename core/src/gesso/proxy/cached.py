@@ -58,9 +58,10 @@ class ExactCache:
             except Exception as exc:  # the store failed: a miss (the entry stays; it may be read next time)
                 logger.warning("the cache's entry %s could not be read (%s)", key[:16], type(exc).__name__)
                 continue
-            if body is None:  # its bytes are gone: a miss, and the entry with them
+            if body is None:  # its bytes are gone: a miss, and the entry with them (that entry only: not a newer one)
                 async with self.engine.begin() as conn:
-                    await conn.execute(table.delete().where(table.c.cache_key == key))
+                    await conn.execute(table.delete().where(table.c.cache_key == key,
+                                                            table.c.request_id == row.request_id))  # fmt: skip
                 continue
             return Replay.stored(row.request_id, row.answer, body)
         return None

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from gesso import options as call_options
-from gesso import redact
+from gesso import pricing, redact
 
 ENV_PREFIX = call_options.ENV_PREFIX
 
@@ -33,9 +33,10 @@ GENERAL_SETTINGS = {
     "max_concurrency": "calls in flight per process; more wait (default 4096; --max-concurrency sets it too)",
     "graceful_timeout": "seconds a stop (SIGTERM) lets calls in flight finish before it cancels them (default 60)",
     "health_check_paid": "GET /health?model=NAME by the master key makes one paid call per deployment (default false)",
-    "result_store": "the directory of stored answers (idempotency keys); default: gesso-results beside the database "
-    "or the config",
-    "result_store_max_mb": "the most the result store holds, least recently used removed first (default 1024)",
+    "result_store": "where stored answers go (idempotency keys, the exact cache): a directory or s3://bucket/prefix; "
+    "default: gesso-results beside the database or the config",
+    "result_store_max_mb": "the most the exact cache's part of a directory store holds, least recently used removed "
+    "first (default 1024; idempotency keys' answers go when their retention ends)",
     "idempotency_retention": "how long an Idempotency-Key's answer is replayed: 30m, 24h, 7d (default 24h)",
     "cache": "the exact cache of every model name (seeded calls only): true, or ttl (7d) and scope (key|team|global)",
 }
@@ -352,6 +353,12 @@ def _deployments(entries: Any, warnings: list[str]) -> list[Deployment]:
         ids.add(ident)
         granted = _caller_params(info.get("caller_params"), f"{at}.model_info.caller_params", raw["model"], registry)
         cache = _cache_policy(info.get("cache"), f"{at}.model_info.cache")
+        priced = {key: info[key] for key in pricing.KEYS if key in info}
+        if priced:  # the deployment's price (litellm's model_info keys): every call of it is priced so
+            _, wrong = pricing.parse(priced, f"{at}.model_info")
+            if wrong:
+                raise ConfigError("; ".join(f"{v.path}: {v.message}" for v in wrong))
+            params = {**params, "prices": priced}
         deployment = Deployment(name.strip(), ident, params, dict(info), granted, cache)
         found.append(deployment)
     return found

@@ -48,6 +48,8 @@ POLL = 0.05
 MAX_POLL = 0.5
 #: the most seconds a repeat waits for the request that runs its key (a client that leaves stops waiting)
 WAIT = 600.0
+#: how far replicas' clocks may differ: an answer gone this close to the end of its retention was swept
+SKEW = datetime.timedelta(seconds=60)
 #: how long an answer is replayed by default (general_settings.idempotency_retention)
 DEFAULT_RETENTION = datetime.timedelta(hours=24)
 
@@ -67,22 +69,16 @@ def fingerprint(operation: str, model: Any, prompt: Any, fields: dict[str, Any],
     """A hash of what a request asks for, as parsed (a multipart body's boundary differs from one send to the
     next; its fields and files do not)."""
 
-    asked = {"operation": operation, "model": model, "prompt": prompt, "fields": _plain(fields),
+    asked = {"operation": operation, "model": model, "prompt": prompt, "fields": fields,
              "images": [digest(image) for image in images], "mask": None if mask is None else digest(mask)}  # fmt: skip
-    text = json.dumps(asked, sort_keys=True, ensure_ascii=True, default=repr)
+    try:
+        text = json.dumps(asked, sort_keys=True, ensure_ascii=True, default=repr)
+    except (ValueError, RecursionError):  # an integer too long to write, or a body nested too deeply
+        raise ProxyError(400, f"{HEADER}: this request body cannot be compared with a repeat's (a number too long, "
+                         "or values nested too deeply); send it without the header, or a smaller body",
+                         type="invalid_request_error", param=HEADER,
+                         code="idempotency_body_unhashable") from None  # fmt: skip
     return digest(text)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with each integer too long for Python's decimal conversion (a caller may send one of any length)
-    written in hexadecimal instead, so hashing a body never fails."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 10_000:
-        return {"int": hex(value)}
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 @attrs.define
@@ -162,10 +158,18 @@ class Idempotency:
                                  "same body, or a new key", type="invalid_request_error", param=HEADER,
                                  code="idempotency_key_reused")  # fmt: skip
             if row.state == "done":
-                return Replay.stored(row.request_id, row.answer, await self._answer(token_hash, key, row.request_id))
+                body = await self._answer(token_hash, key, row.request_id, row.expires_at)
+                if body is None:  # its bytes went with its retention, on a replica whose clock is ahead: over
+                    async with self.engine.begin() as conn:
+                        await conn.execute(table.delete().where(mine))
+                    free = True
+                    continue
+                return Replay.stored(row.request_id, row.answer, body)
             if _aware(row.beat_at) < now - datetime.timedelta(seconds=STALE):  # its replica died: take it over
+                stale = sa.and_(mine, table.c.state == "running",  # still running and still stale when taken
+                                table.c.beat_at < now - datetime.timedelta(seconds=STALE))  # fmt: skip
                 async with self.engine.begin() as conn:
-                    taken = await conn.execute(table.update().where(mine).values(request_id=request_id, beat_at=now))
+                    taken = await conn.execute(table.update().where(stale).values(request_id=request_id, beat_at=now))
                 if taken.rowcount == 1:
                     return self._claimed(Claim(token_hash, key, request_id))
                 continue
@@ -176,9 +180,10 @@ class Idempotency:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, MAX_POLL)  # a long call is looked at less often: the database is shared
 
-    async def _answer(self, token_hash: str, key: str, request_id: str) -> bytes:
+    async def _answer(self, token_hash: str, key: str, request_id: str, expires_at: Any = None) -> bytes | None:
         """The stored answer of a key's request; an error when it cannot be read: the key was paid for once, so
-        it is never run again within its retention."""
+        it is never run again within its retention. None when it is gone because the retention ends within
+        :data:`SKEW` (another replica's sweep, by its clock, removed it): the key is free again."""
         try:
             body = await asyncio.to_thread(self.results.get, _entry(token_hash, key, request_id))
         except Exception as exc:
@@ -187,6 +192,8 @@ class Idempotency:
                              "store; it is not run again, so as not to pay twice. Try again shortly",
                              type="api_error", param=HEADER, code="idempotency_answer_unavailable",
                              headers={"retry-after": "1"}) from None  # fmt: skip
+        if body is None and expires_at is not None and _aware(expires_at) <= store.now() + SKEW:
+            return None
         if body is None:
             raise ProxyError(409, f"{HEADER} {key!r} was answered (request {request_id}), but its stored answer is "
                              "not in this proxy's result store (a directory on another host?); it is not run again, "
@@ -225,13 +232,24 @@ class Idempotency:
                        table.c.request_id == claim.request_id)  # fmt: skip
 
     async def complete(self, claim: Claim, status: int, headers: dict[str, str], images: int, body: bytes) -> None:
-        """The call succeeded: its answer stored, then the claim marked done (so a repeat finds the bytes)."""
+        """The call succeeded: its answer stored (the claim still renewed while it is written), then the claim
+        marked done, so a repeat finds the bytes. A store that fails to write is logged, and the key is marked
+        done all the same: its repeats get an error (``idempotency_answer_lost``), never a second paid call."""
+        entry = _entry(claim.token_hash, claim.key, claim.request_id)
+        try:
+            await asyncio.to_thread(self.results.put, entry, body)
+        except Exception as exc:
+            logger.warning("the answer of request %s could not be stored for its idempotency key (%s); its repeats "
+                           "will be refused", claim.request_id, type(exc).__name__)  # fmt: skip
         self._stop(claim)
-        await asyncio.to_thread(self.results.put, _entry(claim.token_hash, claim.key, claim.request_id), body)
         answer = {"status": status, "headers": headers, "images": images}
-        async with self.engine.begin() as conn:
-            done = await conn.execute(store.idempotency.update().where(self._held(claim)).values(
-                state="done", answer=answer, expires_at=store.now() + self.retention))  # fmt: skip
+        try:
+            async with self.engine.begin() as conn:
+                done = await conn.execute(store.idempotency.update().where(self._held(claim)).values(
+                    state="done", answer=answer, expires_at=store.now() + self.retention))  # fmt: skip
+        except BaseException:
+            await self._forget(claim.token_hash, claim.key, claim.request_id)
+            raise
         if done.rowcount != 1:  # the claim was taken over (this replica stalled): the other request's answer stands
             await self._forget(claim.token_hash, claim.key, claim.request_id)
 

@@ -203,7 +203,8 @@ idempotency = sa.Table(
 )
 
 #: migration 0006: the exact cache's entries: an answer by the hash of its request as sent (``gesso.api.cache_key``,
-#: its scope included), served again until ``expires_at`` (its bytes in the result store, under the same key)
+#: its scope included), served again until ``expires_at`` (its bytes in the result store's ``cache/``, under that
+#: key and the id of the request that made them)
 cache_entries = sa.Table(
     "gesso_cache",
     metadata,

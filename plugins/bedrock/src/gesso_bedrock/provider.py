@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -176,21 +177,27 @@ class Bedrock(Provider):
 
     def identity(self, target: Any) -> str:
         """The endpoint, the Region, and who signs (the access key id, profile or role; a Bedrock API key by its
-        hash): an answer stored for one account or endpoint (the emulator's, say) is never served for another.
+        hash), from the call's options or else the environment boto3 reads them from: an answer stored for one
+        account or endpoint (the emulator's, say) is never served for another.
         Timeouts, retries and per-call headers are not part of it, nor the port of a loopback endpoint (the
         emulator listens on a new one each run; its credentials tell it apart from AWS)."""
         import hashlib
         import urllib.parse
 
-        creds = target.credentials
-        bearer = hashlib.sha256(creds.api_key.encode()).hexdigest()[:32] if creds.api_key else None
-        who = (creds.access_key_id, creds.profile_name, creds.role_name, creds.web_identity_token is not None, bearer)
-        endpoint = target.endpoint_url
+        creds, env = target.credentials, os.environ
+        api_key = creds.api_key or env.get("AWS_BEARER_TOKEN_BEDROCK")
+        bearer = hashlib.sha256(api_key.encode()).hexdigest()[:32] if api_key else None
+        who: tuple[Any, ...] = (creds.access_key_id, creds.profile_name, creds.role_name,
+                                creds.web_identity_token is not None, bearer)  # fmt: skip
+        if not creds.explicit_sigv4:  # boto3's default chain: what the environment names
+            who += tuple(env.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ROLE_ARN"))
+        region = target.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        endpoint = target.endpoint_url or env.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or env.get("AWS_ENDPOINT_URL")
         if endpoint:
             parts = urllib.parse.urlsplit(endpoint)
             if parts.hostname in ("127.0.0.1", "localhost", "::1"):
                 endpoint = f"{parts.scheme}://{parts.hostname}{parts.path}"
-        return repr((target.model_id, endpoint, target.region, who))
+        return repr((target.model_id, endpoint, region, who))
 
     def secrets(self, opts: Mapping[str, Any]) -> Iterable[str | None]:
         return [opts.get(name) for name in options.SECRET_OPTIONS]
