@@ -92,6 +92,8 @@ def test_two_workers_write_one_json_line_per_request_to_one_stream(tmp_path):
     assert "workers: 2 processes" in said
     assert "max concurrency 4096 calls in flight per process (set by the default)" in said
     assert f"model nova: 1 deployment: nova-0 ({NOVA})" in said and f"model sd: 1 deployment: sd-1 ({DOUBLED})" in said
+    # and where each deployment's model stands: Nova Canvas's end of life (2026-09-30) has passed
+    assert "model nova: lifecycle: nova-0 legacy, end of life 2026-09-30 passed: tried after the others" in said
 
 
 def printable_forged(text: str) -> str:

@@ -224,7 +224,7 @@ class Proxy:
     def __init__(self, config: ProxyConfig, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.config = config
         self.overrides = {key: dict(value) for key, value in (overrides or {}).items()}
-        self.router = Router(config.deployments, config.cooldown)
+        self.router = Router(config.deployments, config.cooldown, proxy_config.retired(config.deployments))
         self.metrics = Metrics(config.model_names, max_concurrency=api.MAX_CONCURRENCY)
         self.started = time.time()
         #: seconds a request body may take to arrive (its head's deadline is the HTTP protocol's: gesso.proxy.guard)
@@ -256,7 +256,7 @@ class Proxy:
         the process started with."""
         self.config = config
         self.overrides = {key: dict(value) for key, value in (overrides or {}).items()}
-        self.router = Router(config.deployments, config.cooldown)
+        self.router = Router(config.deployments, config.cooldown, proxy_config.retired(config.deployments))
         self.metrics.name_models(config.model_names)
 
     def hurry(self, why: str) -> None:

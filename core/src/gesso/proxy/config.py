@@ -9,9 +9,10 @@ fails at start with the path of the bad field and, for a near miss, the name it 
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +406,34 @@ def _params(raw: Mapping[str, Any], at: str, registry: Any, warnings: list[str])
                 raise ConfigError(f"{at}.{key}: unknown; did you mean {close[0]}?")
         params[key] = _env(value, f"{at}.{key}")
     return params
+
+
+def lifecycle(deployment: Deployment) -> Any:
+    """The lifecycle of the model a deployment calls (``gesso.types.Lifecycle``), or None when its model string
+    names no installed model (``check`` says so)."""
+    from gesso import plugins
+    from gesso.errors import GessoError
+
+    try:
+        _, resolved = plugins.get_registry().resolve(deployment.model, deployment.params)
+    except GessoError:
+        return None
+    return resolved.model.lifecycle
+
+
+def past_end_of_life(stage: Any, today: datetime.date | None = None) -> bool:
+    """Whether a lifecycle says its model is retired, or its announced end of life has come."""
+    if stage is None:
+        return False
+    if stage.status == "eol":
+        return True
+    day = (today or datetime.date.today()).isoformat()
+    return stage.status == "legacy" and stage.end_of_life is not None and stage.end_of_life <= day
+
+
+def retired(deployments: Sequence[Deployment]) -> frozenset[str]:
+    """The ids of the deployments whose model is past its end of life: the router tries them last."""
+    return frozenset(d.id for d in deployments if past_end_of_life(lifecycle(d)))
 
 
 def check(config: ProxyConfig) -> None:

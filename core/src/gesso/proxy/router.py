@@ -1,6 +1,7 @@
-"""Deployments and routing: the deployments of one ``model_name`` share its calls, least in-flight first; a
-call that fails in a way another deployment may not (throttling, a 5xx, a timeout, a retired model) moves
-on to the next, and the failing deployment rests for ``cooldown_time`` seconds.
+"""Deployments and routing: the deployments of one ``model_name`` share its calls, least in-flight first (those
+whose model is past its end of life after the rest); a call that fails in a way another deployment may not
+(throttling, a 5xx, a timeout, a retired model) moves on to the next, and the failing deployment rests for
+``cooldown_time`` seconds.
 
 When a ``model_name`` has several deployments, every attempt but the last is made without the SDK's own
 retries (unless the deployment sets ``max_retries``), so a throttled deployment hands the call on at once
@@ -10,7 +11,7 @@ instead of backing off first; the last one retries as a single deployment would.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from gesso import errors
@@ -29,7 +30,9 @@ def fails_over(error: errors.GessoError) -> bool:
 
 
 class Router:
-    def __init__(self, deployments: Sequence[Deployment], cooldown: float) -> None:
+    def __init__(self, deployments: Sequence[Deployment], cooldown: float, last: Iterable[str] = ()) -> None:
+        #: the deployments tried after every other ready one: their model is past its end of life
+        self.last = frozenset(last)
         self.groups: dict[str, list[Deployment]] = {}
         for deployment in deployments:
             self.groups.setdefault(deployment.model_name, []).append(deployment)
@@ -41,12 +44,13 @@ class Router:
 
     def order(self, model_name: str) -> list[Deployment]:
         """The deployments to try, in order: those not resting, least in flight first (ties in config
-        order), then the resting ones (soonest back first) as a last resort."""
+        order) and those whose model is past its end of life after the others, then the resting ones (soonest
+        back first) as a last resort."""
         now = time.monotonic()
         group = self.groups[model_name]
         ready = [d for d in group if self.resting_until[d.id] <= now]
         resting = sorted((d for d in group if self.resting_until[d.id] > now), key=lambda d: self.resting_until[d.id])
-        return sorted(ready, key=lambda d: self.in_flight[d.id]) + resting
+        return sorted(ready, key=lambda d: (d.id in self.last, self.in_flight[d.id])) + resting
 
     async def call(
         self, model_name: str, send: Callable[[Deployment, dict[str, Any]], Awaitable[T]]

@@ -159,6 +159,20 @@ def _summary(args: argparse.Namespace, config: Any, database: str, limit: tuple[
         deployments = [d for d in config.deployments if d.model_name == name]
         shown = ", ".join(f"{d.id} ({d.model})" for d in deployments)
         log.info("model %s: %d deployment%s: %s", name, len(deployments), "" if len(deployments) == 1 else "s", shown)
+        log.info("model %s: lifecycle: %s", name, ", ".join(f"{d.id} {_stage(d)}" for d in deployments))
+
+
+def _stage(deployment: Any) -> str:
+    """Where a deployment's model stands in its lifecycle, for the start-up summary."""
+    from gesso.proxy import config as proxy_config
+
+    stage = proxy_config.lifecycle(deployment)
+    if stage is None:
+        return "lifecycle unknown"
+    when = f", end of life {stage.end_of_life}" if stage.end_of_life else ""
+    if proxy_config.past_end_of_life(stage):
+        return f"{stage.status}{when} passed: tried after the others"
+    return f"{stage.status}{when}"
 
 
 class Emulators:
