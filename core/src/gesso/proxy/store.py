@@ -1209,9 +1209,11 @@ def _insert(sqlite: bool, table: sa.Table) -> SQLiteInsert | PostgreSQLInsert:
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
+    # first: replicas and workers on one file wait their turn to write, and switching to WAL below takes a lock
+    # too (a worker starting while another migrated got "database is locked" at once)
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps committed rows across a process crash
-    cursor.execute("PRAGMA busy_timeout=30000")  # replicas on one file wait their turn to write
     cursor.close()
 
 
