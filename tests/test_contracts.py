@@ -6,6 +6,7 @@ from gesso.testing import FamilyContract
 from helpers import picture
 
 SRC = picture(512, 512)
+NOVA2_PRICES = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.00004}
 
 
 class TestNovaContract(FamilyContract):
@@ -46,3 +47,13 @@ class TestStabilityContract(FamilyContract):
         "stability.stable-image-remove-background-v1:0": {"prompt": None},
         "stability.stable-style-transfer-v1:0": {"image_count": 2},
     }
+
+
+class TestNova2Contract(FamilyContract):
+    # AWS publishes no price for the preview: the examples bring a deployment's token prices (gesso.pricing)
+    distribution = "gesso-bedrock-nova2"
+    examples = [
+        ("bedrock/us.amazon.nova-2-omni-v1:0", "a fox", {"prices": NOVA2_PRICES}),
+        ("bedrock/us.amazon.nova-2-omni-v1:0", "a fox", {"size": "1024x1024", "prices": NOVA2_PRICES}),
+    ]
+    operation_kwargs = {"amazon.nova-2-omni-v1:0": {"prices": NOVA2_PRICES}}

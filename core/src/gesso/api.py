@@ -766,6 +766,8 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         data = list(_fanout_executor().map(lambda img: _image_data(call, img), images))
     else:
         data = [_image_data(call, img) for img in images]
+    texts = [p.text for p in parsed for _ in p.images]  # the text a model wrote beside its image: its revision
+    data = [attrs.evolve(item, revised_prompt=text) if text else item for item, text in zip(data, texts)]
     filtered = sum(p.filtered for p in parsed)
     if not data and filtered:
         notes = "; ".join(dict.fromkeys(w for p in parsed for w in p.warnings))
@@ -783,6 +785,7 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
         output_format=output.reported(call.plan, images),
         filtered=filtered,
         warnings=tuple(dict.fromkeys((*call.prepared.warnings, *(w for p in parsed for w in p.warnings)))),
+        usage=_usage(parsed),
     )
     cost = hooks.gesso_calculate_cost(request=request, prepared=call.prepared, response=response)
     if cost is None:
@@ -790,6 +793,16 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
             pricing.warn_unpriced(request.model)
         return response
     return attrs.evolve(response, cost=round(float(cost), 6), pricing=call.pricing)
+
+
+def _usage(parsed: Sequence[ParsedResponse]) -> dict[str, int] | None:
+    """The tokens the calls' answers counted, summed, as OpenAI's gpt-image responses say them (None: uncounted)."""
+    counted = [p.usage for p in parsed if p.usage is not None]
+    if not counted:
+        return None
+    tokens_in = sum(int(u.get("input_tokens", 0)) for u in counted)
+    tokens_out = sum(int(u.get("output_tokens", 0)) for u in counted)
+    return {"input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
 
 
 async def _afinish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:

@@ -326,14 +326,18 @@ class GeneratedImage:
 @attrs.frozen(kw_only=True)
 class ParsedResponse:
     """What ``gesso_parse_response`` returns: the images, how many outputs the provider's filter
-    withheld (``filtered``), any notes worth showing the caller (``warnings``), the size produced, and a
-    mask the model returned beside the images (``mask``, e.g. Nova virtual try-on with ``returnMask``)."""
+    withheld (``filtered``), any notes worth showing the caller (``warnings``), the size produced, a
+    mask the model returned beside the images (``mask``, e.g. Nova virtual try-on with ``returnMask``), the text
+    it wrote beside them (``text``, e.g. a Converse answer's text blocks) and the tokens it counted (``usage``:
+    ``input_tokens`` and ``output_tokens``, for a model priced by tokens)."""
 
     images: tuple[GeneratedImage, ...] = attrs.field(converter=_generated)
     filtered: int = 0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     size: Size | None = None
     mask: GeneratedImage | None = None
+    text: str | None = None
+    usage: Mapping[str, int] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,7 +361,8 @@ class ImageResponse:
     gesso's additions ``model``, ``cost`` (USD, or null when no price is known) and ``pricing`` (which price),
     ``size`` when known, ``warnings`` when there are any (e.g. some outputs withheld by the content filter), and
     ``mask`` when the model returned one. ``output_format`` (``png``, ``jpeg`` or ``webp``, as in OpenAI's gpt-image
-    responses) says what the images are, when the caller asked for a format."""
+    responses) says what the images are, when the caller asked for a format. ``usage`` (as in OpenAI's gpt-image
+    responses: ``input_tokens``, ``output_tokens``, ``total_tokens``) is there when the model counts tokens."""
 
     created: int = attrs.field(factory=lambda: int(time.time()))
     data: tuple[ImageData, ...] = attrs.field(factory=tuple, converter=_image_data)
@@ -371,6 +376,7 @@ class ImageResponse:
     filtered: int = 0
     warnings: tuple[str, ...] = attrs.field(default=(), converter=_strings)
     mask: ImageData | None = None
+    usage: Mapping[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         unstructured: dict[str, Any] = converter.unstructure(self)
@@ -397,7 +403,7 @@ def _make_converter() -> cattrs.Converter:
 
     def unstructure_response(resp: ImageResponse) -> dict[str, Any]:
         out = base_response(resp)
-        for optional in ("pricing", "size", "output_format", "warnings", "filtered", "mask"):
+        for optional in ("pricing", "size", "output_format", "warnings", "filtered", "mask", "usage"):
             if not out.get(optional):
                 out.pop(optional, None)
         return out

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-from gesso import api, errors, params, telemetry
+from gesso import api, errors, params, pricing, telemetry
 from gesso.aio import within
 from gesso.boundary import Untrusted, is_text, printable
 from gesso.cache import open_store
@@ -793,7 +793,7 @@ class Proxy:
             ready = self._prepare(deployment, {}, call)
             prepared[deployment.id] = ready
             prices.append(api.price(ready))
-            if prices[-1] is None:
+            if not pricing.has_price(ready.request.model):  # a model priced by tokens has no quote, but a price
                 call.unpriced.append(deployment.id)
         known = [p for p in prices if p is not None]
         return (max(known) if known else None), prepared

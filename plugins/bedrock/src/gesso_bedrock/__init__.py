@@ -1,6 +1,7 @@
 """gesso-bedrock: the Amazon Bedrock provider plugin. It registers the provider (model strings, options,
 targets, emulator: :mod:`gesso_bedrock.provider`), sends calls (``gesso_invoke``: :mod:`gesso_bedrock.transport`)
-and adds ``gesso emulator`` to the command line (:mod:`gesso_bedrock.cli`). The retired-model advice is a
+and adds ``gesso emulator`` to the command line (:mod:`gesso_bedrock.cli`). A model whose capabilities include
+:data:`CONVERSE` is sent to Bedrock's ``Converse`` API, every other to ``InvokeModel``. The retired-model advice is a
 wrapper around ``gesso_invoke`` in :mod:`gesso_bedrock.lifecycle`. It also serves the ``s3://`` image store
 (:mod:`gesso_bedrock.store`), for any provider's calls.
 
@@ -33,7 +34,8 @@ def gesso_invoke(request: ImageRequest, invocation: Invocation) -> RawResponse |
         return None
     from gesso_bedrock import transport
 
-    return transport.invoke(invocation, model=request.model_name)
+    invocation, api = _sent(request, invocation)
+    return transport.invoke(invocation, model=request.model_name, api=api)
 
 
 @hookimpl(trylast=True)
@@ -42,7 +44,29 @@ def gesso_ainvoke(request: ImageRequest, invocation: Invocation) -> Awaitable[Ra
         return None
     from gesso_bedrock import transport
 
-    return transport.ainvoke(invocation, model=request.model_name)
+    invocation, api = _sent(request, invocation)
+    return transport.ainvoke(invocation, model=request.model_name, api=api)
+
+
+#: the capability tag of a model Bedrock serves through its ``Converse`` API (``POST /model/{modelId}/converse``)
+#: rather than ``InvokeModel``: its family builds Converse request bodies, and gesso-bedrock sends them there
+CONVERSE = "bedrock_converse"
+
+
+def _api(request: ImageRequest) -> str:
+    return "converse" if CONVERSE in request.model.capabilities else "invoke"
+
+
+def _sent(request: ImageRequest, invocation: Invocation) -> tuple[Invocation, str]:
+    """The invocation as its API takes it, and the API. Converse takes a guardrail in its body (BOTO's
+    ``guardrailConfig``: ``guardrailIdentifier``, ``guardrailVersion``, ``trace``), not as InvokeModel's
+    ``X-Amzn-Bedrock-*`` headers, which it would ignore: the guardrail options move there."""
+    api = _api(request)
+    if api == "invoke":
+        return invocation, api
+    from gesso_bedrock.converse import guarded
+
+    return guarded(invocation), api
 
 
 @hookimpl

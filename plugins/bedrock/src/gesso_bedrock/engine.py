@@ -1,8 +1,9 @@
-"""Sending ``InvokeModel`` without botocore's send path: botocore resolves the credentials, region and
-endpoint (the region and endpoint through the boto3 client cached per endpoint); gesso signs (SigV4, held equal
-to botocore's signer by a differential test) and :mod:`gesso_bedrock.wire` sends over pooled keep-alive
-connections. The answer is read and mapped here, as botocore's rest-json parser would: the error code from
-``x-amzn-ErrorType`` (else the body's ``__type``/``code``), the message from the body's ``message``.
+"""Sending ``InvokeModel`` (and ``Converse``, signed and answered alike) without botocore's send path: botocore
+resolves the credentials, region and endpoint (the region and endpoint through the boto3 client cached per
+endpoint); gesso signs (SigV4, held equal to botocore's signer by a differential test) and
+:mod:`gesso_bedrock.wire` sends over pooled keep-alive connections. The answer is read and mapped here, as
+botocore's rest-json parser would: the error code from ``x-amzn-ErrorType`` (else the body's ``__type``/``code``),
+the message from the body's ``message``.
 
 The async path holds no thread per call: idle connections per (origin, event loop), closed when the
 loop shuts down its async generators (as ``asyncio.run`` does), and a semaphore per loop bounding the calls
@@ -83,10 +84,18 @@ def make_route(client: Any, max_connections: int) -> Route:
     )
 
 
-def signed(route: Route, invocation: Invocation, *, model: str) -> tuple[str, dict[str, str]]:
-    """The URL and signed headers of one call (SigV4, or the bearer token)."""
+#: the Bedrock Runtime operations a call is sent to, by the last part of their path: ``InvokeModel``
+#: (``POST /model/{modelId}/invoke``) and ``Converse`` (``POST /model/{modelId}/converse``), as botocore's
+#: bedrock-runtime service model gives their request URIs
+APIS = ("invoke", "converse")
+
+
+def signed(route: Route, invocation: Invocation, *, model: str, api: str = "invoke") -> tuple[str, dict[str, str]]:
+    """The URL and signed headers of one call (SigV4, or the bearer token) to ``api`` (one of :data:`APIS`)."""
     target = invocation.target
-    url = f"{route.endpoint}/model/{quote(target.model_id, safe='')}/invoke"
+    if api not in APIS:
+        raise ValueError(f"unknown Bedrock Runtime operation {api!r} (one of {', '.join(APIS)})")
+    url = f"{route.endpoint}/model/{quote(target.model_id, safe='')}/{api}"
     headers = {"Content-Type": invocation.content_type, "Accept": invocation.accept, "User-Agent": route.user_agent}
     for name, value in target.headers:
         headers[name] = value
@@ -172,9 +181,9 @@ def _signing_key(secret: str, day: str, region: str) -> bytes:
     return key
 
 
-def send(route: Route, invocation: Invocation, *, model: str) -> RawResponse:
+def send(route: Route, invocation: Invocation, *, model: str, api: str = "invoke") -> RawResponse:
     """One attempt, synchronously, on the route's keep-alive connections."""
-    url, headers = signed(route, invocation, model=model)
+    url, headers = signed(route, invocation, model=model, api=api)
     body = invocation.body
     head = route.origin.head(url[len(route.endpoint) :], headers, len(body), route.host)
     try:
@@ -197,9 +206,9 @@ def answer(status: int, headers: Any, body: bytes, *, model: str) -> RawResponse
     raise map_error(code, message, status, model=model) from BedrockHTTPError(status, code, message)
 
 
-async def asend(route: Route, invocation: Invocation, *, model: str, limit: int) -> RawResponse:
+async def asend(route: Route, invocation: Invocation, *, model: str, limit: int, api: str = "invoke") -> RawResponse:
     """One attempt, natively async, on the running loop's keep-alive connections to the route's origin."""
-    url, headers = signed(route, invocation, model=model)
+    url, headers = signed(route, invocation, model=model, api=api)
     body = invocation.body
     head = route.origin.head(url[len(route.endpoint) :], headers, len(body), route.host)
     state = _loop_state(limit)

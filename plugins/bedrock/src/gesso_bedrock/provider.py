@@ -35,6 +35,7 @@ ACTIVE_FAMILIES = (("gesso-bedrock-stability", "Stable Image Ultra v1:1, Stable 
 #: First-party families: an unknown model id matching a prefix names the distribution to install.
 KNOWN_FAMILIES = (
     ("amazon.nova-canvas", "gesso-bedrock-nova"),
+    ("amazon.nova-2-omni", "gesso-bedrock-nova2"),
     ("amazon.titan-image-generator", "gesso-bedrock-titan"),
     ("stability.", "gesso-bedrock-stability"),
 )

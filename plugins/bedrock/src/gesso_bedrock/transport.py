@@ -1,4 +1,5 @@
-"""The Bedrock transport: ``InvokeModel`` with gesso's own retries.
+"""The Bedrock transport: ``InvokeModel`` (and ``Converse``, for the models Bedrock serves through it) with gesso's
+own retries.
 
 botocore resolves the credentials (and refreshes them), the region and the endpoint; the calls themselves skip
 botocore's send path: :mod:`gesso_bedrock.engine` signs each (SigV4) and sends it on a pooled keep-alive
@@ -392,17 +393,18 @@ class _Retries:
         return delay
 
 
-def invoke(invocation: Invocation, *, model: str) -> RawResponse:
-    """Send one ``InvokeModel`` call, retrying what may succeed later; raise a GessoError otherwise."""
+def invoke(invocation: Invocation, *, model: str, api: str = "invoke") -> RawResponse:
+    """Send one ``InvokeModel`` call (``api="converse"``: one ``Converse`` call), retrying what may succeed later;
+    raise a GessoError otherwise."""
     retries = _Retries(invocation.target, model)
     while True:
         try:
-            return engine.send(get_route(invocation.target, model=model), invocation, model=model)
+            return engine.send(get_route(invocation.target, model=model), invocation, model=model, api=api)
         except errors.GessoError as error:
             time.sleep(retries.wait_after(error))
 
 
-async def ainvoke(invocation: Invocation, *, model: str) -> RawResponse:
+async def ainvoke(invocation: Invocation, *, model: str, api: str = "invoke") -> RawResponse:
     """:func:`invoke`, natively async: the same retries, waiting with ``asyncio.sleep`` (so cancelling the
     task stops the retries too)."""
     import asyncio
@@ -411,7 +413,7 @@ async def ainvoke(invocation: Invocation, *, model: str) -> RawResponse:
     while True:
         try:
             route = await aget_route(invocation.target, model=model)  # a new identity's off the event loop
-            return await engine.asend(route, invocation, model=model, limit=MAX_CONCURRENCY)
+            return await engine.asend(route, invocation, model=model, limit=MAX_CONCURRENCY, api=api)
         except errors.GessoError as error:
             await asyncio.sleep(retries.wait_after(error))
 

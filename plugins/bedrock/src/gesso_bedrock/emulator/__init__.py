@@ -1,6 +1,8 @@
-"""A local Bedrock Runtime emulator: the ``InvokeModel`` REST protocol on loopback, no AWS account.
+"""A local Bedrock Runtime emulator: the ``InvokeModel`` and ``Converse`` REST protocols on loopback, no AWS
+account.
 
-``POST /model/{modelId}/invoke`` with a SigV4 (or Bearer) ``Authorization`` header. The emulator
+``POST /model/{modelId}/invoke`` (or ``/converse``, for the models Bedrock serves through Converse) with a SigV4
+(or Bearer) ``Authorization`` header. The emulator
 routes the model id (percent-encoded or raw; base ids, inference-profile ids and ARNs), validates the
 body as Bedrock does, and answers with Bedrock-shaped success bodies (real PNGs) or errors (status,
 ``x-amzn-ErrorType``, ``{"message": ...}``). Each family plugin emulates its own models: the
@@ -56,6 +58,13 @@ INVALID_IDENTIFIER = "The provided model identifier is invalid."
 #: InvokeModel's body blob is at most 25,000,000 bytes (botocore's service model).
 MAX_BODY = 25_000_000
 CONTROL_PREFIX = "/_gesso/"
+#: the operations served, by the last part of their path: InvokeModel and Converse
+APIS = ("invoke", "converse")
+#: the capability tag of a model served through Converse (gesso_bedrock.CONVERSE)
+CONVERSE = "bedrock_converse"
+CONVERSE_UNSUPPORTED = (
+    "This action doesn't support the model that you provided. Try again with a supported text or chat model."
+)
 
 
 class Emulator:
@@ -231,20 +240,25 @@ class Emulator:
         signed_by = None
         yielded = False
         try:
-            if not (path.startswith("/model/") and path.endswith("/invoke")) or len(path) <= len("/model//invoke"):
+            api = path.rsplit("/", 1)[-1]
+            if not path.startswith("/model/") or api not in APIS or len(path) <= len(f"/model//{api}"):
                 raise EmulatorError(404, "UnknownOperationException", f"Unknown operation {method} {path}")
             if method != "POST":
                 raise EmulatorError(405, "UnknownOperationException", f"Unsupported method {method} for {path}")
-            model_id = unquote(path[len("/model/") : -len("/invoke")])
+            model_id = unquote(path[len("/model/") : -len(f"/{api}")])
             signed_by = self._authenticate(method, path, query, headers, body)
             model = self.resolve(model_id)
-            guarded = _check_guardrail(headers)
+            if api == "converse" and CONVERSE not in model.capabilities:
+                # Bedrock's answer to Converse with a model it serves only through InvokeModel (an image model)
+                raise EmulatorError.validation(CONVERSE_UNSUPPORTED)
+            # Converse takes its guardrail in the body (checked with it); InvokeModel in headers
+            guarded = b'"guardrailConfig"' in body if api == "converse" else _check_guardrail(headers)
             delay, injected = self.faults.decide((model.id, model_id), guarded=guarded)
             yielded = True
             yield delay
             if injected is not None:
                 raise EmulatorError(*injected)
-            status, payload = 200, self._invoke(model, model_id, body)
+            status, payload = 200, self._invoke(model, model_id, body, api)
         except EmulatorError as exc:
             status, payload = exc.status, {"message": exc.message}
             extra = {"x-amzn-ErrorType": f"{exc.code}:{ERROR_NAMESPACE}"}
@@ -356,7 +370,7 @@ class Emulator:
             raise EmulatorError.validation(INVALID_IDENTIFIER)
         return model
 
-    def _invoke(self, model: Model, model_id: str, body: bytes) -> Any:
+    def _invoke(self, model: Model, model_id: str, body: bytes, api: str = "invoke") -> Any:
         try:
             parsed = json.loads(body)
             if b"\\ud" in body.lower():  # a lone surrogate escape is no Unicode text
@@ -364,7 +378,9 @@ class Emulator:
         except (ValueError, UnicodeError, RecursionError) as exc:
             raise EmulatorError.validation(everit.malformed([])) from exc
         assert model.emulator is not None
-        return model.emulator(EmulatedCall(model=model, model_id=model_id, body=parsed, emulator=self))
+        if api == "converse" and isinstance(parsed, dict) and "guardrailConfig" in parsed:
+            _check_guardrail_config(parsed.pop("guardrailConfig"))
+        return model.emulator(EmulatedCall(model=model, model_id=model_id, body=parsed, emulator=self, api=api))
 
 
 def _check_guardrail(headers: Headers) -> bool:
@@ -375,6 +391,15 @@ def _check_guardrail(headers: Headers) -> bool:
         # guardrailVersion isn't specified" (its wording was not captured)
         raise EmulatorError.validation("A guardrail version is required when a guardrail identifier is provided.")
     return bool(identifier)
+
+
+def _check_guardrail_config(config: Any) -> None:
+    """Converse's ``guardrailConfig``: BOTO's GuardrailConfiguration requires an identifier and a version (the
+    wording is the emulator's own)."""
+    if not isinstance(config, dict) or not config.get("guardrailIdentifier") or not config.get("guardrailVersion"):
+        raise EmulatorError.validation("guardrailConfig requires guardrailIdentifier and guardrailVersion.")
+    if config.get("trace", "disabled") not in ("enabled", "disabled", "enabled_full"):
+        raise EmulatorError.validation("guardrailConfig.trace must be one of enabled, disabled, enabled_full.")
 
 
 def _message(headers: Headers | Mapping[str, str]) -> Headers:

@@ -64,12 +64,14 @@ class RecordedRequest:
 
 @attrs.define
 class EmulatedCall:
-    """What a model emulator receives: the model, the id it was invoked as, and the parsed body."""
+    """What a model emulator receives: the model, the id it was invoked as, the parsed body, and the operation
+    (``"invoke"``: InvokeModel; ``"converse"``: Converse)."""
 
     model: Model
     model_id: str
     body: Any
     emulator: Emulator
+    api: str = "invoke"
 
     def validate(self, schema: Mapping[str, Any] | None = None) -> None:
         """Raise Bedrock's ``Malformed input request`` error for any schema violation of the body."""

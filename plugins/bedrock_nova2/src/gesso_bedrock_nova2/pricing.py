@@ -1,0 +1,14 @@
+"""Nova 2 Omni cost: the answer's token usage at the deployment's token prices. AWS publishes no price for the
+preview, so without ``prices=`` (or a proxy deployment's model_info) the cost is unknown: ``None``, never 0. Before
+the call nothing counts the tokens, so a quote is unknown too."""
+
+from __future__ import annotations
+
+from gesso.types import ImageResponse, Model
+
+
+def cost(model: Model, response: ImageResponse) -> float | None:
+    prices, usage = model.token_prices, response.usage
+    if not prices or usage is None:
+        return None
+    return usage.get("input_tokens", 0) * prices["input"] + usage.get("output_tokens", 0) * prices["output"]
