@@ -8,12 +8,12 @@
 #   sh deploy/image.sh check VENV        what the image's entry point and health check need, answered
 set -eu
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-DISTRIBUTIONS="gesso-core[proxy] gesso-bedrock gesso-bedrock-nova gesso-bedrock-titan gesso-bedrock-stability"
+DISTRIBUTIONS="gesso-core[proxy] gesso-bedrock gesso-bedrock-nova gesso-bedrock-titan gesso-bedrock-stability gesso-bedrock-nova2"
 case "${1:-}" in
   wheels)
     cd "$(dirname "$0")/.."
     python3 -m pip wheel --quiet --wheel-dir "$2" "./core[proxy]" ./plugins/bedrock ./plugins/bedrock_nova \
-      ./plugins/bedrock_titan ./plugins/bedrock_stability
+      ./plugins/bedrock_titan ./plugins/bedrock_stability ./plugins/bedrock_nova2
     ;;
   install)
     python3 -m venv "$3"

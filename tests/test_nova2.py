@@ -23,6 +23,7 @@ import warnings
 
 import openai
 import pytest
+import test_otel
 import uvicorn
 from gesso_bedrock_nova2 import emulation, request
 from test_replicas import call
@@ -34,9 +35,11 @@ from gesso.proxy import config as proxy_config
 from gesso.proxy import store
 from gesso.proxy.app import build_app
 from gesso_bedrock import transport
+from gesso_bedrock.emulator import faults
 from helpers import picture, png_info, uvicorn_running
 
 OMNI = "bedrock/us.amazon.nova-2-omni-v1:0"
+otel = test_otel.otel  # the fixture: spans and metrics in memory
 PRICES = {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.00004}
 MASTER = "sk-nova2-test-master"
 
@@ -324,11 +327,14 @@ def test_the_proxy_generates_and_edits_at_the_deployment_token_price(database_ur
         with pytest.raises(openai.BadRequestError) as caught:
             client.images.generate(model="omni", prompt="a lighthouse", size="1792x1024")
         assert "not an aspect ratio" in str(caught.value) and caught.value.status_code == 400
+        # a token price is known only from the answer: a budget cannot hold it before the call, so it is refused
         key = call(url, "POST", "/key/generate", key=MASTER, body={"max_budget": 0.5})[2]["key"]
         keyed = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
-        assert keyed.images.generate(model="omni", prompt="a fox").data  # priced by tokens: admitted, then charged
-        spent = call(url, "GET", f"/key/info?key={key}", key=MASTER)[2]["info"]["spend"]
-        assert spent > 0
+        sent_before = len(emulator.requests)
+        with pytest.raises(openai.BadRequestError) as caught:
+            keyed.images.generate(model="omni", prompt="a fox")
+        assert caught.value.code == "cost_unknown_before_call" and "output_cost_per_image" in str(caught.value)
+        assert len(emulator.requests) == sent_before
     with omni_proxy(database_url, aws, {}) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=MASTER, max_retries=0, timeout=30)
         key = call(url, "POST", "/key/generate", key=MASTER, body={"max_budget": 5})[2]["key"]
@@ -362,3 +368,71 @@ def test_the_size_table_is_s2s():
         "1:1 (made at 2048x2048), 1:2 (made at 1440x2880), 9:16 (made at 1520x2704), 2:3 (made at 1664x2496), "
         "3:4 (made at 1760x2352)"
     )
+
+
+@pytest.mark.parametrize("kind", [kind for kind in sorted(faults.ANSWERS)])
+def test_each_fault_is_the_same_error_through_converse_as_through_invoke_model(emulator, aws, kind):
+    """The emulator's faults answer Converse as they answer InvokeModel, and gesso maps both alike (no retries)."""
+
+    def error(model: str, **kwargs) -> tuple[type, int | None]:
+        emulator.inject(kind, count=1)
+        try:
+            gesso.image_generation(model, "a fox", max_retries=0, **kwargs, **aws)
+        except Exception as exc:
+            return type(exc), getattr(exc, "status_code", None)
+        finally:
+            emulator.faults.clear()
+        raise AssertionError(f"the {kind} fault let the call through")
+
+    guard = {"guardrailIdentifier": "gr1", "guardrailVersion": 1} if kind == "guardrail" else {}
+    canvas = error("bedrock/amazon.nova-canvas-v1:0", size="320x320", **guard)
+    omni = error(OMNI, prices=PRICES, **guard)
+    assert omni == canvas
+    assert emulator.requests[-1].path.endswith("/converse") and emulator.requests[-2].path.endswith("/invoke")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_flat_price_an_image_lets_a_budget_hold_nova_2_omni_exactly(database_url, aws, emulator):
+    """A deployment may price Nova 2 Omni per image (a team's flat rate, model_info.output_cost_per_image): known
+    before the call, so a key whose budget covers 3 images gets exactly 3."""
+    with omni_proxy(database_url, aws, {"output_cost_per_image": 0.05}) as url:
+        key = call(url, "POST", "/key/generate", key=MASTER, body={"max_budget": 0.15})[2]["key"]
+        body = {"model": "omni", "prompt": "a fox"}
+        answers = [call(url, "POST", "/v1/images/generations", key=key, body=body) for _ in range(5)]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 429, 429]
+        assert all(answer["cost"] == 0.05 and answer["pricing"] == "deployment" for _, _, answer in answers[:3])
+        assert answers[3][2]["error"]["code"] == "budget_exceeded"
+        assert call(url, "GET", f"/key/info?key={key}", key=MASTER)[2]["info"]["spend"] == pytest.approx(0.15)
+    assert api.quote(OMNI, "a fox", n=2, prices={"output_cost_per_image": 0.05}) == 0.1
+    with pytest.raises(InvalidRequestError, match="has no price classes"):
+        gesso.image_generation(OMNI, "a fox", prices={"output_cost_per_image": {"standard": 0.05}}, **aws)
+
+
+def test_tokens_are_in_the_trace_and_the_genai_token_histogram(otel, emulator, aws):
+    """OpenTelemetry's GenAI conventions: the span's gen_ai.usage.input_tokens/output_tokens, and
+    gen_ai.client.token.usage measured once per gen_ai.token.type."""
+    exporter, reader = otel
+    made = gesso.image_generation(OMNI, "a fox", prices=PRICES, **aws)
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["gen_ai.usage.input_tokens"] == made.usage["input_tokens"]
+    assert span.attributes["gen_ai.usage.output_tokens"] == made.usage["output_tokens"]
+    points = {
+        point.attributes["gen_ai.token.type"]: point.sum
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "gen_ai.client.token.usage" and metric.unit == "{token}"
+        for point in metric.data.data_points
+    }
+    assert points == {"input": made.usage["input_tokens"], "output": made.usage["output_tokens"]}
+
+
+def test_gesso_cost_says_a_token_price_is_known_only_from_the_answer():
+    def cost(prices: dict) -> str:
+        run = subprocess.run([sys.executable, "-m", "gesso", "cost", OMNI, "-n", "3", "--prices", json.dumps(prices)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    assert cost(PRICES).startswith("unknown before the call (priced by the tokens its answer counts, at your price)")
+    assert cost({"output_cost_per_image": 0.05}).startswith("$0.1500 at your price (3 images")

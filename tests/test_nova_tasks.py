@@ -368,7 +368,7 @@ def test_installed_stability_models_are_the_suggested_alternatives(aws, monkeypa
         gesso.image_generation(NOVA, "x", **aws)
     assert str(caught[0].message).endswith(
         "Active alternatives installed: stability.sd3-5-large-v1:0, stability.stable-image-core-v1:1, "
-        "stability.stable-image-ultra-v1:1."
+        "stability.stable-image-ultra-v1:1, us.amazon.nova-2-omni-v1:0."
     )
 
 

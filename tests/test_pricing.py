@@ -81,8 +81,10 @@ def test_a_token_priced_model_takes_token_prices_and_one_without_a_price_is_unkn
     assert not wrong and fitted.token_prices == {"input": 1e-6, "output": 4e-5} and pricing.has_price(fitted)
     _, wrong = pricing.apply(tokens, pricing.parse({"input_cost_per_token": 1e-6})[0])
     assert wrong[0].path == "prices.output_cost_per_token" and "required" in wrong[0].message
-    _, wrong = pricing.apply(tokens, pricing.parse({"output_cost_per_image": 0.1})[0])
-    assert "priced by tokens" in wrong[0].message
+    flat, wrong = pricing.apply(tokens, pricing.parse({"output_cost_per_image": 0.1})[0])
+    assert not wrong and flat.priced_per == "image" and dict(flat.prices) == {"image": 0.1}  # a flat rate an image
+    _, wrong = pricing.apply(tokens, pricing.parse({"output_cost_per_image": {"standard": 0.1}})[0])
+    assert "has no price classes" in wrong[0].message
     with pytest.warns(pricing.UnpricedModelWarning, match="acme.omni has no public price") as seen:
         pricing.warn_unpriced(tokens)
         pricing.warn_unpriced(tokens)  # once a model

@@ -57,7 +57,13 @@ _LAZY = {
 }
 
 
+#: submodules the docs reach as ``gesso.<name>`` after ``import gesso`` (imported on first use, as the names above)
+_SUBMODULES = frozenset({"api", "cache", "errors", "pricing", "types"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"gesso.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'gesso' has no attribute {name!r}")

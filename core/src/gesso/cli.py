@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("-o", "--output-dir", default=".", help="where to write the images (default: .)")
     gen.add_argument("--timeout", type=float, help="read timeout in seconds")
+    gen.add_argument("--prices", type=_prices, metavar="JSON", help=_PRICES_HELP)
     gen.add_argument("--emulator", action="store_true", help="run the provider's local emulator and use it")
     gen.add_argument("--json", action="store_true", help="print the response JSON (without image data) only")
     providers = _providers()
@@ -215,7 +216,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     kwargs: dict[str, Any] = dict(args.param)
     kwargs.update(args.option)
-    given = {"size": args.size, "n": args.n, "quality": args.quality, "timeout": args.timeout}
+    given = {"size": args.size, "n": args.n, "quality": args.quality, "timeout": args.timeout, "prices": args.prices}
     kwargs.update({k: v for k, v in given.items() if v is not None})
     kwargs.update(_flag_options(args))
     out_dir = Path(args.output_dir)
@@ -260,7 +261,8 @@ def _generate(args: argparse.Namespace) -> int:
         print(written)
     count = len(response.data)
     cost = "unknown" if response.cost is None else f"${response.cost:.4f}"
-    print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}, {response.model})")
+    tokens = f", {response.usage['total_tokens']} tokens" if response.usage else ""
+    print(f"cost: {cost} ({count} image{'s' if count != 1 else ''}{tokens}, {response.model})")
     if args.emulator:
         print(_emulated(args.model))
     return 0
@@ -512,7 +514,12 @@ def _cost(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": args.model, "n": count, "cost": price, "pricing": pricing}))
         return 0
-    shown = "unknown (the model has no price)" if price is None else f"${price:.4f}"
+    by_tokens = args.prices is not None and any(
+        key in args.prices for key in ("input_cost_per_token", "output_cost_per_token")
+    )
+    unknown = ("unknown before the call (priced by the tokens its answer counts, at your price)" if by_tokens
+               else "unknown (the model has no price)")  # fmt: skip
+    shown = unknown if price is None else f"${price:.4f}"
     if args.prices is not None and price is not None:
         shown += " at your price"
     print(f"{shown} ({count} image{'s' if count != 1 else ''}, {args.model.rpartition('/')[2]}; nothing sent)")

@@ -8,7 +8,9 @@ model), given to a call as ``prices=`` (the SDK, ``gesso cost``, ``gesso batch``
 - ``input_cost_per_token`` and ``output_cost_per_token``: USD a token, for a model priced by the tokens its
   response's ``usage`` counts.
 
-A model is priced one way or the other (``Model.priced_per``); the other's keys are refused, never ignored. A
+A model is priced one way or the other (``Model.priced_per``); the other's keys are refused, never ignored, but
+for one: a model priced by tokens may be given one ``output_cost_per_image`` for every image (a team's flat rate),
+which is known before the call, as a budget needs (a token price is known only from the answer). A
 response says which price applied: ``pricing`` is ``"deployment"`` or ``"public"`` (the model's own table), and
 absent with ``cost: null`` when the model has neither: an unknown cost is never reported as 0.
 """
@@ -87,9 +89,11 @@ def apply(model: Model, prices: Prices, where: str = "prices") -> tuple[Model, l
     """``model`` priced at ``prices`` (what its cost hook reads: ``prices`` or ``token_prices``), or the
     violations that say why these prices do not fit it."""
     if model.priced_per == "token":
-        if prices.per_image is not None:
-            return model, [Violation(f"{where}.{PER_IMAGE}", f"{model.id} is priced by tokens: give "
-                                     f"{' and '.join(PER_TOKEN)}")]  # fmt: skip
+        if isinstance(prices.per_image, Mapping):
+            return model, [Violation(f"{where}.{PER_IMAGE}", f"{model.id} has no price classes: give one amount "
+                                     f"for every image, or {' and '.join(PER_TOKEN)}")]  # fmt: skip
+        if prices.per_image is not None:  # your flat rate an image: known before the call, so a budget can hold it
+            return attrs.evolve(model, priced_per="image", prices={"image": float(prices.per_image)}), []
         tokens_in, tokens_out = prices.input_per_token, prices.output_per_token
         if tokens_in is None or tokens_out is None:
             absent = PER_TOKEN[0] if tokens_in is None else PER_TOKEN[1]

@@ -3,13 +3,15 @@
 Every SDK call that is sent (:func:`gesso.image_generation`, ``image_edit``, ``image_variation``, their async
 forms and :func:`gesso.api.asend`) is one CLIENT span, named ``"{gen_ai.operation.name} {gen_ai.request.model}"``
 as OpenTelemetry's GenAI semantic conventions name it, and one measurement of the
-``gen_ai.client.operation.duration`` histogram (seconds). In the proxy each deployment it tries is one such call,
-so a failover is two client spans under the request's SERVER span (:func:`start_server`).
+``gen_ai.client.operation.duration`` histogram (seconds); a model that counts tokens (its answer's ``usage``)
+also sets ``gen_ai.usage.input_tokens``/``output_tokens`` on the span and records ``gen_ai.client.token.usage``
+(one measurement per ``gen_ai.token.type``, ``input`` and ``output``). In the proxy each deployment it tries is one
+such call, so a failover is two client spans under the request's SERVER span (:func:`start_server`).
 
 Without the extra, or with no tracer or meter provider configured beyond OpenTelemetry's default proxies, nothing
 is recorded and a call pays one cheap check (:func:`enabled`). Attributes never hold a prompt, an image, a key or
 a credential: only the model, the provider's GenAI name (:attr:`gesso.provider.Provider.genai_name`), the seed,
-the image count, the size, the operation, the images returned, the cost and the error type.
+the image count, the size, the operation, the images returned, the tokens counted, the cost and the error type.
 
 :func:`configure_from_env` sets up the OpenTelemetry SDK from the standard ``OTEL_*`` variables (``gesso serve``
 calls it in each worker).
@@ -39,6 +41,8 @@ OPERATION = "generate_content"
 OUTPUT = "image"
 #: the buckets the GenAI conventions advise for ``gen_ai.client.operation.duration``
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+#: and for ``gen_ai.client.token.usage``
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 
 #: gesso's own attributes (the GenAI conventions have none for an image's size or a call's price)
 SIZE = "gesso.request.size"
@@ -119,6 +123,11 @@ class _Attempt:
         self.span.set_attribute(IMAGES, len(response.data))
         if response.cost is not None:
             self.span.set_attribute(COST, float(response.cost))
+        usage = response.usage
+        if usage:
+            for kind in ("input", "output"):
+                self.span.set_attribute(f"gen_ai.usage.{kind}_tokens", usage[f"{kind}_tokens"])
+                _tokens().record(usage[f"{kind}_tokens"], {**self.attributes, "gen_ai.token.type": kind})
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         seconds = time.perf_counter() - self.started
@@ -143,23 +152,34 @@ def error_type(exc: BaseException) -> str:
     return code if isinstance(code, str) and code else type(exc).__name__
 
 
-_histogram: Any = None
+#: each histogram made, by name, with the meter provider it was made from (made again when that changes)
+_histograms: dict[str, tuple[Any, Any]] = {}
+#: name -> (unit, description, the conventions' advisory buckets)
+_HISTOGRAMS = {
+    "gen_ai.client.operation.duration": ("s", "GenAI operation duration", DURATION_BUCKETS),
+    "gen_ai.client.token.usage": ("{token}", "Number of input and output tokens used", TOKEN_BUCKETS),
+}
+
+
+def _histogram(name: str) -> Any:
+    assert _metrics is not None
+    meter_provider = _metrics.get_meter_provider()
+    made = _histograms.get(name)
+    if made is None or made[0] is not meter_provider:
+        unit, description, buckets = _HISTOGRAMS[name]
+        histogram = _metrics.get_meter(SCOPE).create_histogram(
+            name, unit=unit, description=description, explicit_bucket_boundaries_advisory=list(buckets)
+        )
+        made = _histograms[name] = (meter_provider, histogram)
+    return made[1]
 
 
 def _duration() -> Any:
-    global _histogram
-    assert _metrics is not None
-    meter_provider = _metrics.get_meter_provider()
-    if _histogram is None or _histogram[0] is not meter_provider:
-        meter = _metrics.get_meter(SCOPE)
-        histogram = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-        )
-        _histogram = (meter_provider, histogram)
-    return _histogram[1]
+    return _histogram("gen_ai.client.operation.duration")
+
+
+def _tokens() -> Any:
+    return _histogram("gen_ai.client.token.usage")
 
 
 def _provider_name(model: Any) -> str:

@@ -174,6 +174,8 @@ class Call:
     quoted: tuple[float | None, dict[str, Any]] | None = None
     #: the deployments of its model name that have no price (no public table, no model_info price)
     unpriced: list[str] = attrs.Factory(list)
+    #: the priced ones whose price is known only from the answer (by the tokens it counts)
+    unquoted: list[str] = attrs.Factory(list)
 
 
 def _spend_row(exchange: Exchange) -> dict[str, Any]:
@@ -504,6 +506,13 @@ class Proxy:
                                  "public price, and no model_info.output_cost_per_image or input_cost_per_token/"
                                  f"output_cost_per_token), so {who}, which has a budget, cannot use it",
                                  type="invalid_request_error", param="model", code="unpriced_model")  # fmt: skip
+            if budgeted and call.unquoted:  # priced by the tokens its answer counts: no budget can hold it first
+                who = "this key" if budgeted[0].level == "key" else f"{budgeted[0].level} {budgeted[0].label}"
+                raise ProxyError(400, f"Model {call.model_name!r} is priced by the tokens its answer counts, so its "
+                                 f"cost is not known before the call and {who}, which has a budget, cannot hold it: "
+                                 "use a key without a budget, or price the deployment per image (model_info."
+                                 "output_cost_per_image)", type="invalid_request_error", param="model",
+                                 code="cost_unknown_before_call")  # fmt: skip
         exchange.price_of = functools.partial(_given_or, quote, self._quote, call)
         n = call.fields.get("n", 1)
         exchange.reservation = await self.admit(path, quote, n if type(n) is int and n > 0 else 1,
@@ -788,13 +797,15 @@ class Proxy:
         """The most ``call`` can cost on any of its deployments, and the call prepared for each (checked as it
         will be sent: bad input is refused here, before a budget is touched)."""
         prices, prepared = [], {}
-        call.unpriced = []
+        call.unpriced, call.unquoted = [], []
         for deployment in self.router.groups[call.model_name]:
             ready = self._prepare(deployment, {}, call)
             prepared[deployment.id] = ready
             prices.append(api.price(ready))
-            if not pricing.has_price(ready.request.model):  # a model priced by tokens has no quote, but a price
+            if not pricing.has_price(ready.request.model):
                 call.unpriced.append(deployment.id)
+            elif prices[-1] is None:  # a model priced by tokens has a price, but no quote before the answer
+                call.unquoted.append(deployment.id)
         known = [p for p in prices if p is not None]
         return (max(known) if known else None), prepared
 

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 PROFILE_PREFIXES = ("us-gov.", "us.", "eu.", "apac.", "jp.", "au.", "ca.", "global.")
 
 #: Families whose models are active on Bedrock, suggested when a model is retired and they are missing.
-ACTIVE_FAMILIES = (("gesso-bedrock-stability", "Stable Image Ultra v1:1, Stable Image Core v1:1, SD3.5 Large"),)
+ACTIVE_FAMILIES = (
+    ("gesso-bedrock-stability", "Stable Image Ultra v1:1, Stable Image Core v1:1, SD3.5 Large"),
+    ("gesso-bedrock-nova2", "Amazon Nova 2 Omni"),
+)
 
 #: First-party families: an unknown model id matching a prefix names the distribution to install.
 KNOWN_FAMILIES = (
@@ -240,7 +243,7 @@ class Bedrock(Provider):
         # a text-to-image model is best replaced by text-to-image models; otherwise any shared capability
         wanted = {"text_to_image"} if "text_to_image" in model.capabilities else set(model.capabilities)
         shared = [
-            m.id
+            self.usable_ids(m)[0]  # an id it answers to (a profile's, for a model offered only through profiles)
             for m in registry.models
             if m.lifecycle.status == "active"
             and not m.example

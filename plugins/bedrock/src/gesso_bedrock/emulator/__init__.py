@@ -394,8 +394,9 @@ def _check_guardrail(headers: Headers) -> bool:
 
 
 def _check_guardrail_config(config: Any) -> None:
-    """Converse's ``guardrailConfig``: BOTO's GuardrailConfiguration requires an identifier and a version (the
-    wording is the emulator's own)."""
+    """Converse's ``guardrailConfig``: an identifier and a version, as InvokeModel requires them together (botocore's
+    GuardrailConfiguration marks neither required; the emulator asks for both, in its own wording), and a ``trace``
+    of GuardrailTrace's values."""
     if not isinstance(config, dict) or not config.get("guardrailIdentifier") or not config.get("guardrailVersion"):
         raise EmulatorError.validation("guardrailConfig requires guardrailIdentifier and guardrailVersion.")
     if config.get("trace", "disabled") not in ("enabled", "disabled", "enabled_full"):
