@@ -436,3 +436,11 @@ def test_gesso_cost_says_a_token_price_is_known_only_from_the_answer():
 
     assert cost(PRICES).startswith("unknown before the call (priced by the tokens its answer counts, at your price)")
     assert cost({"output_cost_per_image": 0.05}).startswith("$0.1500 at your price (3 images")
+
+
+def test_no_nova_2_omni_body_fixes_its_image_so_none_is_cached():
+    """AWS documents no seed for Nova 2 Omni: the exact cache never keeps its answers (an Idempotency-Key still
+    replays them)."""
+    for kwargs in ({}, {"size": "1024x1024"}, {"temperature": 0, "topP": 1}):
+        call = api.prepare(OMNI, "a fox", prices=PRICES, **kwargs)
+        assert not call.prepared.seeded and api.cache_key(call) is None
