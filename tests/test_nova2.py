@@ -444,3 +444,18 @@ def test_no_nova_2_omni_body_fixes_its_image_so_none_is_cached():
     for kwargs in ({}, {"size": "1024x1024"}, {"temperature": 0, "topP": 1}):
         call = api.prepare(OMNI, "a fox", prices=PRICES, **kwargs)
         assert not call.prepared.seeded and api.cache_key(call) is None
+
+
+def test_an_answer_without_usage_says_its_cost_is_unknown():
+    """BOTO's ConverseResponse requires usage; an answer without it is read, its cost unknown and said so."""
+    from gesso_bedrock_nova2 import response
+
+    from gesso.types import RawResponse
+
+    prepared = api.prepare(OMNI, "a fox", prices=PRICES)
+    png = base64.b64encode(picture(64, 32)).decode()
+    body = {"output": {"message": {"role": "assistant", "content": [
+        {"image": {"format": "png", "source": {"bytes": png}}}]}}, "stopReason": "end_turn"}  # fmt: skip
+    parsed = response.parse(prepared.request, RawResponse(status=200, body=json.dumps(body).encode()))
+    assert parsed.usage is None and parsed.size.width == 64
+    assert parsed.warnings == ("the answer counted no tokens (no usage): its cost is unknown",)

@@ -44,11 +44,14 @@ def parse(request: ImageRequest, response: RawResponse) -> ParsedResponse:
         raise ProviderError(f"Amazon Nova 2 Omni answered without an image (stopReason {stop!r}){wrote}; ask for an "
                             "image plainly in the prompt (e.g. 'Create an image of ...')", model=model)  # fmt: skip
     info = inspect_b64(images[0].b64)
+    usage = _usage(data.get("usage"))
     return ParsedResponse(
         images=images,
         size=Size(info.width, info.height) if info else None,
         text=said,
-        usage=_usage(data.get("usage")),
+        usage=usage,
+        # BOTO's ConverseResponse requires usage: without it, a token price cannot count this call's cost
+        warnings=[] if usage is not None else ["the answer counted no tokens (no usage): its cost is unknown"],
     )
 
 
