@@ -201,9 +201,8 @@ def test_cost_is_the_usage_at_your_token_prices_and_unknown_without_them(emulato
         gesso.image_generation(OMNI, "a fox", **aws)
     assert len([w for w in seen if w.category is pricing.UnpricedModelWarning]) == 1
     assert unknown.cost is None and "cost" in unknown.to_dict() and unknown.to_dict()["cost"] is None
-    answer = json.loads(emulator.requests[-1].body)  # the emulator's usage, re-read from what it answered
-    usage = unknown.usage
-    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] and answer
+    usage = unknown.usage  # the emulator's count: a token per 4 characters, a token per 1,024 pixels made
+    assert usage == {"input_tokens": 2, "output_tokens": 4014, "total_tokens": 4016}
     priced = gesso.image_generation(OMNI, "a fox", prices=PRICES, **aws)
     expected = priced.usage["input_tokens"] * 0.000001 + priced.usage["output_tokens"] * 0.00004
     assert priced.cost == pytest.approx(expected, abs=1e-6) and priced.pricing == "deployment"
@@ -458,4 +457,19 @@ def test_an_answer_without_usage_says_its_cost_is_unknown():
         {"image": {"format": "png", "source": {"bytes": png}}}]}}, "stopReason": "end_turn"}  # fmt: skip
     parsed = response.parse(prepared.request, RawResponse(status=200, body=json.dumps(body).encode()))
     assert parsed.usage is None and parsed.size.width == 64
-    assert parsed.warnings == ("the answer counted no tokens (no usage): its cost is unknown",)
+    assert parsed.warnings == ("the answer counted no tokens (no usage)",)
+    # two images in one answer: the first is returned (one a call: what was asked for, priced and held)
+    two = {**body, "output": {"message": {"role": "assistant", "content": [
+        {"image": {"format": "png", "source": {"bytes": png}}}] * 2}}}  # fmt: skip
+    parsed = response.parse(prepared.request, RawResponse(status=200, body=json.dumps(two).encode()))
+    assert len(parsed.images) == 1 and parsed.warnings[0] == "the answer held 2 images; the first is returned"
+    # bytes that are no image, or not the format the block names, are an error, never a success
+    for bad in (base64.b64encode(b"hello").decode(), base64.b64encode(picture(8, 8, fmt="JPEG")).decode()):
+        wrong = {**body, "output": {"message": {"role": "assistant", "content": [
+            {"image": {"format": "png", "source": {"bytes": bad}}}]}}}  # fmt: skip
+        with pytest.raises(ProviderError, match="not the image its block names"):
+            response.parse(prepared.request, RawResponse(status=200, body=json.dumps(wrong).encode()))
+    stopped = {**body, "output": {"message": {"role": "assistant", "content": [{"text": "..."}]}},
+               "stopReason": "max_tokens"}  # fmt: skip
+    with pytest.raises(ProviderError, match="raise maxTokens"):
+        response.parse(prepared.request, RawResponse(status=200, body=json.dumps(stopped).encode()))

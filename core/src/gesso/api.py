@@ -798,7 +798,7 @@ def _finish(call: _Call, raws: Sequence[RawResponse]) -> ImageResponse:
 def _usage(parsed: Sequence[ParsedResponse]) -> dict[str, int] | None:
     """The tokens the calls' answers counted, summed, as OpenAI's gpt-image responses say them (None: uncounted)."""
     counted = [p.usage for p in parsed if p.usage is not None]
-    if not counted:
+    if not counted or len(counted) < len(parsed):  # a sum missing an answer's tokens would under-count its cost
         return None
     tokens_in = sum(int(u.get("input_tokens", 0)) for u in counted)
     tokens_out = sum(int(u.get("output_tokens", 0)) for u in counted)

@@ -41,17 +41,23 @@ def parse(request: ImageRequest, response: RawResponse) -> ParsedResponse:
         if stop in FILTERED:
             raise ContentFilteredError(f"Bedrock content filter: Amazon Nova 2 Omni stopped ({stop}) without an "
                                        f"image{wrote}", model=model)  # fmt: skip
-        raise ProviderError(f"Amazon Nova 2 Omni answered without an image (stopReason {stop!r}){wrote}; ask for an "
-                            "image plainly in the prompt (e.g. 'Create an image of ...')", model=model)  # fmt: skip
+        hint = ("raise maxTokens" if stop == "max_tokens"
+                else "ask for an image plainly in the prompt (e.g. 'Create an image of ...')")  # fmt: skip
+        raise ProviderError(f"Amazon Nova 2 Omni answered without an image (stopReason {stop!r}){wrote}; {hint}",
+                            model=model)  # fmt: skip
     info = inspect_b64(images[0].b64)
+    if info is None or MIME.get(info.format) != images[0].mime_type:
+        raise ProviderError("Amazon Nova 2 Omni answered with image bytes that are not the image its block names",
+                            model=model)  # fmt: skip
     usage = _usage(data.get("usage"))
+    extra = [f"the answer held {len(images)} images; the first is returned"] if len(images) > 1 else []
     return ParsedResponse(
-        images=images,
+        images=images[:1],  # one image an answer: what a call is asked for, priced and held
         size=Size(info.width, info.height) if info else None,
         text=said,
         usage=usage,
         # BOTO's ConverseResponse requires usage: without it, a token price cannot count this call's cost
-        warnings=[] if usage is not None else ["the answer counted no tokens (no usage): its cost is unknown"],
+        warnings=extra + ([] if usage is not None else ["the answer counted no tokens (no usage)"]),
     )
 
 
@@ -69,6 +75,6 @@ def _usage(usage: Any) -> dict[str, int] | None:
     if not isinstance(usage, dict):
         return None
     tokens_in, tokens_out = usage.get("inputTokens"), usage.get("outputTokens")
-    if not isinstance(tokens_in, int) or not isinstance(tokens_out, int) or min(tokens_in, tokens_out) < 0:
+    if type(tokens_in) is not int or type(tokens_out) is not int or min(tokens_in, tokens_out) < 0:
         return None
     return {"input_tokens": int(tokens_in), "output_tokens": int(tokens_out)}
