@@ -16,6 +16,7 @@ from typing import Any
 
 from gesso import __version__, params
 from gesso.errors import GessoError, InvalidRequestError
+from gesso.pricing import PER_TOKEN
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -514,9 +515,7 @@ def _cost(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": args.model, "n": count, "cost": price, "pricing": pricing}))
         return 0
-    by_tokens = args.prices is not None and any(
-        key in args.prices for key in ("input_cost_per_token", "output_cost_per_token")
-    )
+    by_tokens = args.prices is not None and any(key in args.prices for key in PER_TOKEN)
     unknown = ("unknown before the call (priced by the tokens its answer counts, at your price)" if by_tokens
                else "unknown (the model has no price)")  # fmt: skip
     shown = unknown if price is None else f"${price:.4f}"

@@ -18,6 +18,8 @@ from typing import Any
 
 from gesso.params import load_schema
 from gesso.types import Lifecycle, Model, Size
+from gesso_bedrock import CONVERSE
+from gesso_bedrock.provider import PROFILE_ONLY
 
 FAMILY = "amazon.nova-2-omni"
 #: S1 and S2 call ``us.amazon.nova-2-omni-v1:0`` (a US cross-Region inference profile): the model id is that id
@@ -73,9 +75,9 @@ def registrations() -> list[Model]:
                 "text_to_image",
                 "edit",
                 # sent to Bedrock's Converse API (gesso_bedrock.CONVERSE), not InvokeModel
-                "bedrock_converse",
+                CONVERSE,
                 # S1 and S2 invoke it only through its inference profile
-                "inference_profile_only",
+                PROFILE_ONLY,
             },
             # S1 and S2 mark it a preview; AWS's lifecycle pages give it no end of life
             lifecycle=Lifecycle(status="active", source="aws-samples Nova 2 Omni notebooks (preview)"),

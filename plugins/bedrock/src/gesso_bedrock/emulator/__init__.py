@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from gesso.types import Model
+from gesso_bedrock import CONVERSE
 from gesso_bedrock.emulator import everit, faults, sigv4
 from gesso_bedrock.emulator.call import (
     BLOCK_INPUT,
@@ -41,6 +42,7 @@ from gesso_bedrock.emulator.call import (
     RecordedRequest,
 )
 from gesso_bedrock.emulator.faults import Fault, FaultPlan
+from gesso_bedrock.engine import APIS
 
 __all__ = ["BLOCK_INPUT", "BLOCK_OUTPUT", "BLOCK_SOME", "EmulatedCall", "Emulator", "EmulatorError", "RecordedRequest"]
 
@@ -58,10 +60,6 @@ INVALID_IDENTIFIER = "The provided model identifier is invalid."
 #: InvokeModel's body blob is at most 25,000,000 bytes (botocore's service model).
 MAX_BODY = 25_000_000
 CONTROL_PREFIX = "/_gesso/"
-#: the operations served, by the last part of their path: InvokeModel and Converse
-APIS = ("invoke", "converse")
-#: the capability tag of a model served through Converse (gesso_bedrock.CONVERSE)
-CONVERSE = "bedrock_converse"
 CONVERSE_UNSUPPORTED = (
     "This action doesn't support the model that you provided. Try again with a supported text or chat model."
 )
