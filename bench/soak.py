@@ -27,7 +27,8 @@ well-formed OpenAI error (408, 429 or 502: the faults; 429 ``budget_exceeded`` f
 every answered request (its ``x-request-id``) has its spend row, with the status the client saw; rows without an
 answer are at most the attempts the kill cut off; no key spent more than its budget, and each key's spend is the
 sum of its rows; each replica's RSS grew less than ``--max-rss-growth-mb`` between its warm-up (its first
-``--clients`` answers) and its end. :func:`run` returns the figures; :func:`render` prints them.
+``--warmup`` answers: 16, which a replacement joining late in a short run still reaches) and its end.
+:func:`run` returns the figures; :func:`render` prints them.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class Settings:
     restart: bool = True
     database_url: str | None = None
     max_rss_growth_mb: float = 150.0
+    warmup: int = 16  # a replica's answers before its warm RSS is read
     seed: int = 1
     size: str = "320x320"
     workdir: Path | None = None  # configs and logs (default: a temporary directory)
@@ -117,7 +119,7 @@ class Replica:
     proc: subprocess.Popen
     log: Path
     rss_cold: float | None = None  # when it listens
-    rss_warm: float | None = None  # after its first `clients` answers
+    rss_warm: float | None = None  # after its first `warmup` answers
     rss_end: float | None = None  # at the end of the run, or just before it was killed
     rss_peak: float = 0.0
     answered: int = 0
@@ -291,7 +293,7 @@ async def load(settings: Settings, replicas: list[Replica], callers: list[tuple[
                     tally.problems.append(f"request {index} to live replica {replica.name}: {exc!r}")
                     break
                 replica.answered += 1
-                if replica.answered == settings.clients and replica.rss_warm is None:
+                if replica.answered == settings.warmup and replica.rss_warm is None:
                     replica.rss_warm = rss_mb(replica.proc.pid)
                 if headers.get("connection", "").lower() == "close":
                     conns.pop(replica.port, None)
@@ -555,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="postgresql://... (default: a fresh database on "
                         "$GESSO_TEST_POSTGRES_URL)")  # fmt: skip
     parser.add_argument("--max-rss-growth-mb", type=float, default=d.max_rss_growth_mb)
+    parser.add_argument("--warmup", type=int, default=d.warmup, help="a replica's answers before its warm RSS is "
+                        "read (default %(default)s)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=d.seed, help="the emulator's fault seed")
     parser.add_argument("--workdir", type=Path, help="keep configs and logs here")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
@@ -562,8 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         requests=args.requests, clients=args.clients, seconds=args.seconds, throttle=args.throttle,
         errors=args.errors, timeouts=args.timeouts, kill_at=args.kill_at, restart=not args.no_restart,
-        database_url=args.database_url, max_rss_growth_mb=args.max_rss_growth_mb, seed=args.seed,
-        workdir=args.workdir,
+        database_url=args.database_url, max_rss_growth_mb=args.max_rss_growth_mb, warmup=args.warmup,
+        seed=args.seed, workdir=args.workdir,
     )  # fmt: skip
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
