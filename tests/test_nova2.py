@@ -473,3 +473,33 @@ def test_an_answer_without_usage_says_its_cost_is_unknown():
                "stopReason": "max_tokens"}  # fmt: skip
     with pytest.raises(ProviderError, match="raise maxTokens"):
         response.parse(prepared.request, RawResponse(status=200, body=json.dumps(stopped).encode()))
+    # a guardrail's stop (BOTO's StopReason guardrail_intervened) is a content filter's, as content_filtered is
+    guarded = {**stopped, "stopReason": "guardrail_intervened"}
+    with pytest.raises(ContentFilteredError, match=r"stopped \(guardrail_intervened\) without an image; it wrote"):
+        response.parse(prepared.request, RawResponse(status=200, body=json.dumps(guarded).encode()))
+
+
+def test_an_edit_image_is_png_jpeg_or_webp_and_at_most_25_mb_as_the_request_carries_it(emulator, aws):
+    """GUIDE: PNG, JPEG, GIF or WebP, at most 25 MB. A GIF is refused by name (gesso reads no GIF header); the bound
+    is counted on the base64 the request carries: 18.75 MB of image is 25,000,000 characters of it."""
+    gif = b"GIF89a" + (64).to_bytes(2, "little") * 2 + b"\x00" * 32
+    with pytest.raises(InvalidRequestError, match="image: is not a readable image \\(a GIF image: give it as PNG, "
+                       "JPEG or WebP\\)"):  # fmt: skip
+        gesso.image_edit(OMNI, image=gif, prompt="a hat", prices=PRICES, **aws)
+    image = picture(64, 64)
+    at_most = image + b"\x00" * (18_750_000 - len(image))  # a PNG with trailing bytes: 25,000,000 as base64
+    over = at_most + b"\x00" * 3  # 4 characters more
+    with pytest.raises(InvalidRequestError, match="image: must be at most 25,000,000 bytes as base64 in the request "
+                       "for Amazon Nova 2 Omni \\(got 25,000,004: 18,750,003 bytes of image\\)"):  # fmt: skip
+        gesso.image_edit(OMNI, image=over, prompt="a hat", prices=PRICES, **aws)
+    assert not emulator.requests
+    call = api.prepare(OMNI, "a hat", operation="edit", image=at_most, prices=PRICES)  # the bound itself is taken
+    assert len(call.prepared.bodies[0]["messages"][0]["content"][0]["image"]["source"]["bytes"]) == 25_000_000
+
+
+def test_a_size_over_four_megapixels_is_refused_though_its_ratio_is_documented(emulator, aws):
+    """S2: "Maximum output size: 4,194,304 pixels"; 4096x4096 is 1:1 but four times that."""
+    with pytest.raises(InvalidRequestError, match="size: 4096x4096 is more than the 4,194,304 pixels Amazon Nova 2 "
+                       "Omni makes at most"):  # fmt: skip
+        gesso.image_generation(OMNI, "a fox", size="4096x4096", prices=PRICES, **aws)
+    assert not emulator.requests

@@ -57,6 +57,8 @@ def _inspect(data: bytes) -> ImageInfo:
         return _inspect_jpeg(data)
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _inspect_webp(data)
+    if data[:4] == b"GIF8":  # named, so that its caller knows what to convert
+        raise ImageFormatError("a GIF image: give it as PNG, JPEG or WebP")
     raise ImageFormatError("not a PNG, JPEG or WebP image")
 
 

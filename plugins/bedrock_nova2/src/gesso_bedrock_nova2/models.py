@@ -47,6 +47,8 @@ DEFAULT_RATIO = "16:9"
 #: S2, image editing: "Maximum output size: 1,048,576 pixels (1 megapixel)"; "Output matches input aspect ratio
 #: unless explicitly requested otherwise"
 EDIT_MAX_PIXELS = 1_048_576
+#: S2: "Maximum output size: 4,194,304 pixels (4 megapixels)": a ``size`` larger than this is refused
+MAX_PIXELS = 4_194_304
 
 
 @functools.cache

@@ -2,9 +2,11 @@
 
 The body is what AWS's samples send (``S1``, ``S2``: see :mod:`gesso_bedrock_nova2.models`): one user message whose
 content is the prompt as a text block, after the input image as an image block for an edit (``image_edit``); no
-size field, since AWS documents none. A ``size`` asks for its aspect ratio where S2 puts that instruction, the
-system prompt (``"Always generate images using 1:1 aspect ratio"``); the user's prompt is sent as given. Only the
-aspect ratios S2 lists are accepted, and the response reports the size the model made (read from the image).
+size field, since AWS documents none. A ``size`` asks for its aspect ratio in the system prompt
+(``"Always generate images using 1:1 aspect ratio"``: the wording of the system prompt S2's first example carries,
+commented out; S1's lab sends its own instructions as a system prompt too; S2's examples otherwise say the shape in
+the user's prompt, "Make it square."); the user's prompt is sent as given. Only the aspect ratios S2 lists, at
+most S2's 4 megapixels, are accepted, and the response reports the size the model made (read from the image).
 
 Parameters: ``maxTokens``, ``temperature`` and ``topP`` (or ``inferenceConfig={...}``), and ``reasoningConfig``
 (or ``additionalModelRequestFields={...}``), as the samples send them; nothing else. ``n`` images are ``n`` calls
@@ -22,7 +24,7 @@ from gesso import family, inputs
 from gesso.errors import InvalidRequestError, Violation
 from gesso.params import short, unknown_parameter
 from gesso.types import ImageRequest, PreparedRequest, Size
-from gesso_bedrock_nova2.models import DEFAULT_RATIO, EDIT_MAX_PIXELS, SIZES, schema
+from gesso_bedrock_nova2.models import DEFAULT_RATIO, EDIT_MAX_PIXELS, MAX_PIXELS, SIZES, schema
 
 WHAT = "Amazon Nova 2 Omni"
 #: the most images (each one Converse call) one request may ask for: OpenAI's own bound on ``n``
@@ -38,13 +40,14 @@ NESTED = {
     "reasoningConfig": ("additionalModelRequestFields", "reasoningConfig"),
 }
 OBJECTS = ("inferenceConfig", "additionalModelRequestFields")
-#: GUIDE's multimodal page: images embedded in a request are PNG, JPEG, GIF or WebP (gesso reads the first three
-#: but GIF), at most 25 MB
+#: GUIDE's multimodal page: images embedded in a request are PNG, JPEG, GIF or WebP, at most 25 MB. gesso sends
+#: PNG, JPEG and WebP (it reads no GIF header, so it could not check one) and counts the 25 MB on the image as the
+#: request carries it, base64, so that no image under the bound makes a request over it
 MAX_IMAGE_BYTES = 25 * 1000 * 1000
 
 
 def instruction(ratio: str) -> str:
-    """The system prompt that asks for an aspect ratio: S2's wording (its text-to-image example's system prompt)."""
+    """The system prompt that asks for an aspect ratio: S2's wording (its first example's system prompt line)."""
     return f"Always generate images using {ratio} aspect ratio"
 
 
@@ -100,7 +103,10 @@ def prepare(request: ImageRequest) -> PreparedRequest:
                                       "and say any change of shape in the prompt"))  # fmt: skip
     elif request.size is not None:
         ratio = ratio_of(request.size)
-        if ratio is None:
+        if request.size.width * request.size.height > MAX_PIXELS:
+            problems.append(Violation("size", f"{request.size} is more than the {MAX_PIXELS:,} pixels {WHAT} makes "
+                                      f"at most (AWS); the sizes it makes: {ALLOWED_SIZES}"))  # fmt: skip
+        elif ratio is None:
             problems.append(Violation("size", f"{request.size} is not an aspect ratio {WHAT} is documented to make; "
                                       f"the sizes it makes: {ALLOWED_SIZES}"))  # fmt: skip
         else:
@@ -147,12 +153,12 @@ def _edit_image(request: ImageRequest) -> tuple[list[dict[str, Any]], list[Viola
     if len(request.images) != 1:
         return [], [Violation("image", f"{WHAT} edits one image at a time (AWS: 'a single image as input'); got "
                               f"{len(request.images)}")]  # fmt: skip
-    image, problems = inputs.load(request.images[0], "image")
+    image, problems = inputs.load(request.images[0], "image")  # a GIF is named in the refusal (see MAX_IMAGE_BYTES)
     if image is None:
         return [], problems
     if image.info.format not in ("png", "jpeg", "webp"):
         return [], [Violation("image", f"must be PNG, JPEG or WebP for {WHAT} (got {image.info.format})")]
-    if len(image.data) > MAX_IMAGE_BYTES:
-        return [], [Violation("image", f"must be at most {MAX_IMAGE_BYTES:,} bytes for {WHAT} (got "
-                              f"{len(image.data):,})")]  # fmt: skip
+    if len(image.b64) > MAX_IMAGE_BYTES:
+        return [], [Violation("image", f"must be at most {MAX_IMAGE_BYTES:,} bytes as base64 in the request for {WHAT} "
+                              f"(got {len(image.b64):,}: {len(image.data):,} bytes of image)")]  # fmt: skip
     return [{"image": {"format": image.info.format, "source": {"bytes": image.b64}}}], []
