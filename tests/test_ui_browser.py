@@ -7,8 +7,6 @@ script payloads put into every field the keys page shows never run. Without /usr
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import openai
@@ -16,6 +14,7 @@ import pytest
 from test_keys import MASTER, no_http_proxy, serving  # noqa: F401 (no_http_proxy: an autouse fixture)
 
 from gesso.proxy import store
+from helpers import bench_module
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 #: what each payload sets if it runs
@@ -29,23 +28,8 @@ def browser():
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail("CI must run the browser tests: apt-get install chromium chromium-driver", pytrace=False)
         pytest.skip("no Chromium here (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="gesso-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,900", f"--user-data-dir={profile}"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(20)
-    try:
+    with bench_module("ui_pages").chromium() as driver:  # the page-time benchmark's browser, set up once
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture
@@ -201,62 +185,6 @@ def test_every_page_passes_axe_cores_default_rules(browser, proxy, emulator, axe
     assert [v[0] for v in checked.pop("/ui/models?broken")] == ["image-alt"]
     assert set(checked) == {"/ui/login", *pages}
     assert all(not violations for violations in checked.values()), checked
-
-
-@pytest.mark.slow  # starts a browser and writes 100,000 rows
-def test_pages_load_in_under_300_ms_with_100000_spend_rows(browser, proxy, emulator):
-    import asyncio
-    import datetime
-    import uuid
-
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    rows, now = 100_000, store.now()
-    made = proxy.generate_key(key_alias="busy", max_budget=10_000.0)
-
-    async def seed() -> None:
-        database = store.Store(proxy.database_url)
-        try:
-            batch = []
-            for i in range(rows):  # spread over the last 30 days, newest first
-                batch.append({"request_id": uuid.uuid4().hex, "created_at": now - datetime.timedelta(seconds=i * 25),
-                              "token_hash": made["token"], "key_alias": "busy", "route": "generations",
-                              "model_name": ("nova", "canvas")[i % 2], "deployment": "nova-a", "model_id": "m",
-                              "images": 1, "cost": 0.04, "latency_ms": 100.0 + i % 900, "status": "success",
-                              "status_code": 200, "error_type": None, "user": None, "prompt": None, "team_id": None,
-                              "user_id": None})  # fmt: skip
-                if len(batch) == 10_000:
-                    async with database.engine.begin() as conn:
-                        await conn.execute(store.spend_logs.insert(), batch)
-                    batch = []
-        finally:
-            await database.close()
-
-    asyncio.run(seed())
-    browser.get(proxy.url + "/ui/login")
-    browser.find_element(By.ID, "key").send_keys(MASTER)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(browser, 10).until(lambda _: "/ui/overview" in browser.current_url)
-    timings = {}
-    for path in ("/ui/overview?range=month", "/ui/overview?range=day", "/ui/keys", "/ui/logs",
-                 "/ui/logs?model=canvas&status=success", "/ui/models"):  # fmt: skip
-        best = float("inf")
-        for _ in range(5):  # the best of five loads (the first warms the database's pages)
-            browser.get(proxy.url + path)
-            if path.startswith("/ui/overview"):  # loaded once its plots are drawn (their data fetched)
-                WebDriverWait(browser, 10).until(lambda _: browser.execute_script(
-                    "return document.getElementById('overview').dataset.loaded === 'true'"))  # fmt: skip
-                took = browser.execute_script(
-                    "const fetched = performance.getEntriesByType('resource').find((e) => e.name.includes('/ui/api/'));"
-                    "return Math.max(performance.getEntriesByType('navigation')[0].loadEventEnd, fetched.responseEnd);"
-                )  # fmt: skip
-            else:
-                took = browser.execute_script("return performance.getEntriesByType('navigation')[0].loadEventEnd")
-            best = min(best, took)
-        timings[path] = round(best, 1)
-    print(f"\nms to load each page with {rows:,} spend rows (best of five): {timings}")
-    assert all(took < 300 for took in timings.values()), timings
 
 
 @pytest.fixture
