@@ -3,7 +3,8 @@
 Hypothesis builds JSON bodies, multipart forms, header sets and model names from the whole Unicode range (lone
 surrogates, control characters, huge values, ``os.environ/NAME`` of every variable the proxy has, ``file://``,
 ``s3://``, path traversal) and sends them to a proxy (uvicorn on loopback, a SQLite store, a deployment writing
-``url`` images to its own file store) with the master key, a virtual key, another header or none. Invariants:
+``url`` images to its own file store, and Nova 2 Omni through Converse at a deployment's token price, drawn with
+its inference settings) with the master key, a virtual key, another header or none. Invariants:
 
 - never a 5xx, and no log record above INFO;
 - no environment value (the master key and the deployment's credential among them) in any answer, log line,
@@ -85,9 +86,12 @@ FIELD_NAMES = [
     "aws_access_key_id", "aws_secret_access_key", "aws_bedrock_runtime_endpoint", "api_key", "ssl_verify",
     "extra_headers", "max_fanout", "snap_size", "cfgScale", "seed", "negativeText", "taskType",
     "imageGenerationConfig", "textToImageParams", "maskPrompt", "similarityStrength", "extra_body", "metadata",
-    "background", "moderation", "stream", "partial_images", "input_fidelity",
+    "background", "moderation", "stream", "partial_images", "input_fidelity", "maxTokens", "temperature", "topP",
+    "inferenceConfig", "reasoningConfig", "additionalModelRequestFields", "system", "messages", "guardrailConfig",
+    "input_cost_per_token", "output_cost_per_token", "model_info",
 ]  # fmt: skip
-CONFIGURED = st.sampled_from(["nova", "stored"])
+#: Nova Canvas twice (one writing url images to a store) and Nova 2 Omni through Converse, at a deployment price
+CONFIGURED = st.sampled_from(["nova", "stored", "omni"])
 KEYS = st.sampled_from(["master", "virtual"])
 field_names = st.one_of(st.sampled_from(FIELD_NAMES), any_text)
 model_names = st.one_of(st.sampled_from(["nova ", "NOVA", ""]), any_text, numbers, st.none())
@@ -98,6 +102,12 @@ plausible = st.fixed_dictionaries(
         "n": st.integers(1, 2), "size": st.sampled_from(["320x320", "512x512", "auto"]), "seed": st.integers(0, 9),
         "quality": st.sampled_from(["standard", "hd"]), "response_format": st.sampled_from(["b64_json", "url"]),
         "user": any_text, "negativeText": any_text, "style": st.sampled_from(["PHOTOREALISM", "vivid"]),
+        # Nova 2 Omni's (the samples' inference settings), flat or nested
+        "maxTokens": st.integers(1, 10_000), "temperature": st.sampled_from([0, 0.5, 1]),
+        "inferenceConfig": st.fixed_dictionaries({}, optional={"topP": st.sampled_from([0.1, 1]),
+                                                               "maxTokens": st.integers(1, 10_000)}),
+        "reasoningConfig": st.fixed_dictionaries({"type": st.sampled_from(["enabled", "disabled"])},
+                                                 optional={"maxReasoningEffort": st.sampled_from(["low", "high"])}),
     },
 )  # fmt: skip
 fields = st.one_of(
@@ -197,6 +207,7 @@ class Target:
         assert not leaked, f"an environment value reached the answer: {text[:300]}"
         if status == 200:
             json.loads(text)["data"]
+            COUNTS["answered by"][headers.get("x-gesso-deployment", "?")] += 1
         else:
             error = json.loads(text)["error"]
             assert isinstance(error["message"], str) and isinstance(error["type"], str)
@@ -240,6 +251,8 @@ def target(tmp_path_factory, backend):
             "model_list": [
                 {"model_name": "nova", "litellm_params": {"model": nova, **aws}, "model_info": {"cache": True}},
                 {"model_name": "stored", "litellm_params": {"model": nova, **aws, "image_store": f"file://{image_store}"}},
+                {"model_name": "omni", "litellm_params": {"model": "bedrock/us.amazon.nova-2-omni-v1:0", **aws},
+                 "model_info": {"input_cost_per_token": 0.000001, "output_cost_per_token": 0.00004}},
             ],
             "general_settings": {"master_key": f"os.environ/{MASTER_ENV}", "database_url": database_url,
                                  # the stored answers (idempotency keys, the cache): outside the root watched
@@ -289,7 +302,7 @@ def final_checks(target: Target) -> None:
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
     requests = [s for s in families["gesso_requests"].samples if s.name == "gesso_requests_total"]
     # routes x (configured names + "-") x statuses: bounded whatever names and statuses callers produced
-    assert len(requests) <= 3 * 3 * 20, len(requests)
+    assert len(requests) <= 3 * 4 * 20, len(requests)
     assert not [v for v in target.values if v in metrics], "an environment value reached a metric"
     loud = [r for r in target.lines.records if r.levelno > logging.INFO]
     assert not loud, [r.getMessage()[:300] for r in loud[:3]]
