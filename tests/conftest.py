@@ -23,7 +23,7 @@ _AWS_ENV = (
 )  # fmt: skip
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: .ci/pluggy.sh runs without pytest-xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``-n auto`` hands tests out by work stealing instead of xdist's default fixed share: the suite's tests run
     from milliseconds to 20 s, and a worker that runs out of its share takes from the other's queue (a run of the
