@@ -1,6 +1,6 @@
-"""What the benchmarks (and the test fixtures that reuse them) share: free ports, CPU pinning, waiting for and
-stopping the processes they start, a lean keep-alive HTTP/1.1 client for generating load, the proxy's image
-request, and throwaway PostgreSQL databases."""
+"""What the benchmarks (and the test fixtures that reuse them) share: free ports, CPU pinning, an environment and
+a JSON HTTP call that bypass any proxy, waiting for and stopping the processes they start, a lean keep-alive
+HTTP/1.1 client for generating load, the proxy's image request, and throwaway PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,29 @@ def pin(cpu: int) -> None:
     """Keep a process (and the threads it starts) on one core, where the OS allows it."""
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {cpu})
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def no_proxy_env() -> dict[str, str]:
+    """This process's environment for a child on loopback: no HTTP proxy, and loopback never proxied."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def http(method: str, url: str, body: Any = None, key: str | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """One JSON call, never through a proxy: (its status, its JSON body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with _NO_PROXY.open(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
 
 
 def wait_listening(port: int, proc: subprocess.Popen, what: str, log: Path | None = None, seconds: float = 60) -> None:

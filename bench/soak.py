@@ -46,12 +46,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gesso_bench import Conn, Gone, free_port, image_request, stop, throwaway_postgres, wait_listening
+from gesso_bench import (
+    Conn,
+    Gone,
+    free_port,
+    http,
+    image_request,
+    no_proxy_env,
+    stop,
+    throwaway_postgres,
+    wait_listening,
+)
 
 NOVA = "bedrock/amazon.nova-canvas-v1:0"
 PRICE = 0.04  # Nova Canvas, standard quality, up to 1024x1024
@@ -59,7 +67,6 @@ PRICE = 0.04  # Nova Canvas, standard quality, up to 1024x1024
 READ_TIMEOUT, HANG_SECONDS = 3.0, 8.0
 #: the statuses a fault (or a budget) may end a request with
 FAULT_STATUSES = {408, 429, 502}
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclasses.dataclass
@@ -92,24 +99,6 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
-
-
-def http(method: str, url: str, body: Any = None, key: str | None = None, timeout: float = 30) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    if key:
-        request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with _NO_PROXY.open(request, timeout=timeout) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
 
 
 @dataclasses.dataclass
@@ -381,7 +370,7 @@ def run(settings: Settings) -> dict[str, Any]:
             log = workdir / f"{name}.log"
             with open(log, "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "gesso", *args, "--port", str(port)], stdout=out,
-                                        stderr=subprocess.STDOUT, env=_env())  # fmt: skip
+                                        stderr=subprocess.STDOUT, env=no_proxy_env())  # fmt: skip
             procs.append(proc)
             wait_listening(port, proc, log.stem, log)
             return proc, log, port

@@ -16,26 +16,23 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gesso_bench import free_port, stop, wait_listening
+from gesso_bench import free_port, http, no_proxy_env, stop, wait_listening
 
 MASTER = "sk-gesso-bench-ui-pages"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 PAGES = ("/ui/overview?range=month", "/ui/overview?range=day", "/ui/keys", "/ui/logs",
          "/ui/logs?model=canvas&status=success", "/ui/models")  # fmt: skip
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def write_config(path: Path, database: Path) -> None:
@@ -43,15 +40,6 @@ def write_config(path: Path, database: Path) -> None:
                      for name in ("nova", "canvas"))  # fmt: skip
     path.write_text(f"model_list:\n{models}general_settings:\n  master_key: {MASTER}\n"
                     f"  database_url: sqlite:///{database}\n")  # fmt: skip
-
-
-def make_key(port: int) -> dict[str, Any]:
-    body = json.dumps({"key_alias": "busy", "max_budget": 10_000.0}).encode()
-    headers = {"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/key/generate", body, headers)
-    with _NO_PROXY.open(request, timeout=30) as answer:
-        made: dict[str, Any] = json.load(answer)
-        return made
 
 
 def seed(database_url: str, token: str, rows: int) -> None:
@@ -77,6 +65,11 @@ def seed(database_url: str, token: str, rows: int) -> None:
             await database.close()
 
     asyncio.run(write())
+
+
+def installed() -> bool:
+    """Whether Debian's Chromium and its chromedriver are here (``apt-get install chromium chromium-driver``)."""
+    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
 
 
 @contextlib.contextmanager
@@ -136,13 +129,15 @@ def run(rows: int, workdir: Path) -> dict[str, float]:
     database, config, log = workdir / "ui.db", workdir / "config.yaml", workdir / "serve.log"
     write_config(config, database)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gesso", "serve", "--config", str(config), "--emulator",
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        command = [sys.executable, "-m", "gesso", "serve", "--config", str(config), "--emulator", "--port", str(port)]
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=no_proxy_env())
     try:
         wait_listening(port, proc, "gesso serve", log)
-        made = make_key(port)
+        status, made = http("POST", f"http://127.0.0.1:{port}/key/generate",
+                            {"key_alias": "busy", "max_budget": 10_000.0}, key=MASTER)  # fmt: skip
+        if status != 200:
+            raise RuntimeError(f"/key/generate answered {status}: {made}")
         seed(f"sqlite:///{database}", made["token"], rows)
         return browse(f"http://127.0.0.1:{port}")
     finally:
@@ -154,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="spend rows written (default %(default)s)")
     parser.add_argument("--limit-ms", type=float, default=300.0, help="each page's bound (default %(default)s)")
     args = parser.parse_args(argv)
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    if not installed():
         print("no Chromium here (apt-get install chromium chromium-driver)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="gesso-ui-pages-") as workdir:

@@ -16,7 +16,7 @@ from test_keys import MASTER, no_http_proxy, serving  # noqa: F401 (no_http_prox
 from gesso.proxy import store
 from helpers import bench_module
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+UI_PAGES = bench_module("ui_pages")  # the page-time benchmark: Chromium's paths and set-up, shared
 #: what each payload sets if it runs
 PAYLOADS = ('<script>window.__xss=1</script>', '"><img src=x onerror="window.__xss=2">',
             "<svg onload=window.__xss=3>")  # fmt: skip
@@ -24,11 +24,11 @@ PAYLOADS = ('<script>window.__xss=1</script>', '"><img src=x onerror="window.__x
 
 @pytest.fixture
 def browser():
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    if not UI_PAGES.installed():
         if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail("CI must run the browser tests: apt-get install chromium chromium-driver", pytrace=False)
         pytest.skip("no Chromium here (apt-get install chromium chromium-driver)")
-    with bench_module("ui_pages").chromium() as driver:  # the page-time benchmark's browser, set up once
+    with UI_PAGES.chromium() as driver:
         yield driver
 
 
