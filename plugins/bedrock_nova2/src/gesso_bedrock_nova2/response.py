@@ -53,7 +53,7 @@ def parse(request: ImageRequest, response: RawResponse) -> ParsedResponse:
     extra = [f"the answer held {len(images)} images; the first is returned"] if len(images) > 1 else []
     return ParsedResponse(
         images=images[:1],  # one image an answer: what a call is asked for, priced and held
-        size=Size(info.width, info.height) if info else None,
+        size=Size(info.width, info.height),  # info was checked above
         text=said,
         usage=usage,
         # BOTO's ConverseResponse requires usage: without it, a token price cannot count this call's cost
