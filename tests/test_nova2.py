@@ -326,6 +326,15 @@ def test_the_proxy_generates_and_edits_at_the_deployment_token_price(database_ur
         with pytest.raises(openai.BadRequestError) as caught:
             client.images.generate(model="omni", prompt="a lighthouse", size="1792x1024")
         assert "not an aspect ratio" in str(caught.value) and caught.value.status_code == 400
+        sent_before = len(emulator.requests)  # over 4 MP, and a GIF to edit: OpenAI-shaped 400s, nothing sent
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.images.generate(model="omni", prompt="a lighthouse", size="4096x4096")
+        assert caught.value.body["param"] == "size" and "4,194,304 pixels" in caught.value.body["message"]
+        gif = b"GIF89a" + (64).to_bytes(2, "little") * 2 + b"\x00" * 32
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.images.edit(model="omni", image=("room.gif", gif, "image/gif"), prompt="Add bar stools")
+        assert caught.value.body["param"] == "image" and "a GIF image: give it as PNG" in caught.value.body["message"]
+        assert len(emulator.requests) == sent_before
         # a token price is known only from the answer: a budget cannot hold it before the call, so it is refused
         key = call(url, "POST", "/key/generate", key=MASTER, body={"max_budget": 0.5})[2]["key"]
         keyed = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
